@@ -1,0 +1,3 @@
+from gradlab.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The command-line interface: thin wrappers around library functions."""

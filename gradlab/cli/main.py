@@ -1,0 +1,71 @@
+"""`gradlab` entry point: a click group whose subcommands load lazily.
+
+Lazy loading keeps `gradlab --help` and `gradlab report` free of the torch import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import click
+
+from gradlab import __version__
+from gradlab.errors import GradlabError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+# name -> (module, attribute, one-line help shown in `gradlab --help`)
+COMMANDS = {
+    "models": ("gradlab.cli.models_cmd", "models", "List the model zoo with depths and sizes."),
+    "train": ("gradlab.cli.train_cmd", "train", "Train one model into a run directory."),
+    "runs": ("gradlab.cli.runs_cmd", "runs", "List run directories with status and errors."),
+    "compare": ("gradlab.cli.compare_cmd", "compare", "Train plain vs residual nets and report."),
+    "report": ("gradlab.cli.report_cmd", "report", "Build paper-style figures from runs."),
+    "bench": ("gradlab.cli.bench_cmd", "bench", "Measure speed and overhead side by side."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return [n for n in COMMANDS if self._available(n)]
+
+    def _available(self, name):
+        module = COMMANDS[name][0]
+        return importlib.util.find_spec(module) is not None
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS or not self._available(name):
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx):
+        # A GradlabError is the user's to fix: show its message, not a traceback.
+        try:
+            return super().invoke(ctx)
+        except GradlabError as e:
+            raise click.ClickException(str(e)) from e
+
+    def format_commands(self, ctx, formatter):
+        rows = [(n, COMMANDS[n][2]) for n in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", "-V", prog_name="gradlab")
+def cli():
+    """gradlab: paired plain/residual networks, gradient-flow recording and
+    paper-style reports for studying degradation (He et al. 2015).
+
+    \b
+    Start here:
+      gradlab models                                  the model zoo
+      gradlab compare --depths 20,56,110 --preset quick   offline, ~5 min on a laptop
+    """
+
+
+def main(argv=None):
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="gradlab")

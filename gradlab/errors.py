@@ -1,0 +1,25 @@
+"""Errors a user can cause. The CLI prints them as one clear line and exits non-zero."""
+
+
+class GradlabError(Exception):
+    """Base class: the message must say what is wrong and what to do about it."""
+
+
+class ModelError(GradlabError):
+    """Unknown model name, impossible depth, bad model option."""
+
+
+class DataError(GradlabError):
+    """Unknown dataset, missing files, batch larger than the data."""
+
+
+class ConfigError(GradlabError):
+    """Bad preset, config file, unknown key or wrong type."""
+
+
+class RunDirError(GradlabError):
+    """A run directory that cannot be read, or would be overwritten."""
+
+
+class RecorderError(GradlabError):
+    """Misuse of the recorder, e.g. watching a model twice."""

@@ -1,0 +1,44 @@
+"""How a model describes its own probe points, in depth order.
+
+Recorders and reports use this list instead of guessing from module types. It is
+plain data (no torch) so that it can be written into a run directory as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+# kind values
+CONV, BN, FC, BRANCH, BLOCK = "conv", "bn", "fc", "branch", "block"
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    """One place in the network whose output is worth watching.
+
+    name:  module path as in ``model.named_modules()``.
+    index: position in depth order (0 = closest to the input), unique per model.
+    kind:  "conv" | "bn" | "fc" (weighted layers and their norms);
+           "branch" (the residual branch output F(x), right before the addition);
+           "block" (a residual block's output, after the addition and ReLU).
+    block: name of the residual block this point belongs to, or None (stem, head).
+    role:  "main" for layers on the main path / residual branch, "shortcut" for
+           projection shortcuts (options B/C), which do not count towards depth.
+    relu_after: True when the next op applied to this output is a ReLU, so that the
+           fraction of non-positive values equals the fraction ReLU will zero.
+    """
+
+    name: str
+    index: int
+    kind: str
+    block: str | None = None
+    role: str = "main"
+    relu_after: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProbePoint":
+        return cls(**d)

@@ -1,0 +1,244 @@
+"""The run directory: the only contract between training and reporting.
+
+    <run>/spec.json        resolved run spec, model description, environment
+    <run>/status.json      state, step, total_steps, message, divergence info
+    <run>/metrics.parquet  one row per evaluation
+    <run>/layers.parquet   long format: step, layer, index, kind, stat, value
+    <run>/checkpoint.pt    written and read by the trainer only
+
+This module never imports torch: the report side reads runs through it.
+Every write is atomic (temp file in the same folder, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from gradlab.errors import RunDirError
+
+FORMAT_VERSION = 1
+
+SPEC, STATUS, METRICS, LAYERS, CHECKPOINT = (
+    "spec.json",
+    "status.json",
+    "metrics.parquet",
+    "layers.parquet",
+    "checkpoint.pt",
+)
+
+# status.json "state" values
+PENDING, RUNNING, DONE, DIVERGED, FAILED, INTERRUPTED = (
+    "pending",
+    "running",
+    "done",
+    "diverged",
+    "failed",
+    "interrupted",
+)
+FINISHED_STATES = (DONE, DIVERGED)
+
+METRIC_COLUMNS = ["step", "epoch", "lr", "train_loss", "train_err", "test_err", "val_err", "images_per_s", "time_s"]
+LAYER_COLUMNS = ["step", "layer", "index", "kind", "stat", "value"]
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call write(tmp_path) on a temp file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj: dict) -> None:
+    def _write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, _write)
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def read_json(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); the file is damaged") from e
+    except OSError as e:
+        raise RunDirError(f"cannot read {path}: {e.strerror}") from e
+    if not isinstance(obj, dict):
+        raise RunDirError(f"{path} should hold a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several unrelated types for damaged files
+        raise RunDirError(f"{path} cannot be read as Parquet ({type(e).__name__}: {e}); the file is damaged") from e
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_status(run_dir: Path, state: str, step: int, total_steps: int, message: str = "", **extra) -> dict:
+    status = {
+        "state": state,
+        "step": int(step),
+        "total_steps": int(total_steps),
+        "message": message,
+        "updated": now_iso(),
+        "pid": os.getpid(),
+        **extra,
+    }
+    write_json(Path(run_dir) / STATUS, status)
+    return status
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / SPEC).is_file()
+
+
+@dataclass
+class Run:
+    """A run directory read from disk. Tolerates running and crashed runs."""
+
+    path: Path
+    spec: dict
+    status: dict
+    metrics: pd.DataFrame
+    _layers: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.get("name", self.path.name)
+
+    @property
+    def state(self) -> str:
+        """The status state, with a stale "running" told apart from a live one."""
+        state = self.status.get("state", PENDING)
+        if state == RUNNING and not _pid_alive(self.status.get("pid")):
+            return "crashed"
+        return state
+
+    @property
+    def model(self) -> dict:
+        """Model description written by the trainer: name, family, depth, params, probe_points."""
+        return self.spec.get("model", {})
+
+    @property
+    def family(self) -> str:
+        return self.model.get("family", "?")
+
+    @property
+    def depth(self) -> int:
+        return int(self.model.get("depth", 0))
+
+    @property
+    def layers(self) -> pd.DataFrame:
+        """Per-layer statistics (long format); empty frame when none were recorded."""
+        if self._layers is None:
+            path = self.path / LAYERS
+            self._layers = read_parquet(path) if path.exists() else pd.DataFrame(columns=LAYER_COLUMNS)
+        return self._layers
+
+    def final(self, column: str) -> float:
+        """Last non-missing value of a metrics column, NaN if none."""
+        if column not in self.metrics or self.metrics[column].dropna().empty:
+            return float("nan")
+        return float(self.metrics[column].dropna().iloc[-1])
+
+
+def _pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_run(path: Path) -> Run:
+    """Read one run directory; raises RunDirError naming the damaged file."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path} is not a directory; pass a run directory (one holding {SPEC})")
+    if not (path / SPEC).is_file():
+        raise RunDirError(f"{path} is not a run directory: it has no {SPEC}")
+    spec = read_json(path / SPEC)
+    version = spec.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise RunDirError(
+            f"{path} was written by a newer gradlab (run format {version}, this gradlab reads up to "
+            f"{FORMAT_VERSION}); upgrade gradlab with `pip install -U gradlab`"
+        )
+    status = read_json(path / STATUS) if (path / STATUS).exists() else {"state": PENDING, "step": 0}
+    metrics = read_parquet(path / METRICS) if (path / METRICS).exists() else pd.DataFrame(columns=METRIC_COLUMNS)
+    return Run(path=path, spec=spec, status=status, metrics=metrics)
+
+
+def find_run_dirs(paths) -> list[Path]:
+    """Run directories under the given paths (each a run directory or a folder of them)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise RunDirError(f"{p} does not exist; pass a run directory or a folder of runs")
+        if is_run_dir(p):
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(d.parent for d in p.rglob(SPEC)))
+        else:
+            raise RunDirError(f"{p} is a file, not a run directory")
+    return found
+
+
+def load(paths, on_error: str = "raise") -> list[Run]:
+    """Read every run under `paths`.
+
+    on_error="raise" stops at the first unreadable run; "skip" leaves it out and
+    records the problem in `load.problems` of the returned list (see load_all).
+    """
+    runs, problems = load_all(paths)
+    if problems and on_error == "raise":
+        path, message = problems[0]
+        raise RunDirError(message)
+    return runs
+
+
+def load_all(paths) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """Read every run under `paths`; unreadable ones come back as (path, message)."""
+    runs: list[Run] = []
+    problems: list[tuple[Path, str]] = []
+    for d in find_run_dirs(paths):
+        try:
+            runs.append(read_run(d))
+        except RunDirError as e:
+            problems.append((d, str(e)))
+    return runs, problems

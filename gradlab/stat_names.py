@@ -1,0 +1,29 @@
+"""Names of the per-layer statistics in layers.parquet (shared by recorder and report).
+
+Rows are long format: step, layer, index, kind, stat, value.
+
+Parameter rows: layer = parameter name ("layer1.0.conv1.weight"), index and kind are
+those of the probe point that owns the parameter.
+Output rows: layer = probe point name, index and kind as in the model's probe points.
+Block rows: layer = residual block name, kind = "block".
+"""
+
+# per parameter tensor
+GRAD_NORM = "grad_norm"  # ||dL/dw||_2
+WEIGHT_NORM = "weight_norm"  # ||w||_2
+GRAD_WEIGHT_RATIO = "grad_weight_ratio"  # ||dL/dw|| / ||w||
+UPDATE_NORM = "update_norm"  # ||w_t - w_prev_recorded||_2
+
+# per probe point output h
+ACT_MEAN = "act_mean"
+ACT_STD = "act_std"  # on "bn" points: the layer response of He et al. 2015, Fig. 7
+ACT_ZERO_FRAC = "act_zero_frac"  # fraction zeroed by the following ReLU (or exact zeros)
+ACT_GRAD_NORM = "act_grad_norm"  # ||dL/dh||_2, the vanishing-gradient curve along depth
+
+# per residual block
+BRANCH_RATIO = "branch_ratio"  # ||F(x)|| / ||x||
+
+PARAM_STATS = (GRAD_NORM, WEIGHT_NORM, GRAD_WEIGHT_RATIO, UPDATE_NORM)
+OUTPUT_STATS = (ACT_MEAN, ACT_STD, ACT_ZERO_FRAC, ACT_GRAD_NORM)
+BLOCK_STATS = (BRANCH_RATIO,)
+DEFAULT_STATS = PARAM_STATS + OUTPUT_STATS + BLOCK_STATS

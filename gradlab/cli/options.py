@@ -1,0 +1,52 @@
+"""Options shared by `train` and `compare` (one definition, used by both)."""
+
+from __future__ import annotations
+
+import click
+
+from gradlab.data import DATASETS
+
+
+def run_options(f):
+    """Preset/config, data and recipe overrides, device and output location."""
+    options = [
+        click.option("--preset", default=None, help="Named preset from experiments/ (paper, quick). Default: paper."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                     help="A preset TOML file instead of a named preset."),
+        click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Dataset (overrides the preset)."),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                     help="Folder holding the dataset files (default: $GRADLAB_DATA or ~/.cache/gradlab/data)."),
+        click.option("--val-split", type=click.IntRange(min=0), default=None,
+                     help="Training images held out for validation (the paper: 5000)."),
+        click.option("--steps", type=int, default=None,
+                     help="Training iterations; the lr milestones scale with it."),
+        click.option("--batch-size", type=int, default=None, help="Mini-batch size."),
+        click.option("--lr", type=float, default=None, help="Base learning rate."),
+        click.option("--no-record", is_flag=True, help="Do not record per-layer statistics."),
+        click.option("--runs-dir", type=click.Path(), default="runs", show_default=True,
+                     help="Where run directories go (<runs-dir>/<experiment>/<run>)."),
+        click.option("--experiment", default=None, help="Experiment name (default: <preset>-<dataset>)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def build_spec(model: str, seed: int, opts: dict):
+    """RunSpec from the shared options (library call; the CLI stays thin)."""
+    from gradlab.config import load_preset, make_run_spec
+
+    preset = load_preset(opts["preset"], opts["config_file"])
+    return make_run_spec(
+        model,
+        preset,
+        seed=seed,
+        experiment=opts["experiment"],
+        device=opts["device"],
+        compile=opts["compile_"],
+        steps=opts["steps"],
+        data={"name": opts["dataset"], "data_dir": opts["data_dir"], "val_split": opts["val_split"]},
+        recipe={"batch_size": opts["batch_size"], "lr": opts["lr"], "record": False if opts["no_record"] else None},
+    )

@@ -1,0 +1,31 @@
+"""`gradlab runs [RUNS_DIR]`: a table of run directories."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("runs_dir", type=click.Path(), default="runs")
+def runs(runs_dir):
+    """List the runs under RUNS_DIR (default: runs/) with status, step and final errors."""
+    from gradlab import runs as rundirs
+
+    found, problems = rundirs.load_all(runs_dir)
+    if not found and not problems:
+        click.echo(f"no runs under {runs_dir}")
+        return
+    header = f"{'run':<40} {'state':<11} {'step':>13} {'train err':>9} {'test err':>9}"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for run in found:
+        name = f"{run.spec.get('experiment', '?')}/{run.name}"
+        step = f"{run.status.get('step', 0)}/{run.status.get('total_steps', '?')}"
+        click.echo(f"{name:<40} {run.state:<11} {step:>13} {_pct(run.final('train_err')):>9} "
+                   f"{_pct(run.final('test_err')):>9}")
+    for path, message in problems:
+        click.echo(f"{str(path):<40} {'unreadable':<11} {message}")
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{x:.2%}"

@@ -1,0 +1,276 @@
+"""Run configuration: frozen dataclasses, presets (TOML files) and their validation.
+
+A preset is a TOML file in `experiments/` (shipped in the wheel as gradlab.experiments)
+with a top-level `preset = "<name>"` and tables [data], [recipe], [compare]. `--config
+FILE` takes any such file; command-line flags override what it says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import sys
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from gradlab.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = "resnet20"
+    shortcut: str | None = None  # CIFAR family: "A" (default), "B", "C"
+    zero_init_residual: bool = False
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str = "cifar10"  # cifar10 | cifar100 | mnist | fashion-mnist | digits | synthetic
+    data_dir: str | None = None  # None: ~/.cache/gradlab/data (or $GRADLAB_DATA)
+    val_split: int = 0  # training images held out for validation (paper: 5000 of 50k)
+    augment: bool = True  # the dataset's standard augmentation (CIFAR: pad 4, crop, flip)
+    download: bool = True  # try torchvision's download when the files are missing
+    synthetic_shape: tuple[int, ...] = (3, 32, 32)  # synthetic only: C, H, W
+    synthetic_size: int = 2048  # synthetic only: training images (test: a quarter)
+    num_classes: int = 10  # synthetic only
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimizer and schedule, in iterations. Defaults are He et al. 2015 §4.2 (CIFAR)."""
+
+    steps: int = 64000
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    milestones: tuple[int, ...] = (32000, 48000)  # lr divided by `gamma` at each
+    gamma: float = 0.1
+    # "for 110 layers and deeper, lr 0.01 until training error falls below 80%"
+    warmup_lr: float = 0.01
+    warmup_min_depth: int = 110
+    warmup_exit_err: float = 0.80
+    warmup_check_every: int = 10  # steps between checks of the running train error
+    eval_every: int = 400
+    checkpoint_every: int = 4000
+    record: bool = True  # per-layer statistics into layers.parquet
+    record_every: int = 0  # 0: chosen from the run length (gradlab.probes.default_schedule)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    recipe: Recipe = field(default_factory=Recipe)
+    seed: int = 0
+    experiment: str = "default"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: bool = False
+    deterministic: bool = True  # deterministic algorithms (exact resume on CPU)
+
+    @property
+    def name(self) -> str:
+        """Run directory name: model, options that change it, seed."""
+        parts = [self.model.name]
+        if self.model.shortcut:
+            parts.append(f"opt{self.model.shortcut}")
+        if self.model.zero_init_residual:
+            parts.append("zinit")
+        parts.append(f"s{self.seed}")
+        return "-".join(parts)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    depths: tuple[int, ...] = (20, 56, 110)
+    families: tuple[str, ...] = ("plain", "resnet")
+    seeds: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    data: DataSpec
+    recipe: Recipe
+    compare: CompareSpec
+    source: str  # file it came from
+
+
+SECTIONS = {"data": DataSpec, "recipe": Recipe, "compare": CompareSpec}
+TOP_LEVEL = {"preset", "description", *SECTIONS}
+
+
+def _type_ok(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is tuple:
+        (elem, _ellipsis) = typing.get_args(tp)
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, elem) for v in value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return {type(None): "nothing", float: "number", int: "integer", bool: "true/false", str: "string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def coerce(cls, values: dict, where: str):
+    """Build dataclass `cls` from a dict, naming the file and key of any bad entry."""
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    out = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"{where}: unknown key '{key}'; valid keys are: {', '.join(valid)}")
+        tp = hints[key]
+        if not _type_ok(value, tp):
+            raise ConfigError(f"{where}: '{key}' should be {_type_name(tp)}, got {value!r}")
+        if typing.get_origin(tp) is tuple or (
+            typing.get_origin(tp) in (typing.Union, types.UnionType) and isinstance(value, list)
+        ):
+            value = tuple(value)
+        if tp is float:
+            value = float(value)
+        out[key] = value
+    return cls(**out)
+
+
+def parse_preset(text: str, source: str) -> Preset:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source} is not valid TOML: {e}") from e
+    for key in raw:
+        if key not in TOP_LEVEL:
+            raise ConfigError(f"{source}: unknown key '{key}'; valid top-level keys are: {', '.join(sorted(TOP_LEVEL))}")
+    parts = {}
+    for section, cls in SECTIONS.items():
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: '{section}' should be a table ([{section}])")
+        parts[section] = coerce(cls, table, f"{source} [{section}]")
+    name = raw.get("preset", Path(source).stem)
+    if not isinstance(name, str):
+        raise ConfigError(f"{source}: 'preset' should be a string")
+    return Preset(name=name, description=str(raw.get("description", "")), source=source, **parts)
+
+
+def _preset_files() -> list[tuple[str, str]]:
+    """(source, text) of every shipped preset: from a source checkout, else from the wheel."""
+    checkout = Path(__file__).resolve().parent.parent / "experiments"
+    if checkout.is_dir():
+        return [(str(p), p.read_text()) for p in sorted(checkout.glob("*.toml"))]
+    root = importlib.resources.files("gradlab.experiments")
+    return [(f"gradlab.experiments/{p.name}", p.read_text()) for p in sorted(root.iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".toml")]
+
+
+def presets() -> dict[str, Preset]:
+    out = {}
+    for source, text in _preset_files():
+        p = parse_preset(text, source)
+        out[p.name] = p
+    return out
+
+
+def load_preset(name: str | None = None, path: str | Path | None = None) -> Preset:
+    """A preset by name (`--preset quick`) or by file (`--config FILE`)."""
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return parse_preset(path.read_text(), str(path))
+    available = presets()
+    if name is None:
+        name = "paper"
+    if name not in available:
+        raise ConfigError(f"unknown preset '{name}'; available: {', '.join(sorted(available))} (or --config FILE)")
+    return available[name]
+
+
+def scale_recipe(recipe: Recipe, steps: int | None) -> Recipe:
+    """Override the run length, scaling milestones, eval and checkpoint cadence with it."""
+    if steps is None or steps == recipe.steps:
+        return recipe
+    if steps <= 0:
+        raise ConfigError(f"--steps must be a positive number of iterations, got {steps}")
+    k = steps / recipe.steps
+    return replace(
+        recipe,
+        steps=steps,
+        milestones=tuple(max(1, round(m * k)) for m in recipe.milestones),
+        eval_every=max(1, min(steps, round(recipe.eval_every * k))),
+        checkpoint_every=max(1, min(steps, round(recipe.checkpoint_every * k))),
+        record_every=max(1, round(recipe.record_every * k)) if recipe.record_every else 0,
+    )
+
+
+def validate_recipe(recipe: Recipe) -> Recipe:
+    checks = [
+        (recipe.steps > 0, f"steps must be positive, got {recipe.steps}"),
+        (recipe.batch_size > 0, f"batch size must be positive, got {recipe.batch_size}"),
+        (recipe.lr > 0, f"learning rate must be positive, got {recipe.lr}"),
+        (recipe.eval_every > 0, f"eval_every must be positive, got {recipe.eval_every}"),
+        (recipe.checkpoint_every > 0, f"checkpoint_every must be positive, got {recipe.checkpoint_every}"),
+        (0 <= recipe.momentum < 1, f"momentum must be in [0, 1), got {recipe.momentum}"),
+        (recipe.weight_decay >= 0, f"weight decay must be ≥ 0, got {recipe.weight_decay}"),
+        (list(recipe.milestones) == sorted(recipe.milestones), f"milestones must increase: {recipe.milestones}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return recipe
+
+
+def make_run_spec(
+    model: str,
+    preset: Preset,
+    *,
+    seed: int = 0,
+    experiment: str | None = None,
+    device: str = "auto",
+    compile: bool = False,
+    steps: int | None = None,
+    data: dict | None = None,
+    recipe: dict | None = None,
+    model_options: dict | None = None,
+) -> RunSpec:
+    """A preset, then command-line overrides (None values mean "not given")."""
+    data_spec = replace(preset.data, **{k: v for k, v in (data or {}).items() if v is not None})
+    recipe_spec = scale_recipe(preset.recipe, steps)
+    recipe_spec = validate_recipe(replace(recipe_spec, **{k: v for k, v in (recipe or {}).items() if v is not None}))
+    model_spec = ModelSpec(name=model, **{k: v for k, v in (model_options or {}).items() if v is not None})
+    return RunSpec(
+        model=model_spec,
+        data=data_spec,
+        recipe=recipe_spec,
+        seed=seed,
+        experiment=experiment or f"{preset.name}-{data_spec.name}",
+        device=device,
+        compile=compile,
+    )

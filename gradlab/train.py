@@ -1,0 +1,349 @@
+"""One run: a model trained on one dataset with one seed, into a run directory.
+
+The trainer knows nothing of W&B, SLURM or plotting: those plug in as callbacks
+(`gradlab.callbacks.Callback`). Between evaluations nothing leaves the device: the
+running loss and error, the divergence flag and the recorder's buffers are tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from gradlab import data as datasets
+from gradlab import models, runs
+from gradlab.callbacks import Callback, CallbackList
+from gradlab.checkpoint import load_checkpoint, save_checkpoint
+from gradlab.config import RunSpec, validate_recipe
+from gradlab.environment import describe, resolve_device
+from gradlab.errors import RunDirError
+from gradlab.loader import DeviceLoader
+from gradlab.lr_schedule import StepLR
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    state: str  # done | diverged | ...
+    step: int
+    message: str = ""
+
+
+@contextlib.contextmanager
+def deterministic(on: bool):
+    """Deterministic algorithms for the duration of a run, restored afterwards."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(on)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def run_dir_for(spec: RunSpec, runs_dir: str | Path) -> Path:
+    return Path(runs_dir) / spec.experiment / spec.name
+
+
+def spec_record(spec: RunSpec, model_info: dict, ds: datasets.Dataset, env: dict) -> dict:
+    """What spec.json holds: the resolved spec plus what the report needs to know."""
+    return {
+        "format_version": runs.FORMAT_VERSION,
+        "name": spec.name,
+        "experiment": spec.experiment,
+        "seed": spec.seed,
+        "run": spec.to_dict(),
+        "model": model_info,
+        "data": {
+            **dataclasses.asdict(spec.data),
+            "shape": list(ds.shape),
+            "num_classes": ds.num_classes,
+            "train_size": len(ds.train_y),
+            "test_size": len(ds.test_y),
+            "val_size": 0 if ds.val_y is None else len(ds.val_y),
+        },
+        "recipe": dataclasses.asdict(spec.recipe),
+        "env": env,
+    }
+
+
+def check_existing(run_dir: Path, spec: RunSpec) -> dict | None:
+    """The existing spec.json if it describes this very run; an error if another."""
+    if not (run_dir / runs.SPEC).exists():
+        return None
+    old = runs.read_json(run_dir / runs.SPEC)
+    if old.get("run") != spec.to_dict():
+        changed = sorted(_diff_keys(old.get("run", {}), spec.to_dict()))
+        raise RunDirError(
+            f"{run_dir} already holds a run with different settings ({', '.join(changed) or 'unknown'}); "
+            f"it is left untouched: choose another --runs-dir or experiment name, or delete that folder"
+        )
+    return old
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k in set(a) | set(b):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out |= _diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.add(prefix + k)
+    return out
+
+
+class Trainer:
+    """Holds everything one run needs; `run()` trains to the end or to divergence."""
+
+    def __init__(self, spec: RunSpec, runs_dir: str | Path = "runs", progress: bool | None = None,
+                 callbacks: list[Callback] | None = None, dataset: datasets.Dataset | None = None):
+        self.spec = spec
+        self.recipe = validate_recipe(spec.recipe)
+        self.run_dir = run_dir_for(spec, runs_dir)
+        self.existing = check_existing(self.run_dir, spec)
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.callbacks = CallbackList(callbacks or [])
+        self.device = resolve_device(spec.device)
+        self.cuda = self.device.type == "cuda"
+        self._dataset = dataset
+
+    # -- setup ---------------------------------------------------------------------------
+    def _setup(self) -> None:
+        spec, recipe = self.spec, self.recipe
+        torch.manual_seed(spec.seed)
+        ds = self._dataset or datasets.load(spec.data)
+        self.data = ds
+        self.model = models.build(spec.model.name, num_classes=ds.num_classes, in_channels=ds.shape[0],
+                                  shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual)
+        self.model_info = models.describe(self.model, spec.model.name)
+        self.model.to(self.device)
+        if self.cuda:
+            self.model.to(memory_format=torch.channels_last)
+        self.loader = DeviceLoader(ds, recipe.batch_size, spec.seed, self.device, channels_last=self.cuda)
+        self.eval_sets = {"test": (ds.test_x.to(self.device), ds.test_y.to(self.device))}
+        if ds.val_y is not None:
+            self.eval_sets["val"] = (ds.val_x.to(self.device), ds.val_y.to(self.device))
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+            nesterov=recipe.nesterov, **({"fused": True} if self.cuda else {"foreach": True}),
+        )
+        self.lr = StepLR(recipe, self.model_info["depth"])
+        self.forward = torch.compile(self.model) if spec.compile else self.model
+        self.recorder = None
+        if recipe.record:
+            from gradlab.probes import Schedule, default_schedule, watch
+
+            schedule = Schedule(every=recipe.record_every) if recipe.record_every else default_schedule(recipe.steps)
+            self.recorder = watch(self.model, schedule=schedule)
+        self.env = describe(self.device)
+        z = torch.zeros((), device=self.device)
+        self.acc = {"loss_sum": z.clone(), "err_sum": z.clone(), "count": z.clone(),
+                    "bad_step": torch.full((), -1, dtype=torch.int64, device=self.device)}
+        self.metrics_rows: list[dict] = []
+        self.layer_frames: list[pd.DataFrame] = []
+        self.step = 0
+        self.time_s = 0.0
+
+    def _autocast(self):
+        if self.cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- resume --------------------------------------------------------------------------
+    def _resume(self) -> None:
+        ckpt_path = self.run_dir / runs.CHECKPOINT
+        if not ckpt_path.exists():
+            return
+        state = load_checkpoint(ckpt_path, self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr.load_state_dict(state["lr"])
+        for k, v in state["acc"].items():
+            self.acc[k].copy_(v)
+        if self.recorder is not None and "recorder" in state:
+            self.recorder.load_state_dict(state["recorder"])
+        self.step = int(state["step"])
+        self.time_s = float(state["time_s"])
+        # Rows written after the checkpoint belong to steps that will be run again.
+        if (self.run_dir / runs.METRICS).exists():
+            m = runs.read_parquet(self.run_dir / runs.METRICS)
+            self.metrics_rows = m[m["step"] <= self.step].to_dict("records")
+        if (self.run_dir / runs.LAYERS).exists():
+            lay = runs.read_parquet(self.run_dir / runs.LAYERS)
+            self.layer_frames = [lay[lay["step"] < self.step]]
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        if self.existing is not None:
+            status = runs.read_json(self.run_dir / runs.STATUS) if (self.run_dir / runs.STATUS).exists() else {}
+            if status.get("state") in runs.FINISHED_STATES:
+                return RunResult(self.run_dir, status["state"], int(status.get("step", 0)), "already finished")
+        self._setup()
+        with deterministic(self.spec.deterministic and not self.cuda):
+            return self._run()
+
+    def _run(self) -> RunResult:
+        record = spec_record(self.spec, self.model_info, self.data, self.env)
+        if self.existing is None:
+            runs.write_json(self.run_dir / runs.SPEC, record)
+        self._resume()
+        total = self.recipe.steps
+        runs.write_status(self.run_dir, runs.RUNNING, self.step, total)
+        self.callbacks.on_start(self.run_dir, record, resumed=self.step > 0)
+        if self.step == 0:
+            self._evaluate(0, train_stats=None, images_per_s=float("nan"))
+        bar = self._progress_bar(total)
+        try:
+            state = self._loop(total, bar)
+        except BaseException as e:
+            message = f"{type(e).__name__}: {e}"
+            runs.write_status(self.run_dir, runs.FAILED if not isinstance(e, KeyboardInterrupt) else runs.INTERRUPTED,
+                              self.step, total, message)
+            self.callbacks.on_end(self.run_dir, runs.FAILED, message)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            if self.recorder is not None:
+                self.recorder.stop()
+        return state
+
+    def _progress_bar(self, total: int):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=self.step, desc=self.spec.name, unit="step", leave=False,
+                    dynamic_ncols=True, file=sys.stderr)
+
+    def _loop(self, total: int, bar) -> RunResult:
+        recipe, acc = self.recipe, self.acc
+        rec = self.recorder
+        if rec is not None:
+            rec.set_step(self.step)
+        interval_start, interval_images = time.perf_counter(), 0
+        while self.step < total:
+            step = self.step
+            lr = self.lr.lr(step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            x, y = self.loader.batch(step)
+            with self._autocast():
+                out = self.forward(x)
+                loss = F.cross_entropy(out, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if rec is not None:
+                rec.step(step)
+            self.optimizer.step()
+            with torch.no_grad():
+                loss_d = loss.detach().float()
+                acc["loss_sum"] += loss_d
+                acc["err_sum"] += (out.argmax(1) != y).sum()
+                acc["count"] += y.numel()
+                bad = ~torch.isfinite(loss_d) & (acc["bad_step"] < 0)
+                acc["bad_step"].copy_(torch.where(bad, step, acc["bad_step"]))
+            self.step = done = step + 1
+            interval_images += y.numel()
+            if bar is not None:
+                bar.update(1)
+            if self.lr.warming and done % recipe.warmup_check_every == 0:
+                self.lr.observe(done, float(acc["err_sum"] / acc["count"].clamp_min(1)))
+            if done % recipe.eval_every == 0 or done == total:
+                elapsed = time.perf_counter() - interval_start
+                self.time_s += elapsed
+                stats = {k: v.item() for k, v in acc.items()}
+                for k in ("loss_sum", "err_sum", "count"):
+                    acc[k].zero_()
+                row = self._evaluate(done, stats, interval_images / max(elapsed, 1e-9))
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", err=f"{row['train_err']:.1%}",
+                                    test=f"{row['test_err']:.1%}", ips=f"{row['images_per_s']:.0f}")
+                if stats["bad_step"] >= 0 or not math.isfinite(row["train_loss"]):
+                    return self._diverged(int(stats["bad_step"]), total)
+                interval_start, interval_images = time.perf_counter(), 0
+            if done % recipe.checkpoint_every == 0 or done == total:
+                self._checkpoint()
+                runs.write_status(self.run_dir, runs.RUNNING if done < total else runs.DONE, done, total)
+        self.callbacks.on_end(self.run_dir, runs.DONE, "")
+        return RunResult(self.run_dir, runs.DONE, self.step)
+
+    # -- evaluation and files ------------------------------------------------------------
+    @torch.no_grad()
+    def _error(self, x_all: torch.Tensor, y_all: torch.Tensor) -> float:
+        self.model.eval()
+        wrong = torch.zeros((), device=self.device)
+        for xb, yb in self.loader.eval_batches(x_all, y_all):
+            with self._autocast():
+                wrong += (self.forward(xb).argmax(1) != yb).sum()
+        self.model.train()
+        return float(wrong) / len(y_all)
+
+    def _evaluate(self, step: int, train_stats: dict | None, images_per_s: float) -> dict:
+        count = train_stats["count"] if train_stats else 0
+        row = {
+            "step": step,
+            "epoch": self.loader.epoch_of(step),
+            "lr": self.lr.lr(max(step - 1, 0)),
+            "train_loss": train_stats["loss_sum"] / count if count else float("nan"),
+            "train_err": train_stats["err_sum"] / count if count else float("nan"),
+            "test_err": self._error(*self.eval_sets["test"]),
+            "val_err": self._error(*self.eval_sets["val"]) if "val" in self.eval_sets else float("nan"),
+            "images_per_s": images_per_s,
+            "time_s": self.time_s,
+        }
+        self.metrics_rows.append(row)
+        runs.write_parquet(self.run_dir / runs.METRICS, pd.DataFrame(self.metrics_rows, columns=runs.METRIC_COLUMNS))
+        self.callbacks.on_eval(self.run_dir, row)
+        return row
+
+    def _flush_layers(self) -> None:
+        if self.recorder is None:
+            return
+        new = self.recorder.flush()
+        if len(new):
+            self.layer_frames.append(new)
+            self.callbacks.on_layers(self.run_dir, new)
+        frames = [f for f in self.layer_frames if len(f)]
+        if frames:
+            runs.write_parquet(self.run_dir / runs.LAYERS, pd.concat(frames, ignore_index=True))
+
+    def _checkpoint(self) -> None:
+        self._flush_layers()
+        state = {
+            "format_version": runs.FORMAT_VERSION,
+            "step": self.step,
+            "time_s": self.time_s,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr": self.lr.state_dict(),
+            "acc": {k: v.detach().cpu() for k, v in self.acc.items()},
+        }
+        if self.recorder is not None:
+            state["recorder"] = self.recorder.state_dict()
+        save_checkpoint(self.run_dir / runs.CHECKPOINT, state)
+
+    def _diverged(self, bad_step: int, total: int) -> RunResult:
+        self._flush_layers()
+        where = self.recorder.nonfinite if self.recorder is not None else None
+        message = f"loss became non-finite at step {bad_step}"
+        if where:
+            message += f"; first non-finite {where['what']} in {where['layer']} at step {where['step']}"
+        runs.write_status(self.run_dir, runs.DIVERGED, self.step, total, message,
+                          diverged_step=bad_step, nonfinite=where)
+        self.callbacks.on_end(self.run_dir, runs.DIVERGED, message)
+        return RunResult(self.run_dir, runs.DIVERGED, self.step, message)
+
+
+def train(spec: RunSpec, runs_dir: str | Path = "runs", progress: bool | None = None,
+          callbacks: list[Callback] | None = None, dataset: datasets.Dataset | None = None) -> RunResult:
+    """Train one run (or resume it, or return it untouched if it already finished)."""
+    return Trainer(spec, runs_dir, progress, callbacks, dataset).run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import json
 import sys
 import types
 import typing
@@ -88,7 +89,8 @@ class RunSpec:
         return "-".join(parts)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """JSON-ready (tuples as lists), so that it equals what spec.json reads back."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 @dataclass(frozen=True)

@@ -246,7 +246,7 @@ class Trainer:
             self.optimizer.step()
             with torch.no_grad():
                 loss_d = loss.detach().float()
-                acc["loss_sum"] += loss_d
+                acc["loss_sum"] += loss_d * y.numel()
                 acc["err_sum"] += (out.argmax(1) != y).sum()
                 acc["count"] += y.numel()
                 bad = ~torch.isfinite(loss_d) & (acc["bad_step"] < 0)

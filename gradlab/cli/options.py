@@ -34,19 +34,22 @@ def run_options(f):
     return f
 
 
-def build_spec(model: str, seed: int, opts: dict):
-    """RunSpec from the shared options (library call; the CLI stays thin)."""
-    from gradlab.config import load_preset, make_run_spec
+def preset_from(opts: dict):
+    """The preset named by --preset or read from --config (not both)."""
+    from gradlab.config import load_preset
 
-    preset = load_preset(opts["preset"], opts["config_file"])
-    return make_run_spec(
-        model,
-        preset,
-        seed=seed,
-        experiment=opts["experiment"],
-        device=opts["device"],
-        compile=opts["compile_"],
-        steps=opts["steps"],
-        data={"name": opts["dataset"], "data_dir": opts["data_dir"], "val_split": opts["val_split"]},
-        recipe={"batch_size": opts["batch_size"], "lr": opts["lr"], "record": False if opts["no_record"] else None},
-    )
+    if opts["preset"] and opts["config_file"]:
+        raise click.UsageError("give --preset or --config, not both")
+    return load_preset(opts["preset"], opts["config_file"])
+
+
+def spec_overrides(opts: dict) -> dict:
+    """Keyword arguments of gradlab.config.make_run_spec from the shared options."""
+    return {
+        "experiment": opts["experiment"],
+        "device": opts["device"],
+        "compile": opts["compile_"],
+        "steps": opts["steps"],
+        "data": {"name": opts["dataset"], "data_dir": opts["data_dir"], "val_split": opts["val_split"]},
+        "recipe": {"batch_size": opts["batch_size"], "lr": opts["lr"], "record": False if opts["no_record"] else None},
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gradlab.cli.options import build_spec, run_options
+from gradlab.cli.options import preset_from, run_options, spec_overrides
 
 
 @click.command()
@@ -23,11 +23,10 @@ def train(model, seed, progress, **opts):
       gradlab train resnet20 --preset quick            # digits, offline, ~1 min on a CPU
       gradlab train plain56 --preset paper --data-dir ~/data   # CIFAR-10, the paper's recipe
     """
+    from gradlab.config import make_run_spec
     from gradlab.train import train as train_run
 
-    if opts["preset"] and opts["config_file"]:
-        raise click.UsageError("give --preset or --config, not both")
-    spec = build_spec(model, seed, opts)
+    spec = make_run_spec(model, preset_from(opts), seed=seed, **spec_overrides(opts))
     click.echo(f"{spec.name}: {spec.data.name}, {spec.recipe.steps} steps, batch {spec.recipe.batch_size} "
                f"-> {opts['runs_dir']}/{spec.experiment}/{spec.name}", err=True)
     result = train_run(spec, opts["runs_dir"], progress=progress)

@@ -1,0 +1,138 @@
+"""`compare`: plan one run per (family, depth, seed), train what is not done, report.
+
+Finished runs are reused, interrupted ones resume (the trainer decides from the run
+directory), a diverged run is reported as such and the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from gradlab import models, runs
+from gradlab.config import Preset, RunSpec, make_run_spec
+from gradlab.errors import ConfigError
+from gradlab.launch import make_launcher
+
+FAMILIES = ("plain", "resnet")
+
+
+def parse_int_list(text: str, what: str) -> tuple[int, ...]:
+    """'20,56,110' -> (20, 56, 110); junk is a clear error."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ConfigError(f"--{what} is empty; give a comma-separated list such as 20,56,110")
+    out = []
+    for t in items:
+        if not t.lstrip("-").isdigit():
+            raise ConfigError(f"--{what}: '{t}' is not a whole number; give a comma-separated list such as 20,56,110")
+        out.append(int(t))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"--{what} lists a value twice: {text}")
+    return tuple(out)
+
+
+def parse_families(text: str) -> tuple[str, ...]:
+    fams = tuple(t.strip() for t in str(text).split(",") if t.strip())
+    bad = [f for f in fams if f not in FAMILIES]
+    if bad or not fams:
+        raise ConfigError(f"--families: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(FAMILIES)}")
+    return fams
+
+
+def model_name(family: str, depth: int) -> str:
+    """The CIFAR-family model of a family and depth, validated by the zoo."""
+    name = f"{family}{depth}"
+    models.info(name)  # raises ModelError listing the valid depths
+    return name
+
+
+def plan(preset: Preset, depths, families, seeds, **overrides) -> list[RunSpec]:
+    """One RunSpec per (family, depth, seed), shallow first so results arrive early."""
+    names = [(d, f, model_name(f, d)) for d in depths for f in families]
+    return [make_run_spec(name, preset, seed=s, **overrides) for d, f, name in sorted(names) for s in seeds]
+
+
+@dataclass
+class CompareResult:
+    run_dirs: list[Path]
+    outcomes: dict[str, str] = field(default_factory=dict)  # run name -> state or error
+    report_dir: Path | None = None
+    report_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [n for n, s in self.outcomes.items() if s not in runs.FINISHED_STATES]
+
+
+def cost(spec: RunSpec) -> float:
+    """Relative cost of a run, for the ETA: iterations x batch x depth."""
+    return spec.recipe.steps * spec.recipe.batch_size * max(models.info(spec.model.name).depth, 1)
+
+
+def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path | None = None, jobs: int = 1,
+            formats=("pdf", "png"), style: str = "paper", progress: bool | None = None,
+            notify: Callable[[str], None] = lambda message: None) -> CompareResult:
+    """Train every planned run that is not finished, then build the report."""
+    runs_dir = Path(runs_dir)
+    from gradlab.train import run_dir_for
+
+    dirs = [run_dir_for(s, runs_dir) for s in specs]
+    todo = [s for s, d in zip(specs, dirs) if _state(d) not in runs.FINISHED_STATES]
+    result = CompareResult(run_dirs=dirs)
+    for s, d in zip(specs, dirs):
+        if s not in todo:
+            result.outcomes[s.name] = _state(d)
+    if len(todo) < len(specs):
+        notify(f"{len(specs) - len(todo)} of {len(specs)} runs already finished in {runs_dir}; reusing them")
+    total_cost = sum(cost(s) for s in todo)
+    clock = {"start": time.perf_counter(), "done": 0.0, "started": 0}
+
+    def on_start(spec: RunSpec) -> None:
+        clock["started"] += 1
+        notify(f"[{clock['started']}/{len(todo)}] {spec.name}: {spec.recipe.steps} steps{_eta(clock, total_cost)}")
+
+    def on_done(spec: RunSpec, outcome) -> None:
+        clock["done"] += cost(spec)
+        if isinstance(outcome, Exception):
+            result.outcomes[spec.name] = f"failed ({type(outcome).__name__}: {outcome})"
+        else:
+            result.outcomes[spec.name] = outcome.state
+        notify(f"{spec.name}: {result.outcomes[spec.name]}")
+
+    if todo:
+        make_launcher(jobs, progress).run(todo, runs_dir, on_start, on_done)
+    from gradlab.report import build_report
+
+    out = Path(out) if out else Path("reports") / specs[0].experiment
+    report = build_report([d for d in dirs if (d / runs.SPEC).exists()], out, formats=formats, style=style)
+    result.report_dir, result.report_warnings = report.out_dir, list(report.warnings)
+    return result
+
+
+def _state(run_dir: Path) -> str:
+    try:
+        return runs.read_json(run_dir / runs.STATUS).get("state", runs.PENDING)
+    except Exception:
+        return runs.PENDING
+
+
+def _eta(clock: dict, total_cost: float) -> str:
+    if clock["done"] <= 0 or total_cost <= 0:
+        return ""
+    elapsed = time.perf_counter() - clock["start"]
+    left = elapsed / clock["done"] * (total_cost - clock["done"])
+    return f" (about {_duration(left)} left in all)"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    m, s = divmod(seconds, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"

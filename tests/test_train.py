@@ -1,0 +1,98 @@
+"""Training end to end on digits and synthetic data (CPU, seconds)."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from gradlab import runs
+from gradlab.callbacks import Callback
+from gradlab.config import load_preset, make_run_spec
+from gradlab.errors import RunDirError
+from gradlab.train import train
+
+
+def quick_spec(model="resnet8", steps=40, **recipe):
+    recipe = {"eval_every": 10, "checkpoint_every": 20, "batch_size": 32, "record": False, **recipe}
+    return make_run_spec(model, load_preset("quick"), steps=steps, recipe=recipe)
+
+
+def test_run_directory_round_trip(tmp_path):
+    spec = quick_spec()
+    result = train(spec, tmp_path, progress=False)
+    assert result.state == runs.DONE and result.step == 40
+    (run,) = runs.load(tmp_path)
+    assert run.state == "done" and run.name == "resnet8-s0"
+    assert run.spec["run"] == spec.to_dict()
+    assert run.spec["model"]["family"] == "resnet" and run.spec["model"]["depth"] == 8
+    assert run.spec["data"]["train_size"] == 1437
+    assert list(run.metrics["step"]) == [0, 10, 20, 30, 40]
+    assert run.metrics["test_err"].between(0, 1).all()
+    assert run.metrics["train_loss"].iloc[1:].notna().all()
+    assert (tmp_path / "quick-digits" / "resnet8-s0" / runs.CHECKPOINT).exists()
+    ckpt = torch.load(tmp_path / "quick-digits" / "resnet8-s0" / runs.CHECKPOINT, weights_only=True)
+    assert ckpt["step"] == 40
+
+
+def test_training_error_falls_well_below_chance(tmp_path):
+    result = train(quick_spec("resnet8", steps=120), tmp_path, progress=False)
+    (run,) = runs.load(result.run_dir)
+    assert run.final("train_err") < 0.3 and run.final("test_err") < 0.3  # chance is 0.9
+
+
+def test_finished_run_is_reused_not_retrained(tmp_path):
+    spec = quick_spec(steps=20)
+    first = train(spec, tmp_path, progress=False)
+    metrics = (first.run_dir / runs.METRICS).read_bytes()
+    again = train(spec, tmp_path, progress=False)
+    assert again.message == "already finished" and (first.run_dir / runs.METRICS).read_bytes() == metrics
+
+
+def test_different_spec_never_overwrites_existing_run(tmp_path):
+    train(quick_spec(steps=20), tmp_path, progress=False)
+    run_dir = tmp_path / "quick-digits" / "resnet8-s0"
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    with pytest.raises(RunDirError, match="recipe.steps"):
+        train(quick_spec(steps=30), tmp_path, progress=False)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+class StopAt(Callback):
+    """Interrupts training (as Ctrl-C would) at the evaluation of a given step."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_eval(self, run_dir, row):
+        if row["step"] == self.step:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
+    spec = quick_spec(steps=40)  # checkpoints at 20 and 40
+    full = train(spec, tmp_path / "a", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, tmp_path / "b", progress=False, callbacks=[StopAt(30)])
+    b = full.run_dir.parent.parent.parent / "b" / "quick-digits" / "resnet8-s0"
+    assert json.loads((b / runs.STATUS).read_text())["state"] == "interrupted"
+    resumed = train(spec, tmp_path / "b", progress=False)
+    assert resumed.state == runs.DONE
+    timing = ["images_per_s", "time_s"]
+    pd.testing.assert_frame_equal(pd.read_parquet(full.run_dir / runs.METRICS).drop(columns=timing),
+                                  pd.read_parquet(b / runs.METRICS).drop(columns=timing))
+    if (full.run_dir / runs.LAYERS).exists():
+        pd.testing.assert_frame_equal(pd.read_parquet(full.run_dir / runs.LAYERS), pd.read_parquet(b / runs.LAYERS))
+    a_model = torch.load(full.run_dir / runs.CHECKPOINT, weights_only=True)["model"]
+    b_model = torch.load(b / runs.CHECKPOINT, weights_only=True)["model"]
+    for k in a_model:
+        assert torch.equal(a_model[k], b_model[k]), k
+
+
+def test_divergence_is_a_state_not_an_exception(tmp_path):
+    spec = quick_spec("plain8", steps=30, lr=1e6)
+    result = train(spec, tmp_path, progress=False)
+    assert result.state == runs.DIVERGED
+    status = json.loads((result.run_dir / runs.STATUS).read_text())
+    assert status["state"] == "diverged" and 0 <= status["diverged_step"] < 30
+    assert "non-finite" in status["message"]

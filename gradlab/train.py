@@ -142,7 +142,7 @@ class Trainer:
             from gradlab.probes import Schedule, default_schedule, watch
 
             schedule = Schedule(every=recipe.record_every) if recipe.record_every else default_schedule(recipe.steps)
-            self.recorder = watch(self.model, schedule=schedule)
+            self.recorder = watch(self.model, **schedule.to_dict())
         self.env = describe(self.device)
         z = torch.zeros((), device=self.device)
         self.acc = {"loss_sum": z.clone(), "err_sum": z.clone(), "count": z.clone(),

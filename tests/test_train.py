@@ -14,7 +14,7 @@ from gradlab.train import train
 
 
 def quick_spec(model="resnet8", steps=40, **recipe):
-    recipe = {"eval_every": 10, "checkpoint_every": 20, "batch_size": 32, "record": False, **recipe}
+    recipe = {"eval_every": 10, "checkpoint_every": 20, "batch_size": 32, **recipe}
     return make_run_spec(model, load_preset("quick"), steps=steps, recipe=recipe)
 
 

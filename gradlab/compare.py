@@ -43,9 +43,14 @@ def parse_families(text: str) -> tuple[str, ...]:
 
 
 def model_name(family: str, depth: int) -> str:
-    """The CIFAR-family model of a family and depth, validated by the zoo."""
+    """The CIFAR-family model of a family and depth, validated by the zoo.
+
+    resnet50 and resnet152 name ImageNet nets; their CIFAR namesakes are cifar-resnet50 etc.
+    """
     name = f"{family}{depth}"
-    models.info(name)  # raises ModelError listing the valid depths
+    if models.info(name).arch != "cifar":  # raises ModelError listing the valid depths
+        name = f"cifar-{name}"
+        models.info(name)
     return name
 
 

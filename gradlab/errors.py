@@ -23,3 +23,15 @@ class RunDirError(GradlabError):
 
 class RecorderError(GradlabError):
     """Misuse of the recorder, e.g. watching a model twice."""
+
+
+class RunLockedError(RunDirError):
+    """Another live process is training this run."""
+
+
+class RunInterrupted(GradlabError):
+    """SIGINT/SIGTERM: the run stopped after a checkpoint and can be resumed."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from gradlab.config import RunSpec
-from gradlab.errors import GradlabError
+from gradlab.errors import GradlabError, RunLockedError
 
 OnStart = Callable[[RunSpec], None]
 OnDone = Callable[[RunSpec, object], None]
@@ -33,6 +33,8 @@ class InProcess:
             on_start(spec)
             try:
                 outcome = train(spec, runs_dir, progress=self.progress)
+            except RunLockedError as e:  # another process has it: leave it to them
+                outcome = e
             except GradlabError:
                 raise  # the user's to fix (bad data dir, clashing run dir): stop here
             except Exception as e:  # one broken run must not stop the others
@@ -67,6 +69,8 @@ class LocalPool:
                 spec = futures[future]
                 try:
                     outcome = future.result()
+                except RunLockedError as e:
+                    outcome = e
                 except GradlabError:
                     for f in futures:
                         f.cancel()

@@ -242,3 +242,63 @@ def load_all(paths) -> tuple[list[Run], list[tuple[Path, str]]]:
         except RunDirError as e:
             problems.append((d, str(e)))
     return runs, problems
+
+
+LOCK = "lock"
+
+
+class RunLock:
+    """One trainer per run directory: a lock file holding pid and host.
+
+    A lock left by a dead process on this host is stale and taken over.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self.held = False
+
+    def _owner(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def acquire(self) -> "RunLock":
+        import socket
+
+        from gradlab.errors import RunLockedError
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self._owner()
+                same_host = owner.get("host") == me["host"]
+                if owner and same_host and not _pid_alive(owner.get("pid")):
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                if not owner:  # being written right now, or damaged
+                    raise RunLockedError(f"{self.path.parent} is locked ({self.path} is unreadable); "
+                                         f"if no gradlab process is training it, delete {self.path}")
+                raise RunLockedError(
+                    f"{self.path.parent.name} is being trained by pid {owner.get('pid')} on {owner.get('host')} "
+                    f"(since {owner.get('since')}); wait for it, or delete {self.path} if that process is gone"
+                )
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise RunLockedError(f"could not take over the stale lock {self.path}; delete it and retry")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

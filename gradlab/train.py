@@ -25,7 +25,8 @@ from gradlab.callbacks import Callback, CallbackList
 from gradlab.checkpoint import load_checkpoint, save_checkpoint
 from gradlab.config import RunSpec, validate_recipe
 from gradlab.environment import describe, resolve_device
-from gradlab.errors import RunDirError
+from gradlab.errors import RunDirError, RunInterrupted
+from gradlab.interrupt import StopRequest, graceful_stop
 from gradlab.loader import DeviceLoader
 from gradlab.lr_schedule import StepLR
 
@@ -182,15 +183,16 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> RunResult:
-        if self.existing is not None:
-            status = runs.read_json(self.run_dir / runs.STATUS) if (self.run_dir / runs.STATUS).exists() else {}
-            if status.get("state") in runs.FINISHED_STATES:
-                return RunResult(self.run_dir, status["state"], int(status.get("step", 0)), "already finished")
-        self._setup()
-        with deterministic(self.spec.deterministic and not self.cuda):
-            return self._run()
+        with runs.RunLock(self.run_dir):
+            if self.existing is not None:
+                status = runs.read_json(self.run_dir / runs.STATUS) if (self.run_dir / runs.STATUS).exists() else {}
+                if status.get("state") in runs.FINISHED_STATES:
+                    return RunResult(self.run_dir, status["state"], int(status.get("step", 0)), "already finished")
+            self._setup()
+            with deterministic(self.spec.deterministic and not self.cuda), graceful_stop() as stop:
+                return self._run(stop)
 
-    def _run(self) -> RunResult:
+    def _run(self, stop: StopRequest) -> RunResult:
         record = spec_record(self.spec, self.model_info, self.data, self.env)
         if self.existing is None:
             runs.write_json(self.run_dir / runs.SPEC, record)
@@ -198,23 +200,24 @@ class Trainer:
         total = self.recipe.steps
         runs.write_status(self.run_dir, runs.RUNNING, self.step, total)
         self.callbacks.on_start(self.run_dir, record, resumed=self.step > 0)
-        if self.step == 0:
-            self._evaluate(0, train_stats=None, images_per_s=float("nan"))
-        bar = self._progress_bar(total)
+        bar = None
         try:
-            state = self._loop(total, bar)
+            if self.step == 0:
+                self._evaluate(0, train_stats=None, images_per_s=float("nan"))
+            bar = self._progress_bar(total)
+            return self._loop(total, bar, stop)
         except BaseException as e:
-            message = f"{type(e).__name__}: {e}"
-            runs.write_status(self.run_dir, runs.FAILED if not isinstance(e, KeyboardInterrupt) else runs.INTERRUPTED,
-                              self.step, total, message)
-            self.callbacks.on_end(self.run_dir, runs.FAILED, message)
+            interrupted = isinstance(e, (KeyboardInterrupt, RunInterrupted))
+            state = runs.INTERRUPTED if interrupted else runs.FAILED
+            message = str(e) if isinstance(e, RunInterrupted) else f"{type(e).__name__}: {e}"
+            runs.write_status(self.run_dir, state, self.step, total, message)
+            self.callbacks.on_end(self.run_dir, state, message)
             raise
         finally:
             if bar is not None:
                 bar.close()
             if self.recorder is not None:
                 self.recorder.stop()
-        return state
 
     def _progress_bar(self, total: int):
         if not self.progress:
@@ -224,7 +227,7 @@ class Trainer:
         return tqdm(total=total, initial=self.step, desc=self.spec.name, unit="step", leave=False,
                     dynamic_ncols=True, file=sys.stderr)
 
-    def _loop(self, total: int, bar) -> RunResult:
+    def _loop(self, total: int, bar, stop: StopRequest) -> RunResult:
         recipe, acc = self.recipe, self.acc
         rec = self.recorder
         if rec is not None:
@@ -273,6 +276,11 @@ class Trainer:
             if done % recipe.checkpoint_every == 0 or done == total:
                 self._checkpoint()
                 runs.write_status(self.run_dir, runs.RUNNING if done < total else runs.DONE, done, total)
+            elif stop.requested:
+                self._checkpoint()
+            if stop.requested and done < total:
+                raise RunInterrupted(f"{self.spec.name} stopped by {stop.name} at step {done} after writing a "
+                                     f"checkpoint; rerun the same command to resume", stop.exit_code)
         self.callbacks.on_end(self.run_dir, runs.DONE, "")
         return RunResult(self.run_dir, runs.DONE, self.step)
 

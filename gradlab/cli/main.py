@@ -44,7 +44,9 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except GradlabError as e:
-            raise click.ClickException(str(e)) from e
+            error = click.ClickException(str(e))
+            error.exit_code = getattr(e, "exit_code", 1)
+            raise error from e
 
     def format_commands(self, ctx, formatter):
         rows = [(n, COMMANDS[n][2]) for n in self.list_commands(ctx)]

@@ -1,0 +1,59 @@
+"""`gradlab models`: the model zoo as a table (no torch import, no model is built)."""
+
+from __future__ import annotations
+
+import click
+
+from gradlab.models.registry import ARCHES, INPUT_SIZES
+
+ARCH_NOTES = {
+    "cifar": "He et al. 2015 §4.2, option A shortcuts",
+    "preact": "He et al. 2016, pre-activation",
+    "imagenet": "He et al. 2015 Table 1, torchvision layout",
+    "seed": "the seed article's 5×5/3×3 block",
+}
+
+
+@click.command("models", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--family",
+    type=click.Choice(ARCHES),
+    default=None,
+    help="Only this family of models (default: all).",
+)
+def models(family: str | None) -> None:
+    """List the model zoo: depth, residual blocks, parameters and MACs.
+
+    MACs are the conv and linear multiply-accumulates for one input of the family's
+    default size (3×32×32 cifar and preact, 3×224×224 imagenet, 1×28×28 seed).
+    Parameters count 10 classes (1000 for imagenet).
+
+    Besides the listed names, any CIFAR depth 6n+2 >= 8 builds (resnet{d}, plain{d}),
+    and so does seedresnet{k}/seedplain{k} for any k >= 1. resnet50 and resnet152 are
+    the ImageNet nets; the CIFAR nets of those depths are cifar-resnet50/cifar-resnet152.
+    """
+    from gradlab.models.complexity import DEFAULT_CLASSES, complexity, format_macs, format_params
+    from gradlab.models.registry import info, names
+
+    header = ("name", "arch", "family", "depth", "blocks", "params", "MACs")
+    rows = []
+    for name in names(family):
+        meta = info(name)
+        params, macs = complexity(name)
+        rows.append((name, meta.arch, meta.family, str(meta.depth), str(meta.blocks),
+                     format_params(params), format_macs(macs)))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    left = {0, 1, 2}  # text columns; numbers align right
+
+    def line(cells) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    click.echo(line(header))
+    for row in rows:
+        click.echo(line(row))
+    click.echo()
+    for arch in ARCHES if family is None else (family,):
+        size = "×".join(map(str, INPUT_SIZES[arch]))
+        click.echo(f"{arch:<9} {ARCH_NOTES[arch]}; {size} input, {DEFAULT_CLASSES[arch]} classes")
+    click.echo("MACs: conv and linear multiply-accumulates for one input. See `gradlab models -h`.")

@@ -1,0 +1,117 @@
+"""What every zoo model shares: its identity (arch, family, depth) and its probe points.
+
+A model lists its probe points once, at construction, from a layout that each residual
+block describes for itself; recorders then never guess from module types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import torch.nn as nn
+
+from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint
+
+__all__ = ["Point", "ResidualBlock", "ZooModel", "BLOCK", "BN", "BRANCH", "CONV", "FC"]
+
+
+class Point(NamedTuple):
+    """A probe point before it gets its index."""
+
+    name: str
+    kind: str
+    block: str | None = None
+    role: str = "main"
+    relu_after: bool = False
+
+
+class ResidualBlock(nn.Module):
+    """A residual block, or its plain twin (``residual=False``: the same modules, no addition).
+
+    Subclasses set ``main_layers`` (attribute, kind, relu_after) in forward order (the last
+    layer's relu_after is taken from ``relu_after_branch``, like F(x)'s), own an
+    ``nn.Identity`` named ``branch_out`` (registered after the branch's layers) that they
+    apply to F(x) right before the addition, so that a forward hook on it sees F(x), and
+    keep their projection shortcut (if any) under ``shortcut_attr``.
+    """
+
+    main_layers: tuple[tuple[str, str, bool], ...] = ()
+    shortcut_attr = "shortcut"
+
+    def __init__(self, residual: bool, relu_after_branch: bool):
+        super().__init__()
+        self.residual = residual
+        # Whether a ReLU is applied to F(x) itself: true for post-activation plain twins,
+        # false when F(x) is added to the shortcut or when the block has no final ReLU.
+        self.relu_after_branch = relu_after_branch
+
+    def extra_repr(self) -> str:
+        return f"residual={self.residual}"
+
+    def zero_init_last(self) -> None:
+        """Make F(x) zero at init so that the block starts as (almost) the identity."""
+        raise NotImplementedError
+
+    def probe_layout(self, name: str) -> list[Point]:
+        *head, (last, last_kind, _) = self.main_layers
+        points = [Point(f"{name}.{a}", kind, name, "main", relu) for a, kind, relu in head]
+        points.append(Point(f"{name}.{last}", last_kind, name, "main", self.relu_after_branch))
+        points.append(Point(f"{name}.branch_out", BRANCH, name, "main", self.relu_after_branch))
+        shortcut = getattr(self, self.shortcut_attr, None)
+        if isinstance(shortcut, nn.Module):
+            for sub, m in shortcut.named_modules():
+                path = f"{name}.{self.shortcut_attr}" + (f".{sub}" if sub else "")
+                if isinstance(m, nn.Conv2d):
+                    points.append(Point(path, CONV, name, "shortcut"))
+                elif isinstance(m, nn.BatchNorm2d):
+                    points.append(Point(path, BN, name, "shortcut"))
+        points.append(Point(name, BLOCK, name))
+        return points
+
+
+class ZooModel(nn.Module):
+    """Base class of every model built by ``gradlab.models.build``.
+
+    Attributes: ``arch`` ("cifar" | "preact" | "imagenet" | "seed"), ``family``
+    ("resnet" | "plain"), ``depth`` (weighted layers on the main path), ``blocks``.
+    """
+
+    arch: str = ""
+
+    def __init__(self, residual: bool):
+        super().__init__()
+        self.family = "resnet" if residual else "plain"
+        self.depth = 0
+        self.blocks = 0
+        self._probe_points: tuple[ProbePoint, ...] = ()
+
+    def stem_points(self) -> Iterable[Point]:
+        return ()
+
+    def head_points(self) -> Iterable[Point]:
+        return ()
+
+    def residual_blocks(self) -> list[tuple[str, ResidualBlock]]:
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, ResidualBlock)]
+
+    def _finish(self, zero_init_residual: bool) -> None:
+        """Call at the end of ``__init__``: zero-init, then fix depth, blocks, probe points."""
+        blocks = self.residual_blocks()
+        if zero_init_residual:
+            for _, block in blocks:
+                if block.residual:  # a plain twin has no residual branch to zero
+                    block.zero_init_last()
+        layout = list(self.stem_points())
+        for name, block in blocks:
+            layout.extend(block.probe_layout(name))
+        layout.extend(self.head_points())
+        self._probe_points = tuple(
+            ProbePoint(p.name, i, p.kind, p.block, p.role, p.relu_after) for i, p in enumerate(layout)
+        )
+        self.blocks = len(blocks)
+        self.depth = sum(1 for p in layout if p.role == "main" and p.kind in (CONV, FC))
+
+    def probe_points(self) -> list[ProbePoint]:
+        """Probe points in depth (forward) order; ``index`` is the position in this list."""
+        return list(self._probe_points)

@@ -1,0 +1,125 @@
+"""Runs get killed: by SIGKILL, Ctrl-C, SIGTERM. None may lose a run or bend a curve."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from gradlab import runs
+from gradlab.config import load_preset, make_run_spec
+from gradlab.errors import RunLockedError
+from gradlab.train import train
+
+ARGS = ["resnet8", "--preset", "quick", "--steps", "60", "--batch-size", "32", "--device", "cpu"]
+TIMING = ["images_per_s", "time_s"]
+
+
+def spec():
+    # what ARGS resolve to, plus the cadence the subprocess gets from its --config file
+    return make_run_spec("resnet8", load_preset("quick"), steps=60, device="cpu",
+                         recipe={"batch_size": 32, "eval_every": 10, "checkpoint_every": 10})
+
+
+def config_file(tmp_path):
+    """The quick preset with a checkpoint every 10 of 60 steps (as --steps 60 scales it)."""
+    text = open(load_preset("quick").source).read()
+    text = text.replace("eval_every = 25", "eval_every = 50").replace("checkpoint_every = 100", "checkpoint_every = 50")
+    path = tmp_path / "cadence.toml"
+    path.write_text(text)
+    return path
+
+
+def start(runs_dir, cfg):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "gradlab", "train", *ARGS[:1], "--config", str(cfg), *ARGS[3:],
+           "--runs-dir", str(runs_dir), "--no-progress"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(run_dir, step, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if json.loads((run_dir / runs.STATUS).read_text())["step"] >= step:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"run did not reach step {step}")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run, in this process."""
+    root = tmp_path_factory.mktemp("reference")
+    cfg = config_file(root)
+    s = make_run_spec("resnet8", load_preset(path=cfg), steps=60, device="cpu", recipe={"batch_size": 32})
+    result = train(s, root, progress=False)
+    return s, result.run_dir
+
+
+def same_run(a, b):
+    pd.testing.assert_frame_equal(pd.read_parquet(a / runs.METRICS).drop(columns=TIMING),
+                                  pd.read_parquet(b / runs.METRICS).drop(columns=TIMING))
+    pd.testing.assert_frame_equal(pd.read_parquet(a / runs.LAYERS), pd.read_parquet(b / runs.LAYERS))
+    ma = torch.load(a / runs.CHECKPOINT, weights_only=True)["model"]
+    mb = torch.load(b / runs.CHECKPOINT, weights_only=True)["model"]
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after_step", [0, 5, 10, 35])
+def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(tmp_path, reference, kill_after_step):
+    s, ref_dir = reference
+    cfg = config_file(tmp_path)
+    proc = start(tmp_path / "runs", cfg)
+    run_dir = tmp_path / "runs" / s.experiment / s.name
+    wait_for_step(run_dir, kill_after_step, proc)
+    time.sleep(0.3 if kill_after_step else 0)  # somewhere between checkpoints
+    proc.kill()
+    proc.wait()
+    resumed = train(s, tmp_path / "runs", progress=False)  # rerunning the same command
+    assert resumed.state == runs.DONE
+    same_run(ref_dir, run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_checkpoint_mark_interrupted_and_exit_cleanly(tmp_path, reference, sig, code):
+    s, ref_dir = reference
+    proc = start(tmp_path / "runs", config_file(tmp_path))
+    run_dir = tmp_path / "runs" / s.experiment / s.name
+    wait_for_step(run_dir, 5, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "rerun the same command to resume" in err
+    status = json.loads((run_dir / runs.STATUS).read_text())
+    assert status["state"] == "interrupted"
+    assert torch.load(run_dir / runs.CHECKPOINT, weights_only=True)["step"] == status["step"]
+    assert not (run_dir / runs.LOCK).exists()
+    train(s, tmp_path / "runs", progress=False)
+    same_run(ref_dir, run_dir)
+
+
+def test_a_live_lock_refuses_and_a_stale_lock_is_taken_over(tmp_path):
+    s = spec()
+    run_dir = tmp_path / s.experiment / s.name
+    run_dir.mkdir(parents=True)
+    lock = run_dir / runs.LOCK
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "since": "now"}))
+    with pytest.raises(RunLockedError, match=f"being trained by pid {os.getppid()}"):
+        train(s, tmp_path, progress=False)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "then"}))
+    assert train(s, tmp_path, progress=False).state == runs.DONE
+    assert not lock.exists()

@@ -66,6 +66,7 @@ class CompareResult:
     outcomes: dict[str, str] = field(default_factory=dict)  # run name -> state or error
     report_dir: Path | None = None
     report_warnings: list[str] = field(default_factory=list)
+    report: object = None  # gradlab.report.ReportResult
 
     @property
     def failed(self) -> list[str]:
@@ -79,7 +80,7 @@ def cost(spec: RunSpec) -> float:
 
 def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path | None = None, jobs: int = 1,
             formats=("pdf", "png"), style: str = "paper", progress: bool | None = None,
-            notify: Callable[[str], None] = lambda message: None) -> CompareResult:
+            notify: Callable[[str], None] = lambda message: None, callbacks: list | None = None) -> CompareResult:
     """Train every planned run that is not finished, then build the report."""
     runs_dir = Path(runs_dir)
     from gradlab.train import run_dir_for
@@ -108,11 +109,12 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
         notify(f"{spec.name}: {result.outcomes[spec.name]}")
 
     if todo:
-        make_launcher(jobs, progress).run(todo, runs_dir, on_start, on_done)
+        make_launcher(jobs, progress, callbacks).run(todo, runs_dir, on_start, on_done)
     from gradlab.report import build_report
 
     out = Path(out) if out else Path("reports") / specs[0].experiment
     report = build_report([d for d in dirs if (d / runs.SPEC).exists()], out, formats=formats, style=style)
+    result.report = report
     result.report_dir, result.report_warnings = report.out_dir, list(report.warnings)
     return result
 

@@ -23,8 +23,9 @@ OnDone = Callable[[RunSpec, object], None]
 class InProcess:
     """One run after another in this process (with the trainer's progress bar)."""
 
-    def __init__(self, progress: bool | None = None):
+    def __init__(self, progress: bool | None = None, callbacks: list | None = None):
         self.progress = progress
+        self.callbacks = callbacks
 
     def run(self, specs: list[RunSpec], runs_dir: Path, on_start: OnStart, on_done: OnDone) -> None:
         from gradlab.train import train
@@ -32,7 +33,7 @@ class InProcess:
         for spec in specs:
             on_start(spec)
             try:
-                outcome = train(spec, runs_dir, progress=self.progress)
+                outcome = train(spec, runs_dir, progress=self.progress, callbacks=self.callbacks)
             except RunLockedError as e:  # another process has it: leave it to them
                 outcome = e
             except GradlabError:
@@ -42,20 +43,21 @@ class InProcess:
             on_done(spec, outcome)
 
 
-def _train_in_worker(spec: RunSpec, runs_dir: str, threads: int):
+def _train_in_worker(spec: RunSpec, runs_dir: str, threads: int, callbacks: list | None):
     import torch
 
     from gradlab.train import train
 
     torch.set_num_threads(threads)
-    return train(spec, runs_dir, progress=False)
+    return train(spec, runs_dir, progress=False, callbacks=callbacks)
 
 
 class LocalPool:
     """`jobs` runs at a time in worker processes; the CPU threads are shared out among them."""
 
-    def __init__(self, jobs: int):
+    def __init__(self, jobs: int, callbacks: list | None = None):
         self.jobs = jobs
+        self.callbacks = callbacks
 
     def run(self, specs: list[RunSpec], runs_dir: Path, on_start: OnStart, on_done: OnDone) -> None:
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
@@ -64,7 +66,7 @@ class LocalPool:
             futures = {}
             for spec in specs:
                 on_start(spec)
-                futures[pool.submit(_train_in_worker, spec, str(runs_dir), threads)] = spec
+                futures[pool.submit(_train_in_worker, spec, str(runs_dir), threads, self.callbacks)] = spec
             for future in as_completed(futures):
                 spec = futures[future]
                 try:
@@ -80,7 +82,7 @@ class LocalPool:
                 on_done(spec, outcome)
 
 
-def make_launcher(jobs: int = 1, progress: bool | None = None):
+def make_launcher(jobs: int = 1, progress: bool | None = None, callbacks: list | None = None):
     if jobs < 1:
         raise GradlabError(f"--jobs must be at least 1, got {jobs}")
-    return InProcess(progress) if jobs == 1 else LocalPool(jobs)
+    return InProcess(progress, callbacks) if jobs == 1 else LocalPool(jobs, callbacks)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gradlab.cli.options import preset_from, run_options, spec_overrides
+from gradlab.cli.options import preset_from, run_options, spec_overrides, trackers_from
 
 
 @click.command()
@@ -46,8 +46,13 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, **opts
     click.echo(f"compare: {len(specs)} runs ({', '.join(families)} x depths {', '.join(map(str, depths))} x "
                f"seeds {', '.join(map(str, seeds))}) on {first.data.name}, {first.recipe.steps} steps each "
                f"-> {opts['runs_dir']}/{first.experiment}", err=True)
+    trackers = trackers_from(opts)
     result = run_compare(specs, opts["runs_dir"], out=out, jobs=jobs, formats=fmt, style=style, progress=progress,
-                         notify=lambda m: click.echo(m, err=True))
+                         notify=lambda m: click.echo(m, err=True), callbacks=trackers)
+    for tracker in trackers:
+        from gradlab.tracking import log_report
+
+        log_report(result.report, first.experiment, tracker.mode, tracker.project, tracker.entity)
     for warning in result.report_warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"report: {result.report_dir / 'report.md'}")

@@ -28,6 +28,10 @@ def run_options(f):
         click.option("--experiment", default=None, help="Experiment name (default: <preset>-<dataset>)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
+        click.option("--wandb", "wandb_mode", type=click.Choice(["online", "offline", "disabled"]), default=None,
+                     help="Track runs in W&B (default: disabled, or what WANDB_MODE says)."),
+        click.option("--wandb-project", default="gradlab", show_default=True, help="W&B project."),
+        click.option("--wandb-entity", default=None, help="W&B entity (team or user)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -53,3 +57,14 @@ def spec_overrides(opts: dict) -> dict:
         "data": {"name": opts["dataset"], "data_dir": opts["data_dir"], "val_split": opts["val_split"]},
         "recipe": {"batch_size": opts["batch_size"], "lr": opts["lr"], "record": False if opts["no_record"] else None},
     }
+
+
+def trackers_from(opts: dict) -> list:
+    """The W&B tracker asked for, if any (credentials checked before any training)."""
+    from gradlab.tracking import WandbTracker, check_credentials, resolve_mode
+
+    mode = resolve_mode(opts["wandb_mode"])
+    if mode == "disabled":
+        return []
+    check_credentials(mode)
+    return [WandbTracker(mode, project=opts["wandb_project"], entity=opts["wandb_entity"])]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gradlab.cli.options import preset_from, run_options, spec_overrides
+from gradlab.cli.options import preset_from, run_options, spec_overrides, trackers_from
 
 
 @click.command()
@@ -29,7 +29,7 @@ def train(model, seed, progress, **opts):
     spec = make_run_spec(model, preset_from(opts), seed=seed, **spec_overrides(opts))
     click.echo(f"{spec.name}: {spec.data.name}, {spec.recipe.steps} steps, batch {spec.recipe.batch_size} "
                f"-> {opts['runs_dir']}/{spec.experiment}/{spec.name}", err=True)
-    result = train_run(spec, opts["runs_dir"], progress=progress)
+    result = train_run(spec, opts["runs_dir"], progress=progress, callbacks=trackers_from(opts))
     from gradlab import runs
 
     run = runs.read_run(result.run_dir)

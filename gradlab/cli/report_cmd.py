@@ -1,0 +1,46 @@
+"""`gradlab report`: figures, tables and a summary from run directories (no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from gradlab.report.style import STYLES
+
+
+@click.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out", "-o", "out", type=click.Path(path_type=Path), default=None,
+    help="Report folder [default: reports/<experiment of the runs>, or reports/report].",
+)  # fmt: skip
+@click.option(
+    "--formats", default="pdf,png", show_default=True, help="Figure formats, comma-separated (pdf, png, svg)."
+)
+@click.option(
+    "--style",
+    type=click.Choice(STYLES),
+    default="paper",
+    show_default=True,
+    help="paper: 7-9 pt fonts at print size; notebook: bigger.",
+)
+def report(runs: tuple[Path, ...], out: Path | None, formats: str, style: str) -> None:
+    """Build paper-style figures, a Table-6-style table and a summary from RUNS.
+
+    RUNS are run directories or folders holding them (e.g. runs/degradation). A run
+    that cannot be read is skipped with a warning; the report is built from the others.
+    """
+    from gradlab.report.build import build_report, check_out_dir, parse_formats
+
+    parse_formats(formats)
+    if out is not None:
+        check_out_dir(out)
+    result = build_report(list(runs), out, formats=formats, style=style)
+    for w in result.warnings:
+        click.secho(f"warning: {w}", fg="yellow", err=True)
+    figures = sum(1 for f in result.files if f.parent.name == "figures")
+    click.echo(f"wrote {len(result.files)} files ({figures} figure files) to {result.out_dir}")
+    click.echo(f"report: {result.report}")
+    for sentence in result.summary:
+        click.echo(f"  - {sentence}")

@@ -1,0 +1,146 @@
+"""Fig. 6 of He et al. 2015 (training curves) and final error against depth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+
+from gradlab.report.style import (
+    FAMILY_LINESTYLES,
+    FAMILY_MARKERS,
+    FAMILY_ORDER,
+    Style,
+    family_title,
+    iteration_axis,
+    model_label,
+    new_figure,
+    nice_ceiling,
+    panel_title,
+    pct,
+)
+
+
+def _families(frame: pd.DataFrame) -> list[str]:
+    present = list(dict.fromkeys(frame["family"]))
+    return [f for f in FAMILY_ORDER if f in present] + [f for f in present if f not in FAMILY_ORDER]
+
+
+def legend_label(family: str, depth: int, notes: dict) -> str:
+    note = notes.get((family, depth), "")
+    return model_label(family, depth) + (f" ({note})" if note else "")
+
+
+def curves_figure(curves: pd.DataFrame, palette: dict, notes: dict, style: Style):
+    """Training error (dashed) and test error (solid, bold) vs iterations, one panel per family.
+
+    Several seeds of one model: the mean at each evaluation, with the test-error
+    min–max over seeds shaded.
+    """
+    families = _families(curves)
+    fig = new_figure(style.full_width, style.panel_height * 1.35)
+    axes = np.atleast_1d(fig.subplots(1, len(families), sharey=True, squeeze=False)[0])
+    max_step = float(curves["step"].max()) if len(curves) else 0.0
+    # scale y to the errors after the first 10 % of training, as the paper crops at 20 %
+    late = curves[curves["step"] >= 0.1 * max_step]
+    top = np.nanmax(late[["train_err", "test_err"]].to_numpy(dtype=float)) if len(late) else np.nan
+    top = min(100.0, nice_ceiling(1.15 * pct(top))) if np.isfinite(top) else 100.0
+    w = style.rc.get("lines.linewidth", 1.0)
+    for ax, family in zip(axes, families):
+        sub = curves[curves["family"] == family]
+        handles = []
+        for depth in sorted(sub["depth"].unique()):
+            d = sub[sub["depth"] == depth]
+            color = palette[int(depth)]
+            g = d.groupby("step", sort=True)
+            train = g["train_err"].mean().dropna()
+            test = g["test_err"].mean().dropna()
+            ax.plot(train.index, pct(train.to_numpy()), ls="--", lw=0.8 * w, color=color)
+            ax.plot(test.index, pct(test.to_numpy()), ls="-", lw=1.8 * w, color=color)
+            if (family, int(depth)) in notes and len(test):  # where an unfinished run stopped
+                ax.plot(
+                    test.index[-1:],
+                    pct(test.to_numpy()[-1:]),
+                    ls="none",
+                    marker="x",
+                    ms=5 * w,
+                    mew=1.2 * w,
+                    color=color,
+                )
+            if d["seed"].nunique() > 1:
+                lo, hi = g["test_err"].min().dropna(), g["test_err"].max().dropna()
+                ax.fill_between(lo.index, pct(lo.to_numpy()), pct(hi.reindex(lo.index).to_numpy()),
+                                color=color, alpha=0.2, lw=0)  # fmt: skip
+            handles.append(Line2D([], [], color=color, lw=1.8 * w, label=legend_label(family, int(depth), notes)))
+        handles += [
+            Line2D([], [], color="0.3", ls="--", lw=0.8 * w, label="train"),
+            Line2D([], [], color="0.3", ls="-", lw=1.8 * w, label="test"),
+        ]
+        ax.legend(handles=handles, loc="best", handlelength=1.8)
+        ax.set_title(panel_title(family))
+        ax.set_xlim(0, max_step if max_step > 0 else 1)
+        iteration_axis(ax, max_step)
+    axes[0].set_ylim(0, top)
+    axes[0].set_ylabel("error (%)")
+    return fig
+
+
+def finals_figure(models: pd.DataFrame, palette: dict, style: Style, notes: dict | None = None):
+    """Final training and test error against depth, plain vs ResNet (errorbars: std over seeds).
+
+    Models with an unfinished run (keys of `notes`) are crossed out.
+    """
+    notes = notes or {}
+    fig = new_figure(style.single_width, style.panel_height * 1.3)
+    axes = fig.subplots(1, 2, sharey=True)
+    depths = sorted(models["depth"].unique())
+    w = style.rc.get("lines.linewidth", 1.0)
+    for ax, which, title in zip(axes, ("train", "test"), ("training error", "test error")):
+        for family in _families(models):
+            sub = models[models["family"] == family].sort_values("depth")
+            x = sub["depth"].to_numpy(dtype=float)
+            y = pct(sub[f"{which}_mean"].to_numpy(dtype=float))
+            err = pct(sub[f"{which}_std"].fillna(0).to_numpy(dtype=float))
+            ax.plot(x, y, ls=FAMILY_LINESTYLES.get(family, "-"), color="0.35", lw=0.9 * w, zorder=1)
+            for xi, yi, ei, d in zip(x, y, err, sub["depth"]):
+                color = palette[int(d)]
+                filled = family != "plain"
+                ax.errorbar(
+                    xi, yi, yerr=ei if ei > 0 else None, fmt=FAMILY_MARKERS.get(family, "o"),
+                    color=color, mfc=color if filled else "white", mec=color, ms=4.5 * w, capsize=2 * w,
+                    lw=0.9 * w, zorder=3,
+                )  # fmt: skip
+                if (family, int(d)) in notes:
+                    ax.plot(xi, yi, ls="none", marker="x", color="0.15", ms=6 * w, mew=1.0 * w, zorder=4)
+        ax.set_title(title)
+        if min(depths) > 0:
+            ax.set_xscale("log")
+        ax.set_xticks(depths)
+        ax.set_xticklabels([str(d) for d in depths])
+        ax.minorticks_off()
+        lo, hi = min(depths), max(depths)
+        if min(depths) > 0:
+            ax.set_xlim(lo / 1.25, hi * 1.25)
+        ax.set_xlabel("depth (layers)")
+    axes[0].set_ylabel("final error (%)")
+    axes[0].set_ylim(bottom=0)
+    handles = [
+        Line2D(
+            [],
+            [],
+            color="0.35",
+            ls=FAMILY_LINESTYLES[f],
+            marker=FAMILY_MARKERS[f],
+            mfc="white" if f == "plain" else "0.35",
+            mec="0.35",
+            lw=0.9 * w,
+            ms=4.5 * w,
+            label=family_title(f),
+        )  # fmt: skip
+        for f in _families(models)
+        if f in FAMILY_MARKERS
+    ]
+    if any((f, int(d)) in notes for f, d in zip(models["family"], models["depth"])):
+        handles.append(Line2D([], [], ls="none", marker="x", color="0.15", ms=6 * w, mew=1.0 * w, label="not finished"))
+    axes[1].legend(handles=handles, loc="best")
+    return fig

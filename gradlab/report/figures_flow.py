@@ -1,0 +1,116 @@
+"""Gradient flow along depth (per phase of training) and the layer × step heatmap."""
+
+from __future__ import annotations
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm
+
+from gradlab import stat_names as S
+from gradlab.report.figures_curves import _families, legend_label
+from gradlab.report.style import HEATMAP_CMAP, Style, model_label, new_figure, panel_title
+
+STAT_LABELS = {
+    S.GRAD_NORM: "‖∂L/∂W‖",
+    S.ACT_GRAD_NORM: "‖∂L/∂h‖",
+}
+PHASE_TITLES = {"init": "at initialization", "early": "early in training", "end": "end of training"}
+
+
+def flow_figure(flow_models: pd.DataFrame, phase: str, step_label: str, palette: dict, notes: dict, style: Style):
+    """Rows: ||dL/dW|| and ||dL/dh||; columns: plain | ResNet; one line per depth; log y.
+
+    y is shared along a row so plain and residual nets compare directly.
+    """
+    sub = flow_models[flow_models["phase"] == phase]
+    stats = [s for s in (S.GRAD_NORM, S.ACT_GRAD_NORM) if (sub["stat"] == s).any()]
+    families = _families(sub)
+    fig = new_figure(style.full_width, style.panel_height * (0.35 + 1.05 * len(stats)))
+    axes = fig.subplots(len(stats), len(families), sharex=True, sharey="row", squeeze=False)
+    w = style.rc.get("lines.linewidth", 1.0)
+    for r, stat in enumerate(stats):
+        for c, family in enumerate(families):
+            ax = axes[r, c]
+            d = sub[(sub["stat"] == stat) & (sub["family"] == family)]
+            for depth in sorted(d["depth"].unique()):
+                line = d[d["depth"] == depth].sort_values("position")
+                ax.plot(
+                    line["position"], line["value"], color=palette[int(depth)], lw=w,
+                    marker="." if len(line) <= 30 else None, ms=3 * w,
+                    label=legend_label(family, int(depth), notes), zorder=2 + 1 / (1 + depth),
+                )  # fmt: skip
+            ax.set_yscale("log")
+            if r == 0:
+                ax.set_title(panel_title(family))
+                ax.legend(loc="best")
+            if r == len(stats) - 1:
+                ax.set_xlabel("layer (1 = input side)")
+            if c == 0:
+                ax.set_ylabel(STAT_LABELS[stat])
+    fig.suptitle(f"Gradient flow {PHASE_TITLES.get(phase, phase)} ({step_label})")
+    return fig
+
+
+def heatmap_range(maps: list[tuple[dict, pd.DataFrame]]) -> tuple[float, float]:
+    """A log colour range shared by every heatmap: 1st to 99th percentile of positive values."""
+    values = np.concatenate([m.to_numpy(dtype=float).ravel() for _, m in maps]) if maps else np.array([])
+    values = values[np.isfinite(values) & (values > 0)]
+    if not values.size:
+        return 1e-3, 1.0
+    vmin, vmax = np.percentile(values, [1, 99])
+    return float(vmin), float(max(vmax, vmin * 1.0001))
+
+
+def heatmap_figure(maps: list[tuple[dict, pd.DataFrame]], style: Style, value_range=None, title: str = ""):
+    """One panel per run: ||dL/dW|| by layer (y, input at the bottom) and recorded step (x).
+
+    maps: (run row from run_table, position × step frame), one run per (family, depth).
+    Rows are depths, columns families. Columns of an image are the recorded steps in
+    order (the recording schedule is denser early); ticks show their step. One log colour
+    scale (value_range) for all panels so runs compare directly.
+    """
+    families = _families(pd.DataFrame({"family": [r["family"] for r, _ in maps]}))
+    depths = sorted({int(r["depth"]) for r, _ in maps})
+    fig = new_figure(style.full_width, style.panel_height * (0.45 + 0.95 * len(depths)))
+    axes = fig.subplots(len(depths), len(families), squeeze=False)
+    vmin, vmax = value_range or heatmap_range(maps)
+    norm = LogNorm(vmin=vmin, vmax=vmax)
+    cmap = mpl.colormaps[HEATMAP_CMAP].with_extremes(bad="0.75")
+    cell = [(depths.index(int(row["depth"])), families.index(row["family"])) for row, _ in maps]
+    used = set(cell)
+    image = None
+    for (row, m), (r, c) in zip(maps, cell):
+        ax = axes[r, c]
+        arr = m.to_numpy(dtype=float)
+        arr = np.where(np.isfinite(arr) & (arr > 0), arr, np.nan)
+        image = ax.imshow(arr, aspect="auto", origin="lower", interpolation="nearest", norm=norm, cmap=cmap,
+                          extent=(-0.5, arr.shape[1] - 0.5, 0.5, arr.shape[0] + 0.5))  # fmt: skip
+        steps = list(m.columns)
+        ticks = np.unique(np.linspace(0, len(steps) - 1, min(5, len(steps))).round().astype(int))
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([_short_step(steps[t]) for t in ticks])
+        label = model_label(row["family"], int(row["depth"]))
+        ax.set_title(label + (f" ({row['note']})" if row.get("note") else ""))
+        ax.set_ylabel("layer")
+        if (r + 1, c) not in used:  # the lowest panel of its column
+            ax.set_xlabel("step")
+    for r in range(len(depths)):
+        for c in range(len(families)):
+            if (r, c) not in used:
+                axes[r, c].set_axis_off()
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes, shrink=0.9, pad=0.01, aspect=30)
+        bar.set_label(STAT_LABELS[S.GRAD_NORM])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _short_step(step) -> str:
+    step = int(step)
+    if step >= 10_000:
+        return f"{step / 1000:.0f}k"
+    if step >= 1000:
+        return f"{step / 1000:.1f}k".replace(".0k", "k")
+    return str(step)

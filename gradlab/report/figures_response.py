@@ -1,0 +1,42 @@
+"""Fig. 7 of He et al. 2015: standard deviation of layer responses (BN outputs, before ReLU)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from gradlab.report.figures_curves import _families, legend_label
+from gradlab.report.style import Style, new_figure, panel_title
+
+
+def responses_figure(responses: pd.DataFrame, palette: dict, notes: dict, style: Style):
+    """Top: responses in layer order; bottom: sorted by magnitude. Columns: plain | ResNet.
+
+    Several seeds of one model: the mean std at each position (and at each rank).
+    y is shared along each row so plain and residual nets compare directly.
+    """
+    families = _families(responses)
+    fig = new_figure(style.full_width, style.panel_height * 2.3)
+    axes = fig.subplots(2, len(families), sharey="row", squeeze=False)
+    w = style.rc.get("lines.linewidth", 1.0)
+    for c, family in enumerate(families):
+        sub = responses[responses["family"] == family]
+        for depth in sorted(sub["depth"].unique()):
+            d = sub[sub["depth"] == depth]
+            label = legend_label(family, int(depth), notes)
+            color = palette[int(depth)]
+            z = 2 + 1 / (1 + depth)  # shallower nets on top: their short lines would hide otherwise
+            by_pos = d.groupby("position", sort=True)["value"].mean()
+            by_rank = d.groupby("rank", sort=True)["value"].mean()
+            axes[0, c].plot(by_pos.index, by_pos.to_numpy(), color=color, lw=w, label=label, zorder=z)
+            axes[1, c].plot(by_rank.index, by_rank.to_numpy(), color=color, lw=w, label=label, zorder=z)
+        axes[0, c].set_title(panel_title(family))
+        axes[0, c].set_xlabel("layer index (original)")
+        axes[1, c].set_xlabel("layer index (sorted by magnitude)")
+        axes[0, c].legend(loc="best")
+    axes[0, 0].set_ylabel("std")
+    axes[1, 0].set_ylabel("std")
+    right = float(responses["position"].max()) + 1 if len(responses) else 1.0
+    for ax in axes.ravel():  # one x range everywhere so equal depths line up
+        ax.set_ylim(bottom=0)
+        ax.set_xlim(0, right)
+    return fig

@@ -1,0 +1,175 @@
+"""Looks shared by every report figure: themes, the depth palette, sizes, labels.
+
+A theme is applied through `theme(style)`, a context manager around
+`matplotlib.rc_context`, so building a report never changes the caller's global
+matplotlib state. Figures are made with `matplotlib.figure.Figure` (no pyplot), so no
+backend is selected and no figure registry is touched; PNG/PDF are rendered by Agg.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import matplotlib as mpl
+import seaborn as sns
+
+PAPER, NOTEBOOK = "paper", "notebook"
+STYLES = (PAPER, NOTEBOOK)
+
+PLAIN, RESNET = "plain", "resnet"
+FAMILY_ORDER = (PLAIN, RESNET)
+FAMILY_TITLES = {PLAIN: "plain", RESNET: "ResNet"}
+PANEL_TITLES = {PLAIN: "plain networks", RESNET: "ResNets"}
+# plain: open circles on dashed lines; ResNet: filled squares on solid lines
+FAMILY_MARKERS = {PLAIN: "o", RESNET: "s"}
+FAMILY_LINESTYLES = {PLAIN: "--", RESNET: "-"}
+
+# seaborn "colorblind" (Okabe-Ito-like), with its yellow moved last: poor on white
+_COLORS = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#949494", "#56b4e9", "#fbafe4", "#ece133"]
+HEATMAP_CMAP = "viridis"  # perceptually uniform, colour-blind safe
+
+
+@dataclass(frozen=True)
+class Style:
+    """Sizes in inches and the matplotlib rc of one look."""
+
+    name: str
+    single_width: float  # one column of a two-column paper
+    full_width: float  # the whole text width
+    panel_height: float  # height of one row of panels
+    dpi: int  # raster output (PNG)
+    rc: dict = field(default_factory=dict, hash=False)
+
+
+def _rc(context: str, font: float, small: float, line: float) -> dict:
+    rc = {**sns.axes_style("ticks"), **sns.plotting_context(context)}
+    rc.update(
+        {
+            # embedded TrueType (Type 42) fonts: editable in Illustrator, accepted by
+            # publishers that reject Type 3
+            "pdf.fonttype": 42,
+            "ps.fonttype": 42,
+            "font.family": ["sans-serif"],
+            "font.sans-serif": ["DejaVu Sans", "Arial", "Liberation Sans", "sans-serif"],
+            "mathtext.fontset": "dejavusans",
+            "font.size": font,
+            "axes.labelsize": font,
+            "axes.titlesize": font,
+            "figure.titlesize": font + 1,
+            "xtick.labelsize": small,
+            "ytick.labelsize": small,
+            "legend.fontsize": small,
+            "legend.title_fontsize": small,
+            "legend.frameon": False,
+            "lines.linewidth": line,
+            "axes.linewidth": 0.6 * line + 0.2,
+            "xtick.major.width": 0.6 * line + 0.2,
+            "ytick.major.width": 0.6 * line + 0.2,
+            "xtick.major.size": 2.5 * line,
+            "ytick.major.size": 2.5 * line,
+            "xtick.minor.size": 1.5 * line,
+            "ytick.minor.size": 1.5 * line,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.prop_cycle": mpl.cycler(color=_COLORS),
+            "image.cmap": HEATMAP_CMAP,
+            # constrained layout keeps the figure exactly the size asked for (a
+            # bbox="tight" save would change the printed width)
+            "figure.constrained_layout.use": True,
+            "savefig.bbox": None,
+            "savefig.facecolor": "white",
+            "figure.facecolor": "white",
+        }
+    )
+    return rc
+
+
+STYLE_TABLE = {
+    PAPER: Style(PAPER, single_width=3.3, full_width=6.8, panel_height=1.8, dpi=300, rc=_rc("paper", 8, 7, 1.0)),
+    NOTEBOOK: Style(
+        NOTEBOOK, single_width=6.0, full_width=12.0, panel_height=3.2, dpi=200, rc=_rc("notebook", 13, 11, 1.6)
+    ),
+}
+
+
+def get_style(name: str | Style) -> Style:
+    if isinstance(name, Style):
+        return name
+    try:
+        return STYLE_TABLE[name]
+    except KeyError:
+        from gradlab.report.build import ReportError
+
+        raise ReportError(f"unknown report style {name!r}; choose one of: {', '.join(STYLES)}") from None
+
+
+@contextmanager
+def theme(style: str | Style) -> Iterator[Style]:
+    """Apply a style's rc for the duration of the block; the global rc is restored after."""
+    style = get_style(style)
+    with mpl.rc_context(style.rc):
+        yield style
+
+
+def depth_palette(depths: Iterable[int]) -> dict[int, str]:
+    """One colour per depth, by sorted depth, so a depth has the same colour in every figure."""
+    ordered = sorted({int(d) for d in depths})
+    return {d: _COLORS[i % len(_COLORS)] for i, d in enumerate(ordered)}
+
+
+def model_label(family: str, depth: int) -> str:
+    """Names as in He et al. 2015: "plain-20", "ResNet-56"."""
+    if family == RESNET:
+        return f"ResNet-{depth}"
+    if family == PLAIN:
+        return f"plain-{depth}"
+    return f"{family}-{depth}"
+
+
+def family_title(family: str) -> str:
+    return FAMILY_TITLES.get(family, family)
+
+
+def panel_title(family: str) -> str:
+    """Title of a panel holding one family: "plain networks", "ResNets"."""
+    return PANEL_TITLES.get(family, f"{family} networks")
+
+
+def pct(fraction: float) -> float:
+    """Errors are stored as fractions and shown as percent."""
+    return 100.0 * fraction
+
+
+def new_figure(width: float, height: float):
+    """A Figure not registered with pyplot (no backend state, freed when dropped)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
+def iteration_axis(ax, max_step: float) -> None:
+    """Label the x axis in iterations, scaled like the paper's "iter. (1e4)"."""
+    from matplotlib.ticker import FuncFormatter
+
+    for power in (4, 3):
+        scale = 10**power
+        if max_step >= 2 * scale:
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos, s=scale: f"{x / s:g}"))
+            ax.set_xlabel(f"iter. (1e{power})")
+            return
+    ax.set_xlabel("iter.")
+
+
+def nice_ceiling(value: float) -> float:
+    """The next "round" number above value (1, 2, 2.5, 5 × 10^k)."""
+    import math
+
+    if not math.isfinite(value) or value <= 0:
+        return 1.0
+    exp = math.floor(math.log10(value))
+    for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if m * 10**exp >= value:
+            return m * 10**exp
+    return 10 ** (exp + 1)

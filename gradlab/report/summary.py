@@ -1,0 +1,270 @@
+"""A short written summary that states what the numbers show, and only that.
+
+Comparisons use final errors per model (mean over seeds). A difference counts only when
+it exceeds a tolerance: the combined seed spread sqrt(std_a² + std_b²) when both models
+have several seeds, else SINGLE_RUN_TOLERANCE (0.5 percentage points).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from gradlab import stat_names as S
+from gradlab.report.style import PLAIN, RESNET, pct
+
+SINGLE_RUN_TOLERANCE = 0.005  # 0.5 percentage points, as a fraction
+FLOW_FACTOR = 2.0  # gradient-flow ratios closer than this are "similar"
+RESPONSE_TOLERANCE = 0.05  # mean responses within 5 % are "about the same"
+
+
+def fmt_pair(a: float, b: float) -> tuple[str, str]:
+    """Two errors as percent, with one decimal unless that would make them look equal."""
+    for digits in (1, 2, 3):
+        sa, sb = f"{pct(a):.{digits}f}%", f"{pct(b):.{digits}f}%"
+        if sa != sb or a == b:
+            return sa, sb
+    return sa, sb
+
+
+def fmt_pct(a: float) -> str:
+    return f"{pct(a):.1f}%"
+
+
+def tolerance(a: pd.Series, b: pd.Series, which: str = "train") -> float:
+    """How large a difference in final error must be to count (fraction)."""
+    sa, sb = a[f"{which}_std"], b[f"{which}_std"]
+    if a["n"] > 1 and b["n"] > 1 and np.isfinite(sa) and np.isfinite(sb):
+        return float(math.hypot(sa, sb))
+    return SINGLE_RUN_TOLERANCE
+
+
+def _caveat(*models: pd.Series) -> str:
+    bad = [f"{m['label']} {m['note']}" for m in models if m["note"]]
+    return f" (caveat: {', '.join(bad)}, so it did not finish its training budget)" if bad else ""
+
+
+def _tol_words(a: pd.Series, b: pd.Series, tol: float) -> str:
+    if a["n"] > 1 and b["n"] > 1:
+        return f"within the seed spread of ±{pct(tol):.2g} points"
+    return f"within {pct(tol):.2g} points (single run each)"
+
+
+def degradation_sentences(models: pd.DataFrame) -> list[str]:
+    """Deepest vs shallowest plain net, the same for ResNets, and both at a shared depth."""
+    out = []
+    for family in (PLAIN, RESNET):
+        sub = models[(models["family"] == family) & models["train_mean"].notna()].sort_values("depth")
+        done = sub[finished(sub)]
+        if len(done) >= 2:  # compare finished models; unfinished ones are listed on their own
+            sub = done
+        if len(sub) < 2:
+            continue
+        a, b = sub.iloc[0], sub.iloc[-1]  # shallow, deep
+        tol = tolerance(a, b)
+        diff = b["train_mean"] - a["train_mean"]
+        xb, xa = fmt_pair(b["train_mean"], a["train_mean"])
+        test = ""
+        if np.isfinite(b["test_mean"]) and np.isfinite(a["test_mean"]):
+            tb, ta = fmt_pair(b["test_mean"], a["test_mean"])
+            test = f" Test error: {tb} vs {ta}."
+        caveat = _caveat(a, b)
+        if family == PLAIN:
+            if diff > tol:
+                s = f"{b['label']} ends with higher training error ({xb}) than {a['label']} ({xa}): degradation{caveat}."
+            elif diff < -tol:
+                s = (f"{b['label']} ends with lower training error ({xb}) than {a['label']} ({xa}): "
+                     f"no degradation at this budget{caveat}.")  # fmt: skip
+            else:
+                s = (f"{b['label']} and {a['label']} end with similar training error ({xb} vs {xa}, "
+                     f"{_tol_words(a, b, tol)}): no degradation at this budget{caveat}.")  # fmt: skip
+        else:
+            if diff < -tol:
+                s = (f"{b['label']} ends lower ({xb} training error) than {a['label']} ({xa}): "
+                     f"deeper residual nets are not harder to train{caveat}.")  # fmt: skip
+            elif diff <= tol:
+                s = (f"{b['label']} ends within the noise of {a['label']} ({xb} vs {xa} training error, "
+                     f"{_tol_words(a, b, tol)}): the deeper residual net is not harder to train{caveat}.")  # fmt: skip
+            else:
+                s = (f"{b['label']} ends with higher training error ({xb}) than {a['label']} ({xa}): "
+                     f"at this budget the deeper residual net is harder to train too{caveat}.")  # fmt: skip
+        s += test
+        if len(sub) > 2:
+            s += (
+                " Training error by depth: "
+                + ", ".join(f"{m['label']} {fmt_pct(m['train_mean'])}" for _, m in sub.iterrows())
+                + "."
+            )
+        out.append(s)
+    out += paired_sentences(models)
+    return out
+
+
+def finished(models: pd.DataFrame) -> pd.Series:
+    """Models all of whose runs finished."""
+    if "n_unfinished" in models:
+        return models["n_unfinished"] == 0
+    return models["note"] == ""
+
+
+def paired_sentences(models: pd.DataFrame) -> list[str]:
+    """Plain vs ResNet at the deepest depth both were trained at (finished ones preferred)."""
+    plain = models[models["family"] == PLAIN].set_index("depth")
+    res = models[models["family"] == RESNET].set_index("depth")
+    shared = sorted(set(plain.index) & set(res.index))
+    shared = [d for d in shared if np.isfinite(plain.loc[d, "train_mean"]) and np.isfinite(res.loc[d, "train_mean"])]
+    if not shared:
+        return []
+    done = [d for d in shared if plain.loc[d, "note"] == "" and res.loc[d, "note"] == ""]
+    d = (done or shared)[-1]
+    p, r = plain.loc[d], res.loc[d]
+    tol = tolerance(p, r)
+    xr, xp = fmt_pair(r["train_mean"], p["train_mean"])
+    diff = r["train_mean"] - p["train_mean"]
+    if diff < -tol:
+        verdict = "the residual net trains to a lower error"
+    elif diff > tol:
+        verdict = "the plain net trains to a lower error here"
+    else:
+        verdict = f"about the same ({_tol_words(p, r, tol)})"
+    return [
+        f"At depth {d}, {r['label']} ends at {xr} training error vs {xp} for {p['label']}: {verdict}{_caveat(p, r)}."
+    ]
+
+
+def _first_last_ratio(line: pd.DataFrame) -> float | None:
+    """value at the first conv layer / value at the last conv layer (not the classifier)."""
+    conv = line[line["kind"] == "conv"] if "kind" in line and (line["kind"] == "conv").any() else line
+    conv = conv.sort_values("position")
+    if len(conv) < 2:
+        return None
+    first, last = conv["value"].iloc[0], conv["value"].iloc[-1]
+    if not (np.isfinite(first) and np.isfinite(last)) or last <= 0:
+        return None
+    return float(first / last)
+
+
+def fmt_std(x: float) -> str:
+    return f"{x:.2f}" if abs(x) >= 0.01 else f"{x:.2g}"
+
+
+def fmt_ratio(x: float) -> str:
+    """0.00039, 0.58, 3.2, 45, 1,450."""
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.0f}"
+    return f"{x:.2g}"
+
+
+def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> list[str]:
+    """First-to-last conv gradient-norm ratio in the deepest plain and ResNet, at init and end."""
+    if flow_models.empty:
+        return []
+    out = []
+    for stat, what in ((S.GRAD_NORM, "‖∂L/∂W‖"), (S.ACT_GRAD_NORM, "‖∂L/∂h‖")):
+        f = flow_models[flow_models["stat"] == stat]
+        if f.empty:
+            continue
+        depths = {fam: set(f.loc[f["family"] == fam, "depth"]) for fam in (PLAIN, RESNET)}
+        shared = depths[PLAIN] & depths[RESNET]
+        for phase in ("init", "end") if stat == S.GRAD_NORM else ("init",):
+            ratios = {}
+            for fam in (PLAIN, RESNET):
+                pool = shared or depths[fam]
+                if not pool:
+                    continue
+                d = max(pool)
+                line = f[(f["family"] == fam) & (f["depth"] == d) & (f["phase"] == phase)]
+                ratio = _first_last_ratio(line)
+                if ratio is not None:
+                    ratios[fam] = (line["label"].iloc[0], ratio)
+            if not ratios:
+                continue
+            when = "At initialization" if phase == "init" else "At the end of training"
+            steps = sorted(
+                {int(f[(f["label"] == label) & (f["phase"] == phase)]["step"].max()) for label, _ in ratios.values()}
+            )
+            step = "step " + " and ".join(f"{x:,}" for x in steps) if steps else phase_labels.get(phase, "")
+            parts = [f"{fmt_ratio(r)}× {'the last conv layer’s ' if i == 0 else ''}in {label}"
+                     for i, (label, r) in enumerate(ratios.values())]  # fmt: skip
+            s = f"{when}{f' ({step})' if step else ''}, the first conv layer’s {what} is {' and '.join(parts)}"
+            if len(ratios) == 2 and shared:  # compared only at equal depth
+                q = ratios[RESNET][1] / ratios[PLAIN][1]
+                if q >= FLOW_FACTOR:
+                    s += f": relative to the output side, the gradient reaching the input is {fmt_ratio(q)}× weaker in the plain net."
+                elif q <= 1 / FLOW_FACTOR:
+                    s += f": relative to the output side, the gradient reaching the input is {fmt_ratio(1 / q)}× weaker in the residual net."
+                else:
+                    s += f": within {FLOW_FACTOR:g}× of each other, no marked difference in gradient flow."
+            else:
+                s += "."
+            out.append(s)
+    return out
+
+
+def response_sentences(responses: pd.DataFrame) -> list[str]:
+    """Fig. 7's claims, checked: ResNet responses smaller than plain ones; smaller when deeper."""
+    if responses.empty:
+        return []
+    mean = responses.groupby(["family", "depth"])["value"].mean()
+    out = []
+    plain = (
+        mean.get(PLAIN, pd.Series(dtype=float)) if PLAIN in mean.index.get_level_values(0) else pd.Series(dtype=float)
+    )
+    res = (
+        mean.get(RESNET, pd.Series(dtype=float)) if RESNET in mean.index.get_level_values(0) else pd.Series(dtype=float)
+    )
+    shared = sorted(set(plain.index) & set(res.index))
+    if shared:
+        pairs = ", ".join(f"ResNet-{d} {fmt_std(res[d])} vs plain-{d} {fmt_std(plain[d])}" for d in shared)
+        smaller = [res[d] < plain[d] for d in shared]
+        if all(smaller):
+            verdict = "smaller for the residual nets at every depth, as in Fig. 7 of He et al. (residual functions stay closer to zero)"
+        elif not any(smaller):
+            verdict = "not smaller for the residual nets at any depth, unlike Fig. 7 of He et al."
+        else:
+            verdict = "smaller for the residual nets at some depths only"
+        out.append(f"Mean layer-response std at the end of training: {pairs}; {verdict}.")
+    if len(res) >= 2:
+        a, b = res.index.min(), res.index.max()
+        if res[b] < (1 - RESPONSE_TOLERANCE) * res[a]:
+            rel = "smaller than"
+        elif res[b] > (1 + RESPONSE_TOLERANCE) * res[a]:
+            rel = "larger than"
+        else:
+            rel = "about the same as"
+        out.append(f"ResNet-{b}'s mean response ({fmt_std(res[b])}) is {rel} ResNet-{a}'s ({fmt_std(res[a])}).")
+    return out
+
+
+def summarize(
+    models: pd.DataFrame,
+    flow_models: pd.DataFrame | None = None,
+    responses: pd.DataFrame | None = None,
+    phase_labels: dict[str, str] | None = None,
+) -> list[str]:
+    """Sentences for report.md, each backed by the numbers it quotes."""
+    out = []
+    if models.empty or not models["train_mean"].notna().any():
+        return ["No run has evaluated yet: there are no final errors to compare."]
+    if (models["n"] > 1).any():
+        out.append(
+            "Final errors are means over seeds; a difference counts only when larger than the seed spread "
+            "(sqrt(std_a² + std_b²))."
+        )
+    out += degradation_sentences(models)
+    if flow_models is not None:
+        out += flow_sentences(flow_models, phase_labels or {})
+    if responses is not None:
+        out += response_sentences(responses)
+    unfinished = models[models["note"] != ""]
+    if not unfinished.empty:
+        out.append(
+            "Not finished: "
+            + "; ".join(f"{m['label']} ({m['note']})" for _, m in unfinished.iterrows())
+            + ". Numbers for these are from their last evaluation."
+        )
+    return out

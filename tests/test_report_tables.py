@@ -1,0 +1,185 @@
+"""Table 6 style table (Markdown and LaTeX) and the written summary, from known numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from gradlab import runs as R
+from gradlab import stat_names as S
+from gradlab.report import collect as C
+from gradlab.report import summary as SUM
+from gradlab.report import tables as T
+
+try:  # tests/ is a package in the suite; a bare import when run from inside tests/
+    from tests import report_fixtures as F
+except ImportError:
+    import report_fixtures as F
+
+
+def models_from(tmp_path):
+    runs, problems = R.load_all(tmp_path)
+    assert not problems
+    return C.by_model(C.finals(runs), C.run_table(runs))
+
+
+def model_row(family, depth, train, test, n=1, train_std=np.nan, test_std=np.nan, note="", params=269722):
+    label = f"ResNet-{depth}" if family == "resnet" else f"plain-{depth}"
+    return {
+        "family": family, "depth": depth, "label": label, "params": params, "n": n,
+        "train_mean": train, "train_std": train_std, "train_min": train, "train_max": train,
+        "test_mean": test, "test_std": test_std, "test_min": test, "test_max": test,
+        "seeds": "0", "note": note,
+    }  # fmt: skip
+
+
+def test_markdown_and_latex_rows_single_seed(tmp_path):
+    F.make_run(tmp_path, "plain", 20, final_train_err=0.0812, final_test_err=0.1034, layers=False)
+    F.make_run(tmp_path, "resnet", 56, final_train_err=0.0123, final_test_err=0.0701, layers=False)
+    models = models_from(tmp_path)
+    md = T.to_markdown(models)
+    assert "| model | depth | #params | train error (%) | test error (%) |" in md
+    assert "| plain-20 | 20 | 0.27M | 8.12 | 10.34 |" in md
+    assert "| ResNet-56 | 56 | 0.85M | 1.23 | 7.01 |" in md
+    assert md.index("plain-20") < md.index("ResNet-56")
+    tex = T.to_latex(models)
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrrr}"):
+        assert rule in tex
+    assert r"train error (\%)" in tex and r"\#params" in tex
+    assert r"plain-20 & 20 & 0.27M & 8.12 & 10.34 \\" in tex
+    assert r"ResNet-56 & 56 & 0.85M & 1.23 & 7.01 \\" in tex
+    # every % in the body is escaped
+    body = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
+    assert "%" not in body.replace(r"\%", "")
+
+
+def test_mean_and_std_over_three_seeds(tmp_path):
+    trains, tests = [0.10, 0.12, 0.17], [0.20, 0.21, 0.26]
+    for seed, (tr, te) in enumerate(zip(trains, tests)):
+        F.make_run(tmp_path, "plain", 56, seed, final_train_err=tr, final_test_err=te, layers=False)
+    models = models_from(tmp_path)
+    mean, std = 100 * np.mean(trains), 100 * np.std(trains, ddof=1)
+    tmean, tstd = 100 * np.mean(tests), 100 * np.std(tests, ddof=1)
+    cell = f"{mean:.2f} ± {std:.2f}"
+    assert cell == "13.00 ± 3.61"
+    md = T.to_markdown(models)
+    assert f"| plain-56 (n=3) | 56 | 0.85M | {cell} | {tmean:.2f} ± {tstd:.2f} |" in md
+    tex = T.to_latex(models)
+    assert rf"plain-56 (n=3) & 56 & 0.85M & {mean:.2f} $\pm$ {std:.2f} & {tmean:.2f} $\pm$ {tstd:.2f} \\" in tex
+
+
+def test_unfinished_models_get_a_footnote(tmp_path):
+    F.make_run(tmp_path, "plain", 20, layers=False)
+    F.make_run(tmp_path, "plain", 110, state=R.DIVERGED, upto=200, layers=False,
+               nonfinite={"step": 180, "layer": "fc.weight", "what": "loss"})  # fmt: skip
+    models = models_from(tmp_path)
+    md = T.to_markdown(models)
+    assert "| plain-110† | 110 |" in md
+    assert "† plain-110: diverged @ step 180; errors at its last evaluation." in md
+    tex = T.to_latex(models)
+    assert r"plain-110$^\dagger$ & 110" in tex
+    assert r"$^\dagger$ plain-110: diverged @ step 180" in tex
+
+
+def test_latex_escape():
+    assert T.latex_escape("a_b 5% & #1") == r"a\_b 5\% \& \#1"
+    assert T.latex_escape("1.0 ± 0.1") == r"1.0 $\pm$ 0.1"
+
+
+def test_params_format_like_the_paper():
+    assert [T.format_params(p) for p in (269722, 853018, 1727962, 19_400_000)] == ["0.27M", "0.85M", "1.7M", "19.4M"]
+
+
+# --- summary ---------------------------------------------------------------------------
+
+
+def test_summary_states_degradation_with_the_numbers():
+    models = pd.DataFrame(
+        [
+            model_row("plain", 20, 0.081, 0.102),
+            model_row("plain", 56, 0.123, 0.141),
+            model_row("resnet", 20, 0.060, 0.085),
+            model_row("resnet", 56, 0.041, 0.071),
+        ]
+    )
+    text = " ".join(SUM.summarize(models))
+    assert "plain-56 ends with higher training error (12.3%) than plain-20 (8.1%): degradation." in text
+    assert (
+        "ResNet-56 ends lower (4.1% training error) than ResNet-20 (6.0%): deeper residual nets are not harder to train."
+        in text
+    )
+    assert (
+        "At depth 56, ResNet-56 ends at 4.1% training error vs 12.3% for plain-56: the residual net trains to a lower error."
+        in text
+    )
+    assert "no degradation" not in text
+
+
+def test_summary_says_when_there_is_no_degradation():
+    models = pd.DataFrame([model_row("plain", 20, 0.081, 0.102), model_row("plain", 56, 0.079, 0.100)])
+    text = " ".join(SUM.summarize(models))
+    assert "no degradation at this budget" in text
+    assert ": degradation" not in text
+    assert "8.1%" in text and "7.9%" in text
+
+
+def test_summary_differences_inside_the_seed_spread_do_not_count():
+    models = pd.DataFrame(
+        [
+            model_row("plain", 20, 0.080, 0.10, n=3, train_std=0.02, test_std=0.01),
+            model_row("plain", 56, 0.095, 0.11, n=3, train_std=0.02, test_std=0.01),
+        ]
+    )
+    sentences = SUM.summarize(models)
+    text = " ".join(sentences)
+    assert "within the seed spread" in text and "no degradation at this budget" in text
+    assert sentences[0].startswith("Final errors are means over seeds")
+
+
+def test_summary_deeper_resnet_worse_is_said_plainly():
+    models = pd.DataFrame([model_row("resnet", 20, 0.05, 0.08), model_row("resnet", 110, 0.09, 0.12)])
+    text = " ".join(SUM.summarize(models))
+    assert "ResNet-110 ends with higher training error (9.0%) than ResNet-20 (5.0%)" in text
+    assert "not harder to train" not in text
+
+
+def test_summary_names_unfinished_runs():
+    models = pd.DataFrame(
+        [model_row("plain", 20, 0.08, 0.10), model_row("plain", 56, 0.5, 0.5, note="diverged @ step 1200")]
+    )
+    text = " ".join(SUM.summarize(models))
+    assert "caveat: plain-56 diverged @ step 1200" in text
+    assert "Not finished: plain-56 (diverged @ step 1200)." in text
+
+
+def test_gradient_flow_sentence_uses_first_to_last_conv_ratio_at_init():
+    rows = []
+    for family, first in (("plain", 0.001), ("resnet", 0.5)):
+        for pos, kind, value in ((1, "conv", first), (2, "conv", 0.7), (3, "conv", 1.0), (4, "fc", 9.0)):
+            rows.append({"family": family, "depth": 110, "label": f"{'plain' if family == 'plain' else 'ResNet'}-110",
+                         "phase": "init", "stat": S.GRAD_NORM, "position": pos, "kind": kind, "step": 0,
+                         "n": 1, "value": value})  # fmt: skip
+    flow = pd.DataFrame(rows)
+    text = " ".join(SUM.flow_sentences(flow, {"init": "step 0"}))
+    assert ("At initialization (step 0), the first conv layer’s ‖∂L/∂W‖ is 0.001× the last conv layer’s in plain-110 "
+            "and 0.5× in ResNet-110") in text  # fmt: skip
+    assert "500× weaker in the plain net" in text
+    same = flow.assign(value=np.where(flow["position"] == 1, 0.5, flow["value"]))
+    assert "no marked difference" in " ".join(SUM.flow_sentences(same, {}))
+
+
+def test_no_evaluation_yet():
+    models = pd.DataFrame([model_row("plain", 20, np.nan, np.nan)])
+    assert SUM.summarize(models) == ["No run has evaluated yet: there are no final errors to compare."]
+
+
+def test_gradient_flow_is_not_compared_across_different_depths():
+    rows = [
+        {"family": fam, "depth": d, "label": lab, "phase": "init", "stat": S.GRAD_NORM, "position": pos,
+         "kind": "conv", "step": 0, "n": 1, "value": v}
+        for fam, d, lab, first in (("plain", 20, "plain-20", 0.01), ("resnet", 56, "ResNet-56", 0.9))
+        for pos, v in ((1, first), (2, 1.0))
+    ]  # fmt: skip
+    (sentence,) = SUM.flow_sentences(pd.DataFrame(rows), {})
+    assert "0.01× the last conv layer’s in plain-20 and 0.9× in ResNet-56." in sentence
+    assert "weaker" not in sentence

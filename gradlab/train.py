@@ -235,27 +235,9 @@ class Trainer:
         interval_start, interval_images = time.perf_counter(), 0
         while self.step < total:
             step = self.step
-            lr = self.lr.lr(step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            x, y = self.loader.batch(step)
-            with self._autocast():
-                out = self.forward(x)
-                loss = F.cross_entropy(out, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if rec is not None:
-                rec.step(step)
-            self.optimizer.step()
-            with torch.no_grad():
-                loss_d = loss.detach().float()
-                acc["loss_sum"] += loss_d * y.numel()
-                acc["err_sum"] += (out.argmax(1) != y).sum()
-                acc["count"] += y.numel()
-                bad = ~torch.isfinite(loss_d) & (acc["bad_step"] < 0)
-                acc["bad_step"].copy_(torch.where(bad, step, acc["bad_step"]))
+            batch = self.train_step(step)
             self.step = done = step + 1
-            interval_images += y.numel()
+            interval_images += batch
             if bar is not None:
                 bar.update(1)
             if self.lr.warming and done % recipe.warmup_check_every == 0:
@@ -283,6 +265,33 @@ class Trainer:
                                      f"checkpoint; rerun the same command to resume", stop.exit_code)
         self.callbacks.on_end(self.run_dir, runs.DONE, "")
         return RunResult(self.run_dir, runs.DONE, self.step)
+
+    def train_step(self, step: int) -> int:
+        """One optimisation step at global step `step`; returns the batch size.
+
+        Nothing here waits for the device: statistics accumulate in device tensors.
+        """
+        acc = self.acc
+        lr = self.lr.lr(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = self.loader.batch(step)
+        with self._autocast():
+            out = self.forward(x)
+            loss = F.cross_entropy(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.recorder is not None:
+            self.recorder.step(step)
+        self.optimizer.step()
+        with torch.no_grad():
+            loss_d = loss.detach().float()
+            acc["loss_sum"] += loss_d * y.numel()
+            acc["err_sum"] += (out.argmax(1) != y).sum()
+            acc["count"] += y.numel()
+            bad = ~torch.isfinite(loss_d) & (acc["bad_step"] < 0)
+            acc["bad_step"].copy_(torch.where(bad, step, acc["bad_step"]))
+        return y.numel()
 
     # -- evaluation and files ------------------------------------------------------------
     @torch.no_grad()

@@ -19,10 +19,7 @@ from gradlab.report import collect as C
 from gradlab.report.figures_curves import curves_figure
 from gradlab.report.style import depth_palette, get_style, theme
 
-try:  # tests/ is a package in the suite; a bare import when run from inside tests/
-    from tests import report_fixtures as F
-except ImportError:
-    import report_fixtures as F
+from gradlab.bench import synthetic_runs as F
 
 FIGURES = ("curves", "final_error", "gradient_flow_init", "gradient_flow_early", "gradient_flow_end",
            "gradient_heatmap", "layer_responses")  # fmt: skip

@@ -7,10 +7,7 @@ from click.testing import CliRunner
 from gradlab import runs as R
 from gradlab.cli.main import cli
 
-try:  # tests/ is a package in the suite; a bare import when run from inside tests/
-    from tests import report_fixtures as F
-except ImportError:
-    import report_fixtures as F
+from gradlab.bench import synthetic_runs as F
 
 
 def invoke(*args):

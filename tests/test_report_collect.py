@@ -13,10 +13,7 @@ from gradlab import runs as R
 from gradlab import stat_names as S
 from gradlab.report import collect as C
 
-try:  # tests/ is a package in the suite; a bare import when run from inside tests/
-    from tests import report_fixtures as F
-except ImportError:
-    import report_fixtures as F
+from gradlab.bench import synthetic_runs as F
 
 
 def load(paths):

@@ -11,10 +11,7 @@ from gradlab.report import collect as C
 from gradlab.report import summary as SUM
 from gradlab.report import tables as T
 
-try:  # tests/ is a package in the suite; a bare import when run from inside tests/
-    from tests import report_fixtures as F
-except ImportError:
-    import report_fixtures as F
+from gradlab.bench import synthetic_runs as F
 
 
 def models_from(tmp_path):

@@ -149,7 +149,8 @@ class Trainer:
         self.acc = {"loss_sum": z.clone(), "err_sum": z.clone(), "count": z.clone(),
                     "bad_step": torch.full((), -1, dtype=torch.int64, device=self.device)}
         self.metrics_rows: list[dict] = []
-        self.layer_frames: list[pd.DataFrame] = []
+        self.prior_layers: pd.DataFrame | None = None  # rows from before a resume
+        self.layer_rows_sent = 0  # rows of the recorder's frame already given to callbacks
         self.step = 0
         self.time_s = 0.0
 
@@ -179,7 +180,7 @@ class Trainer:
             self.metrics_rows = m[m["step"] <= self.step].to_dict("records")
         if (self.run_dir / runs.LAYERS).exists():
             lay = runs.read_parquet(self.run_dir / runs.LAYERS)
-            self.layer_frames = [lay[lay["step"] < self.step]]
+            self.prior_layers = lay[lay["step"] < self.step]
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -323,13 +324,15 @@ class Trainer:
         return row
 
     def _flush_layers(self) -> None:
+        """Write everything recorded so far (the recorder may have flushed on its own)."""
         if self.recorder is None:
             return
-        new = self.recorder.flush()
+        recorded = self.recorder.frame()
+        new = recorded.iloc[self.layer_rows_sent:]
+        self.layer_rows_sent = len(recorded)
         if len(new):
-            self.layer_frames.append(new)
             self.callbacks.on_layers(self.run_dir, new)
-        frames = [f for f in self.layer_frames if len(f)]
+        frames = [f for f in (self.prior_layers, recorded) if f is not None and len(f)]
         if frames:
             runs.write_parquet(self.run_dir / runs.LAYERS, pd.concat(frames, ignore_index=True))
 

@@ -35,6 +35,15 @@ def test_run_directory_round_trip(tmp_path):
     assert ckpt["step"] == 40
 
 
+def test_layers_parquet_holds_every_recorded_step_even_past_the_recorder_buffer(tmp_path):
+    """The recorder flushes by itself every 64 recorded steps; none of them may be lost."""
+    from gradlab.probes import default_schedule
+
+    result = train(quick_spec(steps=70, eval_every=70, checkpoint_every=70), tmp_path, progress=False)
+    layers = runs.read_run(result.run_dir).layers
+    assert sorted(layers["step"].unique()) == default_schedule(70).steps(70) == list(range(70))
+
+
 def test_training_error_falls_well_below_chance(tmp_path):
     result = train(quick_spec("resnet8", steps=120), tmp_path, progress=False)
     (run,) = runs.load(result.run_dir)

@@ -1,0 +1,181 @@
+"""What recording costs: the same training step bare, with gradlab, and with wandb.watch.
+
+Three copies of one model (same initial weights, same synthetic CIFAR-shaped batch) train
+in one process, interleaved (bare, gradlab, wandb, bare, gradlab, wandb, ...):
+
+* ``bare``:    forward, backward, SGD step.
+* ``gradlab``: the same with ``gradlab.watch(model, every=1)`` (all default statistics,
+  every step: the worst case; the default schedule records one step in 50, and
+  ``every=`` measures other intervals).
+* ``wandb``:   the same with ``wandb.watch(model, log="gradients", log_freq=1)`` and a
+  ``wandb.log`` per step, in offline mode in a temporary directory.
+
+Step times are compared by their medians (see gradlab.bench.timing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import shutil
+import tempfile
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from gradlab.bench.timing import describe_environment, interleaved, resolve_device, summarize, synchronize
+from gradlab.errors import ConfigError
+
+__all__ = ["VARIANTS", "run_overhead"]
+
+VARIANTS = ("bare", "gradlab", "wandb")
+
+
+def _input_size(model_name: str) -> tuple[int, int, int]:
+    try:
+        from gradlab.models import info
+
+        return tuple(info(model_name).input_size)
+    except Exception:  # a model the registry does not describe: CIFAR-shaped
+        return (3, 32, 32)
+
+
+@contextlib.contextmanager
+def _wandb_offline(tmp: str):
+    """Offline, silent wandb writing under ``tmp``; the environment is restored after."""
+    keys = {"WANDB_MODE": "offline", "WANDB_DIR": tmp, "WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_overhead(
+    model: str = "resnet56",
+    steps: int = 5,
+    repeats: int = 5,
+    batch_size: int = 128,
+    device: str = "auto",
+    warmup: int = 2,
+    with_wandb: bool = True,
+    every: int = 1,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """Time training steps of ``model`` bare, with gradlab (every step) and with wandb.watch.
+
+    Returns a dict with ``settings``, ``environment``, per-variant ``variants`` (median,
+    quartiles and min step time in seconds, images/s) and ``ratios`` (median step time over
+    bare's). A variant that cannot run (wandb missing or failing) is listed under
+    ``skipped`` with the reason.
+    """
+    import gradlab
+    from gradlab.models import build
+
+    checks = (("steps", steps, 1), ("repeats", repeats, 1), ("batch_size", batch_size, 1), ("warmup", warmup, 0), ("every", every, 1))
+    for name, value, least in checks:
+        if value < least:
+            raise ConfigError(f"{name} must be >= {least}, not {value}.")
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    base = build(model).to(dev)
+    shape = _input_size(model)
+    x = torch.randn(batch_size, *shape, device=dev)
+    with torch.no_grad():
+        base.eval()
+        num_classes = base(x[:2]).shape[1]
+        base.train()
+    y = torch.randint(0, num_classes, (batch_size,), device=dev)
+
+    def trainer(net: torch.nn.Module, after_backward: Callable[[], None] | None = None):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+        def step():
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if after_backward is not None:
+                after_backward()
+            opt.step()
+
+        return step
+
+    skipped: dict[str, str] = {}
+    variants: dict[str, Callable[[], None]] = {"bare": trainer(copy.deepcopy(base))}
+    rec_model = copy.deepcopy(base)
+    rec = gradlab.watch(rec_model, every=every, dense_until=0)
+    variants["gradlab"] = trainer(rec_model, rec.step)
+
+    tmp = tempfile.mkdtemp(prefix="gradlab-bench-wandb-")
+    run = wandb_model = wandb = None
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        if with_wandb:
+            stack.enter_context(_wandb_offline(tmp))
+            try:
+                import wandb  # noqa: F811
+
+                run = wandb.init(
+                    project="gradlab-bench",
+                    dir=tmp,
+                    mode="offline",
+                    settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+                )
+                wandb_model = copy.deepcopy(base)
+                wandb.watch(wandb_model, log="gradients", log_freq=1)
+                counter = iter(range(1 << 62))
+                variants["wandb"] = trainer(wandb_model, lambda: run.log({"bench_step": next(counter)}))
+            except Exception as e:  # wandb missing, or it cannot start here
+                skipped["wandb"] = f"{type(e).__name__}: {e}"
+                run = None
+        else:
+            skipped["wandb"] = "disabled (--no-wandb)"
+        try:
+            timings = interleaved(variants, steps=steps, repeats=repeats, device=dev, warmup=warmup, progress=progress)
+            synchronize(dev)
+            rows = len(rec.frame())
+        finally:
+            rec.stop()
+            if run is not None:
+                with contextlib.suppress(Exception):
+                    wandb.unwatch(wandb_model)
+                with contextlib.suppress(Exception):
+                    run.finish(quiet=True)
+
+    summary = {}
+    for name in variants:
+        s = summarize(timings.steps[name])
+        s["images_per_s"] = batch_size / s["median_s"]
+        summary[name] = s
+    bare = summary["bare"]["median_s"]
+    return {
+        "settings": {
+            "model": model,
+            "batch_size": batch_size,
+            "input_size": list(shape),
+            "steps": steps,
+            "repeats": repeats,
+            "warmup": warmup,
+            "timed_steps_per_variant": steps * repeats,
+            "order": "interleaved: " + ", ".join(variants),
+            "optimizer": "SGD(lr=0.1, momentum=0.9, weight_decay=1e-4)",
+            "gradlab": f"gradlab.watch(model, every={every}, dense_until=0), all default stats",
+            "every": every,
+            "wandb": 'wandb.watch(model, log="gradients", log_freq=1), offline, one wandb.log per step',
+            "device": str(dev),
+            "seed": seed,
+        },
+        "environment": describe_environment(dev),
+        "variants": summary,
+        "ratios": {name: summary[name]["median_s"] / bare for name in summary if name != "bare"},
+        "gradlab_rows": rows,
+        "skipped": skipped,
+    }

@@ -1,0 +1,158 @@
+"""Timing helpers shared by the benchmarks: devices, interleaved repeats, medians, environment.
+
+Benchmarks compare variants of the same work (e.g. training with and without a recorder).
+Machines drift (thermal state, other processes, allocator warm-up), so variants are run
+interleaved: A, B, C, A, B, C, ... each round running ``steps`` timed steps of each
+variant, and compared by the median step time, which ignores the occasional stall.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+
+__all__ = [
+    "Timings",
+    "describe_environment",
+    "interleaved",
+    "resolve_device",
+    "summarize",
+    "synchronize",
+]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" picks cuda, then mps, then cpu; anything else goes through torch.device."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from gradlab.errors import ConfigError
+
+        raise ConfigError(f"Device {device!r} asked for, but CUDA is not available here; use --device cpu or auto.")
+    return dev
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so that wall-clock times cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@dataclass
+class Timings:
+    """Per-variant step times in seconds, in the order they ran."""
+
+    steps: dict[str, list[float]] = field(default_factory=dict)
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.steps[name])
+
+
+def interleaved(
+    variants: Mapping[str, Callable[[], None]],
+    steps: int,
+    repeats: int,
+    device: torch.device,
+    warmup: int = 1,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Timings:
+    """Run each variant's ``step()`` in rounds: ``warmup`` untimed steps of every variant,
+    then ``repeats`` rounds of ``steps`` timed steps per variant, interleaved. Each step is
+    timed on its own, with a device synchronisation before and after."""
+    names = list(variants)
+    timings = Timings({n: [] for n in names})
+    for name in names:
+        for _ in range(warmup):
+            variants[name]()
+    synchronize(device)
+    total = repeats * len(names)
+    done = 0
+    for _ in range(repeats):
+        for name in names:
+            fn, out = variants[name], timings.steps[name]
+            for _ in range(steps):
+                synchronize(device)
+                t0 = time.perf_counter()
+                fn()
+                synchronize(device)
+                out.append(time.perf_counter() - t0)
+            done += 1
+            if progress is not None:
+                progress(name, done, total)
+    return timings
+
+
+def summarize(times: list[float]) -> dict:
+    """Median, quartiles, min and count of a list of step times (seconds)."""
+    if not times:
+        return {"n": 0, "median_s": float("nan"), "p25_s": float("nan"), "p75_s": float("nan"), "min_s": float("nan")}
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {
+        "n": len(times),
+        "median_s": statistics.median(times),
+        "p25_s": q[0],
+        "p75_s": q[2],
+        "min_s": min(times),
+    }
+
+
+def describe_environment(device: torch.device) -> dict:
+    """What the numbers were measured on: versions, device, threads."""
+    from gradlab import __version__
+
+    env = {
+        "gradlab": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": _device_name(device),
+    }
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+        env["cudnn"] = torch.backends.cudnn.version()
+    try:
+        env["load_average"] = list(os.getloadavg())
+    except (AttributeError, OSError):
+        pass
+    return env
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        name = _cpu_model()
+        return name or platform.processor() or "cpu"
+    return device.type
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None

@@ -1,0 +1,938 @@
+"""The recorder: per-layer gradient and activation statistics while a model trains.
+
+    rec = gradlab.watch(model, every=50)        # or: with gradlab.watch(model) as rec:
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True); loss.backward()
+        rec.step()                              # after backward, before the next zero_grad
+        opt.step()
+    df = rec.frame()                            # step, layer, index, kind, stat, value
+    rec.stop()
+
+What is recorded (names in gradlab.stat_names), on the steps the schedule selects:
+
+* per parameter tensor: grad_norm, weight_norm, grad_weight_ratio, update_norm
+  (``||w_now - w_at_previous_recorded_step||``, NaN on the first record). One
+  ``torch._foreach_norm`` over all gradients, one over all weights; no parameter hooks.
+* per probe point output h (forward hooks; training mode with grad enabled only):
+  act_mean, act_std (population std), act_zero_frac (fraction <= 0 when the point has
+  ``relu_after``, else fraction == 0), act_grad_norm (``||dL/dh||`` from ``h.register_hook``
+  inside the forward hook, so in-place ReLUs after the point are fine).
+* per residual block: branch_ratio ``||F(x)|| / ||x||`` (forward pre-hook on the block for x,
+  the block's branch point for F(x)).
+
+``step()`` may come before or after ``opt.step()``, as long as it is always the same:
+weight_norm and update_norm then describe the weights before (or after) that update.
+act_std is derived from the sum and the norm (``sqrt(E[h^2] - E[h]^2)``), which loses
+relative precision only when |mean| >> std (about 1e-7 * mean^2 / var).
+
+How it stays cheap:
+
+* Hooks are attached only for the forward of a scheduled step (the decision for the next
+  step is taken in ``step()``); unscheduled steps run with no hooks at all.
+* Every statistic is a handful of device reductions (a sum, a norm, a two-pass sign count
+  into a reused scratch buffer) written as 0-dim tensors into a list that ``step()`` stacks
+  into one row of a preallocated [slots, values] device buffer; derived values (mean, std,
+  fractions, ratios) are computed on the host at flush time. ``flush()`` is the only host
+  sync; it runs by itself when the buffer is full. Outputs that are the same tensor (a BN
+  output and the ``branch_out`` point after it, a block output and the next block's input)
+  are reduced once.
+* On an oversubscribed CPU, ``cpu_threads=1`` runs the hooks' reductions single-threaded.
+* Non-finite values are detected from the recorded reductions themselves (a norm or a sum
+  is non-finite iff an element is, or it overflowed float32), so they cost no extra pass.
+  ``rec.nonfinite`` reports the first one, as of the last flush, ordered by step, then
+  weights before activations before gradients; among weights and activations the
+  shallowest, among gradients the deepest (where backward produced it first).
+
+Measured cost (``gradlab bench overhead``): see gradlab/bench/overhead.py.
+
+Supported setups:
+
+* float32/float64 training, and bf16/fp16 autocast (statistics are accumulated in float32).
+* channels_last inputs and activations.
+* DistributedDataParallel (any backend): parameter statistics are those of the averaged
+  gradients, identical on every rank; activation statistics are the local batch's. Watch the
+  DDP-wrapped model (or its ``.module``); names have no ``module.`` prefix.
+* ``torch.compile`` (tested with the aot_eager and inductor backends on CPU): watch the
+  compiled module or the original; names have no ``_orig_mod.`` prefix. The hooks are
+  excluded from compilation (``torch.compiler.disable``), so on recorded steps the graph
+  breaks at each probe point and the statistics are computed eagerly; they equal eager
+  mode's within float tolerance. Unrecorded steps run without hooks. ``fullgraph=True``
+  cannot be combined with recording (the hooks are graph breaks). If compiled code skips
+  the hooks altogether the recorder warns once and records parameter statistics only.
+* Gradient accumulation: the activation statistics are those of the last micro-batch
+  before ``step()``; gradient statistics are those of the accumulated gradients.
+* fp16 with ``torch.amp.GradScaler``: call ``scaler.unscale_(opt)`` before ``rec.step()``
+  so that grad_norm is unscaled; act_grad_norm is always that of the scaled loss.
+
+Watch the model after moving it to its device. Not supported: models spread over several
+devices, nn.DataParallel on several GPUs (use DDP), FSDP/DTensor parameters, modules called
+several times per forward (the last call wins), sparse gradients (skipped), forward passes
+in other threads.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import weakref
+from functools import partial
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from gradlab import stat_names as S
+from gradlab.errors import RecorderError
+from gradlab.models.probe_points import ProbePoint
+from gradlab.probes import histograms as H
+from gradlab.probes.schedule import Schedule
+from gradlab.probes.targets import Targets, resolve, unwrap
+
+__all__ = ["FRAME_COLUMNS", "HIST_COLUMNS", "Recorder", "watch"]
+
+FRAME_COLUMNS = ["step", "layer", "index", "kind", "stat", "value"]
+HIST_COLUMNS = ["step", "layer", "index", "kind", "bin", "lower", "upper", "count"]
+STATE_VERSION = 1
+
+# Modules being watched, so that a second watch raises instead of doubling every hook.
+_WATCHED: "weakref.WeakKeyDictionary[nn.Module, Recorder]" = weakref.WeakKeyDictionary()
+
+_F32 = torch.float32
+_TINY = torch.finfo(torch.float32).tiny
+# Norms of float32 tensors at least this large are taken row-wise first (see _norm).
+_ROWS_MIN_NUMEL = 1 << 16
+
+
+def _eager(fn):
+    """Run a hook eagerly under torch.compile: Dynamo would otherwise try to compile the
+    hook's own frame and recompile it for every new output tensor (identity guards). The
+    wrapper costs well under a microsecond per call in eager mode."""
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return disable(fn) if disable is not None else fn
+
+
+def _validate_stats(stats: Iterable[str] | None) -> tuple[str, ...]:
+    if stats is None:
+        return S.DEFAULT_STATS
+    if isinstance(stats, str):
+        stats = [stats]
+    stats = tuple(dict.fromkeys(stats))
+    unknown = [s for s in stats if s not in S.DEFAULT_STATS]
+    if unknown:
+        raise RecorderError(
+            f"Unknown stat name(s): {', '.join(map(repr, unknown))}. Valid names: {', '.join(S.DEFAULT_STATS)}."
+        )
+    if not stats:
+        raise RecorderError(f"stats is empty; pick some of: {', '.join(S.DEFAULT_STATS)} (or None for all).")
+    return stats
+
+
+def _flat(h: torch.Tensor) -> torch.Tensor | None:
+    """A 1-D view of all of h's elements when h is dense (contiguous or channels_last)."""
+    if h.is_contiguous():
+        return h.view(-1)
+    if (h.dim() == 4 and h.is_contiguous(memory_format=torch.channels_last)) or (
+        h.dim() == 5 and h.is_contiguous(memory_format=torch.channels_last_3d)
+    ):
+        return h.as_strided((h.numel(),), (1,))
+    return None
+
+
+class _Point:
+    """Per probe point: which raw columns of the value row it fills."""
+
+    __slots__ = ("j", "relu_after", "c_sum", "c_norm", "c_cnt", "c_grad")
+
+    def __init__(self, j: int, relu_after: bool):
+        self.j = j
+        self.relu_after = relu_after
+        self.c_sum = self.c_norm = self.c_cnt = self.c_grad = -1
+
+    @property
+    def active(self) -> bool:
+        return max(self.c_sum, self.c_norm, self.c_cnt, self.c_grad) >= 0
+
+
+class _Seen:
+    """Reductions of one output tensor during one forward, shared by the points that see it."""
+
+    __slots__ = ("ref", "version", "sum", "norm", "pos", "nonzero", "grad_cols")
+
+    def __init__(self, h: torch.Tensor):
+        self.ref = weakref.ref(h)
+        self.version = h._version
+        self.sum = self.norm = self.pos = self.nonzero = None
+        self.grad_cols: list[int] | None = None
+
+
+class Recorder:
+    """Records gradient-flow statistics of ``model`` on the steps ``schedule`` selects.
+
+    Arguments: ``every``, ``dense_until``, ``dense_every`` build the :class:`Schedule` (or
+    pass ``schedule=``); ``stats`` is a subset of ``gradlab.stat_names.DEFAULT_STATS``
+    (None: all); ``histograms`` adds per-parameter gradient histograms every
+    ``hist_every`` steps (default ``10 * every``), read with :meth:`histograms`;
+    ``buffer_steps`` is how many recorded steps the device buffer holds before an
+    automatic flush. ``cpu_threads`` limits the intra-op threads of the hooks' reductions
+    on CPU tensors (None, the default: PyTorch's setting). On an oversubscribed machine
+    ``cpu_threads=1`` avoids multi-threaded small ops stalling on a descheduled thread
+    (ResNet-56, batch 128, 2-core CPU at load average ~6: 1.03x bare instead of 1.31x),
+    but on an idle machine switching the thread count around every hook costs more than
+    it saves (act_mean alone: +79 ms a step instead of +37 ms).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        every: int = 50,
+        stats: Iterable[str] | None = None,
+        dense_until: int = 100,
+        dense_every: int = 1,
+        histograms: bool = False,
+        *,
+        schedule: Schedule | None = None,
+        hist_every: int | None = None,
+        buffer_steps: int = 64,
+        cpu_threads: int | None = None,
+    ):
+        if not isinstance(model, nn.Module):
+            raise RecorderError(f"watch() needs an nn.Module, not {type(model).__name__}.")
+        self.model = model
+        self.schedule = schedule if schedule is not None else Schedule(every, dense_until, dense_every)
+        self.stats = _validate_stats(stats)
+        self.histograms_enabled = bool(histograms)
+        self.hist_every = int(hist_every) if hist_every is not None else 10 * self.schedule.every
+        if self.hist_every < 1:
+            raise RecorderError(f"hist_every must be >= 1, not {hist_every}.")
+        if buffer_steps < 1:
+            raise RecorderError(f"buffer_steps must be >= 1, not {buffer_steps}.")
+        self.buffer_steps = int(buffer_steps)
+        if cpu_threads is not None and cpu_threads < 1:
+            raise RecorderError(f"cpu_threads must be >= 1 or None, not {cpu_threads}.")
+        self.cpu_threads = cpu_threads
+
+        self._started = False
+        self._stopped = False
+        self._targets: Targets | None = None
+        self._step = 0
+        self._armed = False
+        self._handles: list = []
+        self._history: list[pd.DataFrame] = []
+        self._hist_history: list[pd.DataFrame] = []
+        self._frame_cache: pd.DataFrame | None = None
+        self._nonfinite: dict | None = None
+        self._prev: list[torch.Tensor] | None = None
+        self._seen: dict[int, _Seen] = {}
+        self._scratch: dict[tuple, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "Recorder":
+        """Resolve the targets, allocate the buffers and attach hooks if step 0 is recorded."""
+        if self._started:
+            raise RecorderError("This Recorder is already started; a Recorder can be started once.")
+        inner = unwrap(self.model)
+        other = _WATCHED.get(inner)
+        if other is not None:
+            raise RecorderError(
+                f"{type(inner).__name__} is already watched by another Recorder; "
+                "call .stop() on that one (or leave its `with` block) before watching it again."
+            )
+        self._targets = t = resolve(self.model)
+        self._layout(t)
+        _WATCHED[inner] = self
+        self._started = True
+        self._set_armed(self.schedule(self._step))
+        return self
+
+    def stop(self) -> None:
+        """Remove every hook and flush what is left. The frames stay readable."""
+        if not self._started or self._stopped:
+            return
+        self._set_armed(False)
+        try:
+            self.flush()
+        finally:
+            self._stopped = True
+            inner = self._targets.inner
+            if _WATCHED.get(inner) is self:
+                del _WATCHED[inner]
+            self._prev = None
+            self._scratch.clear()
+            self._seen.clear()
+
+    def __enter__(self) -> "Recorder":
+        if not self._started:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self):
+        # A recorder dropped without stop() must not leave hooks behind.
+        try:
+            if self._started and not self._stopped:
+                self._remove_hooks()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ layout
+
+    def _layout(self, t: Targets) -> None:
+        """Assign columns of the value row; build the host-side derivation tables."""
+        want = set(self.stats)
+        ncol = 0
+
+        def col() -> int:
+            nonlocal ncol
+            ncol += 1
+            return ncol - 1
+
+        P = len(t.params)
+        need_g = bool(want & {S.GRAD_NORM, S.GRAD_WEIGHT_RATIO})
+        need_w = bool(want & {S.WEIGHT_NORM, S.GRAD_WEIGHT_RATIO})
+        need_u = S.UPDATE_NORM in want
+        self._pc_grad = [col() for _ in range(P)] if need_g else []
+        self._pc_weight = [col() for _ in range(P)] if need_w else []
+        self._pc_update = [col() for _ in range(P)] if need_u else []
+
+        self._points = [_Point(j, p.relu_after) for j, p in enumerate(t.points)]
+        branch_points = {b.branch for b in t.blocks} if S.BRANCH_RATIO in want else set()
+        for pt in self._points:
+            if S.ACT_MEAN in want or S.ACT_STD in want:
+                pt.c_sum = col()
+            if S.ACT_STD in want or pt.j in branch_points:
+                pt.c_norm = col()
+            if S.ACT_ZERO_FRAC in want:
+                pt.c_cnt = col()
+            if S.ACT_GRAD_NORM in want:
+                pt.c_grad = col()
+        self._bc_x = [col() for _ in t.blocks] if S.BRANCH_RATIO in want else []
+        self._ncol = ncol
+        out_cols = [c for p in self._points for c in (p.c_sum, p.c_norm, p.c_cnt) if c >= 0]
+        self._out_cols = np.asarray(out_cols, dtype=np.int64)
+        self._warned_no_outputs = False
+
+        dev = next((p.param.device for p in t.params), None)
+        if dev is None:
+            dev = next((b.device for b in t.inner.buffers()), torch.device("cpu"))
+        self._device = dev
+        self._unset = torch.full((), math.nan, dtype=_F32, device=dev)  # "not measured"
+        self._nan = torch.full((), math.nan, dtype=_F32, device=dev)  # "measured: NaN"
+        self._template = [self._unset] * ncol
+        self._vals = list(self._template)
+        self._numel_row = [0] * len(t.points)
+        cap = self.buffer_steps
+        self._buf = torch.empty((cap, max(ncol, 1)), dtype=_F32, device=dev)
+        self._slot_steps = np.zeros(cap, dtype=np.int64)
+        self._slot_written = np.zeros((cap, ncol), dtype=bool)
+        self._slot_numel = np.zeros((cap, len(t.points)), dtype=np.float64)
+        self._slot = 0
+        if self.histograms_enabled:
+            self._hbuf = torch.zeros((cap, P, H.N_BINS), dtype=_F32, device=dev)
+            self._hslot_steps = np.zeros(cap, dtype=np.int64)
+            self._hslot = 0
+
+        # host-side tables: one key (layer, index, kind) per row family
+        self._pkeys = [(p.name, p.index, p.kind) for p in t.params]
+        self._okeys = [(p.name, p.index, p.kind) for p in t.points]
+        self._bkeys = [(b.name, b.index, "block") for b in t.blocks]
+
+    # ------------------------------------------------------------------ hooks
+
+    def _set_armed(self, armed: bool) -> None:
+        if armed == self._armed:
+            return
+        if armed:
+            t = self._targets
+            for pt, module in zip(self._points, t.modules):
+                if pt.active:
+                    self._handles.append(module.register_forward_hook(partial(self._on_output, pt)))
+            for b, block in enumerate(t.blocks if self._bc_x else ()):
+                self._handles.append(block.module.register_forward_pre_hook(partial(self._on_block_input, b)))
+        else:
+            self._remove_hooks()
+        self._armed = armed
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _scratch_for(self, h: torch.Tensor) -> torch.Tensor:
+        key = (h.dtype, h.device)
+        buf = self._scratch.get(key)
+        n = h.numel()
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(n, dtype=h.dtype, device=h.device)
+            self._scratch[key] = buf
+        return buf[:n]
+
+    def _seen_entry(self, h: torch.Tensor) -> _Seen:
+        e = self._seen.get(id(h))
+        if e is None or e.ref() is not h or e.version != h._version:
+            e = _Seen(h)
+            self._seen[id(h)] = e
+        return e
+
+    @staticmethod
+    def _norm(h: torch.Tensor) -> torch.Tensor:
+        """||h||_2 accumulated in float32.
+
+        (``torch.dot(h, h)`` is faster on an idle CPU, but MKL's threads fight PyTorch's
+        OpenMP threads inside backward: 5-20x slower on a busy machine.)"""
+        if h.dtype == _F32:
+            if h.numel() >= _ROWS_MIN_NUMEL:
+                flat = _flat(h)
+                n = h.numel()
+                k = min(n & -n, 1024)  # largest power of two dividing n, at most 1024
+                if flat is not None and k >= 64:
+                    # rows of k elements: about 1.6x faster on 2 CPU threads than one
+                    # whole-tensor norm, which does not parallelise
+                    return torch.linalg.vector_norm(torch.linalg.vector_norm(flat.view(-1, k), dim=1))
+            return torch.linalg.vector_norm(h)
+        if h.dtype == torch.float64:
+            return torch.linalg.vector_norm(h).float()
+        return torch.linalg.vector_norm(h, dtype=_F32)
+
+    def _count(self, h: torch.Tensor, positive: bool) -> torch.Tensor:
+        """Elements > 0 (positive) or != 0, as a float32 0-dim tensor; NaN if h has a NaN.
+
+        Two passes over h, one of them a write into a reused scratch buffer (no allocation):
+        the cheapest exact counts found on CPU, where ``(h > 0).sum()`` and
+        ``count_nonzero`` are 2-4x slower.
+        Positive: ``clamp(h, 0, tiny)`` maps h >= tiny (the smallest normal number) to
+        exactly ``tiny`` and h <= 0 to 0, so its sum is ``count * tiny``, exact in float32
+        up to 2**24 elements (the host rounds). Subnormal positives (< 1.2e-38 in
+        float32/bf16) count fractionally; float16 uses the sign instead.
+        Non-zero: ``sign(h)`` is in {-1, 0, 1}, so its squared norm is the count.
+        """
+        flat = _flat(h)
+        out = self._scratch_for(flat) if flat is not None else None
+        src = flat if flat is not None else h
+        if not positive:
+            # sign is in {-1, 0, 1}: its sum of squares counts the non-zeros exactly
+            s = torch.sign(src, out=out) if out is not None else torch.sign(src)
+            return self._norm(s).square_()
+        if h.dtype == torch.float16:
+            s = torch.sign(src, out=out) if out is not None else torch.sign(src)
+            s.clamp_min_(0)
+            return s.sum(dtype=_F32)
+        tiny = _TINY  # 2**-126: a normal number in float32, bfloat16 and float64
+        c = torch.clamp(src, 0, tiny, out=out) if out is not None else torch.clamp(src, 0, tiny)
+        if h.dtype == torch.float64:
+            return c.sum().div_(tiny).float()
+        return (c.sum() if c.dtype == _F32 else c.sum(dtype=_F32)).div_(tiny)
+
+    def _limit_threads(self, t: torch.Tensor) -> int:
+        """Before reducing CPU tensor ``t``: drop to ``cpu_threads`` intra-op threads and
+        return the count to restore (0: nothing changed)."""
+        limit = self.cpu_threads
+        if limit and t.device.type == "cpu":
+            n = torch.get_num_threads()
+            if n > limit:
+                torch.set_num_threads(limit)
+                return n
+        return 0
+
+    @_eager
+    def _on_output(self, pt: _Point, module: nn.Module, args, output) -> None:
+        if not (module.training and torch.is_grad_enabled()):
+            return
+        h = output
+        if not isinstance(h, torch.Tensor):
+            h = next((o for o in h if isinstance(o, torch.Tensor)), None) if isinstance(h, (tuple, list)) else None
+            if h is None:
+                return
+        if not h.is_floating_point() or h.is_sparse:
+            return
+        restore = self._limit_threads(h)
+        try:
+            self._measure(pt, h)
+        finally:
+            if restore:
+                torch.set_num_threads(restore)
+
+    def _measure(self, pt: _Point, h: torch.Tensor) -> None:
+        e = self._seen_entry(h)
+        d = h.detach()  # reductions must not extend the autograd graph
+        vals = self._vals
+        if pt.c_sum >= 0:
+            if e.sum is None:
+                e.sum = d.sum() if d.dtype == _F32 else d.sum().float() if d.dtype == torch.float64 else d.sum(dtype=_F32)
+            vals[pt.c_sum] = e.sum
+        if pt.c_norm >= 0:
+            if e.norm is None:
+                e.norm = self._norm(d)
+            vals[pt.c_norm] = e.norm
+        if pt.c_cnt >= 0:
+            if pt.relu_after:
+                if e.pos is None:
+                    e.pos = self._count(d, True)
+                vals[pt.c_cnt] = e.pos
+            else:
+                if e.nonzero is None:
+                    e.nonzero = self._count(d, False)
+                vals[pt.c_cnt] = e.nonzero
+        self._numel_row[pt.j] = h.numel()
+        if pt.c_grad >= 0 and h.requires_grad:
+            if e.grad_cols is None:
+                e.grad_cols = [pt.c_grad]
+                h.register_hook(partial(self._on_grad, e.grad_cols))
+            elif pt.c_grad not in e.grad_cols:
+                e.grad_cols.append(pt.c_grad)
+
+    @_eager
+    def _on_grad(self, cols: list[int], g: torch.Tensor) -> None:
+        restore = self._limit_threads(g)
+        try:
+            v = self._norm(g.detach())
+        finally:
+            if restore:
+                torch.set_num_threads(restore)
+        vals = self._vals
+        for c in cols:
+            vals[c] = v
+
+    @_eager
+    def _on_block_input(self, b: int, module: nn.Module, args) -> None:
+        if not (module.training and torch.is_grad_enabled()) or not args:
+            return
+        x = args[0]
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return
+        e = self._seen_entry(x)
+        if e.norm is None:
+            restore = self._limit_threads(x)
+            try:
+                e.norm = self._norm(x.detach())
+            finally:
+                if restore:
+                    torch.set_num_threads(restore)
+        self._vals[self._bc_x[b]] = e.norm
+
+    # ------------------------------------------------------------------ stepping
+
+    @property
+    def current_step(self) -> int:
+        """The number of the step whose forward runs next."""
+        return self._step
+
+    def set_step(self, step: int) -> None:
+        """Set the number of the next step (e.g. when resuming) and arm the hooks for it."""
+        self._require_running()
+        self._step = int(step)
+        self._reset_step_state()
+        self._set_armed(self.schedule(self._step))
+
+    def step(self, step: int | None = None) -> None:
+        """Record the step that just ran (if scheduled), then advance to the next one.
+
+        Call after ``loss.backward()`` and before the next ``zero_grad``. ``step`` is the
+        number of the step that just ran (default: the recorder's own counter); the next
+        forward is ``step + 1``, and the hooks are attached for it only if it is scheduled.
+        """
+        self._require_running()
+        s = self._step if step is None else int(step)
+        if self.schedule(s):
+            self._record(s, outputs=self._armed)
+        if self.histograms_enabled and s % self.hist_every == 0:
+            self._record_histograms(s)
+        self._reset_step_state()
+        self._step = s + 1
+        self._set_armed(self.schedule(self._step))
+
+    def _require_running(self) -> None:
+        if not self._started:
+            raise RecorderError("The Recorder is not started; use gradlab.watch(model) or Recorder(model).start().")
+        if self._stopped:
+            raise RecorderError("The Recorder is stopped; start a new one with gradlab.watch(model).")
+
+    def _reset_step_state(self) -> None:
+        self._vals = list(self._template)
+        self._numel_row = [0] * len(self._points)
+        self._seen.clear()
+
+    def _param_values(self) -> None:
+        t = self._targets
+        vals = self._vals
+        weights = [p.param.detach() for p in t.params]
+        if self._pc_grad:
+            idx, grads = [], []
+            for i, p in enumerate(t.params):
+                g = p.param.grad
+                if g is not None and g.layout == torch.strided:
+                    idx.append(i)
+                    grads.append(g.detach())
+            if grads:
+                for i, v in zip(idx, _foreach_norm(grads)):
+                    vals[self._pc_grad[i]] = v
+        if self._pc_weight and weights:
+            for c, v in zip(self._pc_weight, _foreach_norm(weights)):
+                vals[c] = v
+        if self._pc_update and weights:
+            if self._prev is None or len(self._prev) != len(weights):
+                for c in self._pc_update:
+                    vals[c] = self._nan
+                self._prev = [w.clone() for w in weights]
+            else:
+                diffs = torch._foreach_sub(weights, self._prev)
+                for c, v in zip(self._pc_update, _foreach_norm(diffs)):
+                    vals[c] = v
+                torch._foreach_copy_(self._prev, weights)
+
+    def _record(self, s: int, outputs: bool) -> None:
+        params = self._targets.params
+        if params and params[0].param.device != self._device:
+            raise RecorderError(
+                f"The model moved from {self._device} to {params[0].param.device} after watch(); "
+                "move it to its device first, then call gradlab.watch(model)."
+            )
+        if not outputs:
+            self._vals = list(self._template)  # stray values from an unarmed forward: none expected
+        self._param_values()
+        slot = self._slot
+        vals = self._vals
+        if self._ncol:
+            torch.stack(vals, out=self._buf[slot, : self._ncol])
+        unset = self._unset
+        written = self._slot_written[slot]
+        written[:] = [v is not unset for v in vals]
+        if outputs and not self._warned_no_outputs and self._out_cols.size and self._pc_grad:
+            if not written[self._out_cols].any() and written[self._pc_grad].any():
+                self._warned_no_outputs = True
+                warnings.warn(
+                    f"gradlab: step {s} was recorded with hooks attached, but no probe point "
+                    "produced output statistics (only parameter statistics were recorded). "
+                    "Does the model's forward bypass its modules' __call__ (e.g. "
+                    "F.linear(x, layer.weight) instead of layer(x)), or run compiled code "
+                    "that skips module hooks?",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        self._slot_numel[slot] = self._numel_row
+        self._slot_steps[slot] = s
+        self._slot = slot + 1
+        if self._slot == self.buffer_steps:
+            self.flush()
+
+    def _record_histograms(self, s: int) -> None:
+        grads = [p.param.grad for p in self._targets.params]
+        grads = [g if g is not None and g.layout == torch.strided else None for g in grads]
+        if not any(g is not None for g in grads):
+            return
+        H.grad_histograms(grads, self._hbuf[self._hslot])
+        self._hslot_steps[self._hslot] = s
+        self._hslot += 1
+        if self._hslot == self.buffer_steps:
+            self.flush()
+
+    # ------------------------------------------------------------------ reading
+
+    def flush(self) -> pd.DataFrame:
+        """Copy the device buffer to the host (the only host sync); return the new rows
+        (also appended to the history that :meth:`frame` returns)."""
+        if not self._started:
+            return _empty_frame()
+        new = _empty_frame()
+        n = self._slot
+        if n:
+            raw = self._buf[:n, : self._ncol].cpu().numpy().astype(np.float64)
+            written = self._slot_written[:n].copy()
+            numel = self._slot_numel[:n].copy()
+            steps = self._slot_steps[:n].copy()
+            self._slot = 0
+            new = self._derive(raw, written, numel, steps)
+            self._detect_nonfinite(raw, written, steps)
+            if len(new):
+                self._history.append(new)
+                self._frame_cache = None
+        if self.histograms_enabled and self._hslot:
+            hn = self._hslot
+            counts = self._hbuf[:hn].cpu().numpy()
+            hsteps = self._hslot_steps[:hn].copy()
+            self._hslot = 0
+            self._hist_history.append(self._hist_frame(counts, hsteps))
+        return new
+
+    def frame(self) -> pd.DataFrame:
+        """Every row recorded so far (flushes first): step(int64), layer(str), index(int32),
+        kind(str), stat(str), value(float64)."""
+        self.flush()
+        if self._frame_cache is None:
+            if not self._history:
+                self._frame_cache = _empty_frame()
+            elif len(self._history) == 1:
+                self._frame_cache = self._history[0]
+            else:
+                self._frame_cache = pd.concat(self._history, ignore_index=True)
+                self._history = [self._frame_cache]
+        return self._frame_cache.copy()
+
+    def histograms(self) -> pd.DataFrame:
+        """Gradient histograms (flushes first): step, layer, index, kind, bin, lower, upper
+        (edges of |g|), count. Empty unless the recorder was made with histograms=True."""
+        self.flush()
+        if not self._hist_history:
+            return _empty_hist_frame()
+        return pd.concat(self._hist_history, ignore_index=True)
+
+    @property
+    def nonfinite(self) -> dict | None:
+        """{"step", "layer", "what": "grad"|"activation"|"weight"} of the first non-finite
+        value, as of the last flush; None if none was seen."""
+        return None if self._nonfinite is None else dict(self._nonfinite)
+
+    @property
+    def probe_points(self) -> list[ProbePoint]:
+        """The resolved probe points in depth order (write them into the run directory)."""
+        self._require_started()
+        return list(self._targets.points)
+
+    @property
+    def param_names(self) -> list[str]:
+        self._require_started()
+        return [p.name for p in self._targets.params]
+
+    def _require_started(self) -> None:
+        if self._targets is None:
+            raise RecorderError("The Recorder is not started; use gradlab.watch(model) or Recorder(model).start().")
+
+    # ------------------------------------------------------------------ derivation (host)
+
+    def _derive(self, raw, written, numel, steps) -> pd.DataFrame:
+        n = len(steps)
+        parts: list[tuple[str, list, np.ndarray, np.ndarray]] = []  # stat, keys, values[n,m], ok[n,m]
+        want = set(self.stats)
+        pk, ok_, bk = self._pkeys, self._okeys, self._bkeys
+
+        def cols(c):
+            c = np.asarray(c, dtype=np.int64)
+            return raw[:, c], written[:, c]
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self._pc_grad:
+                g, gw = cols(self._pc_grad)
+                if S.GRAD_NORM in want:
+                    parts.append((S.GRAD_NORM, pk, g, gw))
+            if self._pc_weight:
+                w, ww = cols(self._pc_weight)
+                if S.WEIGHT_NORM in want:
+                    parts.append((S.WEIGHT_NORM, pk, w, ww))
+            if S.GRAD_WEIGHT_RATIO in want:
+                parts.append((S.GRAD_WEIGHT_RATIO, pk, g / w, gw & ww))
+            if self._pc_update:
+                parts.append((S.UPDATE_NORM, pk, *cols(self._pc_update)))
+
+            pts = self._points
+            measured = numel > 0
+            if S.ACT_MEAN in want or S.ACT_STD in want:
+                s1, s1w = cols([p.c_sum for p in pts])
+                mean = s1 / numel
+                if S.ACT_MEAN in want:
+                    parts.append((S.ACT_MEAN, ok_, mean, s1w & measured))
+                if S.ACT_STD in want:
+                    nrm, nrmw = cols([p.c_norm for p in pts])
+                    var = np.maximum(nrm * nrm / numel - mean * mean, 0.0)
+                    var = np.where(np.isfinite(nrm) & np.isfinite(mean), var, np.nan)
+                    parts.append((S.ACT_STD, ok_, np.sqrt(var), s1w & nrmw & measured))
+            if S.ACT_ZERO_FRAC in want:
+                cnt, cntw = cols([p.c_cnt for p in pts])
+                parts.append((S.ACT_ZERO_FRAC, ok_, 1.0 - np.rint(cnt) / numel, cntw & measured))
+            if S.ACT_GRAD_NORM in want:
+                parts.append((S.ACT_GRAD_NORM, ok_, *cols([p.c_grad for p in pts])))
+            if self._bc_x:
+                fx, fxw = cols([self._points[b.branch].c_norm for b in self._targets.blocks])
+                x, xw = cols(self._bc_x)
+                parts.append((S.BRANCH_RATIO, bk, fx / x, fxw & xw))
+
+        frames = []
+        for stat, keys, values, ok in parts:
+            m = len(keys)
+            if m == 0 or n == 0:
+                continue
+            rows, kcols = np.nonzero(ok)
+            if not len(rows):
+                continue
+            layers = np.array([k[0] for k in keys], dtype=object)
+            idx = np.array([k[1] for k in keys], dtype=np.int32)
+            kinds = np.array([k[2] for k in keys], dtype=object)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "step": steps[rows].astype(np.int64),
+                        "layer": layers[kcols],
+                        "index": idx[kcols],
+                        "kind": kinds[kcols],
+                        "stat": np.full(len(rows), stat, dtype=object),
+                        "value": values[rows, kcols].astype(np.float64),
+                    }
+                )
+            )
+        if not frames:
+            return _empty_frame()
+        df = pd.concat(frames, ignore_index=True)
+        df = df.sort_values(["step", "index", "layer"], kind="stable", ignore_index=True)
+        return _typed(df)
+
+    def _detect_nonfinite(self, raw, written, steps) -> None:
+        if self._nonfinite is not None:
+            return
+        bad = ~np.isfinite(raw) & written
+        bad[:, self._pc_update] = False  # NaN by definition on the first record
+        if not bad.any():
+            return
+        t = self._targets
+        # what -> [(column, (index, priority), layer)]; the best hit of the first bad row wins
+        groups: dict[str, list[tuple[int, tuple[int, int], str]]] = {"weight": [], "activation": [], "grad": []}
+        for i, p in enumerate(t.params):
+            if self._pc_weight:
+                groups["weight"].append((self._pc_weight[i], (-p.index, 0), p.name))
+            if self._pc_grad:
+                groups["grad"].append((self._pc_grad[i], (p.index, 0), p.name))
+        for pt, p in zip(self._points, t.points):
+            for c in (pt.c_sum, pt.c_norm, pt.c_cnt):
+                if c >= 0:
+                    groups["activation"].append((c, (-p.index, 0), p.name))
+            if pt.c_grad >= 0:
+                # at equal depth dL/dh is computed before dL/dW
+                groups["grad"].append((pt.c_grad, (p.index, 1), p.name))
+        for c, blk in zip(self._bc_x, t.blocks):
+            groups["activation"].append((c, (-blk.index, 0), blk.name))
+        first_row = int(np.nonzero(bad.any(axis=1))[0][0])
+        for what in ("weight", "activation", "grad"):
+            hits = [(key, layer) for c, key, layer in groups[what] if bad[first_row, c]]
+            if hits:
+                # weights and activations: the shallowest; gradients: the deepest (backward starts there)
+                _, layer = max(hits, key=lambda h: h[0])
+                self._nonfinite = {"step": int(steps[first_row]), "layer": layer, "what": what}
+                return
+
+    def _hist_frame(self, counts: np.ndarray, steps: np.ndarray) -> pd.DataFrame:
+        n, P, K = counts.shape
+        edges = H.bin_edges()
+        keys = self._pkeys
+        step = np.repeat(steps, P * K)
+        layer = np.tile(np.repeat(np.array([k[0] for k in keys], dtype=object), K), n)
+        index = np.tile(np.repeat(np.array([k[1] for k in keys], dtype=np.int32), K), n)
+        kind = np.tile(np.repeat(np.array([k[2] for k in keys], dtype=object), K), n)
+        b = np.tile(np.arange(K, dtype=np.int32), n * P)
+        df = pd.DataFrame(
+            {
+                "step": step.astype(np.int64),
+                "layer": layer,
+                "index": index,
+                "kind": kind,
+                "bin": b,
+                "lower": edges[b],
+                "upper": edges[b + 1],
+                "count": counts.reshape(-1).round().astype(np.int64),
+            }
+        )
+        for c in ("layer", "kind"):
+            df[c] = df[c].astype(str)
+        return df
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        """Step counter, previous weights (for update_norm) and the first non-finite value.
+
+        Tensors and plain Python only (loadable with ``torch.load(weights_only=True)``).
+        Rows are not part of the state: flush and persist them before checkpointing.
+        """
+        self._require_started()
+        return {
+            "version": STATE_VERSION,
+            "step": int(self._step),
+            "param_names": self.param_names,
+            "prev_weights": None if self._prev is None else [w.detach().clone() for w in self._prev],
+            "nonfinite": self.nonfinite,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (the recorder must be started on the same model)."""
+        self._require_running()
+        if state.get("version") != STATE_VERSION:
+            raise RecorderError(f"Recorder state version {state.get('version')!r} is not {STATE_VERSION}.")
+        if list(state["param_names"]) != self.param_names:
+            raise RecorderError(
+                "Recorder state was saved for a model with different parameters; "
+                "resume with the same model architecture."
+            )
+        prev = state.get("prev_weights")
+        if prev is None:
+            self._prev = None
+        else:
+            self._prev = [
+                w.detach().to(device=p.param.device, dtype=p.param.dtype).clone()
+                for w, p in zip(prev, self._targets.params)
+            ]
+        nf = state.get("nonfinite")
+        self._nonfinite = None if nf is None else dict(nf)
+        self.set_step(int(state["step"]))
+
+
+def _foreach_norm(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """2-norms as float32 0-dim tensors: one fused call per dtype (one in total, usually)."""
+    dtypes = {t.dtype for t in tensors}
+    if dtypes == {_F32}:
+        return list(torch._foreach_norm(tensors, 2))
+    out: list = [None] * len(tensors)
+    for dt in dtypes:
+        idx = [i for i, t in enumerate(tensors) if t.dtype == dt]
+        group = [tensors[i] for i in idx]
+        if dt in (_F32, torch.float64):
+            norms = [n.float() for n in torch._foreach_norm(group, 2)]
+        else:  # low precision: accumulate in float32
+            try:
+                norms = list(torch._foreach_norm(group, 2, dtype=_F32))
+            except TypeError:  # older torch without the dtype argument
+                norms = [torch.linalg.vector_norm(t, dtype=_F32) for t in group]
+        for i, n in zip(idx, norms):
+            out[i] = n
+    return out
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    return df.astype(
+        {"step": np.int64, "layer": str, "index": np.int32, "kind": str, "stat": str, "value": np.float64}
+    )
+
+
+def _empty_frame() -> pd.DataFrame:
+    return _typed(pd.DataFrame({c: [] for c in FRAME_COLUMNS}))
+
+
+def _empty_hist_frame() -> pd.DataFrame:
+    df = pd.DataFrame({c: [] for c in HIST_COLUMNS})
+    return df.astype(
+        {
+            "step": np.int64,
+            "layer": str,
+            "index": np.int32,
+            "kind": str,
+            "bin": np.int32,
+            "lower": np.float64,
+            "upper": np.float64,
+            "count": np.int64,
+        }
+    )
+
+
+def watch(
+    model: nn.Module,
+    every: int = 50,
+    stats: Iterable[str] | None = None,
+    dense_until: int = 100,
+    dense_every: int = 1,
+    histograms: bool = False,
+    **kwargs,
+) -> Recorder:
+    """Start recording ``model``; returns the started :class:`Recorder` (also a context
+    manager that stops it on exit). See :class:`Recorder` for the arguments."""
+    return Recorder(model, every, stats, dense_until, dense_every, histograms, **kwargs).start()

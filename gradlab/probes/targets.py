@@ -1,0 +1,216 @@
+"""What the recorder watches in a model: probe points, residual blocks, parameters.
+
+Resolution rules (see also the recorder's module docstring):
+
+* Wrappers are looked through: ``DistributedDataParallel``/``DataParallel`` (``.module``)
+  and ``torch.compile``'s ``OptimizedModule`` (``._orig_mod``), in any nesting. All names
+  are relative to the innermost module, so frames look the same whatever the wrapping;
+  :func:`strip_prefixes` removes stray ``module.``/``_orig_mod.`` prefixes from names a
+  caller passes in.
+* If the model has ``probe_points()`` (every gradlab zoo model has), those are used as is.
+* Otherwise the defaults are every Conv*/Linear (kind "conv"/"fc") and every norm layer
+  (BatchNorm*/SyncBatchNorm/InstanceNorm*/LayerNorm/GroupNorm/RMSNorm, kind "bn"), in
+  **registration order** (``named_modules()``), which is the forward order for the usual
+  ``nn.Sequential``-style models. Models whose forward runs modules in another order should
+  implement ``probe_points()``. A default point has ``relu_after=True`` when the next module
+  of its ``nn.Sequential`` is an ``nn.ReLU``.
+* Residual blocks (for ``branch_ratio``) are the blocks named by probe points of kind
+  "branch": ``x`` is the input of the module named ``point.block`` and ``F(x)`` the output
+  of the branch point. Default targets have no blocks.
+* Parameters (those with ``requires_grad``) belong to the probe point of their module; if
+  their module is not a probe point, to the nearest enclosing probe point (e.g. a residual
+  block's "block" point); if there is none, they get index -1 and a kind from their module's
+  type ("conv"/"fc"/"bn", or "other").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from gradlab.errors import RecorderError
+from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint
+
+__all__ = [
+    "BlockTarget",
+    "ParamTarget",
+    "Targets",
+    "default_probe_points",
+    "resolve",
+    "strip_prefixes",
+    "unwrap",
+]
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_CONV_TYPES = (nn.modules.conv._ConvNd,)
+_FC_TYPES = (nn.Linear, nn.Bilinear)
+_NORM_TYPES = tuple(
+    t
+    for t in (
+        nn.modules.batchnorm._NormBase,  # BatchNorm*, SyncBatchNorm, InstanceNorm*
+        nn.LayerNorm,
+        nn.GroupNorm,
+        getattr(nn, "RMSNorm", None),
+    )
+    if t is not None
+)
+
+
+@dataclass(frozen=True)
+class ParamTarget:
+    """One parameter tensor and the probe point that owns it."""
+
+    name: str
+    param: nn.Parameter
+    index: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class BlockTarget:
+    """A residual block: ``x`` enters ``module``; ``F(x)`` leaves probe point ``branch``."""
+
+    name: str
+    module: nn.Module
+    branch: int  # position of the branch point in Targets.points
+    index: int  # the block's row index: its "block" point if any, else the branch point
+
+
+@dataclass(frozen=True)
+class Targets:
+    inner: nn.Module
+    points: list[ProbePoint]
+    modules: list[nn.Module]  # modules[i] is the module of points[i]
+    blocks: list[BlockTarget]
+    params: list[ParamTarget]
+    from_model: bool  # True when the points came from model.probe_points()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP/DataParallel and torch.compile wrappers (any nesting)."""
+    seen = 0
+    while seen < 16:
+        seen += 1
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+    return model
+
+
+def strip_prefixes(name: str) -> str:
+    """Remove leading ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix) :]
+                changed = True
+    return name
+
+
+def module_kind(module: nn.Module) -> str | None:
+    """"conv" | "fc" | "bn" for the default probe-point types, else None."""
+    if isinstance(module, _CONV_TYPES):
+        return CONV
+    if isinstance(module, _FC_TYPES):
+        return FC
+    if isinstance(module, _NORM_TYPES):
+        return BN
+    return None
+
+
+def default_probe_points(model: nn.Module) -> list[ProbePoint]:
+    """Conv/Linear/norm layers of ``model`` in registration order (see module docstring)."""
+    relu_next: set[str] = set()
+    for parent_name, parent in model.named_modules():
+        if isinstance(parent, nn.Sequential):
+            children = list(parent.named_children())
+            for (name, _), (_, nxt) in zip(children, children[1:]):
+                if isinstance(nxt, nn.ReLU):
+                    relu_next.add(f"{parent_name}.{name}" if parent_name else name)
+    points = []
+    for name, module in model.named_modules():
+        kind = module_kind(module)
+        if kind is not None:
+            points.append(ProbePoint(name, len(points), kind, relu_after=name in relu_next))
+    return points
+
+
+def _model_probe_points(inner: nn.Module) -> list[ProbePoint] | None:
+    fn = getattr(inner, "probe_points", None)
+    if not callable(fn):
+        return None
+    points = []
+    for p in fn():
+        if isinstance(p, dict):
+            p = ProbePoint.from_dict(p)
+        points.append(
+            ProbePoint(
+                strip_prefixes(p.name),
+                p.index,
+                p.kind,
+                None if p.block is None else strip_prefixes(p.block),
+                p.role,
+                p.relu_after,
+            )
+        )
+    return points
+
+
+def resolve(model: nn.Module) -> Targets:
+    """Probe points, blocks and parameters of ``model`` (wrappers looked through)."""
+    inner = unwrap(model)
+    named = dict(inner.named_modules())
+    points = _model_probe_points(inner)
+    from_model = points is not None
+    if points is None:
+        points = default_probe_points(inner)
+    missing = [p.name for p in points if p.name not in named]
+    if missing:
+        raise RecorderError(
+            f"{type(inner).__name__}.probe_points() names modules that do not exist: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. "
+            "Probe point names must be paths from model.named_modules()."
+        )
+    indices = [p.index for p in points]
+    if len(set(indices)) != len(indices):
+        raise RecorderError(f"{type(inner).__name__}.probe_points() has repeated indices; they must be unique.")
+    modules = [named[p.name] for p in points]
+
+    block_points = {p.block: p for p in points if p.kind == BLOCK and p.block is not None}
+    blocks = []
+    for i, p in enumerate(points):
+        if p.kind != BRANCH or p.block is None:
+            continue
+        if p.block not in named:
+            raise RecorderError(f"Branch point {p.name!r} names block {p.block!r}, which is not a module of the model.")
+        owner = block_points.get(p.block)
+        blocks.append(BlockTarget(p.block, named[p.block], i, owner.index if owner else p.index))
+
+    by_name = {p.name: p for p in points}
+    params = []
+    for pname, param in inner.named_parameters():
+        if not param.requires_grad:
+            continue
+        path = pname.rpartition(".")[0]
+        owner = None
+        probe = path
+        while True:
+            owner = by_name.get(probe)
+            if owner is not None and owner.kind != BRANCH:
+                break
+            owner = None
+            if not probe:
+                break
+            probe = probe.rpartition(".")[0]
+        if owner is not None:
+            index, kind = owner.index, owner.kind
+        else:
+            index, kind = -1, module_kind(named.get(path, inner)) or "other"
+        params.append(ParamTarget(strip_prefixes(pname), param, index, kind))
+    return Targets(inner, points, modules, blocks, params, from_model)

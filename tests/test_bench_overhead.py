@@ -1,0 +1,89 @@
+"""`gradlab bench overhead`: runs end to end and reports its figures (timings are not asserted)."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gradlab.bench.overhead import run_overhead
+from gradlab.bench.timing import Timings, describe_environment, interleaved, resolve_device, summarize
+from gradlab.cli.main import cli
+
+TINY = dict(model="resnet8", steps=1, repeats=2, batch_size=4, warmup=0)
+
+
+def check_result(result, variants):
+    assert set(result) >= {"settings", "environment", "variants", "ratios", "gradlab_rows", "skipped"}
+    assert set(result["variants"]) == set(variants)
+    for v in result["variants"].values():
+        assert v["n"] == 2
+        for key in ("median_s", "p25_s", "p75_s", "min_s", "images_per_s"):
+            assert v[key] > 0, key
+    assert set(result["ratios"]) == set(variants) - {"bare"}
+    assert all(r > 0 for r in result["ratios"].values())
+    assert result["gradlab_rows"] > 0
+    s = result["settings"]
+    assert s["model"] == "resnet8" and s["batch_size"] == 4 and s["device"] == "cpu"
+    assert result["environment"]["torch"]
+
+
+def test_run_overhead_with_wandb_offline(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # nothing may be left in the working directory
+    result = run_overhead(device="cpu", **TINY)
+    variants = {"bare", "gradlab"} | ({"wandb"} if "wandb" not in result["skipped"] else set())
+    check_result(result, variants)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_overhead_writes_json(tmp_path):
+    out = tmp_path / "sub" / "overhead.json"
+    args = ["bench", "overhead", "--model", "resnet8", "--steps", "1", "--repeats", "2", "--batch-size", "4"]
+    args += ["--warmup", "0", "--device", "cpu", "--no-wandb", "--json", str(out)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "bare" in res.output and "gradlab" in res.output and "x bare" in res.output
+    assert "torch" in res.output and "resnet8" in res.output
+    assert "\r" not in res.output  # no progress bar when stdout is not a terminal
+    data = json.loads(out.read_text())
+    check_result(data, {"bare", "gradlab"})
+    assert data["skipped"] == {"wandb": "disabled (--no-wandb)"}
+
+
+def test_cli_rejects_bad_arguments():
+    runner = CliRunner()
+    res = runner.invoke(cli, ["bench", "overhead", "--steps", "0"])
+    assert res.exit_code == 2 and "--steps" in res.output
+    res = runner.invoke(cli, ["bench", "overhead", "--model", "resnet9", "--no-wandb", "--device", "cpu"])
+    assert res.exit_code == 1 and "resnet9" in res.output and "Traceback" not in res.output
+
+
+def test_bench_group_lists_overhead():
+    res = CliRunner().invoke(cli, ["bench", "--help"])
+    assert res.exit_code == 0 and "overhead" in res.output
+
+
+def test_timing_helpers():
+    import torch
+
+    dev = resolve_device("cpu")
+    calls = []
+    t = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, steps=2, repeats=2, device=dev, warmup=1)
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 2  # warm-up, then interleaved rounds
+    assert isinstance(t, Timings) and len(t.steps["a"]) == 4 and t.median("b") >= 0
+    s = summarize([3.0, 1.0, 2.0])
+    assert s["median_s"] == 2.0 and s["min_s"] == 1.0 and s["n"] == 3
+    assert summarize([])["n"] == 0
+    env = describe_environment(dev)
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
+
+
+def test_resolve_device_without_cuda_is_a_clear_error():
+    import torch
+
+    from gradlab.errors import GradlabError
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(GradlabError, match="CUDA"):
+        resolve_device("cuda")

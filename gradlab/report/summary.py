@@ -151,12 +151,23 @@ def fmt_std(x: float) -> str:
 
 
 def fmt_ratio(x: float) -> str:
-    """0.00039, 0.58, 3.2, 45, 1,450."""
+    """0.0039, 0.58, 3.2, 45, 1,450, 5.7e+06."""
+    if x >= 1e4 or 0 < x < 1e-3:
+        return f"{x:.2g}"
     if x >= 100:
         return f"{x:,.0f}"
     if x >= 10:
         return f"{x:.0f}"
     return f"{x:.2g}"
+
+
+def _trend(ratio: float) -> str:
+    """How a gradient norm changes from the output side to the input side."""
+    if ratio >= FLOW_FACTOR:
+        return f"grows {fmt_ratio(ratio)}× (exploding towards the input)"
+    if ratio <= 1 / FLOW_FACTOR:
+        return f"shrinks {fmt_ratio(1 / ratio)}× (vanishing towards the input)"
+    return f"changes {fmt_ratio(ratio)}× (within {FLOW_FACTOR:g}×: neither vanishing nor exploding)"
 
 
 def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> list[str]:
@@ -188,19 +199,9 @@ def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> l
                 {int(f[(f["label"] == label) & (f["phase"] == phase)]["step"].max()) for label, _ in ratios.values()}
             )
             step = "step " + " and ".join(f"{x:,}" for x in steps) if steps else phase_labels.get(phase, "")
-            parts = [f"{fmt_ratio(r)}× {'the last conv layer’s ' if i == 0 else ''}in {label}"
-                     for i, (label, r) in enumerate(ratios.values())]  # fmt: skip
-            s = f"{when}{f' ({step})' if step else ''}, the first conv layer’s {what} is {' and '.join(parts)}"
-            if len(ratios) == 2 and shared:  # compared only at equal depth
-                q = ratios[RESNET][1] / ratios[PLAIN][1]
-                if q >= FLOW_FACTOR:
-                    s += f": relative to the output side, the gradient reaching the input is {fmt_ratio(q)}× weaker in the plain net."
-                elif q <= 1 / FLOW_FACTOR:
-                    s += f": relative to the output side, the gradient reaching the input is {fmt_ratio(1 / q)}× weaker in the residual net."
-                else:
-                    s += f": within {FLOW_FACTOR:g}× of each other, no marked difference in gradient flow."
-            else:
-                s += "."
+            parts = [f"{_trend(r)} in {label}" for label, r in ratios.values()]
+            s = (f"{when}{f' ({step})' if step else ''}, {what} from the last conv layer to the first "
+                 f"{' and '.join(parts)}.")
             out.append(s)
     return out
 

@@ -49,6 +49,17 @@ def describe(device: torch.device) -> dict:
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
     else:
-        info["device_name"] = platform.processor() or platform.machine()
+        info["device_name"] = _cpu_model() or platform.processor() or platform.machine()
         info["threads"] = torch.get_num_threads()
     return info
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None

@@ -39,10 +39,11 @@ def make_paper_scale_runs(root: Path, steps: int = 64_000, depths=(20, 56, 110))
     return {"runs": len(dirs), "steps": steps, "recorded_steps": n_records, "layers_parquet_mb": size / 2**20}
 
 
-def run_report_bench(repeats: int = 3, formats: str = "pdf,png", progress=None) -> dict:
+def run_report_bench(repeats: int = 3, formats: str = "pdf,png", progress=None, steps: int = 64_000,
+                     depths=(20, 56, 110)) -> dict:
     with tempfile.TemporaryDirectory(prefix="gradlab-bench-report-") as tmp:
         tmp = Path(tmp)
-        data = make_paper_scale_runs(tmp / "runs")
+        data = make_paper_scale_runs(tmp / "runs", steps, depths)
         trials = []
         for i in range(repeats):
             out = subprocess.run([sys.executable, "-c", CHILD, str(tmp / "runs"), str(tmp / f"report{i}"), formats],

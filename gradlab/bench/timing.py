@@ -21,29 +21,9 @@ __all__ = [
     "Timings",
     "describe_environment",
     "interleaved",
-    "resolve_device",
     "summarize",
     "synchronize",
 ]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" picks cuda, then mps, then cpu; anything else goes through torch.device."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        from gradlab.errors import ConfigError
-
-        raise ConfigError(f"Device {device!r} asked for, but CUDA is not available here; use --device cpu or auto.")
-    return dev
 
 
 def synchronize(device: torch.device) -> None:
@@ -113,21 +93,16 @@ def summarize(times: list[float]) -> dict:
 
 
 def describe_environment(device: torch.device) -> dict:
-    """What the numbers were measured on: versions, device, threads."""
-    from gradlab import __version__
+    """What the numbers were measured on: the run description plus load and threads."""
+    from gradlab.environment import describe
 
-    env = {
-        "gradlab": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+    env = describe(device)
+    env.update({
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "device_name": _device_name(device),
-    }
+    })
     if device.type == "cuda":
         env["cuda"] = torch.version.cuda
         env["cudnn"] = torch.backends.cudnn.version()
@@ -136,23 +111,3 @@ def describe_environment(device: torch.device) -> dict:
     except (AttributeError, OSError):
         pass
     return env
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        name = _cpu_model()
-        return name or platform.processor() or "cpu"
-    return device.type
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -65,10 +64,77 @@ def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb,
     finally:
         close()
     click.echo(format_overhead(result))
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
-        click.echo(f"wrote {json_path}")
+    _write_json(json_path, result)
+
+
+def _write_json(json_path: Path | None, result: dict) -> None:
+    if json_path is None:
+        return
+    from gradlab.runs import write_json
+
+    write_json(json_path, result)
+    click.echo(f"wrote {json_path}")
+
+
+def _env_line(env: dict) -> str:
+    return (f"device: {env['device']} ({env['device_name']}), torch {env['torch']}, "
+            f"{env.get('torch_threads', '?')} threads, python {env['python']}")
+
+
+@bench.command("throughput")
+@click.option("--models", default="resnet20,resnet56,resnet110", show_default=True, help="Comma-separated zoo models.")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Timed steps per loop per round.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1), help="Interleaved rounds.")
+@click.option("--workers", default=None, type=click.IntRange(0),
+              help="DataLoader workers of the reference loop (default: min(4, CPUs)).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
+def throughput(models, batch_size, steps, repeats, workers, device, json_path):
+    """Training images/s: gradlab's loop vs the conventional DataLoader + PIL transforms loop.
+
+    \b
+    Example (CPU, a few minutes):
+      gradlab bench throughput --models resnet20 --steps 5 --repeats 3
+    """
+    from gradlab.bench.throughput import run_throughput
+    from gradlab.models import info
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    for name in names:
+        info(name)  # a bad name is a clear error before any work
+    progress, close = _progress_printer()
+    try:
+        result = run_throughput(names, batch_size, steps, repeats, device, workers, progress=progress)
+    finally:
+        close()
+    s = result["settings"]
+    lines = [_env_line(result["environment"]),
+             f"batch {s['batch_size']}, {s['steps']} steps x {s['repeats']} rounds per loop, interleaved; "
+             f"reference: {s['reference_workers']} DataLoader workers, fp32 eager; gradlab: recording off", "",
+             f"{'model':<12}{'gradlab img/s':>15}{'reference img/s':>17}{'ratio':>8}"]
+    for name, r in result["results"].items():
+        lines.append(f"{name:<12}{r['gradlab']['images_per_s']:>15.1f}{r['reference']['images_per_s']:>17.1f}"
+                     f"{r['ratio']:>7.2f}x")
+    click.echo("\n".join(lines))
+    _write_json(json_path, result)
+
+
+@bench.command("report")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--formats", default="pdf,png", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
+def report(repeats, formats, json_path):
+    """Time and peak memory of a report at paper scale (6 runs x 64k steps, synthetic run directories)."""
+    from gradlab.bench.report_bench import run_report_bench
+
+    result = run_report_bench(repeats, formats)
+    s, r = result["settings"], result["results"]
+    click.echo(f"{s['runs']} runs x {s['steps']:,} steps, {s['recorded_steps']} recorded steps each, "
+               f"layers.parquet {s['layers_parquet_mb']:.1f} MB in all; {s['repeats']} builds in fresh processes")
+    click.echo(f"build time: median {r['median_s']:.2f} s (min {r['min_s']:.2f}, max {r['max_s']:.2f}); "
+               f"peak memory {r['peak_rss_mb']:.0f} MB  [targets: <= 15 s, <= 2048 MB]")
+    _write_json(json_path, result)
 
 
 def format_overhead(result: dict) -> str:

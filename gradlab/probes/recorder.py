@@ -400,7 +400,8 @@ class Recorder:
         return torch.linalg.vector_norm(h, dtype=_F32)
 
     def _count(self, h: torch.Tensor, positive: bool) -> torch.Tensor:
-        """Elements > 0 (positive) or != 0, as a float32 0-dim tensor; NaN if h has a NaN.
+        """Elements > 0 (positive) or != 0, as a float32 0-dim tensor. NaNs make the positive
+        count NaN and count as zeros in the non-zero count (the sum and norm flag them).
 
         Two passes over h, one of them a write into a reused scratch buffer (no allocation):
         the cheapest exact counts found on CPU, where ``(h > 0).sum()`` and

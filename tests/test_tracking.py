@@ -92,3 +92,21 @@ def test_tracking_failure_mid_run_warns_and_training_goes_on(tmp_path, caplog):
                        callbacks=[Broken("offline", directory=tmp_path / "wb")])
     assert result.state == runs.DONE
     assert "network went away" in caplog.text and "training goes on" in caplog.text
+
+
+def test_report_run_logs_figures_as_images_and_the_table(tmp_path):
+    from gradlab.bench.synthetic_runs import make_experiment
+    from gradlab.report import build_report
+    from gradlab.tracking import log_report
+
+    make_experiment(tmp_path / "runs", depths=(8,), steps=100)
+    report = build_report([tmp_path / "runs"], tmp_path / "report", formats=("png",))
+    log_report(report, "degradation-test", mode="offline", directory=tmp_path / "wb")
+    (folder,) = offline_runs(tmp_path / "wb")
+    logged = read_offline_run(folder)
+    assert logged["run"].job_type == "report" and logged["run"].run_group == "degradation-test"
+    logged_keys = {k: v for row in logged["history"] for k, v in row.items()}
+    assert logged_keys["figures/curves/_type"] == "image-file"
+    assert logged_keys["figures/gradient_flow_init/_type"] == "image-file"
+    assert logged_keys["results/_type"] == "table-file" and logged_keys["results/nrows"] == len(report.table)
+    assert logged["summary"]["summary"] == " ".join(report.summary)

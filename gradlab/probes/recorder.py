@@ -30,6 +30,8 @@ How it stays cheap:
 
 * Hooks are attached only for the forward of a scheduled step (the decision for the next
   step is taken in ``step()``); unscheduled steps run with no hooks at all.
+* Activation statistics are estimated on the first ``act_sample`` (16) examples of a
+  batch; gradients use all of it.
 * Every statistic is a handful of device reductions (a sum, a norm, a two-pass sign count
   into a reused scratch buffer) written as 0-dim tensors into a list that ``step()`` stacks
   into one row of a preallocated [slots, values] device buffer; derived values (mean, std,
@@ -176,7 +178,14 @@ class Recorder:
     (None: all); ``histograms`` adds per-parameter gradient histograms every
     ``hist_every`` steps (default ``10 * every``), read with :meth:`histograms`;
     ``buffer_steps`` is how many recorded steps the device buffer holds before an
-    automatic flush. ``cpu_threads`` limits the intra-op threads of the hooks' reductions
+    automatic flush. ``act_sample``: activation statistics (act_mean, act_std,
+    act_zero_frac) and branch ratios are computed on the first ``act_sample`` examples of
+    the batch (exact when the batch is no larger; None: always the whole batch); gradient
+    statistics always use the whole batch. On a CPU the activation reductions are
+    memory-bound, and 16 of 128 examples (over ten thousand values per layer) cut the
+    forward-hook cost about eightfold while estimating the same quantities. Measured with
+    `gradlab bench overhead` (ResNet-56, batch 128, 2-core CPU, every step recorded):
+    1.25x bare with the whole batch, 1.065x with 32 examples, 1.055x with 16. ``cpu_threads`` limits the intra-op threads of the hooks' reductions
     on CPU tensors (None, the default: PyTorch's setting). On an oversubscribed machine
     ``cpu_threads=1`` avoids multi-threaded small ops stalling on a descheduled thread
     (ResNet-56, batch 128, 2-core CPU at load average ~6: 1.03x bare instead of 1.31x),
@@ -197,6 +206,7 @@ class Recorder:
         hist_every: int | None = None,
         buffer_steps: int = 64,
         cpu_threads: int | None = None,
+        act_sample: int | None = 16,
     ):
         if not isinstance(model, nn.Module):
             raise RecorderError(f"watch() needs an nn.Module, not {type(model).__name__}.")
@@ -213,6 +223,9 @@ class Recorder:
         if cpu_threads is not None and cpu_threads < 1:
             raise RecorderError(f"cpu_threads must be >= 1 or None, not {cpu_threads}.")
         self.cpu_threads = cpu_threads
+        if act_sample is not None and act_sample < 1:
+            raise RecorderError(f"act_sample must be >= 1 or None, not {act_sample}.")
+        self.act_sample = act_sample
 
         self._started = False
         self._stopped = False
@@ -460,7 +473,7 @@ class Recorder:
 
     def _measure(self, pt: _Point, h: torch.Tensor) -> None:
         e = self._seen_entry(h)
-        d = h.detach()  # reductions must not extend the autograd graph
+        d = self._sample(h.detach())  # reductions must not extend the autograd graph
         vals = self._vals
         if pt.c_sum >= 0:
             if e.sum is None:
@@ -479,7 +492,7 @@ class Recorder:
                 if e.nonzero is None:
                     e.nonzero = self._count(d, False)
                 vals[pt.c_cnt] = e.nonzero
-        self._numel_row[pt.j] = h.numel()
+        self._numel_row[pt.j] = d.numel()
         if pt.c_grad >= 0 and h.requires_grad:
             if e.grad_cols is None:
                 e.grad_cols = [pt.c_grad]
@@ -500,6 +513,12 @@ class Recorder:
             vals[c] = v
 
     @_eager
+    def _sample(self, d: torch.Tensor) -> torch.Tensor:
+        """The first `act_sample` examples of a batch (a view): activation statistics and
+        branch ratios are estimated on them; gradients always use the whole batch."""
+        n = self.act_sample
+        return d[:n] if n and d.dim() > 1 and d.shape[0] > n else d
+
     def _on_block_input(self, b: int, module: nn.Module, args) -> None:
         if not (module.training and torch.is_grad_enabled()) or not args:
             return
@@ -510,7 +529,7 @@ class Recorder:
         if e.norm is None:
             restore = self._limit_threads(x)
             try:
-                e.norm = self._norm(x.detach())
+                e.norm = self._norm(self._sample(x.detach()))
             finally:
                 if restore:
                     torch.set_num_threads(restore)

@@ -443,7 +443,7 @@ def gradient_heatmap(run: R.Run, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def responses(runs: list[R.Run], data: LayerData) -> pd.DataFrame:
-    """Fig. 7: std of each BN output (before the ReLU) at the last recorded step.
+    """Fig. 7: std of each BN output (before the ReLU) at the last recorded step with finite values.
 
     rank: 1 = the largest response of that run (the paper's sorted view).
     """
@@ -454,6 +454,7 @@ def responses(runs: list[R.Run], data: LayerData) -> pd.DataFrame:
         if frame is None:
             continue
         rows = response_rows(run, frame)
+        rows = rows[np.isfinite(rows["value"].to_numpy(dtype=float))]  # a diverged run: its last finite record
         if rows.empty:
             continue
         last = rows["step"].max()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import torch
 
 from gradlab.errors import RunDirError
-from gradlab.runs import atomic_write
+from gradlab.runs import CHECKPOINT, atomic_write
+
+log = logging.getLogger(__name__)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -21,3 +25,31 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
         raise RunDirError(
             f"{path} cannot be read ({type(e).__name__}: {e}); delete it to restart the run from step 0"
         ) from e
+
+
+def archived(run_dir: Path) -> list[Path]:
+    """Older checkpoints kept beside checkpoint.pt, oldest first."""
+    return sorted(Path(run_dir).glob("checkpoint-*.pt"))
+
+
+def rotate(run_dir: Path, previous_step: int | None, keep: int) -> None:
+    """Before a new checkpoint.pt: keep the current one as checkpoint-<step>.pt, prune to `keep` in all."""
+    current = Path(run_dir) / CHECKPOINT
+    if keep > 1 and previous_step is not None and current.exists():
+        os.replace(current, Path(run_dir) / f"checkpoint-{previous_step:08d}.pt")
+    for old in archived(run_dir)[: max(0, len(archived(run_dir)) - (keep - 1))]:
+        old.unlink()
+
+
+def load_latest(run_dir: Path, device: torch.device) -> dict | None:
+    """checkpoint.pt, or the newest older one if it is damaged; None if there is none."""
+    candidates = [Path(run_dir) / CHECKPOINT] + archived(run_dir)[::-1]
+    candidates = [p for p in candidates if p.exists()]
+    for i, path in enumerate(candidates):
+        try:
+            return load_checkpoint(path, device)
+        except RunDirError as e:
+            if i + 1 == len(candidates):
+                raise
+            log.warning("%s; resuming from the older %s instead", e, candidates[i + 1].name)
+    return None

@@ -62,6 +62,7 @@ class Recipe:
     warmup_check_every: int = 10  # steps between checks of the running train error
     eval_every: int = 400
     checkpoint_every: int = 4000
+    keep_checkpoints: int = 1  # checkpoint.pt plus this many minus one older ones
     record: bool = True  # per-layer statistics into layers.parquet
     record_every: int = 0  # 0: chosen from the run length (gradlab.probes.default_schedule)
 
@@ -239,6 +240,7 @@ def validate_recipe(recipe: Recipe) -> Recipe:
         (recipe.lr > 0, f"learning rate must be positive, got {recipe.lr}"),
         (recipe.eval_every > 0, f"eval_every must be positive, got {recipe.eval_every}"),
         (recipe.checkpoint_every > 0, f"checkpoint_every must be positive, got {recipe.checkpoint_every}"),
+        (recipe.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {recipe.keep_checkpoints}"),
         (0 <= recipe.momentum < 1, f"momentum must be in [0, 1), got {recipe.momentum}"),
         (recipe.weight_decay >= 0, f"weight decay must be ≥ 0, got {recipe.weight_decay}"),
         (list(recipe.milestones) == sorted(recipe.milestones), f"milestones must increase: {recipe.milestones}"),

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from gradlab import data as datasets
 from gradlab import models, runs
 from gradlab.callbacks import Callback, CallbackList
-from gradlab.checkpoint import load_checkpoint, save_checkpoint
+from gradlab.checkpoint import load_latest, rotate, save_checkpoint
 from gradlab.config import RunSpec, validate_recipe
 from gradlab.environment import describe, resolve_device
 from gradlab.errors import RunDirError, RunInterrupted
@@ -152,6 +152,7 @@ class Trainer:
         self.prior_layers: pd.DataFrame | None = None  # rows from before a resume
         self.layer_rows_sent = 0  # rows of the recorder's frame already given to callbacks
         self.step = 0
+        self.last_checkpoint: int | None = None
         self.time_s = 0.0
 
     def _autocast(self):
@@ -161,10 +162,9 @@ class Trainer:
 
     # -- resume --------------------------------------------------------------------------
     def _resume(self) -> None:
-        ckpt_path = self.run_dir / runs.CHECKPOINT
-        if not ckpt_path.exists():
+        state = load_latest(self.run_dir, self.device)
+        if state is None:
             return
-        state = load_checkpoint(ckpt_path, self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr.load_state_dict(state["lr"])
@@ -172,7 +172,7 @@ class Trainer:
             self.acc[k].copy_(v)
         if self.recorder is not None and "recorder" in state:
             self.recorder.load_state_dict(state["recorder"])
-        self.step = int(state["step"])
+        self.step = self.last_checkpoint = int(state["step"])
         self.time_s = float(state["time_s"])
         # Rows written after the checkpoint belong to steps that will be run again.
         if (self.run_dir / runs.METRICS).exists():
@@ -349,7 +349,9 @@ class Trainer:
         }
         if self.recorder is not None:
             state["recorder"] = self.recorder.state_dict()
+        rotate(self.run_dir, self.last_checkpoint, self.recipe.keep_checkpoints)
         save_checkpoint(self.run_dir / runs.CHECKPOINT, state)
+        self.last_checkpoint = self.step
 
     def _diverged(self, bad_step: int, total: int) -> RunResult:
         self._flush_layers()

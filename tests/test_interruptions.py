@@ -123,3 +123,27 @@ def test_a_live_lock_refuses_and_a_stale_lock_is_taken_over(tmp_path):
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "then"}))
     assert train(s, tmp_path, progress=False).state == runs.DONE
     assert not lock.exists()
+
+
+def test_keep_last_k_checkpoints_and_resume_past_a_damaged_one(tmp_path, caplog):
+    from gradlab.bench.synthetic_runs import truncate_file
+    from gradlab.callbacks import Callback
+    from gradlab.checkpoint import archived
+
+    class StopAt(Callback):
+        def on_eval(self, run_dir, row):
+            if row["step"] == 40:
+                raise KeyboardInterrupt
+
+    s = make_run_spec("resnet8", load_preset("quick"), steps=60, device="cpu",
+                      recipe={"batch_size": 32, "eval_every": 10, "checkpoint_every": 10, "keep_checkpoints": 3})
+    full = train(s, tmp_path / "a", progress=False)
+    assert [p.name for p in archived(full.run_dir)] == ["checkpoint-00000040.pt", "checkpoint-00000050.pt"]
+    with pytest.raises(KeyboardInterrupt):
+        train(s, tmp_path / "b", progress=False, callbacks=[StopAt()])
+    run_dir = tmp_path / "b" / s.experiment / s.name
+    truncate_file(run_dir / runs.CHECKPOINT)  # the step-30 checkpoint, as a full disk would leave it
+    with caplog.at_level("WARNING"):
+        assert train(s, tmp_path / "b", progress=False).state == runs.DONE
+    assert "resuming from the older checkpoint-00000020.pt" in caplog.text
+    same_run(full.run_dir, run_dir)

@@ -9,15 +9,6 @@ from gradlab.models.cifar import BasicBlock, PadShortcut
 from gradlab.models.complexity import count_params, format_params
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny CPU tensors gain nothing from threads; on a busy machine OpenMP waits dominate."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # He et al. 2015, Table 6 (option A)
 TABLE6 = {"resnet20": "0.27M", "resnet32": "0.46M", "resnet44": "0.66M", "resnet56": "0.85M",
           "resnet110": "1.7M", "resnet1202": "19.4M"}

@@ -15,15 +15,6 @@ from gradlab.models.complexity import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny CPU tensors gain nothing from threads; on a busy machine OpenMP waits dominate."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 CASES = [
     ("resnet20", {"shortcut": "A"}, None),
     ("resnet20", {"shortcut": "B"}, None),

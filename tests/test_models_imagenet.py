@@ -9,15 +9,6 @@ from gradlab.models.complexity import count_params
 from gradlab.models.imagenet import BasicBlock, Bottleneck
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny CPU tensors gain nothing from threads; on a busy machine OpenMP waits dominate."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _randomise(model: torch.nn.Module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():

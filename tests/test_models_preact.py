@@ -9,15 +9,6 @@ from gradlab.models.complexity import count_params, format_params
 from gradlab.models.preact import PreActBasicBlock, PreActBlock, PreActBottleneck
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny CPU tensors gain nothing from threads; on a busy machine OpenMP waits dominate."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_params_as_in_the_paper():
     # He et al. 2016, Table 2 / Fig. 1: 1.7M, 1.7M, 10.2M (ours counts BN affine too: 10.3M)
     assert format_params(count_params(build("preresnet110"))) == "1.7M"

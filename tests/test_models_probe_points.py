@@ -11,15 +11,6 @@ from gradlab.models import build, info
 from gradlab.models.base import ResidualBlock
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny CPU tensors gain nothing from threads; on a busy machine OpenMP waits dominate."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # every block type and shortcut flavour, small enough to run forward on CPU
 CASES = [
     ("resnet20", {}, (3, 32, 32)),

@@ -8,15 +8,6 @@ from gradlab.models import build, info
 from gradlab.models.seed import SeedBlock
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny CPU tensors gain nothing from threads; on a busy machine OpenMP waits dominate."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("k", [1, 2, 5])
 def test_depth_blocks_and_shapes(k):
     for family in ("resnet", "plain"):

@@ -570,7 +570,7 @@ def test_large_activations_match_float64_references(memory_format):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()).to(memory_format=memory_format)
     x = torch.randn(4, 3, 48, 48).to(memory_format=memory_format)  # conv output: 147,456 values
-    outs, grads = [], []
+    outs = []
     handle = model[0].register_forward_hook(lambda m, a, o: outs.append(o.detach().double().clone()))
     with watch(model, every=1) as rec:
         y = model(x)

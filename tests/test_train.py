@@ -105,3 +105,4 @@ def test_divergence_is_a_state_not_an_exception(tmp_path):
     status = json.loads((result.run_dir / runs.STATUS).read_text())
     assert status["state"] == "diverged" and 0 <= status["diverged_step"] < 30
     assert "non-finite" in status["message"]
+    assert status["nonfinite"]["layer"] and status["nonfinite"]["step"] <= status["diverged_step"]

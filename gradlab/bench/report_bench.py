@@ -23,7 +23,7 @@ result = build_report([sys.argv[1]], sys.argv[2], formats=sys.argv[3].split(",")
 seconds = time.perf_counter() - t0
 me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"seconds": seconds, "peak_rss_mb": me / 1024, "peak_rss_children_mb": kids / 1024,
+sys.stdout.write(json.dumps({"seconds": seconds, "peak_rss_mb": me / 1024, "peak_rss_children_mb": kids / 1024,
                   "files": len(result.files)}))
 """
 

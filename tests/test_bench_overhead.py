@@ -88,3 +88,8 @@ def test_resolve_device_without_cuda_is_a_clear_error():
         pytest.skip("CUDA is available here")
     with pytest.raises(GradlabError, match="CUDA"):
         resolve_device("cuda")
+
+
+def test_quartiles_stay_within_the_measured_times():
+    s = summarize([0.01, 0.5])  # two steps, one stalled: exclusive quantiles would give p25 < 0
+    assert 0.01 <= s["p25_s"] <= s["median_s"] <= s["p75_s"] <= 0.5

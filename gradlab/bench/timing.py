@@ -82,7 +82,8 @@ def summarize(times: list[float]) -> dict:
     """Median, quartiles, min and count of a list of step times (seconds)."""
     if not times:
         return {"n": 0, "median_s": float("nan"), "p25_s": float("nan"), "p75_s": float("nan"), "min_s": float("nan")}
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    # "inclusive" interpolates within the data; the default extrapolates (negative times for small n)
+    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
     return {
         "n": len(times),
         "median_s": statistics.median(times),

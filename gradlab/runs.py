@@ -222,13 +222,14 @@ def find_run_dirs(paths) -> list[Path]:
 def load(paths, on_error: str = "raise") -> list[Run]:
     """Read every run under `paths`.
 
-    on_error="raise" stops at the first unreadable run; "skip" leaves it out and
-    records the problem in `load.problems` of the returned list (see load_all).
+    on_error="raise": the first unreadable run is a RunDirError; "skip": unreadable runs
+    are left out (load_all returns them with their problems).
     """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     runs, problems = load_all(paths)
     if problems and on_error == "raise":
-        path, message = problems[0]
-        raise RunDirError(message)
+        raise RunDirError(problems[0][1])
     return runs
 
 

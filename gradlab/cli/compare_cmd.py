@@ -49,9 +49,9 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, **opts
     trackers = trackers_from(opts)
     result = run_compare(specs, opts["runs_dir"], out=out, jobs=jobs, formats=fmt, style=style, progress=progress,
                          notify=lambda m: click.echo(m, err=True), callbacks=trackers)
-    for tracker in trackers:
-        from gradlab.tracking import log_report
+    from gradlab.tracking import log_report
 
+    for tracker in trackers:
         log_report(result.report, first.experiment, tracker.mode, tracker.project, tracker.entity)
     for warning in result.report_warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -21,22 +21,30 @@ COMMANDS = {
     "runs": ("gradlab.cli.runs_cmd", "runs", "List run directories with status and errors."),
     "compare": ("gradlab.cli.compare_cmd", "compare", "Train plain vs residual nets and report."),
     "report": ("gradlab.cli.report_cmd", "report", "Build paper-style figures from runs."),
+    "probe": ("gradlab.cli.probe_cmd", "probe", "At-init analyses: gradient flow, signal propagation, shattering."),
+    "lesion": ("gradlab.cli.lesion_cmd", "lesion", "Delete blocks of a trained net one at a time (Veit et al.)."),
     "bench": ("gradlab.cli.bench_cmd", "bench", "Measure speed and overhead side by side."),
 }
 
 
 class LazyGroup(click.Group):
+    """A group whose subcommands are imported when used: name -> (module, attribute, help)."""
+
+    def __init__(self, *args, lazy_commands: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = COMMANDS if lazy_commands is None else lazy_commands
+
     def list_commands(self, ctx):
-        return [n for n in COMMANDS if self._available(n)]
+        return [n for n in self.lazy_commands if self._available(n)]
 
     def _available(self, name):
-        module = COMMANDS[name][0]
+        module = self.lazy_commands[name][0]
         return importlib.util.find_spec(module) is not None
 
     def get_command(self, ctx, name):
-        if name not in COMMANDS or not self._available(name):
+        if name not in self.lazy_commands or not self._available(name):
             return None
-        module, attr, _ = COMMANDS[name]
+        module, attr, _ = self.lazy_commands[name]
         return getattr(importlib.import_module(module), attr)
 
     def invoke(self, ctx):
@@ -49,7 +57,7 @@ class LazyGroup(click.Group):
             raise error from e
 
     def format_commands(self, ctx, formatter):
-        rows = [(n, COMMANDS[n][2]) for n in self.list_commands(ctx)]
+        rows = [(n, self.lazy_commands[n][2]) for n in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)

@@ -157,3 +157,43 @@ def format_overhead(result: dict) -> str:
     for name, why in result.get("skipped", {}).items():
         lines.append(f"{name:<10}skipped: {why}")
     return "\n".join(lines)
+
+
+@bench.command("concurrency")
+@click.option("--model", default="resnet20", show_default=True, help="Zoo model name.")
+@click.option("--runs", default=2, show_default=True, type=click.IntRange(2), help="Runs trained at once.")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--steps", default=5, show_default=True, type=click.IntRange(1), help="Timed steps per variant per round.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1), help="Interleaved rounds.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
+def concurrency(model, runs, batch_size, steps, repeats, device, json_path):
+    """Several runs on one device: N worker processes vs one torch.func stack of N models.
+
+    Total training images/s of N same-architecture runs, each way, against one run alone.
+
+    \b
+    Example (CPU, a minute or two):
+      gradlab bench concurrency --model resnet20 --runs 2 --steps 3 --repeats 3
+    """
+    from gradlab.bench.concurrency import run_concurrency
+    from gradlab.models import info
+
+    info(model)  # a bad name is a clear error before any work
+    progress, close = _progress_printer()
+    try:
+        result = run_concurrency(model, runs, batch_size, steps, repeats, device=device, progress=progress)
+    finally:
+        close()
+    s, r = result["settings"], result["results"]
+    lines = [_env_line(result["environment"]),
+             f"model: {s['model']}, batch {s['batch_size']} per run, {s['runs']} runs, {s['steps']} steps x "
+             f"{s['repeats']} rounds per variant, interleaved; workers get {r['processes']['threads_per_worker']} "
+             f"thread(s) each", "",
+             f"{'variant':<12}{'runs':>6}{'total img/s':>13}{'x single':>10}"]
+    lines.append(f"{'single':<12}{1:>6}{r['single']['images_per_s']:>13.1f}{1.0:>10.2f}")
+    for v in ("processes", "stacked"):
+        lines.append(f"{v:<12}{r[v]['runs']:>6}{r[v]['images_per_s']:>13.1f}{result['ratios'][v]:>10.2f}")
+    lines.append(f"\nmore total images/s: {result['best']}")
+    click.echo("\n".join(lines))
+    _write_json(json_path, result)

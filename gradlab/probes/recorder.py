@@ -512,13 +512,13 @@ class Recorder:
         for c in cols:
             vals[c] = v
 
-    @_eager
     def _sample(self, d: torch.Tensor) -> torch.Tensor:
         """The first `act_sample` examples of a batch (a view): activation statistics and
         branch ratios are estimated on them; gradients always use the whole batch."""
         n = self.act_sample
         return d[:n] if n and d.dim() > 1 and d.shape[0] > n else d
 
+    @_eager
     def _on_block_input(self, b: int, module: nn.Module, args) -> None:
         if not (module.training and torch.is_grad_enabled()) or not args:
             return
@@ -536,6 +536,14 @@ class Recorder:
         self._vals[self._bc_x[b]] = e.norm
 
     # ------------------------------------------------------------------ stepping
+
+    @property
+    def recording(self) -> bool:
+        """True when the next forward is a recorded step (its hooks are attached).
+
+        A training loop that compiles the model can run the eager module on these steps and
+        the compiled one on all others, so that compiled code never meets a hook."""
+        return self._armed
 
     @property
     def current_step(self) -> int:

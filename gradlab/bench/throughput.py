@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gradlab.bench.timing import describe_environment, interleaved, summarize
+from gradlab.bench.timing import describe_environment, interleaved, summarize, synchronize
 from gradlab.environment import resolve_device
 
 DEFAULT_MODELS = ("resnet20", "resnet56", "resnet110")
@@ -47,14 +47,15 @@ def write_cifar_files(root: Path, images: int, seed: int = 0) -> None:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
 
 
-def gradlab_step(model_name: str, data_root: Path, batch_size: int, device: str, runs_dir: Path):
-    """A step function running the real trainer's step."""
+def gradlab_step(model_name: str, data_root: Path, batch_size: int, device: str, runs_dir: Path,
+                 compile: bool = False):
+    """A step function running the real trainer's step (`compile`: with torch.compile)."""
     from gradlab import data as datasets
     from gradlab.config import DataSpec, load_preset, make_run_spec
     from gradlab.train import Trainer
 
-    spec = make_run_spec(model_name, load_preset("paper"), device=device, recipe={"batch_size": batch_size,
-                                                                                    "record": False})
+    spec = make_run_spec(model_name, load_preset("paper"), device=device, compile=compile,
+                         recipe={"batch_size": batch_size, "record": False})
     dataset = datasets.load(DataSpec(name="cifar10", data_dir=str(data_root), download=False), verify=False)
     trainer = Trainer(spec, runs_dir, progress=False, dataset=dataset)
     trainer._setup()
@@ -105,9 +106,26 @@ def reference_step(model_name: str, data_root: Path, batch_size: int, device: to
     return step, loader
 
 
+def _first_call_s(step, device: torch.device) -> float:
+    """Seconds taken by the first call of a step function (where torch.compile compiles)."""
+    import time
+
+    synchronize(device)
+    t0 = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
 def run_throughput(models=DEFAULT_MODELS, batch_size: int = 128, steps: int = 10, repeats: int = 3,
-                   device: str = "auto", workers: int | None = None, images: int = 5120, progress=None) -> dict:
-    """Median images/s of both loops for each model, and their ratio (gradlab / reference)."""
+                   device: str = "auto", workers: int | None = None, images: int = 5120, progress=None,
+                   compile: bool = False) -> dict:
+    """Median images/s of both loops for each model, and their ratio (gradlab / reference).
+
+    compile=True adds the variant "gradlab-compiled" (the trainer's step with torch.compile);
+    its compilation time is reported on its own ("compile_s": the first step's time less
+    the median step), not mixed into the steady-state images/s.
+    """
     import os
 
     dev = resolve_device(device)
@@ -118,8 +136,13 @@ def run_throughput(models=DEFAULT_MODELS, batch_size: int = 128, steps: int = 10
         write_cifar_files(root / "data", images)
         for name in models:
             ref, loader = reference_step(name, root / "data", batch_size, dev, workers)
-            variants = {"gradlab": gradlab_step(name, root / "data", batch_size, str(dev), root / "runs"),
-                        "reference": ref}
+            variants = {"gradlab": gradlab_step(name, root / "data", batch_size, str(dev), root / "runs")}
+            compile_s = None
+            if compile:
+                compiled = gradlab_step(name, root / "data", batch_size, str(dev), root / "runs-compiled", compile=True)
+                compile_s = _first_call_s(compiled, dev)
+                variants["gradlab-compiled"] = compiled
+            variants["reference"] = ref
             timings = interleaved(variants, steps, repeats, dev, warmup=2,
                                   progress=(lambda v, d, t, n=name: progress(f"{n} {v}", d, t)) if progress else None)
             del loader
@@ -129,11 +152,15 @@ def run_throughput(models=DEFAULT_MODELS, batch_size: int = 128, steps: int = 10
                 stats["images_per_s"] = batch_size / stats["median_s"]
                 entry[variant] = stats
             entry["ratio"] = entry["gradlab"]["images_per_s"] / entry["reference"]["images_per_s"]
+            if compile:
+                c = entry["gradlab-compiled"]
+                c["compile_s"] = max(compile_s - c["median_s"], 0.0)
+                entry["ratio_compiled"] = c["images_per_s"] / entry["reference"]["images_per_s"]
             results[name] = entry
     return {
         "benchmark": "throughput",
         "settings": {"models": list(models), "batch_size": batch_size, "steps": steps, "repeats": repeats,
-                     "reference_workers": workers, "images": images, "recording": False},
+                     "reference_workers": workers, "images": images, "recording": False, "compile": compile},
         "environment": describe_environment(dev),
         "results": results,
     }

@@ -89,8 +89,10 @@ def _env_line(env: dict) -> str:
 @click.option("--workers", default=None, type=click.IntRange(0),
               help="DataLoader workers of the reference loop (default: min(4, CPUs)).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="Also time gradlab's step under torch.compile (compile time reported on its own).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
-def throughput(models, batch_size, steps, repeats, workers, device, json_path):
+def throughput(models, batch_size, steps, repeats, workers, device, compile_, json_path):
     """Training images/s: gradlab's loop vs the conventional DataLoader + PIL transforms loop.
 
     \b
@@ -105,7 +107,8 @@ def throughput(models, batch_size, steps, repeats, workers, device, json_path):
         info(name)  # a bad name is a clear error before any work
     progress, close = _progress_printer()
     try:
-        result = run_throughput(names, batch_size, steps, repeats, device, workers, progress=progress)
+        result = run_throughput(names, batch_size, steps, repeats, device, workers, progress=progress,
+                                compile=compile_)
     finally:
         close()
     s = result["settings"]
@@ -116,6 +119,11 @@ def throughput(models, batch_size, steps, repeats, workers, device, json_path):
     for name, r in result["results"].items():
         lines.append(f"{name:<12}{r['gradlab']['images_per_s']:>15.1f}{r['reference']['images_per_s']:>17.1f}"
                      f"{r['ratio']:>7.2f}x")
+    if compile_:
+        lines += ["", f"{'model':<12}{'compiled img/s':>15}{'x reference':>13}{'compile s':>11}"]
+        for name, r in result["results"].items():
+            c = r["gradlab-compiled"]
+            lines.append(f"{name:<12}{c['images_per_s']:>15.1f}{r['ratio_compiled']:>12.2f}x{c['compile_s']:>11.1f}")
     click.echo("\n".join(lines))
     _write_json(json_path, result)
 

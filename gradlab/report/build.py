@@ -8,6 +8,10 @@
 Every file is written atomically; files in <out> that the report does not write are
 left alone. A run that cannot be read is left out and named in the warnings and in
 report.md; the report is built from the others.
+
+Analysis folders (gradlab.analysis_dirs: `gradlab probe ...`, `gradlab lesion`) found
+among the given paths are drawn too and listed under "## Analyses" (gradlab.report.
+analyses); a report of analysis folders alone has just that section (and its problems).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pandas as pd
 
 from gradlab import __version__
 from gradlab import runs as R
+from gradlab.analysis_dirs import find_analysis_dirs
 from gradlab.errors import GradlabError, RunDirError
 from gradlab.report import collect as C
 from gradlab.report import summary as SUM
@@ -115,7 +120,7 @@ def load_runs(run_paths) -> tuple[list[R.Run], list[str]]:
         except RunDirError as e:
             warnings.append(f"skipped {p}: {e}")
             continue
-        if not found and not problems:
+        if not found and not problems and not find_analysis_dirs(p):
             warnings.append(f"skipped {p}: no run directory found there (none holds {R.SPEC})")
         for path, message in problems:
             warnings.append(f"unreadable run {path}: {message}")
@@ -336,7 +341,8 @@ def build_report(
     """Read the runs under `run_paths` and write a report folder; see the module docstring.
 
     out_dir=None: reports/<experiment> (see default_out_dir). Raises ReportError when no
-    run can be read or out_dir is a file; a damaged run only adds a warning.
+    run and no analysis folder can be read or out_dir is a file; a damaged run or analysis
+    folder only adds a warning.
     workers: processes drawing figures (None: 2 where fork is available and torch is not
     loaded, else 1).
     """
@@ -344,12 +350,19 @@ def build_report(
     look = get_style(style)
     if out_dir is not None:
         out_dir = check_out_dir(Path(out_dir))
+    from gradlab.report import analyses as A  # it imports this module
+
     runs, warnings = load_runs(run_paths)
-    if not runs:
+    entries, analysis_warnings = A.load_analyses(run_paths)
+    warnings += analysis_warnings
+    if not runs and not entries:
         detail = "; ".join(warnings) if warnings else "no run directories given"
         raise ReportError(f"no readable runs to report on ({detail})")
     out_dir = check_out_dir(default_out_dir(runs) if out_dir is None else out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    analysis_jobs = [_Job(e.name, e.title, e.caption, 1.2, e.figure, (look,)) for e in entries]
+    if not runs:
+        return _analyses_only_report(entries, analysis_jobs, out_dir, formats, look, workers, warnings)
     experiments = sorted({str(r.spec.get("experiment") or "?") for r in runs})
     if len(experiments) > 1:
         warnings.append(f"runs come from {len(experiments)} experiments ({', '.join(experiments)}); drawn together")
@@ -420,9 +433,10 @@ def build_report(
             "original order; bottom: sorted by magnitude. Mean over seeds.",
             1.2, responses_figure, responses, palette, notes, look)  # fmt: skip
     with theme(look):
-        saved = _render(jobs, out_dir, formats, look.dpi, workers)
+        saved = _render(jobs + analysis_jobs, out_dir, formats, look.dpi, workers)
     figures = [_Figure(j.name, j.title, j.caption, saved[j.name]) for j in jobs]
-    for fig in figures:
+    analysis_figures = [_Figure(j.name, j.title, j.caption, saved[j.name]) for j in analysis_jobs]
+    for fig in figures + analysis_figures:
         files.extend(fig.paths.values())
     if not layer_data:
         skipped.append("gradient flow, gradient heatmap and layer responses: no run has layer statistics")
@@ -440,10 +454,44 @@ def build_report(
 
     sentences = SUM.summarize(models, flow_models, responses, phase_labels)
     md = _report_markdown(runs, table, finals, models, figures, skipped, layer_data, warnings, sentences, out_dir)
+    md += _analyses_markdown(entries, analysis_figures, out_dir)
     report = out_dir / "report.md"
     _write_text(report, md, files)
     files.insert(0, files.pop())
-    return ReportResult(out_dir=out_dir, files=files, warnings=warnings, summary=sentences, table=models)
+    summary = sentences + [s for e in entries for s in e.sentences]
+    return ReportResult(out_dir=out_dir, files=files, warnings=warnings, summary=summary, table=models)
+
+
+def _analyses_only_report(entries, jobs, out_dir: Path, formats, look, workers, warnings) -> ReportResult:
+    """A report of analysis folders alone: their figures, captions and sentences."""
+    with theme(look):
+        saved = _render(jobs, out_dir, formats, look.dpi, workers)
+    figures = [_Figure(j.name, j.title, j.caption, saved[j.name]) for j in jobs]
+    files: list[Path] = [p for fig in figures for p in fig.paths.values()]
+    sentences = [s for e in entries for s in e.sentences]
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    n = len(entries)
+    lines = ["# Analysis report", "",
+             f"{n} analysis folder{'s' if n != 1 else ''}, no training runs. Generated by gradlab {__version__} "
+             f"on {when}.", ""]  # fmt: skip
+    if warnings:
+        lines += ["### Problems", ""] + [f"- {_md_cell(w)}" for w in warnings] + [""]
+    md = "\n".join(lines) + _analyses_markdown(entries, figures, out_dir)
+    _write_text(out_dir / "report.md", md, files)
+    files.insert(0, files.pop())
+    return ReportResult(out_dir=out_dir, files=files, warnings=warnings, summary=sentences, table=None)
+
+
+def _analyses_markdown(entries, figures: list[_Figure], out_dir: Path) -> str:
+    """The "## Analyses" section: per folder its figure, caption, sentences and source."""
+    if not entries:
+        return ""
+    lines = ["", "## Analyses", ""]
+    for entry, fig in zip(entries, figures):
+        lines.append(_embed(fig, out_dir))
+        lines += [f"- {_md_cell(s)}" for s in entry.sentences] + ([""] if entry.sentences else [])
+        lines += [f"From `{_md_cell(entry.analysis.path)}` ({entry.analysis.kind}).", ""]
+    return "\n".join(lines)
 
 
 def _report_markdown(runs, table, finals, models, figures, skipped, layer_data, warnings, sentences, out_dir) -> str:

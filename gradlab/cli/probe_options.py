@@ -1,0 +1,69 @@
+"""Options and output shared by the `gradlab probe ...` commands (one definition for all).
+
+    @probe_options
+    def command(..., **opts):
+        out = prepare_out(opts, kind, default)   # checks --out, --formats, --style first
+        ...                                      # compute, then result.save(out)
+        report_done(out, opts, elapsed)          # draws the figure, prints where and what
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from gradlab.probes.init_inputs import DATASETS
+from gradlab.report.style import STYLES
+
+
+def probe_options(f):
+    """Data, seeds, batch, device, output folder, figure formats and style, progress."""
+    options = [
+        click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
+                     help="Dataset whose batch (or image shape) is used; digits works offline."),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                     help="Folder holding the dataset files (default: $GRADLAB_DATA or ~/.cache/gradlab/data)."),
+        click.option("--seeds", default="0,1,2", show_default=True,
+                     help="Seeds to average over (each sets the weights and the batch), comma-separated."),
+        click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True,
+                     help="Examples in the batch."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+                     help="Result folder (refused if it holds anything but this kind of analysis)."),
+        click.option("--formats", default="pdf,png", show_default=True,
+                     help="Figure formats, comma-separated (pdf, png, svg)."),
+        click.option("--style", type=click.Choice(STYLES), default="paper", show_default=True,
+                     help="paper: 7-9 pt fonts at print size; notebook: bigger."),
+        click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def prepare_out(opts: dict, kind: str, default: Path) -> Path:
+    """The result folder, checked (with --formats) before any work, so a refusal costs nothing."""
+    from gradlab.analysis_dirs import check_out_dir
+    from gradlab.report.build import parse_formats
+
+    parse_formats(opts["formats"])
+    return check_out_dir(opts["out"] if opts["out"] is not None else default, kind)
+
+
+def seeds_from(opts: dict) -> tuple[int, ...]:
+    from gradlab.compare import parse_int_list
+
+    return parse_int_list(opts["seeds"], "seeds")
+
+
+def report_done(out: Path, opts: dict, elapsed: float) -> None:
+    """Draw the folder's figure, then print the folder, the figure files and the summary."""
+    from gradlab.report.analyses import analysis_sentences, draw_analysis
+
+    files = draw_analysis(out, formats=opts["formats"], style=opts["style"])
+    click.echo(f"wrote {out} in {elapsed:.1f} s")
+    for path in files:
+        click.echo(f"figure: {path}")
+    for sentence in analysis_sentences(out):
+        click.echo(f"  - {sentence}")

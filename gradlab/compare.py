@@ -13,7 +13,7 @@ from typing import Callable
 
 from gradlab import models, runs
 from gradlab.config import Preset, RunSpec, make_run_spec
-from gradlab.errors import ConfigError
+from gradlab.errors import ConfigError, ModelError
 from gradlab.launch import make_launcher
 
 FAMILIES = ("plain", "resnet")
@@ -42,13 +42,27 @@ def parse_families(text: str) -> tuple[str, ...]:
     return fams
 
 
-def model_name(family: str, depth: int) -> str:
-    """The CIFAR-family model of a family and depth, validated by the zoo.
+ARCHES = ("cifar", "imagenet", "preact")
 
-    resnet50 and resnet152 name ImageNet nets; their CIFAR namesakes are cifar-resnet50 etc.
+
+def model_name(family: str, depth: int, arch: str = "cifar") -> str:
+    """The model of a family and depth in one architecture (a preset's [compare] arch).
+
+    cifar: resnet50 and resnet152 name ImageNet nets, so their CIFAR namesakes are
+    cifar-resnet50 etc.; imagenet: depths 18, 34, 50, 101, 152; preact: 110, 164, 1001.
     """
+    if arch not in ARCHES:
+        raise ConfigError(f"[compare] arch = '{arch}' is unknown; choose one of {', '.join(ARCHES)}")
+    if arch == "preact":
+        return models.info(f"pre{family}{depth}").name  # raises ModelError listing the valid depths
     name = f"{family}{depth}"
-    if models.info(name).arch != "cifar":  # raises ModelError listing the valid depths
+    meta = models.info(name)  # raises ModelError listing the valid depths
+    if arch == "imagenet":
+        if meta.arch != "imagenet":
+            raise ModelError(f"ImageNet {family} nets have 18, 34, 50, 101 or 152 layers, not {depth}; "
+                             f"give --depths such as 18,34")
+        return name
+    if meta.arch != "cifar":
         name = f"cifar-{name}"
         models.info(name)
     return name
@@ -56,7 +70,7 @@ def model_name(family: str, depth: int) -> str:
 
 def plan(preset: Preset, depths, families, seeds, **overrides) -> list[RunSpec]:
     """One RunSpec per (family, depth, seed), shallow first so results arrive early."""
-    names = [(d, f, model_name(f, d)) for d in depths for f in families]
+    names = [(d, f, model_name(f, d, preset.compare.arch)) for d in depths for f in families]
     return [make_run_spec(name, preset, seed=s, **overrides) for d, f, name in sorted(names) for s in seeds]
 
 
@@ -67,6 +81,7 @@ class CompareResult:
     report_dir: Path | None = None
     report_warnings: list[str] = field(default_factory=list)
     report: object = None  # gradlab.report.ReportResult
+    submitted: list = field(default_factory=list)  # gradlab.launch.Submission, when not waiting
 
     @property
     def failed(self) -> list[str]:
@@ -80,8 +95,14 @@ def cost(spec: RunSpec) -> float:
 
 def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path | None = None, jobs: int = 1,
             formats=("pdf", "png"), style: str = "paper", progress: bool | None = None,
-            notify: Callable[[str], None] = lambda message: None, callbacks: list | None = None) -> CompareResult:
-    """Train every planned run that is not finished, then build the report."""
+            notify: Callable[[str], None] = lambda message: None, callbacks: list | None = None,
+            launcher=None, wait: bool = True) -> CompareResult:
+    """Train every planned run that is not finished, then build the report.
+
+    launcher: where runs execute (default: this process, or `jobs` local workers); see
+    gradlab.launch. wait=False submits the runs (a launcher with `submit`, such as
+    SubmititLauncher) and returns at once with `submitted` filled in and no report.
+    """
     runs_dir = Path(runs_dir)
     from gradlab.train import run_dir_for
 
@@ -108,8 +129,14 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
             result.outcomes[spec.name] = outcome.state
         notify(f"{spec.name}: {result.outcomes[spec.name]}")
 
+    launcher = launcher or make_launcher(jobs, progress, callbacks)
+    if not wait:
+        if not hasattr(launcher, "submit"):
+            raise ConfigError("not waiting needs a launcher that submits jobs: --launcher slurm or submitit-local")
+        result.submitted = launcher.submit(todo, runs_dir, on_start) if todo else []
+        return result
     if todo:
-        make_launcher(jobs, progress, callbacks).run(todo, runs_dir, on_start, on_done)
+        launcher.run(todo, runs_dir, on_start, on_done)
     from gradlab.report import build_report
 
     out = Path(out) if out else Path("reports") / specs[0].experiment

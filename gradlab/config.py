@@ -29,11 +29,19 @@ class ModelSpec:
     name: str = "resnet20"
     shortcut: str | None = None  # CIFAR family: "A" (default), "B", "C"
     zero_init_residual: bool = False
+    weights: str | None = None  # fine-tuning: "torchvision" or a state-dict file (gradlab.finetune)
+    freeze: str = "none"  # fine-tuning: none | backbone | all-but-last-stage
+
+
+TORCHVISION_WEIGHTS = "torchvision"
+# none; backbone = all but the classifier; all-but-last-stage = all but the last stage and the classifier
+FREEZE_CHOICES = ("none", "backbone", "all-but-last-stage")
+_FREEZE_TAGS = {"none": "", "backbone": "frozen", "all-but-last-stage": "frozen-but-last"}
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    name: str = "cifar10"  # cifar10 | cifar100 | mnist | fashion-mnist | digits | synthetic
+    name: str = "cifar10"  # cifar10 | cifar100 | mnist | fashion-mnist | digits | synthetic | imagefolder
     data_dir: str | None = None  # None: ~/.cache/gradlab/data (or $GRADLAB_DATA)
     val_split: int = 0  # training images held out for validation (paper: 5000 of 50k)
     augment: bool = True  # the dataset's standard augmentation (CIFAR: pad 4, crop, flip)
@@ -41,6 +49,7 @@ class DataSpec:
     synthetic_shape: tuple[int, ...] = (3, 32, 32)  # synthetic only: C, H, W
     synthetic_size: int = 2048  # synthetic only: training images (test: a quarter)
     num_classes: int = 10  # synthetic only
+    image_size: int = 224  # imagefolder only: training crop side (evaluation: resize to 256/224 of it, center crop)
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,9 @@ class RunSpec:
     experiment: str = "default"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False
+    # torch.compile mode: "default", "reduce-overhead" (CUDA graphs), "max-autotune",
+    # "max-autotune-no-cudagraphs"
+    compile_mode: str = "default"
     deterministic: bool = True  # deterministic algorithms (exact resume on CPU)
 
     @property
@@ -86,6 +98,10 @@ class RunSpec:
             parts.append(f"opt{self.model.shortcut}")
         if self.model.zero_init_residual:
             parts.append("zinit")
+        if self.model.weights:  # fine-tuned runs get their own directory: resnet50-ft-frozen-s0
+            parts.append("ft")
+        if _FREEZE_TAGS.get(self.model.freeze):
+            parts.append(_FREEZE_TAGS[self.model.freeze])
         parts.append(f"s{self.seed}")
         return "-".join(parts)
 
@@ -99,6 +115,7 @@ class CompareSpec:
     depths: tuple[int, ...] = (20, 56, 110)
     families: tuple[str, ...] = ("plain", "resnet")
     seeds: tuple[int, ...] = (0,)
+    arch: str = "cifar"  # which nets plain{d}/resnet{d} name: cifar (6n+2), imagenet (18..152) or preact
 
 
 @dataclass(frozen=True)
@@ -259,6 +276,7 @@ def make_run_spec(
     experiment: str | None = None,
     device: str = "auto",
     compile: bool = False,
+    compile_mode: str | None = None,
     steps: int | None = None,
     data: dict | None = None,
     recipe: dict | None = None,
@@ -269,6 +287,11 @@ def make_run_spec(
     recipe_spec = scale_recipe(preset.recipe, steps)
     recipe_spec = validate_recipe(replace(recipe_spec, **{k: v for k, v in (recipe or {}).items() if v is not None}))
     model_spec = ModelSpec(name=model, **{k: v for k, v in (model_options or {}).items() if v is not None})
+    if model_spec.freeze not in FREEZE_CHOICES:
+        raise ConfigError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, not {model_spec.freeze!r}")
+    if model_spec.freeze != "none" and not model_spec.weights:
+        raise ConfigError(f"--freeze {model_spec.freeze} needs pretrained weights: add --weights FILE "
+                          f"or --weights {TORCHVISION_WEIGHTS}")
     return RunSpec(
         model=model_spec,
         data=data_spec,
@@ -276,5 +299,18 @@ def make_run_spec(
         seed=seed,
         experiment=experiment or f"{preset.name}-{data_spec.name}",
         device=device,
-        compile=compile,
+        compile=compile or compile_mode is not None,
+        compile_mode=_compile_mode(compile_mode),
     )
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _compile_mode(mode: str | None) -> str:
+    if mode is None:
+        return "default"
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, not {mode!r} "
+                          f"(reduce-overhead uses CUDA graphs)")
+    return mode

@@ -17,7 +17,7 @@ import torch
 from gradlab.config import DataSpec
 from gradlab.errors import DataError
 
-DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "digits", "synthetic")
+DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "digits", "synthetic", "imagefolder")
 OFFLINE_HINT = "to work offline, use the bundled dataset: --dataset digits (or --preset quick)"
 
 
@@ -56,9 +56,17 @@ def default_data_dir() -> Path:
 
 
 def load(spec: DataSpec, verify: bool = True) -> Dataset:
-    """Load the dataset named by `spec`. `verify=False` skips torchvision's MD5 check."""
+    """Load the dataset named by `spec`. `verify=False` skips torchvision's MD5 check.
+
+    `imagefolder` is the exception: too big for memory, it comes back as a
+    `gradlab.folder_loader.FolderDataset` whose images stay on disk.
+    """
     if spec.name not in DATASETS:
         raise DataError(f"unknown dataset '{spec.name}'; choose one of: {', '.join(DATASETS)}")
+    if spec.name == "imagefolder":
+        from gradlab.folder_loader import load_folder
+
+        return load_folder(spec)
     root = Path(spec.data_dir) if spec.data_dir else default_data_dir()
     if spec.name in ("cifar10", "cifar100"):
         ds = _cifar(spec, root, verify)

@@ -25,6 +25,10 @@ class RecorderError(GradlabError):
     """Misuse of the recorder, e.g. watching a model twice."""
 
 
+class LauncherError(GradlabError):
+    """A launcher that cannot run here, e.g. SLURM asked for where there is no sbatch."""
+
+
 class RunLockedError(RunDirError):
     """Another live process is training this run."""
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.data import Augment, Dataset
-from gradlab.errors import DataError
+from gradlab.errors import ConfigError, DataError
 
 
 def normalize(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -42,14 +42,24 @@ def crop_and_flip(x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor,
 
 
 class DeviceLoader:
-    """Training batches by global step, drawn without replacement within each epoch."""
+    """Training batches by global step, drawn without replacement within each epoch.
+
+    In a data-parallel run (``world_size`` > 1) ``batch_size`` is the global batch and
+    ``batch(step)`` returns rank ``rank``'s contiguous shard of it: rows
+    [rank*B/W, (rank+1)*B/W) of the single-process batch, identically augmented.
+    """
 
     def __init__(self, data: Dataset, batch_size: int, seed: int, device: torch.device,
-                 channels_last: bool = False, augment: Augment | None = None):
+                 channels_last: bool = False, augment: Augment | None = None, rank: int = 0, world_size: int = 1):
         n = len(data.train_y)
         if batch_size > n:
             raise DataError(f"batch size {batch_size} is larger than the {n} training images of {data.name}; "
                             f"use --batch-size {n} or less")
+        if batch_size % world_size:
+            raise ConfigError(f"the global batch of {batch_size} cannot be split evenly over {world_size} "
+                              f"processes; use a --batch-size that is a multiple of {world_size}")
+        self.shard_size = batch_size // world_size
+        self.shard_start = rank * self.shard_size
         self.device = device
         self.batch_size = batch_size
         self.seed = seed
@@ -79,7 +89,8 @@ class DeviceLoader:
         epoch, i = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             self._prepare_epoch(epoch)
-        sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        start = i * self.batch_size + self.shard_start
+        sl = slice(start, start + self.shard_size)
         idx = self._order[sl]
         x = self.x[idx]
         if self.augment.pad or self.augment.flip:

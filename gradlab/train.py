@@ -24,6 +24,7 @@ from gradlab import models, runs
 from gradlab.callbacks import Callback, CallbackList
 from gradlab.checkpoint import load_latest, rotate, save_checkpoint
 from gradlab.config import RunSpec, validate_recipe
+from gradlab.distributed import World
 from gradlab.environment import describe, resolve_device
 from gradlab.errors import RunDirError, RunInterrupted
 from gradlab.interrupt import StopRequest, graceful_stop
@@ -81,13 +82,26 @@ def check_existing(run_dir: Path, spec: RunSpec) -> dict | None:
     if not (run_dir / runs.SPEC).exists():
         return None
     old = runs.read_json(run_dir / runs.SPEC)
-    if old.get("run") != spec.to_dict():
-        changed = sorted(_diff_keys(old.get("run", {}), spec.to_dict()))
+    # Settings added to RunSpec after the run was written had their default's behaviour then.
+    before = _with_defaults(old.get("run", {}), RunSpec().to_dict())
+    if before != spec.to_dict():
+        changed = sorted(_diff_keys(before, spec.to_dict()))
         raise RunDirError(
             f"{run_dir} already holds a run with different settings ({', '.join(changed) or 'unknown'}); "
             f"it is left untouched: choose another --runs-dir or experiment name, or delete that folder"
         )
     return old
+
+
+def _with_defaults(record: dict, defaults: dict) -> dict:
+    """`record` with the keys it lacks taken from `defaults`, nested dicts included."""
+    out = dict(record)
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict):
+            out[k] = _with_defaults(out[k], v)
+    return out
 
 
 def _diff_keys(a: dict, b: dict, prefix: str = "") -> set[str]:
@@ -110,11 +124,15 @@ class Trainer:
         self.recipe = validate_recipe(spec.recipe)
         self.run_dir = run_dir_for(spec, runs_dir)
         self.existing = check_existing(self.run_dir, spec)
-        self.progress = sys.stderr.isatty() if progress is None else progress
-        self.callbacks = CallbackList(callbacks or [])
-        self.device = resolve_device(spec.device)
+        # data-parallel under torchrun: rank 0 alone writes files and runs callbacks (gradlab.distributed)
+        self.world = World.from_env()
+        self.world.check_batch(self.recipe.batch_size)
+        self.progress = (sys.stderr.isatty() if progress is None else progress) and self.world.main
+        self.callbacks = CallbackList((callbacks or []) if self.world.main else [])
+        self.device = self.world.device_for(resolve_device(spec.device))
         self.cuda = self.device.type == "cuda"
         self._dataset = dataset
+        self._pretrained = None  # fine-tuning: the state dict to start from (fetched in run())
 
     # -- setup ---------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -125,19 +143,40 @@ class Trainer:
         self.model = models.build(spec.model.name, num_classes=ds.num_classes, in_channels=ds.shape[0],
                                   shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual)
         self.model_info = models.describe(self.model, spec.model.name)
+        if spec.model.weights:
+            from gradlab import finetune
+
+            self.model_info["finetune"] = finetune.prepare(self.model, spec.model, self._pretrained)
+            self._pretrained = None
+        self.batchnorm = None
+        if self.world.enabled:  # the global batch's statistics, as in a single process
+            from gradlab.sync_batchnorm import convert
+
+            self.model, self.batchnorm = convert(self.model, self.device)
         self.model.to(self.device)
         if self.cuda:
             self.model.to(memory_format=torch.channels_last)
-        self.loader = DeviceLoader(ds, recipe.batch_size, spec.seed, self.device, channels_last=self.cuda)
-        self.eval_sets = {"test": (ds.test_x.to(self.device), ds.test_y.to(self.device))}
-        if ds.val_y is not None:
-            self.eval_sets["val"] = (ds.val_x.to(self.device), ds.val_y.to(self.device))
+        if spec.data.name == "imagefolder":  # streamed from disk: too big to live on the device
+            from gradlab.folder_loader import FolderLoader
+
+            self.loader = FolderLoader(ds, recipe.batch_size, spec.seed, self.device, channels_last=self.cuda,
+                                       rank=self.world.rank, world_size=self.world.size)
+            self.eval_sets = ds.eval_sets()
+        else:
+            self.loader = DeviceLoader(ds, recipe.batch_size, spec.seed, self.device, channels_last=self.cuda,
+                                       rank=self.world.rank, world_size=self.world.size)
+            self.eval_sets = {"test": (ds.test_x.to(self.device), ds.test_y.to(self.device))}
+            if ds.val_y is not None:
+                self.eval_sets["val"] = (ds.val_x.to(self.device), ds.val_y.to(self.device))
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+            [p for p in self.model.parameters() if p.requires_grad],  # frozen (fine-tuning) ones stay out
+            lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
             nesterov=recipe.nesterov, **({"fused": True} if self.cuda else {"foreach": True}),
         )
         self.lr = StepLR(recipe, self.model_info["depth"])
-        self.forward = torch.compile(self.model) if spec.compile else self.model
+        parallel = self.world.wrap(self.model, self.device)  # DistributedDataParallel, or the model itself
+        self.eager_forward = parallel
+        self.forward = torch.compile(parallel, mode=spec.compile_mode) if spec.compile else parallel
         self.recorder = None
         if recipe.record:
             from gradlab.probes import Schedule, default_schedule, watch
@@ -145,15 +184,19 @@ class Trainer:
             schedule = Schedule(every=recipe.record_every) if recipe.record_every else default_schedule(recipe.steps)
             self.recorder = watch(self.model, **schedule.to_dict())
         self.env = describe(self.device)
+        if self.world.enabled:
+            self.env["distributed"] = self.world.describe(recipe.batch_size, self.batchnorm)
         z = torch.zeros((), device=self.device)
         self.acc = {"loss_sum": z.clone(), "err_sum": z.clone(), "count": z.clone(),
                     "bad_step": torch.full((), -1, dtype=torch.int64, device=self.device)}
         self.metrics_rows: list[dict] = []
         self.prior_layers: pd.DataFrame | None = None  # rows from before a resume
         self.layer_rows_sent = 0  # rows of the recorder's frame already given to callbacks
+        self._synced_layers: pd.DataFrame | None = None  # data-parallel: rows with dL/dh combined over ranks
         self.step = 0
         self.last_checkpoint: int | None = None
         self.time_s = 0.0
+        self.compile_s: float | None = None  # --compile: time of the first compiled step
 
     def _autocast(self):
         if self.cuda:
@@ -162,7 +205,8 @@ class Trainer:
 
     # -- resume --------------------------------------------------------------------------
     def _resume(self) -> None:
-        state = load_latest(self.run_dir, self.device)
+        state = load_latest(self.run_dir, self.device)  # every rank reads the same file
+        self.world.check_same(-1 if state is None else int(state["step"]), "the step to resume from")
         if state is None:
             return
         self.model.load_state_dict(state["model"])
@@ -184,7 +228,12 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> RunResult:
-        with runs.RunLock(self.run_dir):
+        if self.spec.model.weights and not any(self.run_dir.glob("checkpoint*.pt")):
+            from gradlab import finetune
+
+            self._pretrained = finetune.load_state(self.spec.model)  # before the run directory exists
+        lock = runs.RunLock(self.run_dir) if self.world.main else contextlib.nullcontext()
+        with self.world.started(self.device), lock:
             if self.existing is not None:
                 status = runs.read_json(self.run_dir / runs.STATUS) if (self.run_dir / runs.STATUS).exists() else {}
                 if status.get("state") in runs.FINISHED_STATES:
@@ -195,11 +244,12 @@ class Trainer:
 
     def _run(self, stop: StopRequest) -> RunResult:
         record = spec_record(self.spec, self.model_info, self.data, self.env)
-        if self.existing is None:
+        if self.existing is None and self.world.main:
             runs.write_json(self.run_dir / runs.SPEC, record)
         self._resume()
         total = self.recipe.steps
-        runs.write_status(self.run_dir, runs.RUNNING, self.step, total)
+        if self.world.main:
+            runs.write_status(self.run_dir, runs.RUNNING, self.step, total)
         self.callbacks.on_start(self.run_dir, record, resumed=self.step > 0)
         bar = None
         try:
@@ -211,7 +261,8 @@ class Trainer:
             interrupted = isinstance(e, (KeyboardInterrupt, RunInterrupted))
             state = runs.INTERRUPTED if interrupted else runs.FAILED
             message = str(e) if isinstance(e, RunInterrupted) else f"{type(e).__name__}: {e}"
-            runs.write_status(self.run_dir, state, self.step, total, message)
+            if self.world.main:
+                runs.write_status(self.run_dir, state, self.step, total, message)
             self.callbacks.on_end(self.run_dir, state, message)
             raise
         finally:
@@ -236,17 +287,23 @@ class Trainer:
         interval_start, interval_images = time.perf_counter(), 0
         while self.step < total:
             step = self.step
-            batch = self.train_step(step)
+            if self.spec.compile and self.compile_s is None and not (rec is not None and rec.recording):
+                self.compile_s = self._timed_step(step)  # compiles: kept out of images/s
+                interval_start += self.compile_s
+                batch = 0  # its time and its images both stay out of images/s
+            else:
+                batch = self.train_step(step)
             self.step = done = step + 1
             interval_images += batch
             if bar is not None:
                 bar.update(1)
             if self.lr.warming and done % recipe.warmup_check_every == 0:
-                self.lr.observe(done, float(acc["err_sum"] / acc["count"].clamp_min(1)))
+                sums = self.world.totals(acc)  # every rank takes the same decision
+                self.lr.observe(done, sums["err_sum"] / max(sums["count"], 1))
             if done % recipe.eval_every == 0 or done == total:
                 elapsed = time.perf_counter() - interval_start
                 self.time_s += elapsed
-                stats = {k: v.item() for k, v in acc.items()}
+                stats = self.world.totals(acc)  # summed over ranks: the global batch's
                 for k in ("loss_sum", "err_sum", "count"):
                     acc[k].zero_()
                 row = self._evaluate(done, stats, interval_images / max(elapsed, 1e-9))
@@ -256,16 +313,32 @@ class Trainer:
                 if stats["bad_step"] >= 0 or not math.isfinite(row["train_loss"]):
                     return self._diverged(int(stats["bad_step"]), total)
                 interval_start, interval_images = time.perf_counter(), 0
+            stopping = self.world.agree(stop.requested)  # every rank stops after the same step
             if done % recipe.checkpoint_every == 0 or done == total:
                 self._checkpoint()
-                runs.write_status(self.run_dir, runs.RUNNING if done < total else runs.DONE, done, total)
-            elif stop.requested:
+                if self.world.main:
+                    runs.write_status(self.run_dir, runs.RUNNING if done < total else runs.DONE, done, total,
+                                      **self._compile_status())
+            elif stopping:
                 self._checkpoint()
-            if stop.requested and done < total:
-                raise RunInterrupted(f"{self.spec.name} stopped by {stop.name} at step {done} after writing a "
+            if stopping and done < total:
+                by = stop.name or "a signal to another process"
+                raise RunInterrupted(f"{self.spec.name} stopped by {by} at step {done} after writing a "
                                      f"checkpoint; rerun the same command to resume", stop.exit_code)
         self.callbacks.on_end(self.run_dir, runs.DONE, "")
         return RunResult(self.run_dir, runs.DONE, self.step)
+
+    def _timed_step(self, step: int) -> float:
+        """Seconds taken by one training step, waiting for the device (torch.compile's first
+        compiled step: the forward and backward graphs are compiled then)."""
+        start = time.perf_counter()
+        self.train_step(step)
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+    def _compile_status(self) -> dict:
+        return {} if self.compile_s is None else {"compile_s": round(self.compile_s, 3)}
 
     def train_step(self, step: int) -> int:
         """One optimisation step at global step `step`; returns the batch size.
@@ -277,8 +350,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = self.loader.batch(step)
+        # Recorded steps run eagerly: the recorder's hooks would make compiled code break its
+        # graph at every probe point and recompile whenever they come and go.
+        recording = self.recorder is not None and self.recorder.recording
+        forward = self.eager_forward if recording else self.forward
         with self._autocast():
-            out = self.forward(x)
+            out = forward(x)
             loss = F.cross_entropy(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -292,18 +369,22 @@ class Trainer:
             acc["count"] += y.numel()
             bad = ~torch.isfinite(loss_d) & (acc["bad_step"] < 0)
             acc["bad_step"].copy_(torch.where(bad, step, acc["bad_step"]))
-        return y.numel()
+        return y.numel() * self.world.size  # the global batch
 
     # -- evaluation and files ------------------------------------------------------------
     @torch.no_grad()
     def _error(self, x_all: torch.Tensor, y_all: torch.Tensor) -> float:
+        n = len(y_all)
+        if self.world.enabled:  # each rank its contiguous part of the set; the counts are summed
+            part = self.world.shard(n)
+            x_all, y_all = x_all[part], y_all[part]
         self.model.eval()
         wrong = torch.zeros((), device=self.device)
         for xb, yb in self.loader.eval_batches(x_all, y_all):
             with self._autocast():
                 wrong += (self.forward(xb).argmax(1) != yb).sum()
         self.model.train()
-        return float(wrong) / len(y_all)
+        return float(self.world.sum_(wrong)) / n
 
     def _evaluate(self, step: int, train_stats: dict | None, images_per_s: float) -> dict:
         count = train_stats["count"] if train_stats else 0
@@ -319,7 +400,9 @@ class Trainer:
             "time_s": self.time_s,
         }
         self.metrics_rows.append(row)
-        runs.write_parquet(self.run_dir / runs.METRICS, pd.DataFrame(self.metrics_rows, columns=runs.METRIC_COLUMNS))
+        if self.world.main:
+            runs.write_parquet(self.run_dir / runs.METRICS,
+                               pd.DataFrame(self.metrics_rows, columns=runs.METRIC_COLUMNS))
         self.callbacks.on_eval(self.run_dir, row)
         return row
 
@@ -330,14 +413,34 @@ class Trainer:
         recorded = self.recorder.frame()
         new = recorded.iloc[self.layer_rows_sent:]
         self.layer_rows_sent = len(recorded)
+        if self.world.enabled:  # dL/dh of the global batch (gradlab.distributed); the frame keeps them
+            recorded = self._full_batch_act_grads(recorded, len(recorded) - len(new))
+            new = recorded.iloc[len(recorded) - len(new):]
+            if not self.world.main:
+                return
         if len(new):
             self.callbacks.on_layers(self.run_dir, new)
         frames = [f for f in (self.prior_layers, recorded) if f is not None and len(f)]
         if frames:
             runs.write_parquet(self.run_dir / runs.LAYERS, pd.concat(frames, ignore_index=True))
 
+    def _full_batch_act_grads(self, recorded: pd.DataFrame, start: int) -> pd.DataFrame:
+        """``recorded`` with the act_grad_norm values of rows ``start:`` combined over ranks;
+        the combined rows are kept for the next flush (the recorder only has this rank's)."""
+        from gradlab import stat_names as S
+
+        out = pd.concat([f for f in (self._synced_layers, recorded.iloc[start:]) if f is not None],
+                        ignore_index=True)
+        rows = out.index[start:][out["stat"].iloc[start:].to_numpy() == S.ACT_GRAD_NORM]
+        out.loc[rows, "value"] = self.world.full_batch_grad_norms(out.loc[rows, "value"].to_numpy())
+        self._synced_layers = out
+        return out
+
     def _checkpoint(self) -> None:
         self._flush_layers()
+        if not self.world.main:
+            self.last_checkpoint = self.step
+            return
         state = {
             "format_version": runs.FORMAT_VERSION,
             "step": self.step,
@@ -359,8 +462,9 @@ class Trainer:
         message = f"loss became non-finite at step {bad_step}"
         if where:
             message += f"; first non-finite {where['what']} in {where['layer']} at step {where['step']}"
-        runs.write_status(self.run_dir, runs.DIVERGED, self.step, total, message,
-                          diverged_step=bad_step, nonfinite=where)
+        if self.world.main:
+            runs.write_status(self.run_dir, runs.DIVERGED, self.step, total, message, **self._compile_status(),
+                              diverged_step=bad_step, nonfinite=where)
         self.callbacks.on_end(self.run_dir, runs.DIVERGED, message)
         return RunResult(self.run_dir, runs.DIVERGED, self.step, message)
 

@@ -2,9 +2,61 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from gradlab.cli.options import preset_from, run_options, spec_overrides, trackers_from
+from gradlab.launch import LAUNCHERS
+
+
+def launcher_options(f):
+    """Where the runs execute: here (--jobs), or as submitit jobs (SLURM or local)."""
+    options = [
+        click.option("--launcher", type=click.Choice(LAUNCHERS), default="local",
+                     show_default=True,
+                     help="local: here (--jobs at once); slurm: one SLURM job array through submitit; "
+                          "submitit-local: the same jobs as local subprocesses (try a sweep without SLURM)."),
+        click.option("--partition", default=None, help="slurm: the partition to submit to."),
+        click.option("--gpus-per-run", type=click.IntRange(min=0), default=None,
+                     help="slurm/submitit-local: GPUs per run [slurm: 1, submitit-local: 0]."),
+        click.option("--cpus-per-run", type=click.IntRange(min=1), default=None,
+                     help="slurm/submitit-local: CPUs per run (also its torch threads) [slurm: the cluster's default]."),
+        click.option("--timeout-min", type=click.IntRange(min=1), default=None,
+                     help="slurm/submitit-local: time limit per job in minutes [1440]; a run that hits it is "
+                          "requeued and resumes from its checkpoint."),
+        click.option("--array-parallelism", type=click.IntRange(min=1), default=None,
+                     help="slurm: at most this many runs at once [all]."),
+        click.option("--wait/--no-wait", default=True, show_default=True,
+                     help="--no-wait (slurm/submitit-local): submit, print the job ids and the report command, exit."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def launcher_from(launcher, jobs, wait, partition, gpus_per_run, cpus_per_run, timeout_min, array_parallelism):
+    """SubmititLauncher arguments, or None for the local launcher; nonsense combinations are usage errors."""
+    given = {"--partition": partition, "--gpus-per-run": gpus_per_run, "--cpus-per-run": cpus_per_run,
+             "--timeout-min": timeout_min, "--array-parallelism": array_parallelism}
+    if launcher == "local":
+        used = [k for k, v in given.items() if v is not None] + ([] if wait else ["--no-wait"])
+        if used:
+            raise click.UsageError(f"{', '.join(used)} apply to submitted jobs; add --launcher slurm "
+                                   f"(or --launcher submitit-local to try it here)")
+        return None
+    if jobs != 1:
+        raise click.UsageError(f"--jobs is for --launcher local; with --launcher {launcher} every run is its own "
+                               f"job" + (" (limit how many run at once with --array-parallelism)"
+                                         if launcher == "slurm" else ""))
+    if launcher == "submitit-local":
+        used = [k for k in ("--partition", "--array-parallelism") if given[k] is not None]
+        if used:
+            raise click.UsageError(f"{', '.join(used)} apply to --launcher slurm only; submitit-local starts "
+                                   f"every run at once on this machine")
+    return {"cluster": "slurm" if launcher == "slurm" else "local", "partition": partition,
+            "gpus_per_run": gpus_per_run, "cpus_per_run": cpus_per_run, "timeout_min": timeout_min,
+            "array_parallelism": array_parallelism}
 
 
 @click.command()
@@ -17,18 +69,26 @@ from gradlab.cli.options import preset_from, run_options, spec_overrides, tracke
 @click.option("--formats", default="pdf,png", show_default=True, help="Figure formats.")
 @click.option("--style", type=click.Choice(["paper", "notebook"]), default="paper", show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
+@launcher_options
 @run_options
-def compare(depths, families, seeds, out, jobs, formats, style, progress, **opts):
+def compare(depths, families, seeds, out, jobs, formats, style, progress, launcher, partition, gpus_per_run,
+            cpus_per_run, timeout_min, array_parallelism, wait, **opts):
     """Train plain and residual networks at matched depths and build a report.
 
     One run per (family, depth, seed) goes to <runs-dir>/<experiment>/; finished runs
     are reused and interrupted ones resume, so rerunning the command is safe. The
     report (figures, table, summary) goes to --out.
 
+    With --launcher slurm every run is one task of a SLURM job array (submitit);
+    submitting again skips finished runs and runs whose job is still pending or running.
+
     \b
     Examples:
       gradlab compare --depths 20,56,110 --preset quick      # offline, digits, minutes on a CPU
       gradlab compare --depths 20,32,44,56 --preset paper --data-dir ~/data   # CIFAR-10 (GPU)
+      gradlab compare --depths 20,56,110 --preset paper --data-dir ~/data --launcher slurm --no-wait
+      gradlab compare --depths 8 --preset quick --launcher submitit-local   # the job path, here
+      gradlab compare --preset imagenet_fig4 --data-dir /data/imagenet --launcher slurm   # Fig. 4
     """
     from gradlab.compare import compare as run_compare
     from gradlab.compare import parse_families, parse_int_list, plan
@@ -41,14 +101,26 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, **opts
     bad = [f for f in fmt if f not in ("pdf", "png", "svg")]
     if bad or not fmt:
         raise click.BadParameter(f"unknown format {', '.join(bad) or '(none)'}; use pdf, png or svg", param_hint="--formats")
+    where = launcher_from(launcher, jobs, wait, partition, gpus_per_run, cpus_per_run, timeout_min,
+                          array_parallelism)
     specs = plan(preset, depths, families, seeds, **spec_overrides(opts))
     first = specs[0]
     click.echo(f"compare: {len(specs)} runs ({', '.join(families)} x depths {', '.join(map(str, depths))} x "
                f"seeds {', '.join(map(str, seeds))}) on {first.data.name}, {first.recipe.steps} steps each "
                f"-> {opts['runs_dir']}/{first.experiment}", err=True)
     trackers = trackers_from(opts)
+    notify = functools.partial(click.echo, err=True)
+    launch = None
+    if where is not None:
+        from gradlab.launch import SubmititLauncher
+
+        launch = SubmititLauncher(**where, callbacks=trackers, notify=notify)
+        launch.check_available()
     result = run_compare(specs, opts["runs_dir"], out=out, jobs=jobs, formats=fmt, style=style, progress=progress,
-                         notify=lambda m: click.echo(m, err=True), callbacks=trackers)
+                         notify=notify, callbacks=trackers, launcher=launch, wait=wait)
+    if not wait:
+        _echo_submitted(result, opts["runs_dir"], first.experiment, out)
+        return
     from gradlab.tracking import log_report
 
     for tracker in trackers:
@@ -59,3 +131,20 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, **opts
     if result.failed:
         click.echo(f"{len(result.failed)} run(s) did not finish: {', '.join(result.failed)}", err=True)
         raise SystemExit(1)
+
+
+def _echo_submitted(result, runs_dir, experiment, out) -> None:
+    """What was submitted, where its logs go, and what to run when it is done."""
+    import shlex
+
+    new = [s for s in result.submitted if s.new]
+    for sub in result.submitted:
+        what = "submitted as job" if sub.new else f"already {sub.state.lower()} as job"
+        click.echo(f"{sub.spec.name}: {what} {sub.job_id}, log {sub.record.get('stderr')}", err=True)
+    finished = len(result.outcomes)
+    click.echo(f"{len(new)} run(s) submitted, {len(result.submitted) - len(new)} still queued or running from "
+               f"before, {finished} already finished", err=True)
+    report = ["gradlab", "report", f"{runs_dir}/{experiment}"] + (["--out", str(out)] if out else [])
+    click.echo("when the jobs are done, build the report with:")
+    click.echo(f"  {shlex.join(report)}")
+    click.echo("(or rerun this command without --no-wait: it submits nothing new, waits, then reports)")

@@ -10,12 +10,15 @@ from gradlab.data import DATASETS
 def run_options(f):
     """Preset/config, data and recipe overrides, device and output location."""
     options = [
-        click.option("--preset", default=None, help="Named preset from experiments/ (paper, quick). Default: paper."),
+        click.option("--preset", default=None, help="Named preset from experiments/ (paper, quick, imagenet_fig4). Default: paper."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
                      help="A preset TOML file instead of a named preset."),
         click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Dataset (overrides the preset)."),
         click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                      help="Folder holding the dataset files (default: $GRADLAB_DATA or ~/.cache/gradlab/data)."),
+        click.option("--image-size", type=click.IntRange(min=8), default=None,
+                     help="imagefolder only: training crop side in pixels (default 224; evaluation resizes "
+                          "to 256/224 of it and center-crops)."),
         click.option("--val-split", type=click.IntRange(min=0), default=None,
                      help="Training images held out for validation (the paper: 5000)."),
         click.option("--steps", type=int, default=None,
@@ -27,7 +30,11 @@ def run_options(f):
                      help="Where run directories go (<runs-dir>/<experiment>/<run>)."),
         click.option("--experiment", default=None, help="Experiment name (default: <preset>-<dataset>)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
+        click.option("--compile", "compile_", is_flag=True,
+                     help="torch.compile the model (recorded steps run eagerly; compile time is reported apart)."),
+        click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune",
+                                                          "max-autotune-no-cudagraphs"]), default=None,
+                     help="torch.compile mode (implies --compile); reduce-overhead uses CUDA graphs on a GPU."),
         click.option("--wandb", "wandb_mode", type=click.Choice(["online", "offline", "disabled"]), default=None,
                      help="Track runs in W&B (default: disabled, or what WANDB_MODE says)."),
         click.option("--wandb-project", default="gradlab", show_default=True, help="W&B project."),
@@ -53,8 +60,10 @@ def spec_overrides(opts: dict) -> dict:
         "experiment": opts["experiment"],
         "device": opts["device"],
         "compile": opts["compile_"],
+        "compile_mode": opts["compile_mode"],
         "steps": opts["steps"],
-        "data": {"name": opts["dataset"], "data_dir": opts["data_dir"], "val_split": opts["val_split"]},
+        "data": {"name": opts["dataset"], "data_dir": opts["data_dir"], "val_split": opts["val_split"],
+                 "image_size": opts["image_size"]},
         "recipe": {"batch_size": opts["batch_size"], "lr": opts["lr"], "record": False if opts["no_record"] else None},
     }
 

@@ -258,9 +258,17 @@ class Trainer:
             bar = self._progress_bar(total)
             return self._loop(total, bar, stop)
         except BaseException as e:
-            interrupted = isinstance(e, (KeyboardInterrupt, RunInterrupted))
+            # SystemExit: a scheduler's signal handler ended the process (submitit exits this
+            # way after requeueing a preempted or timed-out job, which then resumes the run)
+            interrupted = isinstance(e, (KeyboardInterrupt, RunInterrupted, SystemExit))
             state = runs.INTERRUPTED if interrupted else runs.FAILED
-            message = str(e) if isinstance(e, RunInterrupted) else f"{type(e).__name__}: {e}"
+            if isinstance(e, RunInterrupted):
+                message = str(e)
+            elif isinstance(e, SystemExit):
+                message = (f"the process was told to exit (code {e.code}) at step {self.step}, e.g. by a job "
+                           f"scheduler; rerun or requeue it to resume from the last checkpoint")
+            else:
+                message = f"{type(e).__name__}: {e}"
             if self.world.main:
                 runs.write_status(self.run_dir, state, self.step, total, message)
             self.callbacks.on_end(self.run_dir, state, message)

@@ -106,3 +106,20 @@ def test_divergence_is_a_state_not_an_exception(tmp_path):
     assert status["state"] == "diverged" and 0 <= status["diverged_step"] < 30
     assert "non-finite" in status["message"]
     assert status["nonfinite"]["layer"] and status["nonfinite"]["step"] <= status["diverged_step"]
+
+
+def test_a_scheduler_exit_marks_the_run_interrupted_and_it_resumes(tmp_path):
+    """submitit ends a preempted or timed-out job with sys.exit after requeueing it."""
+
+    class Preempted(Callback):
+        def on_eval(self, run_dir, row):
+            if row["step"] == 20:
+                raise SystemExit(-1)
+
+    spec = quick_spec(steps=40)
+    with pytest.raises(SystemExit):
+        train(spec, tmp_path, progress=False, callbacks=[Preempted()])
+    status = json.loads((tmp_path / "quick-digits" / "resnet8-s0" / runs.STATUS).read_text())
+    assert status["state"] == runs.INTERRUPTED and "resume" in status["message"]
+    result = train(spec, tmp_path, progress=False)
+    assert result.state == runs.DONE and result.step == 40

@@ -30,6 +30,7 @@ from gradlab.errors import RunDirError, RunInterrupted
 from gradlab.interrupt import StopRequest, graceful_stop
 from gradlab.loader import DeviceLoader
 from gradlab.lr_schedule import StepLR
+from gradlab.progress import progress_bar
 
 
 @dataclass
@@ -280,12 +281,7 @@ class Trainer:
                 self.recorder.stop()
 
     def _progress_bar(self, total: int):
-        if not self.progress:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, initial=self.step, desc=self.spec.name, unit="step", leave=False,
-                    dynamic_ncols=True, file=sys.stderr)
+        return progress_bar(total, self.spec.name, "step", self.progress, initial=self.step)
 
     def _loop(self, total: int, bar, stop: StopRequest) -> RunResult:
         recipe, acc = self.recipe, self.acc

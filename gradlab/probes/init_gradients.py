@@ -20,7 +20,6 @@ the first conv layer with the last conv layer (not the classifier), as the repor
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -30,17 +29,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gradlab import stat_names as S
-from gradlab.compare import FAMILIES, model_name
-from gradlab.environment import describe, resolve_device
-from gradlab.errors import ConfigError
-from gradlab.models import build
+from gradlab.compare import FAMILIES
+from gradlab.environment import describe
 from gradlab.models.probe_points import CONV, FC
-from gradlab.probes.init_inputs import probe_batch
 from gradlab.probes.recorder import watch
 from gradlab.probes.result import ProbeResult
+from gradlab.probes.sweep import Sweep
 
-__all__ = ["KIND", "STATS", "check_families", "check_seeds", "first_last_ratios", "init_gradients", "layer_gradients",
-           "seed_mean"]
+__all__ = ["KIND", "STATS", "first_last_ratios", "init_gradients", "layer_gradients", "seed_mean"]
 
 KIND = "probe-gradients"
 STATS = (S.GRAD_NORM, S.ACT_GRAD_NORM)
@@ -106,23 +102,6 @@ def first_last_ratios(by_model: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["family", "depth", "model", "stat", "first", "last", "ratio"])
 
 
-def check_seeds(seeds) -> tuple[int, ...]:
-    """Seeds as a tuple; a clear ConfigError before any work for junk (also used by spp)."""
-    seeds = tuple(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise ConfigError(f"seeds must be whole numbers >= 0, e.g. 0,1,2; got {', '.join(map(str, seeds)) or 'none'}")
-    return seeds
-
-
-def check_families(families) -> tuple[str, ...]:
-    """Families as a tuple of "plain"/"resnet"; a clear ConfigError otherwise."""
-    families = tuple(families)
-    bad = [f for f in families if f not in FAMILIES]
-    if bad or not families:
-        raise ConfigError(f"families: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(FAMILIES)}")
-    return families
-
-
 def init_gradients(
     depths=(20, 56, 110),
     families=FAMILIES,
@@ -139,43 +118,18 @@ def init_gradients(
     and "ratios" (first/last conv layer per model and stat). Seed s sets both the weights
     and which examples form the batch. progress: a bar on stderr (None: only on a terminal).
     """
-    families = check_families(families)
-    seeds = check_seeds(seeds)
-    names = {(f, int(d)): model_name(f, int(d)) for d in depths for f in families}  # validates depths first
-    dev = resolve_device(device)
-    batches = {s: probe_batch(dataset, batch_size, seed=s, data_dir=data_dir, device=dev) for s in seeds}
-    todo = [(f, d, s) for (f, d) in sorted(names, key=lambda k: (k[1], k[0])) for s in seeds]
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc="probe gradients", unit="net", leave=False, dynamic_ncols=True,
-                   file=sys.stderr)  # fmt: skip
+    sweep = Sweep.plan(depths, families, seeds, batch_size, dataset, data_dir, device)
     start = time.perf_counter()
-    parts = []
-    try:
-        for family, depth, seed in todo:
-            batch = batches[seed]
-            torch.manual_seed(seed)
-            model = build(names[family, depth], num_classes=batch.num_classes, in_channels=batch.in_channels).to(dev)
-            part = layer_gradients(model, batch.x, batch.y)
-            parts.append(part.assign(family=family, depth=depth, model=names[family, depth], seed=seed))
-            del model
-            if bar is not None:
-                bar.set_postfix_str(f"{names[family, depth]} s{seed}")
-                bar.update()
-    finally:
-        if bar is not None:
-            bar.close()
+    parts = [layer_gradients(model, batch.x, batch.y).assign(family=family, depth=depth, model=name, seed=seed)
+             for family, depth, name, seed, model, batch in sweep.models("probe gradients", progress)]
     elapsed = time.perf_counter() - start
     layers = pd.concat(parts, ignore_index=True)
     layers = layers[["family", "depth", "model", "seed", *LAYER_COLUMNS]].astype({"depth": np.int64, "seed": np.int64})
     by_model = seed_mean(layers)
     settings = {
         "depths": sorted({int(d) for d in depths}),
-        "families": list(families),
-        "seeds": list(seeds),
+        "families": list(dict.fromkeys(f for f, _ in sweep.names)),
+        "seeds": list(sweep.seeds),
         "batch_size": batch_size,
         "dataset": dataset,
         "inputs": "real",
@@ -183,6 +137,6 @@ def init_gradients(
         "loss": "cross_entropy",
         "elapsed_s": round(elapsed, 2),
     }
-    env = describe(dev)
+    env = describe(sweep.device)
     return ProbeResult(KIND, {"layers": layers, "by_model": by_model, "ratios": first_last_ratios(by_model)},
                        settings, env)  # fmt: skip

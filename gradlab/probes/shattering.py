@@ -37,7 +37,6 @@ the paper's covariance C(x, x'); a linear net's constant gradient gives exactly 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
@@ -45,6 +44,7 @@ import torch
 
 from gradlab.errors import ConfigError
 from gradlab.probes.result import ProbeResult
+from gradlab.progress import progress_bar
 
 __all__ = ["KIND", "ShatteringSettings", "input_gradients", "predicted", "shattering"]
 
@@ -186,7 +186,7 @@ def shattering(settings: ShatteringSettings | None = None, progress: bool | None
     x = torch.linspace(s.low, s.high, s.points)
     depths = torch.arange(1, s.max_depth + 1)
     autocorr_rows, pair_rows, example_rows = [], [], []
-    bar = _bar(s.seeds * len(FAMILIES), progress)
+    bar = progress_bar(s.seeds * len(FAMILIES), "shattering", "net", progress)
     with torch.no_grad():
         for seed in range(s.seeds):
             weights = _Weights.draw(s, seed)
@@ -220,14 +220,6 @@ def shattering(settings: ShatteringSettings | None = None, progress: bool | None
                       "resnet": "1/sqrt(L) (resnets with batch normalization)"},
     }
     return ProbeResult(KIND, tables, settings_record, _env())
-
-
-def _bar(total: int, progress: bool | None):
-    if not (sys.stderr.isatty() if progress is None else progress):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="shattering", unit="net", leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
 def _env() -> dict:

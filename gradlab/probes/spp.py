@@ -22,7 +22,6 @@ a plain net's stays constant. Variances are population variances (divisor N*H*W)
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -30,14 +29,12 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from gradlab.compare import FAMILIES, model_name
-from gradlab.environment import describe, resolve_device
+from gradlab.compare import FAMILIES
+from gradlab.environment import describe
 from gradlab.errors import ModelError
-from gradlab.models import build
 from gradlab.models.probe_points import BLOCK, BRANCH
-from gradlab.probes.init_gradients import check_families, check_seeds
-from gradlab.probes.init_inputs import probe_batch
 from gradlab.probes.result import ProbeResult
+from gradlab.probes.sweep import Sweep
 from gradlab.probes.targets import resolve
 
 __all__ = ["BRANCH_VAR", "KIND", "SQ_MEAN", "STATS", "VAR", "block_signals", "channel_stats", "signal_propagation"]
@@ -117,34 +114,11 @@ def signal_propagation(
     "by_model" (mean over seeds). inputs: "gaussian" (N(0, 1) in the dataset's image shape,
     no files needed) or "real" (a normalized training batch). Seed s sets the weights and
     the batch. progress: a bar on stderr (None: only on a terminal)."""
-    families = check_families(families)
-    seeds = check_seeds(seeds)
-    names = {(f, int(d)): model_name(f, int(d)) for d in depths for f in families}
-    dev = resolve_device(device)
-    batches = {s: probe_batch(dataset, batch_size, seed=s, inputs=inputs, data_dir=data_dir, device=dev)
-               for s in seeds}  # fmt: skip
-    todo = [(f, d, s) for (f, d) in sorted(names, key=lambda k: (k[1], k[0])) for s in seeds]
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc="probe spp", unit="net", leave=False, dynamic_ncols=True, file=sys.stderr)
+    sweep = Sweep.plan(depths, families, seeds, batch_size, dataset, data_dir, device, inputs)
     start = time.perf_counter()
-    parts = []
-    try:
-        for family, depth, seed in todo:
-            batch = batches[seed]
-            torch.manual_seed(seed)
-            model = build(names[family, depth], num_classes=batch.num_classes, in_channels=batch.in_channels,
-                          zero_init_residual=zero_init_residual).to(dev)  # fmt: skip
-            part = block_signals(model, batch.x)
-            parts.append(part.assign(family=family, depth=depth, model=names[family, depth], seed=seed))
-            if bar is not None:
-                bar.update()
-    finally:
-        if bar is not None:
-            bar.close()
+    parts = [block_signals(model, batch.x).assign(family=family, depth=depth, model=name, seed=seed)
+             for family, depth, name, seed, model, batch
+             in sweep.models("probe spp", progress, zero_init_residual=zero_init_residual)]
     elapsed = time.perf_counter() - start
     spp = pd.concat(parts, ignore_index=True)
     spp = spp[["family", "depth", "model", "seed", *BLOCK_COLUMNS]].astype(
@@ -153,8 +127,8 @@ def signal_propagation(
     by_model = spp.groupby(keys, sort=True).agg(value=("value", "mean"), n=("value", "count")).reset_index()
     settings = {
         "depths": sorted({int(d) for d in depths}),
-        "families": list(families),
-        "seeds": list(seeds),
+        "families": list(dict.fromkeys(f for f, _ in sweep.names)),
+        "seeds": list(sweep.seeds),
         "batch_size": batch_size,
         "dataset": dataset,
         "inputs": inputs,
@@ -162,4 +136,4 @@ def signal_propagation(
         "mode": "train (BatchNorm with batch statistics)",
         "elapsed_s": round(elapsed, 2),
     }
-    return ProbeResult(KIND, {"spp": spp, "by_model": by_model}, settings, describe(dev))
+    return ProbeResult(KIND, {"spp": spp, "by_model": by_model}, settings, describe(sweep.device))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
@@ -28,17 +30,26 @@ def flow_figure(flow_models: pd.DataFrame, phase: str, step_label: str, palette:
     families = _families(sub)
     fig = new_figure(style.full_width, style.panel_height * (0.35 + 1.05 * len(stats)))
     axes = fig.subplots(len(stats), len(families), sharex=True, sharey="row", squeeze=False)
+    norm_panels(axes, sub, stats, families, palette, lambda family, depth: legend_label(family, depth, notes), style)
+    fig.suptitle(f"Gradient flow {PHASE_TITLES.get(phase, phase)} ({step_label})")
+    return fig
+
+
+def norm_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str], palette: dict,
+                label: Callable[[str, int], str], style: Style) -> None:
+    """Norms along depth: axes[r, c] gets stat r of family c, one line per depth
+    (columns position, value), log y, titles on the top row and labels on the edges."""
     w = style.rc.get("lines.linewidth", 1.0)
     for r, stat in enumerate(stats):
         for c, family in enumerate(families):
             ax = axes[r, c]
-            d = sub[(sub["stat"] == stat) & (sub["family"] == family)]
+            d = frame[(frame["stat"] == stat) & (frame["family"] == family)]
             for depth in sorted(d["depth"].unique()):
                 line = d[d["depth"] == depth].sort_values("position")
                 ax.plot(
                     line["position"], line["value"], color=palette[int(depth)], lw=w,
                     marker="." if len(line) <= 30 else None, ms=3 * w,
-                    label=legend_label(family, int(depth), notes), zorder=2 + 1 / (1 + depth),
+                    label=label(family, int(depth)), zorder=2 + 1 / (1 + depth),
                 )  # fmt: skip
             ax.set_yscale("log")
             if r == 0:
@@ -48,8 +59,6 @@ def flow_figure(flow_models: pd.DataFrame, phase: str, step_label: str, palette:
                 ax.set_xlabel("layer (1 = input side)")
             if c == 0:
                 ax.set_ylabel(STAT_LABELS[stat])
-    fig.suptitle(f"Gradient flow {PHASE_TITLES.get(phase, phase)} ({step_label})")
-    return fig
 
 
 def heatmap_range(maps: list[tuple[dict, pd.DataFrame]]) -> tuple[float, float]:

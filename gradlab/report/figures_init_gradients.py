@@ -12,10 +12,9 @@ import pandas as pd
 from gradlab import stat_names as S
 from gradlab.analysis_dirs import Analysis
 from gradlab.report.figures_curves import _families
-from gradlab.report.figures_flow import STAT_LABELS
+from gradlab.report.figures_flow import STAT_LABELS, norm_panels
 from gradlab.report.style import (
     FAMILY_LINESTYLES, FAMILY_MARKERS, PLAIN, RESNET, Style, depth_palette, family_title, model_label, new_figure,
-    panel_title,
 )  # fmt: skip
 from gradlab.report.summary import _trend
 
@@ -39,27 +38,12 @@ def figure(analysis: Analysis, style: Style):
     palette = depth_palette(by_model["depth"])
     fig = new_figure(style.full_width, style.panel_height * (0.35 + 1.05 * len(stats)))
     axes = fig.subplots(len(stats), len(families) + 1, squeeze=False)
+    for r in range(len(stats)):
+        for c in range(1, len(families)):
+            axes[r, c].sharey(axes[r, 0])
+    norm_panels(axes, by_model, stats, families, palette, model_label, style)
     w = style.rc.get("lines.linewidth", 1.0)
     for r, stat in enumerate(stats):
-        row = by_model[by_model["stat"] == stat]
-        for c, family in enumerate(families):
-            ax = axes[r, c]
-            if c:
-                ax.sharey(axes[r, 0])
-            d = row[row["family"] == family]
-            for depth in sorted(d["depth"].unique()):
-                line = d[d["depth"] == depth].sort_values("position")
-                ax.plot(line["position"], line["value"], color=palette[int(depth)], lw=w,
-                        marker="." if len(line) <= 30 else None, ms=3 * w,
-                        label=model_label(family, int(depth)), zorder=2 + 1 / (1 + depth))  # fmt: skip
-            ax.set_yscale("log")
-            if r == 0:
-                ax.set_title(panel_title(family))
-                ax.legend(loc="best")
-            if r == len(stats) - 1:
-                ax.set_xlabel("layer (1 = input side)")
-            if c == 0:
-                ax.set_ylabel(STAT_LABELS[stat])
         ax = axes[r, -1]
         rr = ratios[ratios["stat"] == stat]
         for family in _families(rr) if len(rr) else []:

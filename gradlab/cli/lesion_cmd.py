@@ -1,4 +1,4 @@
-"""`gradlab lesion RUNS...`: delete one block of trained nets at a time (Veit et al. 2016)."""
+"""`gradlab lesion RUNS...`: delete one layer or block of trained nets at a time (Veit et al. 2016)."""
 
 from __future__ import annotations
 
@@ -13,23 +13,28 @@ from gradlab.report.style import STYLES
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Result folder [default: <experiment folder of the runs>/lesion].")
+@click.option("--plain-unit", type=click.Choice(["layer", "block"]), default="layer", show_default=True,
+              help="What plain nets lose per deletion (residual nets always lose one block).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, auto, cuda or cuda:N.")
 @click.option("--formats", default="pdf,png", show_default=True, help="Figure formats, comma-separated.")
 @click.option("--style", type=click.Choice(STYLES), default="paper", show_default=True, help="Figure style.")
-def lesion(runs: tuple[Path, ...], out: Path | None, device: str, formats: str, style: str) -> None:
-    """Test error of trained nets with each block deleted in turn, plain vs residual.
+def lesion(runs: tuple[Path, ...], out: Path | None, plain_unit: str, device: str, formats: str,
+           style: str) -> None:
+    """Test error of trained nets with each layer (plain) or block (residual) deleted in turn.
 
     RUNS are finished run directories or folders of them. A residual block is deleted by
-    zeroing its branch (only the shortcut is left); a plain block by replacing it with the
-    identity where its input and output shapes match. Runs inside a folder that are not
-    finished are left out with a warning.
+    zeroing its branch (only the shortcut is left). A plain net loses one weighted layer at
+    a time (conv with its BN and ReLU), or with --plain-unit block one whole block, replaced
+    by the identity where its input and output shapes match (others: NaN). Runs inside a
+    folder that are not finished are left out with a warning.
 
     \b
     Example (after `gradlab compare --depths 20,56,110 --preset quick`):
       gradlab lesion runs/quick-digits            # writes runs/quick-digits/lesion
+      gradlab lesion runs/quick-digits --plain-unit block --out /tmp/lesion-blocks
     """
     from gradlab.analysis_dirs import check_out_dir, read_analysis
-    from gradlab.probes.lesion import KIND, collect_runs, default_out_dir
+    from gradlab.probes.lesion import KIND, collect_runs, default_out_dir, no_deletion_warnings
     from gradlab.probes.lesion import lesion as measure
     from gradlab.report.analyses import draw_analysis
     from gradlab.report.build import parse_formats
@@ -40,7 +45,9 @@ def lesion(runs: tuple[Path, ...], out: Path | None, device: str, formats: str, 
     out = check_out_dir(out if out is not None else default_out_dir(found), KIND)
     for w in warnings:
         click.secho(f"warning: {w}", fg="yellow", err=True)
-    result = measure(found, device=device)
+    result = measure(found, unit=plain_unit, device=device)
+    for w in no_deletion_warnings(result):
+        click.secho(f"warning: {w}", fg="yellow", err=True)
     folder = result.save(out)
     figures = draw_analysis(folder, formats=formats, style=style)
     click.echo(f"lesioned {len(found)} run(s) into {folder}")

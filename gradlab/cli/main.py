@@ -22,7 +22,7 @@ COMMANDS = {
     "compare": ("gradlab.cli.compare_cmd", "compare", "Train plain vs residual nets and report."),
     "report": ("gradlab.cli.report_cmd", "report", "Build paper-style figures from runs."),
     "probe": ("gradlab.cli.probe_cmd", "probe", "At-init analyses: gradient flow, signal propagation, shattering."),
-    "lesion": ("gradlab.cli.lesion_cmd", "lesion", "Delete blocks of a trained net one at a time (Veit et al.)."),
+    "lesion": ("gradlab.cli.lesion_cmd", "lesion", "Delete layers or blocks of trained nets one at a time (Veit et al.)."),
     "bench": ("gradlab.cli.bench_cmd", "bench", "Measure speed and overhead side by side."),
 }
 

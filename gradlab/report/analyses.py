@@ -25,7 +25,7 @@ from typing import Iterable
 
 from gradlab.analysis_dirs import Analysis, find_analysis_dirs, read_analysis
 from gradlab.errors import RunDirError
-from gradlab.report.build import DEFAULT_FORMATS, ReportError, _save_figure, parse_formats
+from gradlab.report.build import DEFAULT_FORMATS, ReportError, save_figure, parse_formats
 from gradlab.report.style import get_style, theme
 
 __all__ = ["FIGURE_MODULES", "AnalysisEntry", "analysis_sentences", "draw_analysis", "figure_module", "load_analyses"]
@@ -127,7 +127,7 @@ def draw_analysis(analysis_dir: Path | str, formats: str | Iterable[str] = DEFAU
     files: list[Path] = []
     with theme(look):
         fig = entry.figure(look)
-        _save_figure(fig, Path(analysis_dir), entry.name, formats, look.dpi, files)
+        save_figure(fig, Path(analysis_dir), entry.name, formats, look.dpi, files)
     return files
 
 

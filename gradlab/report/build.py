@@ -161,7 +161,7 @@ def _write_csv(path: Path, frame: pd.DataFrame, files: list[Path]) -> None:
     _write_text(path, buf.getvalue(), files)
 
 
-def _save_figure(fig, out_dir: Path, name: str, formats, dpi: int, files: list[Path]) -> dict[str, Path]:
+def save_figure(fig, out_dir: Path, name: str, formats, dpi: int, files: list[Path]) -> dict[str, Path]:
     saved = {}
     # lay the figure out once: the first save runs constrained layout, later saves reuse it
     for i, fmt in enumerate(formats):
@@ -188,7 +188,7 @@ class _Job:
 
 
 def _render_jobs(jobs: list[_Job], out_dir: Path, formats, dpi: int) -> dict[str, dict[str, Path]]:
-    return {j.name: _save_figure(j.make(*j.args), out_dir, j.name, formats, dpi, []) for j in jobs}
+    return {j.name: save_figure(j.make(*j.args), out_dir, j.name, formats, dpi, []) for j in jobs}
 
 
 def _fork_available() -> bool:

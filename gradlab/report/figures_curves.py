@@ -21,7 +21,8 @@ from gradlab.report.style import (
 )
 
 
-def _families(frame: pd.DataFrame) -> list[str]:
+def families_in(frame: pd.DataFrame) -> list[str]:
+    """The families present in `frame`, plain before resnet (then any others)."""
     present = list(dict.fromkeys(frame["family"]))
     return [f for f in FAMILY_ORDER if f in present] + [f for f in present if f not in FAMILY_ORDER]
 
@@ -37,7 +38,7 @@ def curves_figure(curves: pd.DataFrame, palette: dict, notes: dict, style: Style
     Several seeds of one model: the mean at each evaluation, with the test-error
     min–max over seeds shaded.
     """
-    families = _families(curves)
+    families = families_in(curves)
     fig = new_figure(style.full_width, style.panel_height * 1.35)
     axes = np.atleast_1d(fig.subplots(1, len(families), sharey=True, squeeze=False)[0])
     max_step = float(curves["step"].max()) if len(curves) else 0.0
@@ -96,7 +97,7 @@ def finals_figure(models: pd.DataFrame, palette: dict, style: Style, notes: dict
     depths = sorted(models["depth"].unique())
     w = style.rc.get("lines.linewidth", 1.0)
     for ax, which, title in zip(axes, ("train", "test"), ("training error", "test error")):
-        for family in _families(models):
+        for family in families_in(models):
             sub = models[models["family"] == family].sort_values("depth")
             x = sub["depth"].to_numpy(dtype=float)
             y = pct(sub[f"{which}_mean"].to_numpy(dtype=float))
@@ -137,7 +138,7 @@ def finals_figure(models: pd.DataFrame, palette: dict, style: Style, notes: dict
             ms=4.5 * w,
             label=family_title(f),
         )  # fmt: skip
-        for f in _families(models)
+        for f in families_in(models)
         if f in FAMILY_MARKERS
     ]
     if any((f, int(d)) in notes for f, d in zip(models["family"], models["depth"])):

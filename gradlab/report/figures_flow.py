@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 
 from gradlab import stat_names as S
-from gradlab.report.figures_curves import _families, legend_label
+from gradlab.report.figures_curves import families_in, legend_label
 from gradlab.report.style import HEATMAP_CMAP, Style, model_label, new_figure, panel_title
 
 STAT_LABELS = {
@@ -27,7 +27,7 @@ def flow_figure(flow_models: pd.DataFrame, phase: str, step_label: str, palette:
     """
     sub = flow_models[flow_models["phase"] == phase]
     stats = [s for s in (S.GRAD_NORM, S.ACT_GRAD_NORM) if (sub["stat"] == s).any()]
-    families = _families(sub)
+    families = families_in(sub)
     fig = new_figure(style.full_width, style.panel_height * (0.35 + 1.05 * len(stats)))
     axes = fig.subplots(len(stats), len(families), sharex=True, sharey="row", squeeze=False)
     norm_panels(axes, sub, stats, families, palette, lambda family, depth: legend_label(family, depth, notes), style)
@@ -79,7 +79,7 @@ def heatmap_figure(maps: list[tuple[dict, pd.DataFrame]], style: Style, value_ra
     order (the recording schedule is denser early); ticks show their step. One log colour
     scale (value_range) for all panels so runs compare directly.
     """
-    families = _families(pd.DataFrame({"family": [r["family"] for r, _ in maps]}))
+    families = families_in(pd.DataFrame({"family": [r["family"] for r, _ in maps]}))
     depths = sorted({int(r["depth"]) for r, _ in maps})
     fig = new_figure(style.full_width, style.panel_height * (0.45 + 0.95 * len(depths)))
     axes = fig.subplots(len(depths), len(families), squeeze=False)

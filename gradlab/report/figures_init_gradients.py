@@ -11,12 +11,12 @@ import pandas as pd
 
 from gradlab import stat_names as S
 from gradlab.analysis_dirs import Analysis
-from gradlab.report.figures_curves import _families
+from gradlab.report.figures_curves import families_in
 from gradlab.report.figures_flow import STAT_LABELS, norm_panels
 from gradlab.report.style import (
     FAMILY_LINESTYLES, FAMILY_MARKERS, PLAIN, RESNET, Style, depth_palette, family_title, model_label, new_figure,
 )  # fmt: skip
-from gradlab.report.summary import _trend
+from gradlab.report.summary import trend_word
 
 # columns each table must have (checked before drawing; a folder lacking them is damaged)
 TABLES = {
@@ -34,7 +34,7 @@ def figure(analysis: Analysis, style: Style):
     against depth (log-log) in the last column; y shared along a row of norms."""
     by_model, ratios = analysis.tables["by_model"], analysis.tables["ratios"]
     stats = _stats(by_model)
-    families = _families(by_model)
+    families = families_in(by_model)
     palette = depth_palette(by_model["depth"])
     fig = new_figure(style.full_width, style.panel_height * (0.35 + 1.05 * len(stats)))
     axes = fig.subplots(len(stats), len(families) + 1, squeeze=False)
@@ -46,7 +46,7 @@ def figure(analysis: Analysis, style: Style):
     for r, stat in enumerate(stats):
         ax = axes[r, -1]
         rr = ratios[ratios["stat"] == stat]
-        for family in _families(rr) if len(rr) else []:
+        for family in families_in(rr) if len(rr) else []:
             line = rr[rr["family"] == family].sort_values("depth")
             ax.plot(line["depth"], line["ratio"], color="0.15", lw=w, ls=FAMILY_LINESTYLES.get(family, "-"),
                     marker=FAMILY_MARKERS.get(family, "o"), ms=3.5 * w,
@@ -98,10 +98,10 @@ def sentences(analysis: Analysis) -> list[str]:
         ok = r[np.isfinite(r["ratio"].to_numpy(dtype=float))]
         shared = set(ok.loc[ok["family"] == PLAIN, "depth"]) & set(ok.loc[ok["family"] == RESNET, "depth"])
         parts = []
-        for family in _families(ok) if len(ok) else []:
+        for family in families_in(ok) if len(ok) else []:
             pool = shared or set(ok.loc[ok["family"] == family, "depth"])
             d = ok[(ok["family"] == family) & (ok["depth"] == max(pool))]
-            parts.append(f"{_trend(float(d['ratio'].iloc[0]))} in {model_label(family, int(d['depth'].iloc[0]))}")
+            parts.append(f"{trend_word(float(d['ratio'].iloc[0]))} in {model_label(family, int(d['depth'].iloc[0]))}")
         if parts:
             out.append(f"At initialization ({_context(analysis)}), {STAT_LABELS[stat]} from the last conv layer "
                        f"to the first {' and '.join(parts)}.")  # fmt: skip

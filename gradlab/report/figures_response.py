@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gradlab.report.figures_curves import _families, legend_label
+from gradlab.report.figures_curves import families_in, legend_label
 from gradlab.report.style import Style, new_figure, panel_title
 
 
@@ -14,7 +14,7 @@ def responses_figure(responses: pd.DataFrame, palette: dict, notes: dict, style:
     Several seeds of one model: the mean std at each position (and at each rank).
     y is shared along each row so plain and residual nets compare directly.
     """
-    families = _families(responses)
+    families = families_in(responses)
     fig = new_figure(style.full_width, style.panel_height * 2.3)
     axes = fig.subplots(2, len(families), sharey="row", squeeze=False)
     w = style.rc.get("lines.linewidth", 1.0)

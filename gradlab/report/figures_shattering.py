@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from gradlab.analysis_dirs import Analysis
+from gradlab.report.figures_curves import families_in
 from gradlab.report.style import FAMILY_LINESTYLES, FAMILY_MARKERS, PLAIN, RESNET, Style, new_figure
 
 TABLES = {
@@ -40,13 +41,9 @@ def neighbour(analysis: Analysis) -> pd.DataFrame:
     return mean_sem(a[a["lag"] == 1])
 
 
-def _families(frame: pd.DataFrame) -> list[str]:
-    return [f for f in (PLAIN, RESNET) if (frame["family"] == f).any()]
-
-
 def figure(analysis: Analysis, style: Style):
     pairs, near = mean_sem(analysis.tables["pairs"]), neighbour(analysis)
-    families = _families(pairs)
+    families = families_in(pairs)
     fig = new_figure(style.full_width, style.panel_height * 1.35)
     ax_pairs, ax_near, ax_grad = fig.subplots(1, 3)
     w = style.rc.get("lines.linewidth", 1.0)
@@ -114,7 +111,7 @@ def _examples(grads: pd.DataFrame) -> list[tuple[str, int]]:
     lo, hi = int(grads["depth"].min()), int(grads["depth"].max())
     out = [(PLAIN if (grads["family"] == PLAIN).any() else RESNET, lo)]
     if hi > lo:
-        out += [(f, hi) for f in _families(grads)]
+        out += [(f, hi) for f in families_in(grads)]
     return out
 
 

@@ -8,7 +8,7 @@ one line per depth along the block index. Reads the folder's "by_model" table.
 from __future__ import annotations
 
 from gradlab.analysis_dirs import Analysis
-from gradlab.report.figures_curves import _families
+from gradlab.report.figures_curves import families_in
 from gradlab.report.style import PLAIN, RESNET, Style, depth_palette, model_label, new_figure, panel_title
 from gradlab.report.summary import fmt_std
 
@@ -23,7 +23,7 @@ def figure(analysis: Analysis, style: Style):
     """Three rows of SPP curves, plain and ResNet side by side with a shared y per row."""
     data = analysis.tables["by_model"]
     stats = [s for s in (SQ_MEAN, VAR, BRANCH_VAR) if (data["stat"] == s).any()]
-    families = _families(data)
+    families = families_in(data)
     palette = depth_palette(data["depth"])
     fig = new_figure(style.full_width, style.panel_height * (0.35 + 0.9 * len(stats)))
     axes = fig.subplots(len(stats), len(families), sharex="col", sharey="row", squeeze=False)

@@ -161,7 +161,7 @@ def fmt_ratio(x: float) -> str:
     return f"{x:.2g}"
 
 
-def _trend(ratio: float) -> str:
+def trend_word(ratio: float) -> str:
     """How a gradient norm changes from the output side to the input side."""
     if ratio >= FLOW_FACTOR:
         return f"grows {fmt_ratio(ratio)}× (exploding towards the input)"
@@ -199,7 +199,7 @@ def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> l
                 {int(f[(f["label"] == label) & (f["phase"] == phase)]["step"].max()) for label, _ in ratios.values()}
             )
             step = "step " + " and ".join(f"{x:,}" for x in steps) if steps else phase_labels.get(phase, "")
-            parts = [f"{_trend(r)} in {label}" for label, r in ratios.values()]
+            parts = [f"{trend_word(r)} in {label}" for label, r in ratios.values()]
             s = (f"{when}{f' ({step})' if step else ''}, {what} from the last conv layer to the first "
                  f"{' and '.join(parts)}.")
             out.append(s)

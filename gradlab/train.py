@@ -116,6 +116,9 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> set[str]:
     return out
 
 
+STOP_CHECK_EVERY = 10  # data-parallel runs: steps between agreements on a stop request
+
+
 class Trainer:
     """Holds everything one run needs; `run()` trains to the end or to divergence."""
 
@@ -213,8 +216,9 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr.load_state_dict(state["lr"])
-        for k, v in state["acc"].items():
-            self.acc[k].copy_(v)
+        if self.world.main:  # the sums over all ranks (_running_sums); the others start from zero
+            for k, v in state["acc"].items():
+                self.acc[k].copy_(v)
         if self.recorder is not None and "recorder" in state:
             self.recorder.load_state_dict(state["recorder"])
         self.step = self.last_checkpoint = int(state["step"])
@@ -317,7 +321,10 @@ class Trainer:
                 if stats["bad_step"] >= 0 or not math.isfinite(row["train_loss"]):
                     return self._diverged(int(stats["bad_step"]), total)
                 interval_start, interval_images = time.perf_counter(), 0
-            stopping = self.world.agree(stop.requested)  # every rank stops after the same step
+            # every rank stops after the same step; data-parallel ranks agree every few steps only,
+            # since each agreement is a round trip between the processes
+            stopping = stop.requested if not self.world.enabled else (
+                done % STOP_CHECK_EVERY == 0 and self.world.agree(stop.requested))
             if done % recipe.checkpoint_every == 0 or done == total:
                 self._checkpoint()
                 if self.world.main:
@@ -442,6 +449,7 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         self._flush_layers()
+        acc = self._running_sums()
         if not self.world.main:
             self.last_checkpoint = self.step
             return
@@ -452,13 +460,21 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr": self.lr.state_dict(),
-            "acc": {k: v.detach().cpu() for k, v in self.acc.items()},
+            "acc": acc,
         }
         if self.recorder is not None:
             state["recorder"] = self.recorder.state_dict()
         rotate(self.run_dir, self.last_checkpoint, self.recipe.keep_checkpoints)
         save_checkpoint(self.run_dir / runs.CHECKPOINT, state)
         self.last_checkpoint = self.step
+
+    def _running_sums(self) -> dict[str, torch.Tensor]:
+        """The running train-loss/error sums to checkpoint. Data-parallel: the sums over all
+        ranks (every rank calls this), which rank 0 saves and alone restores (_resume)."""
+        if not self.world.enabled:
+            return {k: v.detach().cpu() for k, v in self.acc.items()}
+        totals = self.world.totals(self.acc)
+        return {k: torch.tensor(totals[k], dtype=v.dtype) for k, v in self.acc.items()}
 
     def _diverged(self, bad_step: int, total: int) -> RunResult:
         self._flush_layers()

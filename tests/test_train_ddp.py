@@ -139,3 +139,27 @@ def test_rank_shards_are_contiguous_parts_of_the_single_process_batch():
         assert torch.equal(parts[0][1], y[:4])
     with pytest.raises(ConfigError, match="multiple of 5"):
         DeviceLoader(ds, 12, seed=3, device=torch.device("cpu"), rank=0, world_size=5)
+
+
+def test_resuming_from_a_checkpoint_between_evaluations_keeps_the_global_running_sums(work):
+    """The checkpoint at step 3 lies inside the 0-6 evaluation interval: the resumed run must
+    carry the sums of all ranks, counted once, into the step-6 training loss."""
+    (work / "mid.toml").write_text(CONFIG.replace("eval_every = 3", "eval_every = 6")
+                                   .replace("checkpoint_every = 3", "checkpoint_every = 3\nkeep_checkpoints = 2"))
+    cmd = gradlab_cmd("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2") + ARGS + [
+        "--config", "mid.toml", "--runs-dir", "mid"]
+    p = run(cmd, work)
+    assert p.returncode == 0, p.stderr[-3000:]
+    d = work / "mid" / "tiny-synthetic" / "resnet20-s0"
+    whole = pd.read_parquet(d / "metrics.parquet")
+    # as if stopped right after the step-3 checkpoint
+    (d / "checkpoint.pt").unlink()
+    (d / "checkpoint-00000003.pt").rename(d / "checkpoint.pt")
+    status = json.loads((d / "status.json").read_text())
+    (d / "status.json").write_text(json.dumps({**status, "state": "interrupted", "step": 3}))
+    p = run(cmd, work)
+    assert p.returncode == 0, p.stderr[-3000:]
+    resumed = pd.read_parquet(d / "metrics.parquet")
+    assert resumed.step.tolist() == whole.step.tolist() == [0, 6]
+    pd.testing.assert_series_equal(resumed["train_loss"], whole["train_loss"], rtol=1e-5)
+    assert resumed["train_err"].fillna(-1).tolist() == whole["train_err"].fillna(-1).tolist()

@@ -167,6 +167,7 @@ def copy_run(experiment, tmp_path, name="resnet14-s0"):
     ("interrupted", "is interrupted"),
     ("diverged", "diverged"),
     ("family", "plain or residual"),
+    ("imagefolder", "in-memory datasets only"),
 ])  # fmt: skip
 def test_cli_refuses_an_unusable_run_without_traceback_or_writes(experiment, tmp_path, breakage, message):
     run_dir = copy_run(experiment, tmp_path)
@@ -175,6 +176,10 @@ def test_cli_refuses_an_unusable_run_without_traceback_or_writes(experiment, tmp
     elif breakage == "family":
         spec = json.loads((run_dir / runs.SPEC).read_text())
         spec["model"]["family"] = "transformer"
+        (run_dir / runs.SPEC).write_text(json.dumps(spec))
+    elif breakage == "imagefolder":
+        spec = json.loads((run_dir / runs.SPEC).read_text())
+        spec["run"]["data"]["name"] = "imagefolder"
         (run_dir / runs.SPEC).write_text(json.dumps(spec))
     else:
         runs.write_status(run_dir, breakage, 30, STEPS)
@@ -340,3 +345,14 @@ def test_a_plain_net_without_any_deletable_layer_is_named_in_a_warning(tmp_path)
     assert "no layer keeps its shape, so none was deleted" in result.output
     t = read_analysis(tmp_path / "out").tables["lesion"]
     assert list(t["layer"]) == ["layers.0.conv1", "layers.0.conv2"] and t["test_err"].isna().all()
+
+
+def test_a_run_of_another_family_inside_a_folder_is_skipped_not_fatal(experiment, tmp_path):
+    good = copy_run(experiment, tmp_path)
+    odd = copy_run(experiment, tmp_path, "plain14-s0")
+    spec = json.loads((odd / runs.SPEC).read_text())
+    spec["model"]["family"] = "transformer"
+    (odd / runs.SPEC).write_text(json.dumps(spec))
+    found, warnings = collect_runs([good.parent])
+    assert [r.path for r in found] == [good]
+    assert len(warnings) == 1 and "plain or residual" in warnings[0]

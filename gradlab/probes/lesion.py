@@ -93,7 +93,7 @@ def collect_runs(paths) -> tuple[list[R.Run], list[str]]:
         for d in R.find_run_dirs([p]):
             try:
                 found.append(_usable(R.read_run(d)))
-            except RunDirError as e:
+            except (RunDirError, ModelError) as e:
                 if named:
                     raise
                 warnings.append(f"skipped {d}: {e}")
@@ -117,6 +117,9 @@ def _usable(run: R.Run) -> R.Run:
     model = run.spec.get("run", {}).get("model", {})
     if "name" not in model or "data" not in run.spec.get("run", {}):
         raise RunDirError(f"{run.path / R.SPEC} does not say which model and data the run used")
+    if run.spec["run"]["data"].get("name") == "imagefolder":
+        raise RunDirError(f"{run.path} trained on imagefolder data, whose test set streams from disk; lesion reads "
+                          f"in-memory datasets only (cifar10/100, mnist, fashion-mnist, digits, synthetic)")
     if run.family not in ("plain", "resnet"):
         raise ModelError(f"{run.path} trained a {run.family!r} model; lesions need a plain or residual "
                          f"zoo model (resnet/plain, preresnet/preplain, seedresnet/seedplain)")  # fmt: skip

@@ -82,6 +82,12 @@ def write_analysis(out_dir: Path, kind: str, settings: dict, tables: dict[str, p
     """Write tables (one Parquet file each) and analysis.json (last: it marks a complete folder)."""
     out_dir = check_out_dir(out_dir, kind)
     out_dir.mkdir(parents=True, exist_ok=True)
+    old = out_dir / ANALYSIS
+    if old.exists():  # rewriting: the folder reads as incomplete until the new analysis.json lands
+        stale = set(R.read_json(old).get("tables", [])) - set(tables)
+        old.unlink()
+        for name in stale:
+            (out_dir / f"{name}.parquet").unlink(missing_ok=True)
     for name, frame in tables.items():
         R.write_parquet(out_dir / f"{name}.parquet", frame)
     R.write_json(out_dir / ANALYSIS, {

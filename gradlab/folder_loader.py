@@ -151,8 +151,10 @@ class _Transformed(torch.utils.data.Dataset):
         image = self.loader(path)
         if seed is None:
             return self.transform(image), target
-        with torch.random.fork_rng(devices=[]):  # the caller's RNG stays untouched
-            torch.manual_seed(seed)
+        # torchvision's transforms draw from the CPU generator; seed only that one (torch.manual_seed
+        # would also reseed every CUDA generator) and give the caller its state back
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
             return self.transform(image), target
 
 
@@ -187,7 +189,8 @@ class _EpochSampler(Sampler):
 
 
 def default_workers() -> int:
-    """Loader worker processes: $GRADLAB_LOADER_WORKERS, else the CPUs this process may use, minus one, at most 8."""
+    """Loader worker processes: $GRADLAB_LOADER_WORKERS, else this process's share of the CPUs it may use
+    (divided among torchrun's local processes), minus one, at most 8."""
     if os.environ.get(WORKERS_ENV):
         try:
             return max(0, int(os.environ[WORKERS_ENV]))
@@ -195,7 +198,8 @@ def default_workers() -> int:
             raise DataError(f"${WORKERS_ENV} should be a whole number of worker processes, "
                             f"got {os.environ[WORKERS_ENV]!r}") from None
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cpus - 1))
+    per_process = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: shared out
+    return max(1, min(8, per_process - 1))
 
 
 class FolderLoader:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from gradlab.config import COMPILE_MODES
 from gradlab.data import DATASETS
 
 
@@ -32,8 +33,7 @@ def run_options(f):
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--compile", "compile_", is_flag=True,
                      help="torch.compile the model (recorded steps run eagerly; compile time is reported apart)."),
-        click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune",
-                                                          "max-autotune-no-cudagraphs"]), default=None,
+        click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default=None,
                      help="torch.compile mode (implies --compile); reduce-overhead uses CUDA graphs on a GPU."),
         click.option("--wandb", "wandb_mode", type=click.Choice(["online", "offline", "disabled"]), default=None,
                      help="Track runs in W&B (default: disabled, or what WANDB_MODE says)."),

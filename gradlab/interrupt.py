@@ -1,6 +1,11 @@
 """Graceful stops: SIGINT/SIGTERM finish the current step, then the trainer checkpoints.
 
 A second Ctrl-C while stopping raises KeyboardInterrupt at once, as usual.
+
+Hand-off signals (e.g. submitit's preemption/timeout signal, USR2) also stop at the end of
+the step; after the checkpoint, `StopRequest.hand_back()` calls the handler that was
+installed before (submitit's, which requeues the job and exits), so the requeued job
+resumes from that very step instead of the last periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import threading
 class StopRequest:
     def __init__(self):
         self.signum: int | None = None
+        self.previous: dict[int, object] = {}  # hand-off signal -> the handler installed before ours
 
     @property
     def requested(self) -> bool:
@@ -26,10 +32,18 @@ class StopRequest:
     def exit_code(self) -> int:
         return 128 + (self.signum or 0)
 
+    def hand_back(self) -> None:
+        """Call the previous handler of the hand-off signal that stopped us, if any (it may
+        raise SystemExit, as submitit's does after requeueing)."""
+        handler = self.previous.get(self.signum)
+        if callable(handler):
+            handler(self.signum, None)
+
 
 @contextlib.contextmanager
-def graceful_stop():
-    """Catch SIGINT and SIGTERM for the duration (main thread only; elsewhere a no-op)."""
+def graceful_stop(handoff: tuple[int, ...] = ()):
+    """Catch SIGINT, SIGTERM and the `handoff` signals for the duration (main thread only;
+    elsewhere a no-op)."""
     stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -40,7 +54,8 @@ def graceful_stop():
             raise KeyboardInterrupt
         stop.signum = signum
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, *handoff)}
+    stop.previous = {s: previous[s] for s in handoff}
     try:
         yield stop
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -144,7 +145,10 @@ class _TrainTask:
 
         if threads:
             torch.set_num_threads(threads)
-        return train(spec, runs_dir, progress=False, callbacks=callbacks)
+        # submitit's preemption/timeout signal (USR2): the trainer checkpoints at the end of the
+        # step, then hands the signal on to submitit, which requeues the job from there
+        preempt = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+        return train(spec, runs_dir, progress=False, callbacks=callbacks, handoff=(preempt,))
 
     def checkpoint(self, *args, **kwargs):
         from submitit.helpers import DelayedSubmission

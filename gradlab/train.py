@@ -123,8 +123,12 @@ class Trainer:
     """Holds everything one run needs; `run()` trains to the end or to divergence."""
 
     def __init__(self, spec: RunSpec, runs_dir: str | Path = "runs", progress: bool | None = None,
-                 callbacks: list[Callback] | None = None, dataset: datasets.Dataset | None = None):
+                 callbacks: list[Callback] | None = None, dataset: datasets.Dataset | None = None,
+                 handoff: tuple[int, ...] = ()):
         self.spec = spec
+        # signals that stop the run at a step boundary and, after the checkpoint, go on to the
+        # handler installed before (a launcher's: submitit requeues the job; gradlab.interrupt)
+        self.handoff = tuple(handoff)
         self.recipe = validate_recipe(spec.recipe)
         self.run_dir = run_dir_for(spec, runs_dir)
         self.existing = check_existing(self.run_dir, spec)
@@ -244,7 +248,7 @@ class Trainer:
                 if status.get("state") in runs.FINISHED_STATES:
                     return RunResult(self.run_dir, status["state"], int(status.get("step", 0)), "already finished")
             self._setup()
-            with deterministic(self.spec.deterministic and not self.cuda), graceful_stop() as stop:
+            with deterministic(self.spec.deterministic and not self.cuda), graceful_stop(self.handoff) as stop:
                 return self._run(stop)
 
     def _run(self, stop: StopRequest) -> RunResult:
@@ -333,6 +337,7 @@ class Trainer:
             elif stopping:
                 self._checkpoint()
             if stopping and done < total:
+                stop.hand_back()  # a job scheduler's signal: it requeues the job now (and exits)
                 by = stop.name or "a signal to another process"
                 raise RunInterrupted(f"{self.spec.name} stopped by {by} at step {done} after writing a "
                                      f"checkpoint; rerun the same command to resume", stop.exit_code)
@@ -490,6 +495,7 @@ class Trainer:
 
 
 def train(spec: RunSpec, runs_dir: str | Path = "runs", progress: bool | None = None,
-          callbacks: list[Callback] | None = None, dataset: datasets.Dataset | None = None) -> RunResult:
+          callbacks: list[Callback] | None = None, dataset: datasets.Dataset | None = None,
+          handoff: tuple[int, ...] = ()) -> RunResult:
     """Train one run (or resume it, or return it untouched if it already finished)."""
-    return Trainer(spec, runs_dir, progress, callbacks, dataset).run()
+    return Trainer(spec, runs_dir, progress, callbacks, dataset, handoff).run()

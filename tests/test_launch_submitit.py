@@ -9,7 +9,9 @@ job array gradlab asks for and the re-submission rule. Everything else runs for 
 import json
 import os
 import shutil
+import signal
 import stat
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -18,7 +20,8 @@ from gradlab import runs
 from gradlab.cli.main import cli
 from gradlab.compare import compare, plan
 from gradlab.config import load_preset
-from gradlab.launch import SUBMITIT_DIR, SUBMITTED, JobFailed, SubmititLauncher, live_job
+from gradlab.callbacks import Callback
+from gradlab.launch import SUBMITIT_DIR, SUBMITTED, JobFailed, SubmititLauncher, _TrainTask, live_job
 
 SMALL = {"steps": 12, "recipe": {"batch_size": 32, "eval_every": 6, "checkpoint_every": 6}}
 
@@ -127,3 +130,40 @@ def test_slurm_submits_one_array_with_the_options_and_skips_pending_runs(tmp_pat
     assert second.exit_code == 0, second.output
     assert "plain8-s0: job 4242_0 is still pending; not submitted again" in second.output
     assert len(calls.read_text().splitlines()) == 1  # sbatch was called once, by the first command
+
+
+class StartLog(Callback):
+    """Appends the step each (re)start of the run begins at."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def on_start(self, run_dir, record, resumed):
+        step = json.loads((run_dir / runs.STATUS).read_text())["step"]
+        with open(self.path, "a") as f:
+            f.write(f"{step}\n")
+
+
+def test_a_preempted_job_checkpoints_where_it_stopped_and_its_requeued_job_resumes_there(tmp_path):
+    """submitit's preemption signal (USR2) ends the step, the trainer checkpoints, and submitit
+    requeues the job: the run resumes at that step, not at the last periodic checkpoint."""
+    import submitit
+
+    spec = plan(load_preset("quick"), [8], ["resnet"], [0], steps=400,
+                recipe={"batch_size": 32, "eval_every": 20, "checkpoint_every": 400, "record": False})[0]
+    runs_dir, log = tmp_path / "runs", tmp_path / "starts.txt"
+    executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    executor.update_parameters(timeout_min=5)
+    job = executor.submit(_TrainTask(), spec, str(runs_dir), 1, [StartLog(log)])
+    metrics = runs_dir / spec.experiment / spec.name / runs.METRICS
+    deadline = time.time() + 120
+    while not (metrics.exists() and len(runs.read_parquet(metrics)) >= 2):  # past step 20
+        assert time.time() < deadline and not job.done(), job.stderr()
+        time.sleep(0.2)
+    pid = json.loads((metrics.parent / runs.STATUS).read_text())["pid"]  # the task's process
+    os.kill(pid, signal.SIGUSR2)  # what SLURM sends before a timeout or on preemption (submitit's default)
+    result = job.result()
+    assert result.state == runs.DONE and result.step == 400
+    starts = [int(s) for s in log.read_text().split()]
+    assert len(starts) == 2 and starts[0] == 0
+    assert 20 <= starts[1] < 400  # the step it was stopped at: nothing since was lost

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
 
-from gradlab.report.style import STYLES
+from gradlab.cli.probe_options import output_options, prepare_out, report_done
 
 
 @click.command("lesion")
@@ -16,10 +17,9 @@ from gradlab.report.style import STYLES
 @click.option("--plain-unit", type=click.Choice(["layer", "block"]), default="layer", show_default=True,
               help="What plain nets lose per deletion (residual nets always lose one block).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, auto, cuda or cuda:N.")
-@click.option("--formats", default="pdf,png", show_default=True, help="Figure formats, comma-separated.")
-@click.option("--style", type=click.Choice(STYLES), default="paper", show_default=True, help="Figure style.")
+@output_options
 def lesion(runs: tuple[Path, ...], out: Path | None, plain_unit: str, device: str, formats: str,
-           style: str) -> None:
+           style: str, progress: bool | None) -> None:
     """Test error of trained nets with each layer (plain) or block (residual) deleted in turn.
 
     RUNS are finished run directories or folders of them. A residual block is deleted by
@@ -33,25 +33,17 @@ def lesion(runs: tuple[Path, ...], out: Path | None, plain_unit: str, device: st
       gradlab lesion runs/quick-digits            # writes runs/quick-digits/lesion
       gradlab lesion runs/quick-digits --plain-unit block --out /tmp/lesion-blocks
     """
-    from gradlab.analysis_dirs import check_out_dir, read_analysis
     from gradlab.probes.lesion import KIND, collect_runs, default_out_dir, no_deletion_warnings
     from gradlab.probes.lesion import lesion as measure
-    from gradlab.report.analyses import draw_analysis
-    from gradlab.report.build import parse_formats
-    from gradlab.report.figures_lesion import sentences
 
-    parse_formats(formats)
     found, warnings = collect_runs(list(runs))
-    out = check_out_dir(out if out is not None else default_out_dir(found), KIND)
+    out = prepare_out(out, formats, KIND, default_out_dir(found) if out is None else out)
     for w in warnings:
         click.secho(f"warning: {w}", fg="yellow", err=True)
-    result = measure(found, unit=plain_unit, device=device)
+    start = time.perf_counter()
+    result = measure(found, unit=plain_unit, device=device, progress=progress)
     for w in no_deletion_warnings(result):
         click.secho(f"warning: {w}", fg="yellow", err=True)
-    folder = result.save(out)
-    figures = draw_analysis(folder, formats=formats, style=style)
-    click.echo(f"lesioned {len(found)} run(s) into {folder}")
-    for path in figures:
-        click.echo(f"figure: {path}")
-    for sentence in sentences(read_analysis(folder)):
-        click.echo(f"  - {sentence}")
+    result.save(out)
+    click.echo(f"lesioned {len(found)} run(s)")
+    report_done(out, formats, style, time.perf_counter() - start)

@@ -1,10 +1,10 @@
 """Options and output shared by the `gradlab probe ...` commands (one definition for all).
 
-    @probe_options
+    @probe_options                       # or @output_options (figures, progress) alone
     def command(..., **opts):
-        out = prepare_out(opts, kind, default)   # checks --out, --formats, --style first
-        ...                                      # compute, then result.save(out)
-        report_done(out, opts, elapsed)          # draws the figure, prints where and what
+        out = prepare_out(opts["out"], opts["formats"], kind, default)   # checked before any work
+        ...                                                            # compute, then result.save(out)
+        report_done(out, opts["formats"], opts["style"], elapsed)        # draws, prints where and what
 """
 
 from __future__ import annotations
@@ -17,8 +17,22 @@ from gradlab.probes.init_inputs import DATASETS
 from gradlab.report.style import STYLES
 
 
+def output_options(f):
+    """Figure formats and style, progress bar: what every analysis command shares."""
+    options = [
+        click.option("--formats", default="pdf,png", show_default=True,
+                     help="Figure formats, comma-separated (pdf, png, svg)."),
+        click.option("--style", type=click.Choice(STYLES), default="paper", show_default=True,
+                     help="paper: 7-9 pt fonts at print size; notebook: bigger."),
+        click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def probe_options(f):
-    """Data, seeds, batch, device, output folder, figure formats and style, progress."""
+    """Data, seeds, batch, device and output folder of the at-init probes, plus output_options."""
     options = [
         click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
                      help="Dataset whose batch (or image shape) is used; digits works offline."),
@@ -31,24 +45,20 @@ def probe_options(f):
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
                      help="Result folder (refused if it holds anything but this kind of analysis)."),
-        click.option("--formats", default="pdf,png", show_default=True,
-                     help="Figure formats, comma-separated (pdf, png, svg)."),
-        click.option("--style", type=click.Choice(STYLES), default="paper", show_default=True,
-                     help="paper: 7-9 pt fonts at print size; notebook: bigger."),
-        click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
-    return f
+    return output_options(f)
 
 
-def prepare_out(opts: dict, kind: str, default: Path) -> Path:
-    """The result folder, checked (with --formats) before any work, so a refusal costs nothing."""
+def prepare_out(out: Path | None, formats: str, kind: str, default: Path) -> Path:
+    """The result folder (`out`, else `default`), checked with the formats before any work,
+    so that a refusal costs nothing."""
     from gradlab.analysis_dirs import check_out_dir
     from gradlab.report.build import parse_formats
 
-    parse_formats(opts["formats"])
-    return check_out_dir(opts["out"] if opts["out"] is not None else default, kind)
+    parse_formats(formats)
+    return check_out_dir(out if out is not None else default, kind)
 
 
 def seeds_from(opts: dict) -> tuple[int, ...]:
@@ -57,11 +67,11 @@ def seeds_from(opts: dict) -> tuple[int, ...]:
     return parse_int_list(opts["seeds"], "seeds")
 
 
-def report_done(out: Path, opts: dict, elapsed: float) -> None:
+def report_done(out: Path, formats: str, style: str, elapsed: float) -> None:
     """Draw the folder's figure, then print the folder, the figure files and the summary."""
     from gradlab.report.analyses import analysis_sentences, draw_analysis
 
-    files = draw_analysis(out, formats=opts["formats"], style=opts["style"])
+    files = draw_analysis(out, formats=formats, style=style)
     click.echo(f"wrote {out} in {elapsed:.1f} s")
     for path in files:
         click.echo(f"figure: {path}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
 
-from gradlab.report.style import STYLES
+from gradlab.cli.probe_options import output_options, prepare_out, report_done
 
 
 @click.command("shattering")
@@ -21,12 +22,11 @@ from gradlab.report.style import STYLES
               help="Batch normalization before every ReLU (the paper's setting).")
 @click.option("--max-lag", type=click.IntRange(min=1), default=None,
               help="Longest lag of the autocorrelation table [default: 64, at most points-1].")
-@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("runs/probes/shattering"),
-              show_default=True, help="Result folder (analysis.json, Parquet tables, figures/).")
-@click.option("--formats", default="pdf,png", show_default=True, help="Figure formats, comma-separated.")
-@click.option("--style", type=click.Choice(STYLES), default="paper", show_default=True, help="Figure style.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Result folder [default: runs/probes/shattering].")
+@output_options
 def shattering(max_depth: int, width: int, points: int, seeds: int, batch_norm: bool, max_lag: int | None,
-               out: Path, formats: str, style: str) -> None:  # fmt: skip
+               out: Path | None, formats: str, style: str, progress: bool | None) -> None:  # fmt: skip
     """Input-gradients of random plain and residual nets over a line of inputs, against depth.
 
     Fully-connected ReLU nets (1-D input, width 200, He init, BN) as in Balduzzi et al.
@@ -37,22 +37,12 @@ def shattering(max_depth: int, width: int, points: int, seeds: int, batch_norm: 
     Example:
       gradlab probe shattering --max-depth 50 --seeds 10 --out runs/probes/shattering
     """
-    from gradlab.analysis_dirs import check_out_dir, read_analysis
     from gradlab.probes.shattering import KIND, ShatteringSettings
     from gradlab.probes.shattering import shattering as measure
-    from gradlab.report.analyses import draw_analysis
-    from gradlab.report.build import parse_formats
-    from gradlab.report.figures_shattering import sentences
 
-    parse_formats(formats)
-    check_out_dir(out, KIND)
+    out = prepare_out(out, formats, KIND, Path("runs/probes/shattering"))
     settings = ShatteringSettings(max_depth=max_depth, width=width, points=points, seeds=seeds,
                                   batch_norm=batch_norm, max_lag=max_lag)  # fmt: skip
-    result = measure(settings.validated())
-    folder = result.save(out)
-    figures = draw_analysis(folder, formats=formats, style=style)
-    click.echo(f"wrote {folder} ({', '.join(sorted(result.tables))} tables)")
-    for path in figures:
-        click.echo(f"figure: {path}")
-    for sentence in sentences(read_analysis(folder)):
-        click.echo(f"  - {sentence}")
+    start = time.perf_counter()
+    measure(settings.validated(), progress=progress).save(out)
+    report_done(out, formats, style, time.perf_counter() - start)

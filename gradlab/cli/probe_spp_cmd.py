@@ -39,10 +39,10 @@ def spp(depths: str, families: str, inputs: str, zero_init_residual: bool, **opt
     depth_list = parse_int_list(depths, "depths")
     family_list = parse_families(families)
     seeds = seeds_from(opts)
-    out = prepare_out(opts, KIND, Path("runs/probes") / f"spp-{inputs}")
+    out = prepare_out(opts["out"], opts["formats"], KIND, Path("runs/probes") / f"spp-{inputs}")
     start = time.perf_counter()
     result = signal_propagation(depth_list, family_list, seeds, inputs=inputs, batch_size=opts["batch_size"],
                                 dataset=opts["dataset"], data_dir=opts["data_dir"], device=opts["device"],
                                 zero_init_residual=zero_init_residual, progress=opts["progress"])  # fmt: skip
     result.save(out)
-    report_done(out, opts, time.perf_counter() - start)
+    report_done(out, opts["formats"], opts["style"], time.perf_counter() - start)

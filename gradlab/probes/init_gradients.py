@@ -35,6 +35,8 @@ from gradlab.models.probe_points import CONV, FC
 from gradlab.probes.recorder import watch
 from gradlab.probes.result import ProbeResult
 from gradlab.probes.sweep import Sweep
+from gradlab.report.collect import positive_logs
+from gradlab.report.summary import first_last_ratio
 
 __all__ = ["KIND", "STATS", "first_last_ratios", "init_gradients", "layer_gradients", "seed_mean"]
 
@@ -78,11 +80,8 @@ def layer_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> pd.Da
 
 def seed_mean(layers: pd.DataFrame) -> pd.DataFrame:
     """Geometric mean over seeds per (family, depth, model, stat, position); n = seeds used."""
-    v = layers["value"].to_numpy(dtype=float)
-    ok = np.isfinite(v) & (v > 0)
-    logv = np.where(ok, np.log(np.where(ok, v, 1.0)), np.nan)
     keys = ["family", "depth", "model", "stat", "position", "kind", "layer"]
-    g = layers.assign(logv=logv).groupby(keys, sort=True)
+    g = layers.assign(logv=positive_logs(layers["value"])).groupby(keys, sort=True)
     out = g.agg(logv=("logv", "mean"), n=("logv", "count")).reset_index()
     out["value"] = np.exp(out.pop("logv"))
     return out
@@ -96,7 +95,8 @@ def first_last_ratios(by_model: pd.DataFrame) -> pd.DataFrame:
         if len(conv) < 2:
             continue
         first, last = float(conv["value"].iloc[0]), float(conv["value"].iloc[-1])
-        ratio = first / last if last > 0 else float("nan")
+        ratio = first_last_ratio(conv)
+        ratio = float("nan") if ratio is None else ratio  # non-finite ends (overflow): no ratio
         rows.append({"family": family, "depth": int(depth), "model": model, "stat": stat,
                      "first": first, "last": last, "ratio": ratio})  # fmt: skip
     return pd.DataFrame(rows, columns=["family", "depth", "model", "stat", "first", "last", "ratio"])

@@ -466,6 +466,13 @@ def responses(runs: list[R.Run], data: LayerData) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[cols]
 
 
+def positive_logs(values) -> np.ndarray:
+    """log of each positive finite value, NaN elsewhere (for geometric means that skip them)."""
+    v = np.asarray(values, dtype=float)
+    ok = np.isfinite(v) & (v > 0)
+    return np.where(ok, np.log(np.where(ok, v, 1.0)), np.nan)
+
+
 def geometric_mean(values: pd.Series) -> float:
     """Mean on a log scale, over positive finite values (NaN if none)."""
     v = values.to_numpy(dtype=float)
@@ -477,9 +484,7 @@ def flow_by_model(flow: pd.DataFrame) -> pd.DataFrame:
     """Gradient flow averaged over seeds (geometric mean) per (family, depth, phase, stat, position)."""
     if flow.empty:
         return flow.assign(n=pd.Series(dtype=np.int64))
-    v = flow["value"].to_numpy(dtype=float)
-    ok = np.isfinite(v) & (v > 0)
-    f = flow.assign(logv=np.where(ok, np.log(np.where(ok, v, 1.0)), np.nan))
+    f = flow.assign(logv=positive_logs(flow["value"]))
     keys = ["family", "depth", "label", "phase", "stat", "position", "kind"]
     g = f.groupby(keys, sort=True, dropna=False)
     out = g.agg(logv=("logv", "mean"), step=("step", "max"), n=("run", "nunique")).reset_index()

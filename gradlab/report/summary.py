@@ -134,7 +134,7 @@ def paired_sentences(models: pd.DataFrame) -> list[str]:
     ]
 
 
-def _first_last_ratio(line: pd.DataFrame) -> float | None:
+def first_last_ratio(line: pd.DataFrame) -> float | None:
     """value at the first conv layer / value at the last conv layer (not the classifier)."""
     conv = line[line["kind"] == "conv"] if "kind" in line and (line["kind"] == "conv").any() else line
     conv = conv.sort_values("position")
@@ -189,7 +189,7 @@ def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> l
                     continue
                 d = max(pool)
                 line = f[(f["family"] == fam) & (f["depth"] == d) & (f["phase"] == phase)]
-                ratio = _first_last_ratio(line)
+                ratio = first_last_ratio(line)
                 if ratio is not None:
                     ratios[fam] = (line["label"].iloc[0], ratio)
             if not ratios:

@@ -233,9 +233,15 @@ class FolderLoader:
         self._it = None
         self._next_step = -1
 
-    def _data_loader(self, dataset, **kwargs) -> DataLoader:
+    def _data_loader(self, dataset, persistent: bool, **kwargs) -> DataLoader:
         return DataLoader(dataset, batch_size=self.shard_size, num_workers=self.workers,
-                          persistent_workers=self.workers > 0, pin_memory=self.device.type == "cuda", **kwargs)
+                          persistent_workers=persistent and self.workers > 0, pin_memory=self.device.type == "cuda",
+                          **kwargs)
+
+    def close(self) -> None:
+        """Stop the training workers now rather than whenever the loader is garbage-collected."""
+        self._it = self._loader = None
+        self._eval_loaders.clear()
 
     def epoch_of(self, step: int) -> float:
         return step / self.steps_per_epoch
@@ -244,7 +250,7 @@ class FolderLoader:
         epoch, i = divmod(step, self.steps_per_epoch)
         if self._it is None or step != self._next_step or i == 0:
             if self._loader is None:
-                self._loader = self._data_loader(self._train, sampler=self._sampler, drop_last=True)
+                self._loader = self._data_loader(self._train, True, sampler=self._sampler, drop_last=True)
             self._sampler.epoch, self._sampler.start = epoch, i
             self._it = iter(self._loader)
         x, y = next(self._it)
@@ -255,7 +261,9 @@ class FolderLoader:
         """Unaugmented (resize, center crop), normalized batches of evaluation images, in order."""
         key = (id(images.base), images.start, images.stop)
         if key not in self._eval_loaders:
-            self._eval_loaders[key] = self._data_loader(_Transformed(images, self._eval_transform), shuffle=False)
+            # workers only while evaluating: between evaluations they would sit idle
+            self._eval_loaders[key] = self._data_loader(_Transformed(images, self._eval_transform), False,
+                                                        shuffle=False)
         for xb, yb in self._eval_loaders[key]:
             yield self._to_device(xb, yb)
 

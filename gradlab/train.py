@@ -287,6 +287,9 @@ class Trainer:
                 bar.close()
             if self.recorder is not None:
                 self.recorder.stop()
+            close = getattr(self.loader, "close", None)  # a streaming loader's worker processes
+            if close is not None:
+                close()
 
     def _progress_bar(self, total: int):
         return progress_bar(total, self.spec.name, "step", self.progress, initial=self.step)

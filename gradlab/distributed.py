@@ -201,6 +201,7 @@ def launch(nproc: int, args: list[str]) -> int:
     proc = subprocess.Popen(cmd)
     while True:
         try:
-            return proc.wait()
+            code = proc.wait()
         except KeyboardInterrupt:
             continue
+        return code if code >= 0 else 128 - code  # killed by signal N: the shell's 128 + N

@@ -76,11 +76,7 @@ class World:
 
     # -- setup ---------------------------------------------------------------------------
     def check_batch(self, batch_size: int) -> None:
-        if batch_size % self.size:
-            raise ConfigError(
-                f"the global batch of {batch_size} cannot be split evenly over {self.size} processes; "
-                f"use a --batch-size that is a multiple of {self.size}"
-            )
+        shard_size(batch_size, self.size)
 
     def device_for(self, device: torch.device) -> torch.device:
         """CUDA runs use the GPU numbered by LOCAL_RANK; a missing GPU is a clear error."""
@@ -188,6 +184,14 @@ class World:
         t = torch.from_numpy(np.square(np.asarray(values, dtype=np.float64)))
         dist.all_reduce(t, group=self._host_group)
         return np.sqrt(t.numpy()) / self.size
+
+
+def shard_size(batch_size: int, world_size: int) -> int:
+    """Each process's part of a global batch; a clear error when it does not split evenly."""
+    if batch_size % world_size:
+        raise ConfigError(f"the global batch of {batch_size} cannot be split evenly over {world_size} processes; "
+                          f"use a --batch-size that is a multiple of {world_size}")
+    return batch_size // world_size
 
 
 def launch(nproc: int, args: list[str]) -> int:

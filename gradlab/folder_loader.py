@@ -24,7 +24,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from gradlab.config import DataSpec
-from gradlab.errors import ConfigError, DataError
+from gradlab.distributed import shard_size
+from gradlab.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -215,10 +216,7 @@ class FolderLoader:
         if batch_size > n:
             raise DataError(f"batch size {batch_size} is larger than the {n} training images in "
                             f"{data.train.root}; use --batch-size {n} or less")
-        if batch_size % world_size:
-            raise ConfigError(f"the global batch of {batch_size} cannot be split evenly over {world_size} "
-                              f"processes; use a --batch-size that is a multiple of {world_size}")
-        self.shard_size = batch_size // world_size
+        self.shard_size = shard_size(batch_size, world_size)
         self.device, self.batch_size, self.seed, self.n = device, batch_size, seed, n
         self.steps_per_epoch = n // batch_size  # the incomplete last batch is dropped
         self.channels_last = channels_last

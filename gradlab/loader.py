@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.data import Augment, Dataset
-from gradlab.errors import ConfigError, DataError
+from gradlab.distributed import shard_size
+from gradlab.errors import DataError
 
 
 def normalize(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -55,10 +56,7 @@ class DeviceLoader:
         if batch_size > n:
             raise DataError(f"batch size {batch_size} is larger than the {n} training images of {data.name}; "
                             f"use --batch-size {n} or less")
-        if batch_size % world_size:
-            raise ConfigError(f"the global batch of {batch_size} cannot be split evenly over {world_size} "
-                              f"processes; use a --batch-size that is a multiple of {world_size}")
-        self.shard_size = batch_size // world_size
+        self.shard_size = shard_size(batch_size, world_size)
         self.shard_start = rank * self.shard_size
         self.device = device
         self.batch_size = batch_size

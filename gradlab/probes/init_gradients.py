@@ -127,9 +127,7 @@ def init_gradients(
     layers = layers[["family", "depth", "model", "seed", *LAYER_COLUMNS]].astype({"depth": np.int64, "seed": np.int64})
     by_model = seed_mean(layers)
     settings = {
-        "depths": sorted({int(d) for d in depths}),
-        "families": list(dict.fromkeys(f for f, _ in sweep.names)),
-        "seeds": list(sweep.seeds),
+        **sweep.settings(),
         "batch_size": batch_size,
         "dataset": dataset,
         "inputs": "real",

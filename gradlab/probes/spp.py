@@ -126,9 +126,7 @@ def signal_propagation(
     keys = ["family", "depth", "model", "block", "layer", "stage", "stat"]
     by_model = spp.groupby(keys, sort=True).agg(value=("value", "mean"), n=("value", "count")).reset_index()
     settings = {
-        "depths": sorted({int(d) for d in depths}),
-        "families": list(dict.fromkeys(f for f, _ in sweep.names)),
-        "seeds": list(sweep.seeds),
+        **sweep.settings(),
         "batch_size": batch_size,
         "dataset": dataset,
         "inputs": inputs,

@@ -58,6 +58,14 @@ class Sweep:
                    for s in seeds}  # fmt: skip
         return cls(names, seeds, batches, dev)
 
+    def settings(self) -> dict:
+        """What analysis.json records about the sweep itself."""
+        return {
+            "depths": sorted({d for _, d in self.names}),
+            "families": list(dict.fromkeys(f for f, _ in self.names)),
+            "seeds": list(self.seeds),
+        }
+
     def models(self, desc: str, progress: bool | None = None,
                **build_options) -> Iterator[tuple[str, int, str, int, torch.nn.Module, ProbeBatch]]:
         """(family, depth, name, seed, model, batch) for every net, shallow first, with a

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.bench.overhead import _input_size
-from gradlab.bench.timing import describe_environment, interleaved, summarize, synchronize
+from gradlab.bench.timing import describe_environment, interleaved, summarize, timed_call
 from gradlab.environment import resolve_device
 
 __all__ = ["VARIANTS", "run_concurrency", "single_step", "stacked_step"]
@@ -93,8 +93,6 @@ def stacked_step(models: list[torch.nn.Module], x: torch.Tensor, y: torch.Tensor
 
 def _worker(conn, model_name: str, batch_size: int, device: str, threads: int, seed: int) -> None:
     """A worker process: build its model, then time `k` steps whenever asked."""
-    import time
-
     from gradlab import models
 
     torch.set_num_threads(threads)
@@ -108,14 +106,7 @@ def _worker(conn, model_name: str, batch_size: int, device: str, threads: int, s
         k = conn.recv()
         if k is None:
             break
-        times = []
-        for _ in range(k):
-            synchronize(dev)
-            t0 = time.perf_counter()
-            step()
-            synchronize(dev)
-            times.append(time.perf_counter() - t0)
-        conn.send(times)
+        conn.send([timed_call(step, dev) for _ in range(k)])
     conn.close()
 
 

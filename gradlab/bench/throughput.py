@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gradlab.bench.timing import describe_environment, interleaved, summarize, synchronize
+from gradlab.bench.timing import describe_environment, interleaved, summarize, timed_call
 from gradlab.environment import resolve_device
 
 DEFAULT_MODELS = ("resnet20", "resnet56", "resnet110")
@@ -106,17 +106,6 @@ def reference_step(model_name: str, data_root: Path, batch_size: int, device: to
     return step, loader
 
 
-def _first_call_s(step, device: torch.device) -> float:
-    """Seconds taken by the first call of a step function (where torch.compile compiles)."""
-    import time
-
-    synchronize(device)
-    t0 = time.perf_counter()
-    step()
-    synchronize(device)
-    return time.perf_counter() - t0
-
-
 def run_throughput(models=DEFAULT_MODELS, batch_size: int = 128, steps: int = 10, repeats: int = 3,
                    device: str = "auto", workers: int | None = None, images: int = 5120, progress=None,
                    compile: bool = False) -> dict:
@@ -140,7 +129,7 @@ def run_throughput(models=DEFAULT_MODELS, batch_size: int = 128, steps: int = 10
             compile_s = None
             if compile:
                 compiled = gradlab_step(name, root / "data", batch_size, str(dev), root / "runs-compiled", compile=True)
-                compile_s = _first_call_s(compiled, dev)
+                compile_s = timed_call(compiled, dev)  # the first call compiles
                 variants["gradlab-compiled"] = compiled
             variants["reference"] = ref
             timings = interleaved(variants, steps, repeats, dev, warmup=2,

@@ -23,6 +23,7 @@ __all__ = [
     "interleaved",
     "summarize",
     "synchronize",
+    "timed_call",
 ]
 
 
@@ -42,6 +43,15 @@ class Timings:
 
     def median(self, name: str) -> float:
         return statistics.median(self.steps[name])
+
+
+def timed_call(fn: Callable[[], None], device: torch.device) -> float:
+    """Seconds one call of ``fn`` takes, with a device synchronisation before and after."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - t0
 
 
 def interleaved(
@@ -66,12 +76,7 @@ def interleaved(
     for _ in range(repeats):
         for name in names:
             fn, out = variants[name], timings.steps[name]
-            for _ in range(steps):
-                synchronize(device)
-                t0 = time.perf_counter()
-                fn()
-                synchronize(device)
-                out.append(time.perf_counter() - t0)
+            out.extend(timed_call(fn, device) for _ in range(steps))
             done += 1
             if progress is not None:
                 progress(name, done, total)

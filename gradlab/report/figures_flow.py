@@ -35,6 +35,15 @@ def flow_figure(flow_models: pd.DataFrame, phase: str, step_label: str, palette:
     return fig
 
 
+def depth_lines(ax, frame: pd.DataFrame, x: str, palette: dict, label: Callable[[int], str], w: float) -> None:
+    """One line per depth of ``frame`` (value against column ``x``), in the depth's colour;
+    dots on short lines, shallow nets drawn on top."""
+    for depth in sorted(frame["depth"].unique()):
+        line = frame[frame["depth"] == depth].sort_values(x)
+        ax.plot(line[x], line["value"], color=palette[int(depth)], lw=w, marker="." if len(line) <= 30 else None,
+                ms=3 * w, label=label(int(depth)), zorder=2 + 1 / (1 + depth))
+
+
 def norm_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str], palette: dict,
                 label: Callable[[str, int], str], style: Style) -> None:
     """Norms along depth: axes[r, c] gets stat r of family c, one line per depth
@@ -44,13 +53,7 @@ def norm_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str]
         for c, family in enumerate(families):
             ax = axes[r, c]
             d = frame[(frame["stat"] == stat) & (frame["family"] == family)]
-            for depth in sorted(d["depth"].unique()):
-                line = d[d["depth"] == depth].sort_values("position")
-                ax.plot(
-                    line["position"], line["value"], color=palette[int(depth)], lw=w,
-                    marker="." if len(line) <= 30 else None, ms=3 * w,
-                    label=label(family, int(depth)), zorder=2 + 1 / (1 + depth),
-                )  # fmt: skip
+            depth_lines(ax, d, "position", palette, lambda depth, f=family: label(f, depth), w)
             ax.set_yscale("log")
             if r == 0:
                 ax.set_title(panel_title(family))

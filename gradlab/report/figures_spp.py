@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from gradlab.analysis_dirs import Analysis
 from gradlab.report.figures_curves import families_in
+from gradlab.report.figures_flow import depth_lines
 from gradlab.report.style import PLAIN, RESNET, Style, depth_palette, model_label, new_figure, panel_title
 from gradlab.report.summary import fmt_std
 
@@ -32,11 +33,7 @@ def figure(analysis: Analysis, style: Style):
         for c, family in enumerate(families):
             ax = axes[r, c]
             d = data[(data["stat"] == stat) & (data["family"] == family)]
-            for depth in sorted(d["depth"].unique()):
-                line = d[d["depth"] == depth].sort_values("block")
-                ax.plot(line["block"], line["value"], color=palette[int(depth)], lw=w,
-                        marker="." if len(line) <= 30 else None, ms=3 * w,
-                        label=model_label(family, int(depth)), zorder=2 + 1 / (1 + depth))  # fmt: skip
+            depth_lines(ax, d, "block", palette, lambda depth, f=family: model_label(f, depth), w)
             if r == 0:
                 ax.set_title(panel_title(family))
                 ax.legend(loc="best")

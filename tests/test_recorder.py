@@ -527,14 +527,16 @@ def test_gradient_histograms():
 
 
 def test_cpu_threads_limits_hook_reductions_and_restores_the_setting(monkeypatch):
+    from gradlab.probes import recorder as recorder_module
+
     seen = []
-    original = Recorder._norm
+    original = recorder_module.norm
 
-    def spy(h):
+    def spy(h, dim=None):
         seen.append(torch.get_num_threads())
-        return original(h)
+        return original(h, dim)
 
-    monkeypatch.setattr(Recorder, "_norm", staticmethod(spy))
+    monkeypatch.setattr(recorder_module, "norm", spy)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -76,6 +76,7 @@ def run_overhead(
     warmup: int = 2,
     with_wandb: bool = True,
     every: int = 1,
+    reduce_at: str = "auto",
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
@@ -120,7 +121,7 @@ def run_overhead(
     skipped: dict[str, str] = {}
     variants: dict[str, Callable[[], None]] = {"bare": trainer(copy.deepcopy(base))}
     rec_model = copy.deepcopy(base)
-    rec = gradlab.watch(rec_model, every=every, dense_until=0)
+    rec = gradlab.watch(rec_model, every=every, dense_until=0, reduce_at=reduce_at)
     variants["gradlab"] = trainer(rec_model, rec.step)
 
     tmp = tempfile.mkdtemp(prefix="gradlab-bench-wandb-")
@@ -176,7 +177,9 @@ def run_overhead(
             "timed_steps_per_variant": steps * repeats,
             "order": "interleaved: " + ", ".join(variants),
             "optimizer": "SGD(lr=0.1, momentum=0.9, weight_decay=1e-4)",
-            "gradlab": f"gradlab.watch(model, every={every}, dense_until=0), all default stats",
+            "gradlab": f"gradlab.watch(model, every={every}, dense_until=0, reduce_at={reduce_at!r}), all default "
+                       f"stats, reductions in the {rec.reductions}",
+            "reductions": rec.reductions,
             "every": every,
             "wandb": 'wandb.watch(model, log="gradients", log_freq=1), offline, one wandb.log per step',
             "device": str(dev),

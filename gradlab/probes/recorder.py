@@ -39,6 +39,13 @@ How it stays cheap:
   sync; it runs by itself when the buffer is full. Outputs that are the same tensor (a BN
   output and the ``branch_out`` point after it, a block output and the next block's input)
   are reduced once.
+* On CUDA the reductions are deferred (``reduce_at="step"``, gradlab.probes.deferred):
+  a GPU step of a small network is bound by kernel launches, so the hooks only copy the
+  activation sample (one launch) and keep dL/dh, and ``step()`` reduces all points of one
+  shape together and every dL/dh with one ``torch._foreach_norm``: about 200 extra launches
+  per recorded ResNet-56 step instead of about 1500. On a CPU the hooks reduce on the spot,
+  while the data is in cache (``reduce_at="hooks"``, the CPU default). Both record the
+  same values (tested).
 * On an oversubscribed CPU, ``cpu_threads=1`` runs the hooks' reductions single-threaded.
 * Non-finite values are detected from the recorded reductions themselves (a norm or a sum
   is non-finite iff an element is, or it overflowed float32), so they cost no extra pass.
@@ -90,6 +97,8 @@ from gradlab import stat_names as S
 from gradlab.errors import RecorderError
 from gradlab.models.probe_points import ProbePoint
 from gradlab.probes import histograms as H
+from gradlab.probes.deferred import NONZERO, NORM, POSITIVE, SUM, Deferred
+from gradlab.probes.reductions import F32, count, flat, foreach_norm, norm, total
 from gradlab.probes.schedule import Schedule
 from gradlab.probes.targets import Targets, resolve, unwrap
 
@@ -102,10 +111,7 @@ STATE_VERSION = 1
 # Modules being watched, so that a second watch raises instead of doubling every hook.
 _WATCHED: "weakref.WeakKeyDictionary[nn.Module, Recorder]" = weakref.WeakKeyDictionary()
 
-_F32 = torch.float32
-_TINY = torch.finfo(torch.float32).tiny
-# Norms of float32 tensors at least this large are taken row-wise first (see _norm).
-_ROWS_MIN_NUMEL = 1 << 16
+REDUCE_AT = ("auto", "hooks", "step")
 
 
 def _eager(fn):
@@ -132,17 +138,6 @@ def _validate_stats(stats: Iterable[str] | None) -> tuple[str, ...]:
     return stats
 
 
-def _flat(h: torch.Tensor) -> torch.Tensor | None:
-    """A 1-D view of all of h's elements when h is dense (contiguous or channels_last)."""
-    if h.is_contiguous():
-        return h.view(-1)
-    if (h.dim() == 4 and h.is_contiguous(memory_format=torch.channels_last)) or (
-        h.dim() == 5 and h.is_contiguous(memory_format=torch.channels_last_3d)
-    ):
-        return h.as_strided((h.numel(),), (1,))
-    return None
-
-
 class _Point:
     """Per probe point: which raw columns of the value row it fills."""
 
@@ -161,12 +156,13 @@ class _Point:
 class _Seen:
     """Reductions of one output tensor during one forward, shared by the points that see it."""
 
-    __slots__ = ("ref", "version", "sum", "norm", "pos", "nonzero", "grad_cols")
+    __slots__ = ("ref", "version", "sum", "norm", "pos", "nonzero", "grad_cols", "k")
 
     def __init__(self, h: torch.Tensor):
         self.ref = weakref.ref(h)
         self.version = h._version
         self.sum = self.norm = self.pos = self.nonzero = None
+        self.k: int | None = None  # deferred reductions: its sample's number
         self.grad_cols: list[int] | None = None
 
 
@@ -190,7 +186,10 @@ class Recorder:
     ``cpu_threads=1`` avoids multi-threaded small ops stalling on a descheduled thread
     (ResNet-56, batch 128, 2-core CPU at load average ~6: 1.03x bare instead of 1.31x),
     but on an idle machine switching the thread count around every hook costs more than
-    it saves (act_mean alone: +79 ms a step instead of +37 ms).
+    it saves (act_mean alone: +79 ms a step instead of +37 ms). ``reduce_at``: "hooks"
+    reduces in each hook, "step" defers the reductions to ``step()`` (fewer, batched
+    kernels), "auto" (default) picks "step" on CUDA and "hooks" elsewhere; the
+    ``reductions`` property says which is in use.
     """
 
     def __init__(
@@ -207,6 +206,7 @@ class Recorder:
         buffer_steps: int = 64,
         cpu_threads: int | None = None,
         act_sample: int | None = 16,
+        reduce_at: str = "auto",
     ):
         if not isinstance(model, nn.Module):
             raise RecorderError(f"watch() needs an nn.Module, not {type(model).__name__}.")
@@ -226,6 +226,10 @@ class Recorder:
         if act_sample is not None and act_sample < 1:
             raise RecorderError(f"act_sample must be >= 1 or None, not {act_sample}.")
         self.act_sample = act_sample
+        if reduce_at not in REDUCE_AT:
+            raise RecorderError(f"reduce_at must be one of {', '.join(REDUCE_AT)}, not {reduce_at!r}.")
+        self.reduce_at = reduce_at
+        self._deferred: Deferred | None = None
 
         self._started = False
         self._stopped = False
@@ -334,19 +338,22 @@ class Recorder:
         if dev is None:
             dev = next((b.device for b in t.inner.buffers()), torch.device("cpu"))
         self._device = dev
-        self._unset = torch.full((), math.nan, dtype=_F32, device=dev)  # "not measured"
-        self._nan = torch.full((), math.nan, dtype=_F32, device=dev)  # "measured: NaN"
+        self._weights = [p.param for p in t.params]  # read under no_grad: no detach needed
+        defer = self.reduce_at == "step" or (self.reduce_at == "auto" and dev.type == "cuda")
+        self._deferred = Deferred(dev) if defer else None
+        self._unset = torch.full((), math.nan, dtype=F32, device=dev)  # "not measured"
+        self._nan = torch.full((), math.nan, dtype=F32, device=dev)  # "measured: NaN"
         self._template = [self._unset] * ncol
         self._vals = list(self._template)
         self._numel_row = [0] * len(t.points)
         cap = self.buffer_steps
-        self._buf = torch.empty((cap, max(ncol, 1)), dtype=_F32, device=dev)
+        self._buf = torch.empty((cap, max(ncol, 1)), dtype=F32, device=dev)
         self._slot_steps = np.zeros(cap, dtype=np.int64)
         self._slot_written = np.zeros((cap, ncol), dtype=bool)
         self._slot_numel = np.zeros((cap, len(t.points)), dtype=np.float64)
         self._slot = 0
         if self.histograms_enabled:
-            self._hbuf = torch.zeros((cap, P, H.N_BINS), dtype=_F32, device=dev)
+            self._hbuf = torch.zeros((cap, P, H.N_BINS), dtype=F32, device=dev)
             self._hslot_steps = np.zeros(cap, dtype=np.int64)
             self._hslot = 0
 
@@ -392,55 +399,12 @@ class Recorder:
             self._seen[id(h)] = e
         return e
 
-    @staticmethod
-    def _norm(h: torch.Tensor) -> torch.Tensor:
-        """||h||_2 accumulated in float32.
-
-        (``torch.dot(h, h)`` is faster on an idle CPU, but MKL's threads fight PyTorch's
-        OpenMP threads inside backward: 5-20x slower on a busy machine.)"""
-        if h.dtype == _F32:
-            if h.numel() >= _ROWS_MIN_NUMEL:
-                flat = _flat(h)
-                n = h.numel()
-                k = min(n & -n, 1024)  # largest power of two dividing n, at most 1024
-                if flat is not None and k >= 64:
-                    # rows of k elements: about 1.6x faster on 2 CPU threads than one
-                    # whole-tensor norm, which does not parallelise
-                    return torch.linalg.vector_norm(torch.linalg.vector_norm(flat.view(-1, k), dim=1))
-            return torch.linalg.vector_norm(h)
-        if h.dtype == torch.float64:
-            return torch.linalg.vector_norm(h).float()
-        return torch.linalg.vector_norm(h, dtype=_F32)
-
     def _count(self, h: torch.Tensor, positive: bool) -> torch.Tensor:
-        """Elements > 0 (positive) or != 0, as a float32 0-dim tensor. NaNs make the positive
-        count NaN and count as zeros in the non-zero count (the sum and norm flag them).
-
-        Two passes over h, one of them a write into a reused scratch buffer (no allocation):
-        the cheapest exact counts found on CPU, where ``(h > 0).sum()`` and
-        ``count_nonzero`` are 2-4x slower.
-        Positive: ``clamp(h, 0, tiny)`` maps h >= tiny (the smallest normal number) to
-        exactly ``tiny`` and h <= 0 to 0, so its sum is ``count * tiny``, exact in float32
-        up to 2**24 elements (the host rounds). Subnormal positives (< 1.2e-38 in
-        float32/bf16) count fractionally; float16 uses the sign instead.
-        Non-zero: ``sign(h)`` is in {-1, 0, 1}, so its squared norm is the count.
-        """
-        flat = _flat(h)
-        out = self._scratch_for(flat) if flat is not None else None
-        src = flat if flat is not None else h
-        if not positive:
-            # sign is in {-1, 0, 1}: its sum of squares counts the non-zeros exactly
-            s = torch.sign(src, out=out) if out is not None else torch.sign(src)
-            return self._norm(s).square_()
-        if h.dtype == torch.float16:
-            s = torch.sign(src, out=out) if out is not None else torch.sign(src)
-            s.clamp_min_(0)
-            return s.sum(dtype=_F32)
-        tiny = _TINY  # 2**-126: a normal number in float32, bfloat16 and float64
-        c = torch.clamp(src, 0, tiny, out=out) if out is not None else torch.clamp(src, 0, tiny)
-        if h.dtype == torch.float64:
-            return c.sum().div_(tiny).float()
-        return (c.sum() if c.dtype == _F32 else c.sum(dtype=_F32)).div_(tiny)
+        """reductions.count over all of h, its elementwise pass into a reused scratch buffer."""
+        f = flat(h)
+        if f is None:
+            return count(h, positive)
+        return count(f, positive, out=self._scratch_for(f))
 
     def _limit_threads(self, t: torch.Tensor) -> int:
         """Before reducing CPU tensor ``t``: drop to ``cpu_threads`` intra-op threads and
@@ -474,14 +438,38 @@ class Recorder:
     def _measure(self, pt: _Point, h: torch.Tensor) -> None:
         e = self._seen_entry(h)
         d = self._sample(h.detach())  # reductions must not extend the autograd graph
+        if self._deferred is not None:
+            self._defer(pt, e, d)
+        else:
+            self._reduce_now(pt, e, d)
+        self._numel_row[pt.j] = d.numel()
+        if pt.c_grad >= 0 and h.requires_grad:
+            if e.grad_cols is None:
+                e.grad_cols = [pt.c_grad]
+                h.register_hook(partial(self._on_grad, e.grad_cols))
+            elif pt.c_grad not in e.grad_cols:
+                e.grad_cols.append(pt.c_grad)
+
+    def _defer(self, pt: _Point, e: _Seen, d: torch.Tensor) -> None:
+        q = self._deferred
+        if e.k is None:
+            e.k = q.sample(d)
+        if pt.c_sum >= 0:
+            q.want(e.k, SUM, pt.c_sum)
+        if pt.c_norm >= 0:
+            q.want(e.k, NORM, pt.c_norm)
+        if pt.c_cnt >= 0:
+            q.want(e.k, POSITIVE if pt.relu_after else NONZERO, pt.c_cnt)
+
+    def _reduce_now(self, pt: _Point, e: _Seen, d: torch.Tensor) -> None:
         vals = self._vals
         if pt.c_sum >= 0:
             if e.sum is None:
-                e.sum = d.sum() if d.dtype == _F32 else d.sum().float() if d.dtype == torch.float64 else d.sum(dtype=_F32)
+                e.sum = total(d)
             vals[pt.c_sum] = e.sum
         if pt.c_norm >= 0:
             if e.norm is None:
-                e.norm = self._norm(d)
+                e.norm = norm(d)
             vals[pt.c_norm] = e.norm
         if pt.c_cnt >= 0:
             if pt.relu_after:
@@ -492,19 +480,15 @@ class Recorder:
                 if e.nonzero is None:
                     e.nonzero = self._count(d, False)
                 vals[pt.c_cnt] = e.nonzero
-        self._numel_row[pt.j] = d.numel()
-        if pt.c_grad >= 0 and h.requires_grad:
-            if e.grad_cols is None:
-                e.grad_cols = [pt.c_grad]
-                h.register_hook(partial(self._on_grad, e.grad_cols))
-            elif pt.c_grad not in e.grad_cols:
-                e.grad_cols.append(pt.c_grad)
 
     @_eager
     def _on_grad(self, cols: list[int], g: torch.Tensor) -> None:
+        if self._deferred is not None:
+            self._deferred.grad(g.detach() if g.requires_grad else g, cols)
+            return
         restore = self._limit_threads(g)
         try:
-            v = self._norm(g.detach())
+            v = norm(g.detach())
         finally:
             if restore:
                 torch.set_num_threads(restore)
@@ -526,10 +510,15 @@ class Recorder:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             return
         e = self._seen_entry(x)
+        if self._deferred is not None:
+            if e.k is None:
+                e.k = self._deferred.sample(self._sample(x.detach()))
+            self._deferred.want(e.k, NORM, self._bc_x[b])
+            return
         if e.norm is None:
             restore = self._limit_threads(x)
             try:
-                e.norm = self._norm(self._sample(x.detach()))
+                e.norm = norm(self._sample(x.detach()))
             finally:
                 if restore:
                     torch.set_num_threads(restore)
@@ -544,6 +533,12 @@ class Recorder:
         A training loop that compiles the model can run the eager module on these steps and
         the compiled one on all others, so that compiled code never meets a hook."""
         return self._armed
+
+    @property
+    def reductions(self) -> str:
+        """Where the activation and gradient reductions run: "hooks" (in each hook, the
+        default on a CPU) or "step" (deferred to step(), the default on CUDA)."""
+        return "step" if self._deferred is not None else "hooks"
 
     @property
     def current_step(self) -> int:
@@ -584,23 +579,26 @@ class Recorder:
         self._vals = list(self._template)
         self._numel_row = [0] * len(self._points)
         self._seen.clear()
+        if self._deferred is not None:
+            self._deferred.clear()
 
+    @torch.no_grad()
     def _param_values(self) -> None:
         t = self._targets
         vals = self._vals
-        weights = [p.param.detach() for p in t.params]
+        weights = self._weights
         if self._pc_grad:
             idx, grads = [], []
             for i, p in enumerate(t.params):
                 g = p.param.grad
                 if g is not None and g.layout == torch.strided:
                     idx.append(i)
-                    grads.append(g.detach())
+                    grads.append(g)
             if grads:
-                for i, v in zip(idx, _foreach_norm(grads)):
+                for i, v in zip(idx, foreach_norm(grads)):
                     vals[self._pc_grad[i]] = v
         if self._pc_weight and weights:
-            for c, v in zip(self._pc_weight, _foreach_norm(weights)):
+            for c, v in zip(self._pc_weight, foreach_norm(weights)):
                 vals[c] = v
         if self._pc_update and weights:
             if self._prev is None or len(self._prev) != len(weights):
@@ -609,7 +607,7 @@ class Recorder:
                 self._prev = [w.clone() for w in weights]
             else:
                 diffs = torch._foreach_sub(weights, self._prev)
-                for c, v in zip(self._pc_update, _foreach_norm(diffs)):
+                for c, v in zip(self._pc_update, foreach_norm(diffs)):
                     vals[c] = v
                 torch._foreach_copy_(self._prev, weights)
 
@@ -620,16 +618,25 @@ class Recorder:
                 f"The model moved from {self._device} to {params[0].param.device} after watch(); "
                 "move it to its device first, then call gradlab.watch(model)."
             )
+        q = self._deferred
         if not outputs:
             self._vals = list(self._template)  # stray values from an unarmed forward: none expected
+            if q is not None:
+                q.clear()
         self._param_values()
         slot = self._slot
         vals = self._vals
+        if q is not None:
+            q.gradient_values(vals)
+        row = self._buf[slot, : self._ncol]
         if self._ncol:
-            torch.stack(vals, out=self._buf[slot, : self._ncol])
+            torch.stack(vals, out=row)
         unset = self._unset
         written = self._slot_written[slot]
         written[:] = [v is not unset for v in vals]
+        if q is not None:
+            written[q.write_activations(row)] = True
+            q.clear()
         if outputs and not self._warned_no_outputs and self._out_cols.size and self._pc_grad:
             if not written[self._out_cols].any() and written[self._pc_grad].any():
                 self._warned_no_outputs = True
@@ -903,27 +910,6 @@ class Recorder:
         nf = state.get("nonfinite")
         self._nonfinite = None if nf is None else dict(nf)
         self.set_step(int(state["step"]))
-
-
-def _foreach_norm(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """2-norms as float32 0-dim tensors: one fused call per dtype (one in total, usually)."""
-    dtypes = {t.dtype for t in tensors}
-    if dtypes == {_F32}:
-        return list(torch._foreach_norm(tensors, 2))
-    out: list = [None] * len(tensors)
-    for dt in dtypes:
-        idx = [i for i, t in enumerate(tensors) if t.dtype == dt]
-        group = [tensors[i] for i in idx]
-        if dt in (_F32, torch.float64):
-            norms = [n.float() for n in torch._foreach_norm(group, 2)]
-        else:  # low precision: accumulate in float32
-            try:
-                norms = list(torch._foreach_norm(group, 2, dtype=_F32))
-            except TypeError:  # older torch without the dtype argument
-                norms = [torch.linalg.vector_norm(t, dtype=_F32) for t in group]
-        for i, n in zip(idx, norms):
-            out[i] = n
-    return out
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:

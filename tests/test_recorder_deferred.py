@@ -1,0 +1,106 @@
+"""Deferred reductions (reduce_at="step", the CUDA default) record what the hooks record."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import gradlab
+from gradlab.errors import RecorderError
+from gradlab.models import build
+from gradlab.probes.deferred import NONZERO, NORM, POSITIVE, SUM, Deferred
+
+KEYS = ["step", "layer", "index", "kind", "stat"]
+
+
+def frames(model, x, y, autocast=False, steps=2, **kwargs):
+    """The frame of `steps` recorded SGD steps for each reduce_at, from the same start."""
+    out = {}
+    for where in ("hooks", "step"):
+        m = copy.deepcopy(model)
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        with gradlab.watch(m, every=1, dense_until=0, reduce_at=where, **kwargs) as rec:
+            assert rec.reductions == where
+            for _ in range(steps):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    loss = F.cross_entropy(m(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                rec.step()
+                opt.step()
+            out[where] = rec.frame()
+    return out["hooks"], out["step"]
+
+
+def assert_same(a, b, rtol=1e-4):
+    assert len(a) == len(b) > 0
+    assert (a[KEYS].values == b[KEYS].values).all()
+    va, vb = a["value"].to_numpy(), b["value"].to_numpy()
+    assert (np.isnan(va) == np.isnan(vb)).all()
+    ok = ~np.isnan(va)
+    np.testing.assert_allclose(vb[ok], va[ok], rtol=rtol, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,autocast", [("resnet20", False), ("plain20", True)])
+def test_deferred_reductions_record_the_same_frame_as_the_hooks(name, autocast):
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    hooks, step = frames(build(name), x, y, autocast=autocast, act_sample=4)
+    assert_same(hooks, step, rtol=1e-3 if autocast else 1e-4)
+    stats = set(step["stat"])
+    assert {"act_mean", "act_std", "act_zero_frac", "act_grad_norm", "grad_norm"} <= stats
+    assert "branch_ratio" in stats  # plain twins have the same blocks, without the shortcut
+
+
+def test_deferred_samples_are_copies_an_in_place_relu_cannot_change():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                          nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    x, y = torch.randn(5, 1, 8, 8), torch.randint(0, 3, (5,))
+    hooks, step = frames(model, x, y, steps=1)
+    assert_same(hooks, step)
+    # known answer: the BN point's statistics are those of its output before the in-place ReLU
+    with torch.no_grad():
+        bn_out = model[1](model[0](x))
+    row = step[(step["layer"] == "1") & (step["stat"] == "act_mean")]
+    np.testing.assert_allclose(row["value"].item(), bn_out.mean().item(), atol=1e-6)
+    zero = step[(step["layer"] == "1") & (step["stat"] == "act_zero_frac")]["value"].item()
+    assert zero == pytest.approx((bn_out <= 0).float().mean().item())  # the ReLU after it zeroes these
+
+
+def test_deferred_known_answers_and_early_gradient_reduction():
+    row = torch.full((6,), float("nan"))
+    q = Deferred(torch.device("cpu"), grad_bytes=8)  # two float32 values: the second gradient reduces early
+    a = q.sample(torch.tensor([[1.0, -2.0], [0.0, 3.0]]))
+    b = q.sample(torch.tensor([0.0, 0.0, 5.0, -1.0]))  # the same size: one stack with a
+    c = q.sample(torch.tensor([2.0, 0.0]))
+    q.want(a, SUM, 0)
+    q.want(a, NORM, 1)
+    q.want(b, POSITIVE, 2)
+    q.want(b, NONZERO, 3)
+    q.want(c, NORM, 4)
+    q.want(a, POSITIVE, 4)  # a second request for column 4: the last one wins
+    cols = q.write_activations(row)
+    assert sorted(cols) == [0, 1, 2, 3, 4]
+    torch.testing.assert_close(row[:5], torch.tensor([2.0, 14 ** 0.5, 1.0, 2.0, 2.0]))
+    assert row[5].isnan()
+
+    q.grad(torch.tensor([3.0]), [0])
+    q.grad(torch.tensor([0.0, 4.0]), [1, 2])  # 12 bytes held > 8: both reduced now
+    assert not q._grads and len(q._norms) == 2
+    vals = [None] * 3
+    q.gradient_values(vals)
+    assert [v.item() for v in vals] == [3.0, 4.0, 4.0]
+
+
+def test_reduce_at_is_checked():
+    with pytest.raises(RecorderError, match="reduce_at must be one of auto, hooks, step"):
+        gradlab.watch(nn.Linear(2, 2), reduce_at="later")
+
+
+def test_auto_reduces_in_the_hooks_on_a_cpu():
+    with gradlab.watch(nn.Linear(2, 2)) as rec:
+        assert rec.reductions == "hooks"

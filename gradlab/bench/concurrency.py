@@ -21,7 +21,6 @@ sum over workers of batch / their median step time).
 from __future__ import annotations
 
 import copy
-import multiprocessing as mp
 import os
 
 import torch
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 from gradlab.bench.overhead import _input_size
 from gradlab.bench.timing import describe_environment, interleaved, summarize, timed_call
+from gradlab.bench.workers import WorkerPool
 from gradlab.environment import resolve_device
 
 __all__ = ["VARIANTS", "run_concurrency", "single_step", "stacked_step"]
@@ -92,7 +92,7 @@ def stacked_step(models: list[torch.nn.Module], x: torch.Tensor, y: torch.Tensor
 
 
 def _worker(conn, model_name: str, batch_size: int, device: str, threads: int, seed: int) -> None:
-    """A worker process: build its model, then time `k` steps whenever asked."""
+    """A worker process: build its model, then time `k` steps whenever asked (None: stop)."""
     from gradlab import models
 
     torch.set_num_threads(threads)
@@ -102,48 +102,30 @@ def _worker(conn, model_name: str, batch_size: int, device: str, threads: int, s
     x, y = _batch(model_name, batch_size, dev, seed)
     step = single_step(model, x, y)
     conn.send("ready")
-    while True:
-        k = conn.recv()
-        if k is None:
-            break
+    while (k := conn.recv()) is not None:
         conn.send([timed_call(step, dev) for _ in range(k)])
-    conn.close()
 
 
 class _Workers:
     """N live worker processes; calling the object runs `steps` timed steps in all of them at once."""
 
     def __init__(self, n: int, model_name: str, batch_size: int, device: torch.device, threads: int):
-        ctx = mp.get_context("spawn")
-        self.conns, self.procs = [], []
-        for i in range(n):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(child, model_name, batch_size, str(device), threads, i), daemon=True)
-            p.start()
-            self.conns.append(parent)
-            self.procs.append(p)
-        for c in self.conns:
-            c.recv()  # "ready"
+        self.pool = WorkerPool(_worker, [(model_name, batch_size, str(device), threads, i) for i in range(n)])
+        try:
+            self.pool.recv_all()  # "ready"
+        except BaseException:
+            self.pool.close()
+            raise
         self.times: list[list[float]] = [[] for _ in range(n)]
 
     def run(self, steps: int, record: bool = True) -> None:
-        for c in self.conns:
-            c.send(steps)
-        for i, c in enumerate(self.conns):
-            got = c.recv()
+        self.pool.send_all(steps)
+        for i, got in enumerate(self.pool.recv_all()):
             if record:
                 self.times[i].extend(got)
 
     def close(self) -> None:
-        for c in self.conns:
-            try:
-                c.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-        for p in self.procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
+        self.pool.close()
 
 
 def run_concurrency(model: str = "resnet20", runs: int = 2, batch_size: int = 128, steps: int = 5,

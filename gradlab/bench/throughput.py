@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pickle
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.bench.timing import describe_environment, interleaved, summarize, timed_call
+from gradlab.config import DataSpec, RunSpec
 from gradlab.environment import resolve_device
 
 DEFAULT_MODELS = ("resnet20", "resnet56", "resnet110")
@@ -47,18 +49,30 @@ def write_cifar_files(root: Path, images: int, seed: int = 0) -> None:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
 
 
-def gradlab_step(model_name: str, data_root: Path, batch_size: int, device: str, runs_dir: Path,
-                 compile: bool = False):
-    """A step function running the real trainer's step (`compile`: with torch.compile)."""
+def bench_spec(model_name: str, data: DataSpec, batch_size: int, device: str, compile: bool = False,
+               compile_mode: str | None = None) -> RunSpec:
+    """The paper recipe's RunSpec of a benchmark: `data` as given, recording off."""
+    from gradlab.config import load_preset, make_run_spec
+
+    spec = make_run_spec(model_name, load_preset("paper"), device=device, compile=compile, compile_mode=compile_mode,
+                         recipe={"batch_size": batch_size, "record": False})
+    return replace(spec, data=data)
+
+
+def setup_trainer(spec: RunSpec, runs_dir: Path, dataset=None):
+    """The real trainer of `spec`, set up for stepping by hand (nothing written to `runs_dir`);
+    `dataset`: an already loaded gradlab.data.Dataset (default: load spec.data)."""
     from gradlab import data as datasets
-    from gradlab.config import DataSpec, load_preset, make_run_spec
     from gradlab.train import Trainer
 
-    spec = make_run_spec(model_name, load_preset("paper"), device=device, compile=compile,
-                         recipe={"batch_size": batch_size, "record": False})
-    dataset = datasets.load(DataSpec(name="cifar10", data_dir=str(data_root), download=False), verify=False)
+    dataset = dataset if dataset is not None else datasets.load(spec.data, verify=False)
     trainer = Trainer(spec, runs_dir, progress=False, dataset=dataset)
     trainer._setup()
+    return trainer
+
+
+def trainer_step(trainer):
+    """A step function running the trainer's own step at steps 0, 1, 2, ..."""
     state = {"step": 0}
 
     def step():
@@ -68,8 +82,16 @@ def gradlab_step(model_name: str, data_root: Path, batch_size: int, device: str,
     return step
 
 
+def gradlab_step(model_name: str, data: DataSpec, batch_size: int, device: str, runs_dir: Path,
+                 compile: bool = False, compile_mode: str | None = None):
+    """A step function running the real trainer's step (`compile`/`compile_mode`: with torch.compile)."""
+    spec = bench_spec(model_name, data, batch_size, device, compile=compile, compile_mode=compile_mode)
+    return trainer_step(setup_trainer(spec, runs_dir))
+
+
 def reference_step(model_name: str, data_root: Path, batch_size: int, device: torch.device, workers: int):
-    """A step function of the conventional loop (DataLoader + PIL transforms, eager fp32)."""
+    """A step function of the conventional loop (DataLoader + PIL transforms, eager fp32,
+    cuDNN autotuning on, as the common port sets it; gradlab's trainer sets it too)."""
     from torchvision import transforms
 
     from gradlab import models
@@ -86,6 +108,8 @@ def reference_step(model_name: str, data_root: Path, batch_size: int, device: to
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                                          pin_memory=device.type == "cuda", drop_last=True,
                                          persistent_workers=workers > 0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     model = models.build(model_name).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     batches = iter(loader)
@@ -108,27 +132,32 @@ def reference_step(model_name: str, data_root: Path, batch_size: int, device: to
 
 def run_throughput(models=DEFAULT_MODELS, batch_size: int = 128, steps: int = 10, repeats: int = 3,
                    device: str = "auto", workers: int | None = None, images: int = 5120, progress=None,
-                   compile: bool = False) -> dict:
+                   compile: bool = False, compile_mode: str | None = None) -> dict:
     """Median images/s of both loops for each model, and their ratio (gradlab / reference).
 
     compile=True adds the variant "gradlab-compiled" (the trainer's step with torch.compile);
     its compilation time is reported on its own ("compile_s": the first step's time less
-    the median step), not mixed into the steady-state images/s.
+    the median step), not mixed into the steady-state images/s. `compile_mode` (one of
+    gradlab.config.COMPILE_MODES; implies compile) is torch.compile's mode, e.g.
+    "reduce-overhead" (CUDA graphs); compile alone means "default".
     """
     import os
 
+    compile = compile or compile_mode is not None
+    mode = (compile_mode or "default") if compile else None  # a bad one: ConfigError from make_run_spec
     dev = resolve_device(device)
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     results = {}
     with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:
         root = Path(tmp)
         write_cifar_files(root / "data", images)
+        data = DataSpec(name="cifar10", data_dir=str(root / "data"), download=False)
         for name in models:
             ref, loader = reference_step(name, root / "data", batch_size, dev, workers)
-            variants = {"gradlab": gradlab_step(name, root / "data", batch_size, str(dev), root / "runs")}
+            variants = {"gradlab": gradlab_step(name, data, batch_size, str(dev), root / "runs")}
             compile_s = None
             if compile:
-                compiled = gradlab_step(name, root / "data", batch_size, str(dev), root / "runs-compiled", compile=True)
+                compiled = gradlab_step(name, data, batch_size, str(dev), root / "runs-compiled", compile_mode=mode)
                 compile_s = timed_call(compiled, dev)  # the first call compiles
                 variants["gradlab-compiled"] = compiled
             variants["reference"] = ref
@@ -149,7 +178,8 @@ def run_throughput(models=DEFAULT_MODELS, batch_size: int = 128, steps: int = 10
     return {
         "benchmark": "throughput",
         "settings": {"models": list(models), "batch_size": batch_size, "steps": steps, "repeats": repeats,
-                     "reference_workers": workers, "images": images, "recording": False, "compile": compile},
+                     "reference_workers": workers, "images": images, "recording": False, "compile": compile,
+                     "compile_mode": mode},
         "environment": describe_environment(dev),
         "results": results,
     }

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from gradlab.config import COMPILE_MODES
+
 
 @click.group("bench")
 def bench():
@@ -38,8 +40,10 @@ def _progress_printer():
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @click.option("--every", default=1, show_default=True, type=click.IntRange(1), help="gradlab records every N-th step.")
 @click.option("--no-wandb", is_flag=True, help="Skip the wandb.watch variant.")
+@click.option("--reduce-at", type=click.Choice(["auto", "hooks", "step"]), default="auto", show_default=True,
+              help="Where gradlab reduces: in each hook, or deferred to step() (auto: step on CUDA, hooks on CPU).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
-def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb, json_path):
+def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb, reduce_at, json_path):
     """Training-step time bare vs gradlab (every step) vs wandb.watch, interleaved in one process.
 
     \b
@@ -59,6 +63,7 @@ def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb,
             warmup=warmup,
             with_wandb=not no_wandb,
             every=every,
+            reduce_at=reduce_at,
             progress=progress,
         )
     finally:
@@ -91,13 +96,17 @@ def _env_line(env: dict) -> str:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--compile", "compile_", is_flag=True,
               help="Also time gradlab's step under torch.compile (compile time reported on its own).")
+@click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default=None,
+              help="torch.compile mode of that variant (implies --compile); reduce-overhead uses CUDA graphs.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
-def throughput(models, batch_size, steps, repeats, workers, device, compile_, json_path):
+def throughput(models, batch_size, steps, repeats, workers, device, compile_, compile_mode, json_path):
     """Training images/s: gradlab's loop vs the conventional DataLoader + PIL transforms loop.
 
     \b
     Example (CPU, a few minutes):
       gradlab bench throughput --models resnet20 --steps 5 --repeats 3
+    Example (GPU, with CUDA graphs):
+      gradlab bench throughput --compile-mode reduce-overhead
     """
     from gradlab.bench.throughput import run_throughput
     from gradlab.models import info
@@ -108,7 +117,7 @@ def throughput(models, batch_size, steps, repeats, workers, device, compile_, js
     progress, close = _progress_printer()
     try:
         result = run_throughput(names, batch_size, steps, repeats, device, workers, progress=progress,
-                                compile=compile_)
+                                compile=compile_, compile_mode=compile_mode)
     finally:
         close()
     s = result["settings"]
@@ -119,8 +128,9 @@ def throughput(models, batch_size, steps, repeats, workers, device, compile_, js
     for name, r in result["results"].items():
         lines.append(f"{name:<12}{r['gradlab']['images_per_s']:>15.1f}{r['reference']['images_per_s']:>17.1f}"
                      f"{r['ratio']:>7.2f}x")
-    if compile_:
-        lines += ["", f"{'model':<12}{'compiled img/s':>15}{'x reference':>13}{'compile s':>11}"]
+    if s["compile"]:
+        lines += ["", f"gradlab compiled: torch.compile mode {s['compile_mode']}",
+                  f"{'model':<12}{'compiled img/s':>15}{'x reference':>13}{'compile s':>11}"]
         for name, r in result["results"].items():
             c = r["gradlab-compiled"]
             lines.append(f"{name:<12}{c['images_per_s']:>15.1f}{r['ratio_compiled']:>12.2f}x{c['compile_s']:>11.1f}")
@@ -205,3 +215,71 @@ def concurrency(model, runs, batch_size, steps, repeats, device, json_path):
     lines.append(f"\nmore total images/s: {result['best']}")
     click.echo("\n".join(lines))
     _write_json(json_path, result)
+
+
+@bench.command("paper")
+@click.option("--depths", default="20,56,110", show_default=True, help="CIFAR depths (6n+2), comma-separated.")
+@click.option("--families", default="plain,resnet", show_default=True, help="plain, resnet or both.")
+@click.option("--seconds", default=20.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Length of the window in which all runs train at once.")
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(0),
+              help="Untimed steps per run after its first (compiling) one.")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--steps", "total_steps", default=64000, show_default=True, type=click.IntRange(1),
+              help="Iterations per run to extrapolate to (the paper: 64k).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default=None,
+              help="torch.compile every run in this mode (default: eager); reduce-overhead uses CUDA graphs.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
+def paper(depths, families, seconds, warmup, batch_size, total_steps, device, compile_mode, json_path):
+    """How long the paper's comparison takes here: all its runs training at once on one device.
+
+    One worker process per run (as `gradlab compare --jobs N`), each on the real trainer with
+    synthetic CIFAR-shaped data. After every run has compiled and warmed up, all train at
+    once for --seconds; each run's steps/s while sharing the device, plus its recorded steps
+    (305 of 64k) and evaluations timed alone, give its minutes for the full run. The
+    comparison takes as long as its slowest run (an upper bound: once the small runs
+    finish, the big ones speed up).
+
+    \b
+    Example (GPU, about two minutes):
+      gradlab bench paper --compile-mode reduce-overhead --json paper.json
+    Example (CPU, a minute):
+      gradlab bench paper --depths 20 --seconds 3 --warmup 1
+    """
+    from gradlab.bench.paper import run_paper
+    from gradlab.compare import parse_families, parse_int_list
+
+    depth_list = parse_int_list(depths, "depths")
+    family_list = parse_families(families)
+    progress, close = _progress_printer()
+    try:
+        result = run_paper(depth_list, family_list, batch_size=batch_size, seconds=seconds, warmup=warmup,
+                           device=device, compile_mode=compile_mode, total_steps=total_steps, progress=progress)
+    finally:
+        close()
+    click.echo(format_paper(result))
+    _write_json(json_path, result)
+
+
+def format_paper(result: dict) -> str:
+    s, r = result["settings"], result["results"]
+    compiled = f"torch.compile mode {s['compile_mode']}" if s["compile"] else "eager"
+    threads = f", {s['threads_per_worker']} thread(s) each" if result["environment"]["device"] == "cpu" else ""
+    lines = [_env_line(result["environment"]),
+             f"{len(r)} run{'s' if len(r) != 1 else ''} at once, one process each{threads} ({compiled}), batch {s['batch_size']}, "
+             f"{s['seconds']:g} s shared window after {s['warmup']} warm-up steps",
+             f"per run: {s['total_steps']:,} steps, {s['recorded_steps']} of them recorded, "
+             f"{s['evaluations']} evaluations of {s['eval_images']:,} images (recorded steps and evaluations timed "
+             f"alone); startup: first step and first evaluation (compiling, when compiled)",
+             "",
+             f"{'run':<12}{'steps/s':>9}{'img/s':>9}{'startup s':>11}{'recorded s':>12}{'eval s':>9}{'minutes':>10}"]
+    for name, v in r.items():
+        lines.append(f"{name:<12}{v['steps_per_s_shared']:>9.2f}{v['images_per_s_shared']:>9.0f}"
+                     f"{v['first_step_s'] + v['first_eval_s']:>11.2f}{v['recorded_step_s']:>12.3f}{v['eval_s']:>9.2f}"
+                     f"{v['minutes_for_total']:>10.1f}")
+    minutes = result["paper_compare_minutes"]
+    lines += ["", f"all runs together: {result['total_images_per_s_shared']:.0f} img/s",
+              f"paper compare: about {minutes:.0f} min ({minutes / 60:.1f} h), as long as its slowest run "
+              f"({result['slowest']}); conservative: the big runs speed up once the small ones finish"]
+    return "\n".join(lines)

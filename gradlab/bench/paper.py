@@ -1,0 +1,192 @@
+"""How long the paper's comparison takes here: all its runs training at once on one device.
+
+`gradlab compare --jobs N` trains the runs as worker processes sharing one device. A short
+real compare cannot say how long the full one takes: the small nets finish before the big
+ones have compiled. So this benchmark puts every run of the comparison (plain and ResNet
+at each depth) in its own worker process ("spawn", as compare's local pool does) and:
+
+1. each worker sets up the real trainer (gradlab.train.Trainer, the paper recipe, recording
+   off) on synthetic CIFAR-shaped data on the device, times its first step
+   (``first_step_s``) and its first evaluation batch (``first_eval_s``): torch.compile's
+   compilations when compiled, all workers at the same time, as in a real compare; then
+   it runs ``warmup`` more steps;
+2. when all are ready, the parent gives every worker the same wall-clock window; each runs
+   steps from its start to its end, then waits for the device: ``steps_per_s_shared`` is
+   completed steps / elapsed seconds while all runs share the device. Each worker then
+   sets up a second trainer that records every step and runs its first step (untimed);
+3. then, one worker at a time (the device otherwise idle), each times ``eval_s``, an
+   evaluation of CIFAR's 10,000 test images (the time of one evaluation batch of 1,000,
+   times 10), and ``recorded_step_s``, the median of 3 recorded steps (the recorder's
+   hooks; eager even when compiled, as in a real run).
+
+The estimate for a run of ``total_steps`` steps, in minutes, is::
+
+    (first_step_s + first_eval_s + (total_steps - R) / steps_per_s_shared
+     + R * recorded_step_s + E * eval_s) / 60
+
+with R = default_schedule(total_steps).count(total_steps) recorded steps (305 for 64k) and
+E evaluations (one every eval_every = 400 steps: 160 for 64k). The comparison takes as
+long as its slowest run: ``paper_compare_minutes`` is the maximum over runs. That is
+conservative: once the small runs finish, the big ones get more of the device. Not
+counted: checkpoints (16 small files per run) and the report.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from gradlab.bench.throughput import setup_trainer, trainer_step
+from gradlab.bench.timing import describe_environment, synchronize, timed_call
+from gradlab.bench.workers import WorkerPool
+from gradlab.config import RunSpec
+from gradlab.environment import resolve_device
+from gradlab.errors import ConfigError
+
+__all__ = ["CIFAR_TEST_IMAGES", "estimate_minutes", "run_paper"]
+
+CIFAR_TEST_IMAGES = 10_000
+RECORDED_STEPS_TIMED = 3
+EVAL_BATCH = 1000  # the trainer evaluates in batches of 1000 (gradlab.loader.DeviceLoader.eval_batches)
+
+
+def estimate_minutes(run: dict, total_steps: int, recorded_steps: int, evaluations: int) -> float:
+    """Minutes one run of `total_steps` takes, from its measured figures (see the module doc)."""
+    seconds = (run["first_step_s"] + run["first_eval_s"] + (total_steps - recorded_steps) / run["steps_per_s_shared"]
+               + recorded_steps * run["recorded_step_s"] + evaluations * run["eval_s"])
+    return seconds / 60
+
+
+def _wait_until(t: float) -> None:
+    while (left := t - time.time()) > 0:
+        time.sleep(min(left, 0.05))
+
+
+def _worker(conn, spec: RunSpec, threads: int, warmup: int) -> None:
+    """One run: compile and warm up, train in the shared window, then time recorded steps and
+    an evaluation when the parent says it is this run's turn alone."""
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="gradlab-bench-paper-") as tmp:
+        trainer = setup_trainer(spec, Path(tmp))
+        dev = trainer.device
+        step = trainer_step(trainer)
+        first_step_s = timed_call(step, dev)
+        test_x, test_y = (t[:EVAL_BATCH] for t in trainer.eval_sets["test"])
+        first_eval_s = timed_call(lambda: trainer._error(test_x, test_y), dev)  # compiles the eval graph
+        for _ in range(warmup):
+            step()
+        synchronize(dev)
+        conn.send((first_step_s, first_eval_s))
+
+        window = conn.recv()
+        if window is None:  # the parent gave up (another worker failed)
+            return
+        start, end = window
+        _wait_until(start)
+        t0 = time.time()
+        steps = 0
+        while time.time() < end:
+            step()
+            steps += 1
+        synchronize(dev)  # the steps queued on the device are done: `steps` completed in `elapsed`
+        elapsed = time.time() - t0
+        # set up (all runs at once) a trainer that records every step, and run its first step
+        recording = replace(spec, recipe=replace(spec.recipe, record=True, record_every=1))
+        recorder_trainer = setup_trainer(recording, Path(tmp), trainer.data)
+        recorded = trainer_step(recorder_trainer)
+        recorded()  # untimed: the first eager step (allocator, kernels)
+        synchronize(dev)
+        conn.send((steps, elapsed))
+
+        if conn.recv() is None:  # else: this run's turn alone on the device
+            return
+        eval_s = timed_call(lambda: trainer._error(test_x, test_y), dev) * CIFAR_TEST_IMAGES / len(test_y)
+        times = [timed_call(recorded, dev) for _ in range(RECORDED_STEPS_TIMED)]
+        recorder_trainer.recorder.stop()
+        conn.send((statistics.median(times), eval_s))
+        conn.recv()  # None: done
+
+
+def run_paper(depths=(20, 56, 110), families=("plain", "resnet"), batch_size: int = 128, seconds: float = 20.0,
+              warmup: int = 3, device: str = "auto", compile_mode: str | None = None, total_steps: int = 64000,
+              progress: Callable[[str, int, int], None] | None = None, images: int = 50_000) -> dict:
+    """Minutes the paper's comparison (every family x depth, `total_steps` each) takes on this
+    device with all runs at once, from `seconds` of steady-state training shared by all of them.
+
+    `images`: synthetic training images per run (default: CIFAR-10's 50,000, so that epochs
+    turn over as in the real run; their test set: a quarter).
+    """
+    from gradlab.compare import plan
+    from gradlab.config import load_preset
+    from gradlab.probes import default_schedule
+
+    if seconds <= 0:
+        raise ConfigError(f"seconds must be positive, got {seconds}")
+    dev = resolve_device(device)
+    specs = plan(load_preset("paper"), depths, families, (0,), device=str(dev), compile_mode=compile_mode,
+                 data={"name": "synthetic", "synthetic_size": images, "val_split": 0},
+                 recipe={"batch_size": batch_size, "record": False})  # a bad depth or mode: ConfigError/ModelError
+    names = [s.model.name for s in specs]
+    threads_all = torch.get_num_threads()
+    per_worker = max(1, threads_all // len(specs)) if dev.type == "cpu" else 1
+    stages, done = 2 * len(specs) + 1, 0
+
+    def tick(what: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(what, done, stages)
+
+    pool = WorkerPool(_worker, [(s, per_worker, warmup) for s in specs], names=names)
+    try:
+        first = []  # (first_step_s, first_eval_s)
+        for i, name in enumerate(names):
+            first.append(pool.recv(i))
+            tick(f"{name} ready")
+        start = time.time() + 0.5
+        pool.send_all((start, start + seconds))
+        shared = pool.recv_all()
+        tick("shared window")
+        alone = []
+        for i, name in enumerate(names):
+            pool.send(i, "alone")
+            alone.append(pool.recv(i))
+            tick(f"{name} alone")
+    finally:
+        pool.close()
+
+    recorded_steps = default_schedule(total_steps).count(total_steps)
+    eval_every = specs[0].recipe.eval_every
+    evaluations = math.ceil(total_steps / eval_every)
+    runs = {}
+    for spec, (first_s, first_eval_s), (steps, elapsed), (recorded_s, eval_s) in zip(specs, first, shared, alone):
+        sps = steps / elapsed
+        run = {"steps_shared": steps, "elapsed_shared_s": elapsed, "steps_per_s_shared": sps,
+               "images_per_s_shared": sps * batch_size, "first_step_s": first_s, "first_eval_s": first_eval_s,
+               "compile_s": first_s + first_eval_s if spec.compile else None, "recorded_step_s": recorded_s,
+               "eval_s": eval_s}
+        run["minutes_for_total"] = estimate_minutes(run, total_steps, recorded_steps, evaluations)
+        runs[spec.model.name] = run
+    slowest = max(runs, key=lambda n: runs[n]["minutes_for_total"])
+    return {
+        "benchmark": "paper",
+        "settings": {"depths": list(depths), "families": list(families), "runs": names, "batch_size": batch_size,
+                     "seconds": seconds, "warmup": warmup, "compile": specs[0].compile,
+                     "compile_mode": specs[0].compile_mode if specs[0].compile else None,
+                     "total_steps": total_steps, "recorded_steps": recorded_steps, "eval_every": eval_every,
+                     "evaluations": evaluations, "eval_images": CIFAR_TEST_IMAGES, "images": images,
+                     "threads_per_worker": per_worker, "cpu_count": os.cpu_count()},
+        "environment": describe_environment(dev),
+        "results": runs,
+        "total_images_per_s_shared": sum(r["images_per_s_shared"] for r in runs.values()),
+        "slowest": slowest,
+        "paper_compare_minutes": runs[slowest]["minutes_for_total"],
+    }

@@ -1,0 +1,68 @@
+"""`gradlab bench paper`: every run trains at once, and the minutes follow from what was measured."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gradlab.bench.paper import _worker, run_paper
+from gradlab.bench.workers import WorkerPool
+from gradlab.cli.main import cli
+from gradlab.errors import ConfigError
+
+
+def test_paper_times_every_run_and_extrapolates_to_64k_steps():
+    result = run_paper(depths=(8,), families=("plain", "resnet"), batch_size=16, seconds=1.0, warmup=1,
+                       device="cpu", images=256)
+    s, runs = result["settings"], result["results"]
+    assert list(runs) == ["plain8", "resnet8"] and s["runs"] == ["plain8", "resnet8"]
+    assert s["recorded_steps"] == 305 and s["evaluations"] == 160  # 64k steps: default schedule, one eval per 400
+    assert s["compile"] is False and s["compile_mode"] is None and s["threads_per_worker"] >= 1
+    for r in runs.values():
+        assert r["steps_shared"] >= 1 and r["elapsed_shared_s"] >= 0.9  # the whole shared window
+        assert r["steps_per_s_shared"] == pytest.approx(r["steps_shared"] / r["elapsed_shared_s"])
+        assert r["images_per_s_shared"] == pytest.approx(16 * r["steps_per_s_shared"])
+        assert r["first_step_s"] > 0 and r["first_eval_s"] > 0 and r["compile_s"] is None
+        assert r["recorded_step_s"] > 0 and r["eval_s"] > 0
+        seconds = (r["first_step_s"] + r["first_eval_s"] + (64000 - 305) / r["steps_per_s_shared"] + 305 * r["recorded_step_s"]
+                   + 160 * r["eval_s"])
+        assert r["minutes_for_total"] == pytest.approx(seconds / 60)
+    slowest = max(runs.values(), key=lambda r: r["minutes_for_total"])
+    assert result["paper_compare_minutes"] == slowest["minutes_for_total"]
+    assert runs[result["slowest"]] is slowest
+    assert result["total_images_per_s_shared"] == pytest.approx(sum(r["images_per_s_shared"] for r in runs.values()))
+
+
+def test_paper_command_prints_the_table_and_writes_json(tmp_path):
+    out = tmp_path / "paper.json"
+    result = CliRunner().invoke(cli, ["bench", "paper", "--depths", "8", "--families", "resnet", "--seconds", "0.5",
+                                      "--warmup", "0", "--batch-size", "8", "--steps", "4000", "--device", "cpu",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "paper" and list(data["results"]) == ["resnet8"]
+    assert data["settings"]["total_steps"] == 4000 and data["settings"]["evaluations"] == 10
+    minutes = data["paper_compare_minutes"]
+    assert minutes == data["results"]["resnet8"]["minutes_for_total"] > 0
+    assert "resnet8" in result.output and f"paper compare: about {minutes:.0f} min" in result.output
+
+
+def test_paper_command_rejects_a_bad_depth_before_any_work():
+    out = CliRunner().invoke(cli, ["bench", "paper", "--depths", "8,21"])
+    assert out.exit_code != 0 and "6n+2" in out.output and "Traceback" not in out.output
+    out = CliRunner().invoke(cli, ["bench", "paper", "--families", "plain,dense"])
+    assert out.exit_code != 0 and "choose from plain, resnet" in out.output and "Traceback" not in out.output
+
+
+def test_paper_rejects_a_bad_compile_mode():
+    with pytest.raises(ConfigError, match="compile mode must be one of"):
+        run_paper(depths=(8,), compile_mode="fastest", device="cpu")
+
+
+def test_a_failing_worker_is_an_error_naming_it():
+    pool = WorkerPool(_worker, [(None, 1, 0)], names=["broken8"])  # no spec: the worker fails at once
+    try:
+        with pytest.raises(RuntimeError, match=r"broken8 failed:(.|\n)*Traceback"):
+            pool.recv(0)
+    finally:
+        pool.close()

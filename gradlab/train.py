@@ -164,9 +164,6 @@ class Trainer:
         self.model.to(self.device)
         if self.cuda:
             self.model.to(memory_format=torch.channels_last)
-            # the shapes never change, so let cuDNN time its algorithms once per shape and keep
-            # the fastest: the small convolutions of the CIFAR nets gain most (the common port does too)
-            torch.backends.cudnn.benchmark = True
         if spec.data.name == "imagefolder":  # streamed from disk: too big to live on the device
             from gradlab.folder_loader import FolderLoader
 

@@ -90,8 +90,7 @@ def gradlab_step(model_name: str, data: DataSpec, batch_size: int, device: str, 
 
 
 def reference_step(model_name: str, data_root: Path, batch_size: int, device: torch.device, workers: int):
-    """A step function of the conventional loop (DataLoader + PIL transforms, eager fp32,
-    cuDNN autotuning on, as the common port sets it; gradlab's trainer sets it too)."""
+    """A step function of the conventional loop (DataLoader + PIL transforms, eager fp32)."""
     from torchvision import transforms
 
     from gradlab import models
@@ -108,8 +107,6 @@ def reference_step(model_name: str, data_root: Path, batch_size: int, device: to
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                                          pin_memory=device.type == "cuda", drop_last=True,
                                          persistent_workers=workers > 0)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     model = models.build(model_name).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     batches = iter(loader)

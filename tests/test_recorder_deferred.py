@@ -75,7 +75,7 @@ def test_deferred_known_answers_and_early_gradient_reduction():
     row = torch.full((6,), float("nan"))
     q = Deferred(torch.device("cpu"), grad_bytes=8)  # two float32 values: the second gradient reduces early
     a = q.sample(torch.tensor([[1.0, -2.0], [0.0, 3.0]]))
-    b = q.sample(torch.tensor([0.0, 0.0, 5.0, -1.0]))  # the same size: one stack with a
+    b = q.sample(torch.tensor([[0.0, 0.0], [5.0, -1.0], [7.0, 7.0]]), first=2)  # a's shape: one stack with a
     c = q.sample(torch.tensor([2.0, 0.0]))
     q.want(a, SUM, 0)
     q.want(a, NORM, 1)

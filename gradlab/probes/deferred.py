@@ -6,10 +6,10 @@ each probe point in its own hooks takes several launches per point (a sum, a nor
 count, the gradient's norm); deferring them takes one per point and a few per step:
 
 * forward hooks copy the activation sample (the first ``act_sample`` examples) into a
-  tensor of its own: one launch, and exact even when a later in-place op (a ReLU with
-  ``inplace=True``) overwrites the output;
+  tensor of its own, outside autograd: a slice and a copy, one kernel, and exact even when
+  a later in-place op (a ReLU with ``inplace=True``) overwrites the output;
 * gradient hooks keep a reference to dL/dh: no launch;
-* ``step()`` stacks the samples of each (size, dtype) and reduces every stack row-wise
+* ``step()`` stacks the samples of each (shape, dtype) and reduces every stack row-wise
   (sum, norm, sign count: gradlab.probes.reductions, the same arithmetic as the hooks),
   takes every gradient's norm with one fused ``torch._foreach_norm`` per dtype, and writes
   the activation values into the step's row with one ``index_copy_``.
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from gradlab.probes.reductions import count, flat, foreach_norm, norm, total
+from gradlab.probes.reductions import count, foreach_norm, norm, total
 
 __all__ = ["Deferred", "NONZERO", "NORM", "POSITIVE", "STATS", "SUM"]
 
@@ -33,12 +33,13 @@ DEFAULT_GRAD_BYTES = 256 << 20
 
 
 def _reduce(stat: str, x: torch.Tensor) -> torch.Tensor:
-    """Row-wise statistic of a [points, values] stack, float32."""
+    """Per-point statistic of a [points, ...] stack (over all but the first dim), float32."""
+    dims = tuple(range(1, x.dim()))
     if stat == SUM:
-        return total(x, dim=1)
+        return total(x, dim=dims)
     if stat == NORM:
-        return norm(x, dim=1)
-    return count(x, positive=stat == POSITIVE, dim=1)
+        return norm(x, dim=dims)
+    return count(x, positive=stat == POSITIVE, dim=dims)
 
 
 class Deferred:
@@ -57,11 +58,10 @@ class Deferred:
         self._held = 0
         self._norms: list[tuple[torch.Tensor, list[int]]] = []
 
-    def sample(self, d: torch.Tensor) -> int:
-        """Keep a copy of activation sample ``d``; returns its number for :meth:`want`."""
-        c = d.clone()  # preserves a dense layout (channels_last too), so flat() is a view
-        f = flat(c)
-        self._samples.append(f if f is not None else c.reshape(-1))
+    def sample(self, h: torch.Tensor, first: int | None = None) -> int:
+        """Keep a copy of ``h`` (of its ``first`` examples); returns its number for :meth:`want`."""
+        with torch.no_grad():  # a copy outside the autograd graph, without a detach
+            self._samples.append((h if first is None else h[:first]).clone())
         return len(self._samples) - 1
 
     def want(self, k: int, stat: str, col: int) -> None:
@@ -93,7 +93,7 @@ class Deferred:
         if not self._wants:
             return []
         samples = self._samples
-        key = (tuple((s.numel(), s.dtype) for s in samples), tuple(self._wants.items()))
+        key = (tuple((s.shape, s.dtype) for s in samples), tuple(self._wants.items()))
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._plan(samples, self._wants)
@@ -107,11 +107,11 @@ class Deferred:
         return cols
 
     def _plan(self, samples: list[torch.Tensor], wants: dict[int, tuple[int, str]]) -> tuple:
-        """Groups of same-(size, dtype) samples with the statistics each needs, and where each
+        """Groups of same-(shape, dtype) samples with the statistics each needs, and where each
         reduced value goes: positions in the concatenated results -> row columns."""
         by_shape: dict[tuple, list[int]] = {}
         for k, s in enumerate(samples):
-            by_shape.setdefault((s.numel(), s.dtype), []).append(k)
+            by_shape.setdefault((s.shape, s.dtype), []).append(k)
         needed: dict[int, set] = {}
         for k, stat in wants.values():
             needed.setdefault(k, set()).add(stat)

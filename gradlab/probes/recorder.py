@@ -437,12 +437,11 @@ class Recorder:
 
     def _measure(self, pt: _Point, h: torch.Tensor) -> None:
         e = self._seen_entry(h)
-        d = self._sample(h.detach())  # reductions must not extend the autograd graph
         if self._deferred is not None:
-            self._defer(pt, e, d)
+            self._defer(pt, e, h)
         else:
-            self._reduce_now(pt, e, d)
-        self._numel_row[pt.j] = d.numel()
+            self._reduce_now(pt, e, self._sample(h.detach()))  # reductions must not extend the autograd graph
+        self._numel_row[pt.j] = self._sample_numel(h)
         if pt.c_grad >= 0 and h.requires_grad:
             if e.grad_cols is None:
                 e.grad_cols = [pt.c_grad]
@@ -450,10 +449,10 @@ class Recorder:
             elif pt.c_grad not in e.grad_cols:
                 e.grad_cols.append(pt.c_grad)
 
-    def _defer(self, pt: _Point, e: _Seen, d: torch.Tensor) -> None:
+    def _defer(self, pt: _Point, e: _Seen, h: torch.Tensor) -> None:
         q = self._deferred
         if e.k is None:
-            e.k = q.sample(d)
+            e.k = q.sample(h, self._sample_size(h))
         if pt.c_sum >= 0:
             q.want(e.k, SUM, pt.c_sum)
         if pt.c_norm >= 0:
@@ -496,11 +495,20 @@ class Recorder:
         for c in cols:
             vals[c] = v
 
+    def _sample_size(self, d: torch.Tensor) -> int | None:
+        """How many leading examples of ``d`` the activation statistics use (None: all)."""
+        n = self.act_sample
+        return n if n and d.dim() > 1 and d.shape[0] > n else None
+
     def _sample(self, d: torch.Tensor) -> torch.Tensor:
         """The first `act_sample` examples of a batch (a view): activation statistics and
         branch ratios are estimated on them; gradients always use the whole batch."""
-        n = self.act_sample
-        return d[:n] if n and d.dim() > 1 and d.shape[0] > n else d
+        n = self._sample_size(d)
+        return d if n is None else d[:n]
+
+    def _sample_numel(self, d: torch.Tensor) -> int:
+        n = self._sample_size(d)
+        return d.numel() if n is None else d.numel() // d.shape[0] * n
 
     @_eager
     def _on_block_input(self, b: int, module: nn.Module, args) -> None:
@@ -512,7 +520,7 @@ class Recorder:
         e = self._seen_entry(x)
         if self._deferred is not None:
             if e.k is None:
-                e.k = self._deferred.sample(self._sample(x.detach()))
+                e.k = self._deferred.sample(x, self._sample_size(x))
             self._deferred.want(e.k, NORM, self._bc_x[b])
             return
         if e.norm is None:

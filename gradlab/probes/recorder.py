@@ -41,9 +41,10 @@ How it stays cheap:
   are reduced once.
 * On CUDA the reductions are deferred (``reduce_at="step"``, gradlab.probes.deferred):
   a GPU step of a small network is bound by kernel launches, so the hooks only copy the
-  activation sample (one launch) and keep dL/dh, and ``step()`` reduces all points of one
-  shape together and every dL/dh with one ``torch._foreach_norm``: about 200 extra launches
-  per recorded ResNet-56 step instead of about 1500. On a CPU the hooks reduce on the spot,
+  activation sample (a slice and a copy) and keep dL/dh, and ``step()`` reduces all points
+  of one shape together and every dL/dh with one ``torch._foreach_norm``: a recorded
+  ResNet-56 step (batch 32) runs 1134 aten ops against 812 bare, where the in-hook
+  reductions run 3546. On a CPU the hooks reduce on the spot,
   while the data is in cache (``reduce_at="hooks"``, the CPU default). Both record the
   same values (tested).
 * On an oversubscribed CPU, ``cpu_threads=1`` runs the hooks' reductions single-threaded.

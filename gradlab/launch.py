@@ -98,7 +98,7 @@ def make_launcher(jobs: int = 1, progress: bool | None = None, callbacks: list |
 # -- submitit: SLURM job arrays, or the same path with local subprocesses ----------------
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
-SUBMITTED = "submitted.json"  # in a run directory: the job that was last submitted for it
+SUBMITTED = runs.SUBMITTED  # in a run directory: the job that was last submitted for it
 SUBMITIT_DIR = ".submitit"  # in <runs-dir>/<experiment>/: submitit's pickles and job logs
 # SLURM states of a job that may still train its run (the rest have ended); UNKNOWN: sacct
 # does not know the job (yet), or a local job of another machine, so assume it may

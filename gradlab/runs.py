@@ -33,6 +33,7 @@ SPEC, STATUS, METRICS, LAYERS, CHECKPOINT = (
     "layers.parquet",
     "checkpoint.pt",
 )
+SUBMITTED = "submitted.json"  # the job last submitted for the run (gradlab.launch), before and while it trains
 
 # status.json "state" values
 PENDING, RUNNING, DONE, DIVERGED, FAILED, INTERRUPTED = (
@@ -216,6 +217,25 @@ def find_run_dirs(paths) -> list[Path]:
             found.extend(sorted(d.parent for d in p.rglob(SPEC)))
         else:
             raise RunDirError(f"{p} is a file, not a run directory")
+    return found
+
+
+def queued_run_dirs(paths) -> list[tuple[Path, dict]]:
+    """Run directories whose submitted job has not started yet: a submitted.json (written by
+    gradlab.launch when a SLURM or submitit-local job is submitted) and no spec.json, with the
+    submission record. Whether the job still waits is the scheduler's to say (``squeue``)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    found = []
+    for p in map(Path, paths):
+        candidates = [p / SUBMITTED] if (p / SUBMITTED).is_file() else sorted(p.rglob(SUBMITTED)) if p.is_dir() else []
+        for f in candidates:
+            if is_run_dir(f.parent):
+                continue
+            try:
+                found.append((f.parent, read_json(f)))
+            except RunDirError:
+                found.append((f.parent, {}))
     return found
 
 

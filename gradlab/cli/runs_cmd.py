@@ -8,11 +8,20 @@ import click
 @click.command()
 @click.argument("runs_dir", type=click.Path(), default="runs")
 def runs(runs_dir):
-    """List the runs under RUNS_DIR (default: runs/) with status, step and final errors."""
+    """List the runs under RUNS_DIR (default: runs/) with status, step and final errors.
+
+    Runs submitted to SLURM (or submitit-local) whose job has not started yet are listed
+    as queued, with their job id (ask the scheduler, e.g. squeue, whether it still waits).
+
+    \b
+    Example:
+      gradlab runs runs/
+    """
     from gradlab import runs as rundirs
 
     found, problems = rundirs.load_all(runs_dir)
-    if not found and not problems:
+    queued = rundirs.queued_run_dirs(runs_dir)
+    if not found and not problems and not queued:
         click.echo(f"no runs under {runs_dir}")
         return
     header = f"{'run':<40} {'state':<11} {'step':>13} {'train err':>9} {'test err':>9}"
@@ -23,6 +32,10 @@ def runs(runs_dir):
         step = f"{run.status.get('step', 0)}/{run.status.get('total_steps', '?')}"
         click.echo(f"{name:<40} {run.state:<11} {step:>13} {_pct(run.final('train_err')):>9} "
                    f"{_pct(run.final('test_err')):>9}")
+    for path, record in queued:  # a job was submitted; the run has not started yet
+        name = f"{path.parent.name}/{path.name}"
+        job = f"{record.get('launcher', '?')} job {record.get('job_id', '?')}, submitted {record.get('submitted', '?')}"
+        click.echo(f"{name:<40} {'queued':<11} {'-':>13} {job}")
     for path, message in problems:
         click.echo(f"{str(path):<40} {'unreadable':<11} {message}")
 

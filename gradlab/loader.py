@@ -42,6 +42,17 @@ def crop_and_flip(x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor,
     return x
 
 
+def eval_batches(x_uint8: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 device: torch.device, channels_last: bool = False, batch_size: int = 1000):
+    """Unaugmented batches of an evaluation set, moved to ``device`` and normalized with the
+    training set's channel ``mean`` and ``std`` (on ``device``)."""
+    for start in range(0, len(y), batch_size):
+        xb = normalize(x_uint8[start:start + batch_size].to(device, non_blocking=True), mean, std)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        yield xb, y[start:start + batch_size].to(device, non_blocking=True)
+
+
 class DeviceLoader:
     """Training batches by global step, drawn without replacement within each epoch.
 
@@ -100,10 +111,5 @@ class DeviceLoader:
         return x, self.y[idx]
 
     def eval_batches(self, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int = 1000):
-        """Unaugmented, normalized batches of an evaluation set (moved to the device once)."""
-        for start in range(0, len(y), batch_size):
-            xb = x_uint8[start:start + batch_size].to(self.device, non_blocking=True)
-            xb = normalize(xb, self.mean, self.std)
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, y[start:start + batch_size].to(self.device, non_blocking=True)
+        """Unaugmented, normalized batches of an evaluation set (see the module's eval_batches)."""
+        return eval_batches(x_uint8, y, self.mean, self.std, self.device, self.channels_last, batch_size)

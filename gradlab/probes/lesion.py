@@ -60,7 +60,7 @@ from gradlab.checkpoint import load_checkpoint
 from gradlab.config import DataSpec
 from gradlab.environment import describe, resolve_device
 from gradlab.errors import ConfigError, ModelError, RunDirError
-from gradlab.loader import DeviceLoader
+from gradlab.loader import eval_batches
 from gradlab.models.probe_points import CONV, FC
 from gradlab.probes.result import ProbeResult
 from gradlab.progress import progress_bar
@@ -140,17 +140,23 @@ class LoadedRun:
 
     run: R.Run
     model: torch.nn.Module
-    loader: DeviceLoader
+    device: torch.device
+    mean: torch.Tensor  # the training set's channel statistics, on the device
+    std: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
     step: int = 0
 
+    def batches(self, x_uint8: torch.Tensor, y: torch.Tensor):
+        """Test images normalized as training normalized them, in batches on the device."""
+        return eval_batches(x_uint8, y, self.mean, self.std, self.device)
+
     @torch.no_grad()
     def test_error(self) -> float:
         """Fraction of test images misclassified (fp32, as training evaluated on a CPU)."""
-        wrong = torch.zeros((), device=self.loader.device)
-        for xb, yb in self.loader.eval_batches(self.test_x, self.test_y):
+        wrong = torch.zeros((), device=self.device)
+        for xb, yb in self.batches(self.test_x, self.test_y):
             wrong += (self.model(xb).argmax(1) != yb).sum()
         return float(wrong) / len(self.test_y)
 
@@ -178,8 +184,8 @@ def load_trained(run: R.Run, device: torch.device, data_cache: dict | None = Non
         raise RunDirError(f"{run.path / R.CHECKPOINT} does not hold the weights of {m['name']} ({e}); "
                           f"was the run directory edited by hand?") from e  # fmt: skip
     model.to(device).eval()
-    loader = DeviceLoader(ds, 1, run.spec.get("seed", 0), device)
-    return LoadedRun(run, model, loader, ds.test_x, ds.test_y, ds.num_classes, int(state.get("step", 0)))
+    mean, std = (t.to(device) for t in ds.channel_stats())
+    return LoadedRun(run, model, device, mean, std, ds.test_x, ds.test_y, ds.num_classes, int(state.get("step", 0)))
 
 
 @dataclass(frozen=True)
@@ -313,7 +319,7 @@ def lesion_run(loaded: LoadedRun, unit: str = LAYER, bar=None) -> tuple[list[dic
     base = {"run": run.name, "model": run.spec["run"]["model"]["name"], "family": run.family, "depth": run.depth,
             "seed": int(run.spec.get("seed", 0))}  # fmt: skip
     rows = []
-    xb, _ = next(loaded.loader.eval_batches(loaded.test_x[:2], loaded.test_y[:2]))
+    xb, _ = next(loaded.batches(loaded.test_x[:2], loaded.test_y[:2]))
     for d, (in_shape, out_shape) in zip(plan, unit_shapes(model, xb, plan), strict=True):
         changes = in_shape != out_shape
         doable = d.residual or not changes

@@ -41,36 +41,13 @@ def test_a_compiled_cuda_run_with_cuda_graphs_reports_its_compile_time(tmp_path)
 
 
 def test_on_cuda_the_recorder_defers_its_reductions_and_records_what_the_hooks_record():
-    import copy
-
-    import numpy as np
-    import torch.nn.functional as F
-
-    import gradlab
     from gradlab.models import build
+    from tests.recorder_frames import assert_same, frames
 
     torch.manual_seed(0)
     model = build("resnet20").cuda().to(memory_format=torch.channels_last)
     x = torch.randn(64, 3, 32, 32, device="cuda").to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (64,), device="cuda")
-    frames = {}
-    for where in ("auto", "hooks"):
-        m = copy.deepcopy(model)
-        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-        with gradlab.watch(m, every=1, reduce_at=where) as rec:
-            assert rec.reductions == ("step" if where == "auto" else "hooks")
-            for _ in range(2):
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = F.cross_entropy(m(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                rec.step()
-                opt.step()
-            frames[where] = rec.frame()
-    a, b = frames["hooks"], frames["auto"]
-    keys = ["step", "layer", "index", "kind", "stat"]
-    assert len(a) == len(b) > 0 and (a[keys].values == b[keys].values).all()
-    va, vb = a["value"].to_numpy(), b["value"].to_numpy()
-    ok = ~np.isnan(va)
-    assert (np.isnan(vb) == ~ok).all()
-    np.testing.assert_allclose(vb[ok], va[ok], rtol=2e-3, atol=1e-5)
+    out = frames(model, x, y, autocast=True, reduce_at=("auto", "hooks"))
+    assert out["auto"][0] == "step" and out["hooks"][0] == "hooks"
+    assert_same(out["hooks"][1], out["auto"][1], rtol=2e-3, atol=1e-5)

@@ -1,54 +1,28 @@
 """Deferred reductions (reduce_at="step", the CUDA default) record what the hooks record."""
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import gradlab
 from gradlab.errors import RecorderError
 from gradlab.models import build
 from gradlab.probes.deferred import NONZERO, NORM, POSITIVE, SUM, Deferred
-
-KEYS = ["step", "layer", "index", "kind", "stat"]
-
-
-def frames(model, x, y, autocast=False, steps=2, **kwargs):
-    """The frame of `steps` recorded SGD steps for each reduce_at, from the same start."""
-    out = {}
-    for where in ("hooks", "step"):
-        m = copy.deepcopy(model)
-        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-        with gradlab.watch(m, every=1, dense_until=0, reduce_at=where, **kwargs) as rec:
-            assert rec.reductions == where
-            for _ in range(steps):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                    loss = F.cross_entropy(m(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                rec.step()
-                opt.step()
-            out[where] = rec.frame()
-    return out["hooks"], out["step"]
+from tests.recorder_frames import assert_same, frames
 
 
-def assert_same(a, b, rtol=1e-4):
-    assert len(a) == len(b) > 0
-    assert (a[KEYS].values == b[KEYS].values).all()
-    va, vb = a["value"].to_numpy(), b["value"].to_numpy()
-    assert (np.isnan(va) == np.isnan(vb)).all()
-    ok = ~np.isnan(va)
-    np.testing.assert_allclose(vb[ok], va[ok], rtol=rtol, atol=1e-6)
+def hooks_and_step(*args, **kwargs):
+    out = frames(*args, **kwargs)
+    assert [out[w][0] for w in ("hooks", "step")] == ["hooks", "step"]  # rec.reductions
+    return out["hooks"][1], out["step"][1]
 
 
 @pytest.mark.parametrize("name,autocast", [("resnet20", False), ("plain20", True)])
 def test_deferred_reductions_record_the_same_frame_as_the_hooks(name, autocast):
     torch.manual_seed(0)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-    hooks, step = frames(build(name), x, y, autocast=autocast, act_sample=4)
+    hooks, step = hooks_and_step(build(name), x, y, autocast=autocast, act_sample=4)
     assert_same(hooks, step, rtol=1e-3 if autocast else 1e-4)
     stats = set(step["stat"])
     assert {"act_mean", "act_std", "act_zero_frac", "act_grad_norm", "grad_norm"} <= stats
@@ -60,7 +34,7 @@ def test_deferred_samples_are_copies_an_in_place_relu_cannot_change():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
                           nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     x, y = torch.randn(5, 1, 8, 8), torch.randint(0, 3, (5,))
-    hooks, step = frames(model, x, y, steps=1)
+    hooks, step = hooks_and_step(model, x, y, steps=1)
     assert_same(hooks, step)
     # known answer: the BN point's statistics are those of its output before the in-place ReLU
     with torch.no_grad():

@@ -242,7 +242,7 @@ def paper(depths, families, seconds, warmup, batch_size, total_steps, device, co
     finish, the big ones speed up).
 
     \b
-    Example (GPU, about two minutes):
+    Example (GPU, about three minutes on an H200, most of it compiling):
       gradlab bench paper --compile-mode reduce-overhead --json paper.json
     Example (CPU, a minute):
       gradlab bench paper --depths 20 --seconds 3 --warmup 1

@@ -305,6 +305,8 @@ def make_run_spec(
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# where the recorder reduces its statistics (gradlab.probes.recorder.Recorder's reduce_at)
+REDUCE_AT = ("auto", "hooks", "step")
 
 
 def _compile_mode(mode: str | None) -> str:

@@ -51,3 +51,13 @@ def test_on_cuda_the_recorder_defers_its_reductions_and_records_what_the_hooks_r
     out = frames(model, x, y, autocast=True, reduce_at=("auto", "hooks"))
     assert out["auto"][0] == "step" and out["hooks"][0] == "hooks"
     assert_same(out["hooks"][1], out["auto"][1], rtol=2e-3, atol=1e-5)
+
+
+def test_on_cuda_auto_reduces_in_the_hooks_without_an_activation_sample():
+    import gradlab
+
+    # deferring would copy every whole activation until step()
+    with gradlab.watch(torch.nn.Linear(2, 2).cuda(), act_sample=None) as rec:
+        assert rec.reductions == "hooks"
+    with gradlab.watch(torch.nn.Linear(2, 2).cuda()) as rec:
+        assert rec.reductions == "step"

@@ -1,9 +1,13 @@
 """Deferred reductions (reduce_at="step", the CUDA default) record what the hooks record."""
 
+import copy
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import gradlab
 from gradlab.errors import RecorderError
@@ -78,3 +82,35 @@ def test_reduce_at_is_checked():
 def test_auto_reduces_in_the_hooks_on_a_cpu():
     with gradlab.watch(nn.Linear(2, 2)) as rec:
         assert rec.reductions == "hooks"
+
+
+def test_deferred_with_gradient_accumulation_and_histograms_matches_the_hooks():
+    torch.manual_seed(2)
+    model = build("resnet8")
+    x, y = torch.randn(12, 3, 32, 32), torch.randint(0, 10, (12,))
+    got = {}
+    for where in ("hooks", "step"):
+        m = copy.deepcopy(model)
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        with gradlab.watch(m, every=1, dense_until=0, reduce_at=where, act_sample=None, histograms=True,
+                           hist_every=1) as rec:
+            for _ in range(2):
+                opt.zero_grad(set_to_none=True)
+                for part in (slice(0, 6), slice(6, 12)):  # two micro-batches per step
+                    F.cross_entropy(m(x[part]), y[part]).backward()
+                rec.step()
+                opt.step()
+            got[where] = rec.frame(), rec.histograms()
+    assert_same(got["hooks"][0], got["step"][0])
+    pd.testing.assert_frame_equal(got["hooks"][1], got["step"][1])
+
+
+def test_stop_drops_what_an_unrecorded_step_left_behind():
+    model = build("resnet8")
+    rec = gradlab.watch(model, every=1, reduce_at="step")
+    F.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.randint(0, 10, (4,))).backward()
+    q = rec._deferred
+    assert q._samples and q._grads  # copies and dL/dh of the step, waiting for rec.step()
+    rec.stop()
+    assert not q._samples and not q._grads and not q._wants
+

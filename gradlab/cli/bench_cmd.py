@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gradlab.config import COMPILE_MODES
+from gradlab.config import COMPILE_MODES, REDUCE_AT
 
 
 @click.group("bench")
@@ -40,7 +40,7 @@ def _progress_printer():
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @click.option("--every", default=1, show_default=True, type=click.IntRange(1), help="gradlab records every N-th step.")
 @click.option("--no-wandb", is_flag=True, help="Skip the wandb.watch variant.")
-@click.option("--reduce-at", type=click.Choice(["auto", "hooks", "step"]), default="auto", show_default=True,
+@click.option("--reduce-at", type=click.Choice(REDUCE_AT), default="auto", show_default=True,
               help="Where gradlab reduces: in each hook, or deferred to step() (auto: step on CUDA, hooks on CPU).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
 def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb, reduce_at, json_path):

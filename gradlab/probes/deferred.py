@@ -15,8 +15,10 @@ count, the gradient's norm); deferring them takes one per point and a few per st
   the activation values into the step's row with one ``index_copy_``.
 
 Kept gradients hold memory until step(): once they exceed ``grad_bytes`` they are reduced
-on the spot. On a CPU the hooks' own reductions are cheaper (the data is still in cache),
-so the recorder defers only on CUDA unless told otherwise (``reduce_at``).
+on the spot. The sample copies are small with the default ``act_sample`` (16 examples);
+without a sample they would copy every whole activation, so the recorder then reduces in
+the hooks unless told otherwise. On a CPU the hooks' own reductions are cheaper (the data
+is still in cache), so the recorder defers only on CUDA (``reduce_at``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = ["Deferred", "NONZERO", "NORM", "POSITIVE", "STATS", "SUM"]
 SUM, NORM, POSITIVE, NONZERO = "sum", "norm", "positive", "nonzero"
 STATS = (SUM, NORM, POSITIVE, NONZERO)
 DEFAULT_GRAD_BYTES = 256 << 20
+MAX_PLANS = 16  # distinct step layouts kept (a new batch size or input shape adds one)
 
 
 def _reduce(stat: str, x: torch.Tensor) -> torch.Tensor:
@@ -96,6 +99,8 @@ class Deferred:
         key = (tuple((s.shape, s.dtype) for s in samples), tuple(self._wants.items()))
         plan = self._plans.get(key)
         if plan is None:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
             plan = self._plans[key] = self._plan(samples, self._wants)
         groups, src, dst, cols = plan
         parts = []

@@ -95,6 +95,7 @@ import torch
 import torch.nn as nn
 
 from gradlab import stat_names as S
+from gradlab.config import REDUCE_AT
 from gradlab.errors import RecorderError
 from gradlab.models.probe_points import ProbePoint
 from gradlab.probes import histograms as H
@@ -112,7 +113,6 @@ STATE_VERSION = 1
 # Modules being watched, so that a second watch raises instead of doubling every hook.
 _WATCHED: "weakref.WeakKeyDictionary[nn.Module, Recorder]" = weakref.WeakKeyDictionary()
 
-REDUCE_AT = ("auto", "hooks", "step")
 
 
 def _eager(fn):
@@ -189,8 +189,8 @@ class Recorder:
     but on an idle machine switching the thread count around every hook costs more than
     it saves (act_mean alone: +79 ms a step instead of +37 ms). ``reduce_at``: "hooks"
     reduces in each hook, "step" defers the reductions to ``step()`` (fewer, batched
-    kernels), "auto" (default) picks "step" on CUDA and "hooks" elsewhere; the
-    ``reductions`` property says which is in use.
+    kernels), "auto" (default) picks "step" on CUDA (with ``act_sample`` set) and "hooks"
+    elsewhere; the ``reductions`` property says which is in use.
     """
 
     def __init__(
@@ -281,6 +281,8 @@ class Recorder:
             self._prev = None
             self._scratch.clear()
             self._seen.clear()
+            if self._deferred is not None:
+                self._deferred.clear()  # copies and gradients of a step that was never recorded
 
     def __enter__(self) -> "Recorder":
         if not self._started:
@@ -340,7 +342,8 @@ class Recorder:
             dev = next((b.device for b in t.inner.buffers()), torch.device("cpu"))
         self._device = dev
         self._weights = [p.param for p in t.params]  # read under no_grad: no detach needed
-        defer = self.reduce_at == "step" or (self.reduce_at == "auto" and dev.type == "cuda")
+        # auto defers on CUDA only with a sample: copying whole activations would double their memory
+        defer = self.reduce_at == "step" or (self.reduce_at == "auto" and dev.type == "cuda" and bool(self.act_sample))
         self._deferred = Deferred(dev) if defer else None
         self._unset = torch.full((), math.nan, dtype=F32, device=dev)  # "not measured"
         self._nan = torch.full((), math.nan, dtype=F32, device=dev)  # "measured: NaN"

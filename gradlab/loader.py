@@ -42,8 +42,11 @@ def crop_and_flip(x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor,
     return x
 
 
+EVAL_BATCH = 1000  # images per evaluation batch
+
+
 def eval_batches(x_uint8: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                 device: torch.device, channels_last: bool = False, batch_size: int = 1000):
+                 device: torch.device, channels_last: bool = False, batch_size: int = EVAL_BATCH):
     """Unaugmented batches of an evaluation set, moved to ``device`` and normalized with the
     training set's channel ``mean`` and ``std`` (on ``device``)."""
     for start in range(0, len(y), batch_size):
@@ -110,6 +113,6 @@ class DeviceLoader:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.y[idx]
 
-    def eval_batches(self, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int = 1000):
+    def eval_batches(self, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH):
         """Unaugmented, normalized batches of an evaluation set (see the module's eval_batches)."""
         return eval_batches(x_uint8, y, self.mean, self.std, self.device, self.channels_last, batch_size)

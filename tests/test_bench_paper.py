@@ -41,7 +41,8 @@ def test_paper_command_prints_the_table_and_writes_json(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["benchmark"] == "paper" and list(data["results"]) == ["resnet8"]
-    assert data["settings"]["total_steps"] == 4000 and data["settings"]["evaluations"] == 10
+    # the evaluation cadence scales with --steps as in `gradlab compare --steps`: still 160 evaluations
+    assert data["settings"]["total_steps"] == 4000 and data["settings"]["evaluations"] == 160
     minutes = data["paper_compare_minutes"]
     assert minutes == data["results"]["resnet8"]["minutes_for_total"] > 0
     assert "resnet8" in result.output and f"paper compare: about {minutes:.0f} min" in result.output
@@ -66,3 +67,11 @@ def test_a_failing_worker_is_an_error_naming_it():
             pool.recv(0)
     finally:
         pool.close()
+
+
+def test_a_users_mistake_inside_a_worker_is_a_clean_error(tmp_path):
+    out = CliRunner().invoke(cli, ["bench", "paper", "--depths", "8", "--families", "plain", "--seconds", "1",
+                                   "--warmup", "0", "--batch-size", "60000", "--device", "cpu"])
+    assert out.exit_code != 0
+    assert "plain8: batch size 60000 is larger than" in out.output and "--batch-size" in out.output
+    assert "Traceback" not in out.output

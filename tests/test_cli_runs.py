@@ -1,4 +1,4 @@
-"""`gradlab runs`: the table of run directories, queued SLURM/submitit runs included."""
+"""`gradlab runs`: the table of run directories, submitted SLURM/submitit runs included."""
 
 import json
 
@@ -9,7 +9,7 @@ from gradlab.bench.synthetic_runs import make_run
 from gradlab.cli.main import cli
 
 
-def test_runs_lists_trained_and_queued_runs(tmp_path):
+def test_runs_lists_trained_and_submitted_runs(tmp_path):
     root = tmp_path / "runs"
     make_run(root, "resnet", 8, steps=100, experiment="quick-digits")
     queued = root / "quick-digits" / "plain8-s0"
@@ -22,7 +22,7 @@ def test_runs_lists_trained_and_queued_runs(tmp_path):
     trained = next(line for line in lines if "resnet8" in line)
     assert "done" in trained and "100/100" in trained
     waiting = next(line for line in lines if "plain8-s0" in line)
-    assert waiting.split()[:2] == ["quick-digits/plain8-s0", "queued"]
+    assert waiting.split()[:2] == ["quick-digits/plain8-s0", "submitted"]
     assert "slurm job 4242_0" in waiting
     # once the job starts, the run has a spec.json and is listed as a run, not as queued
     assert [p for p, _ in runs.queued_run_dirs(root)] == [queued]

@@ -50,12 +50,12 @@ from gradlab.bench.workers import WorkerPool
 from gradlab.config import RunSpec
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
+from gradlab.loader import EVAL_BATCH  # the trainer evaluates in batches of this many images
 
 __all__ = ["CIFAR_TEST_IMAGES", "estimate_minutes", "run_paper"]
 
 CIFAR_TEST_IMAGES = 10_000
 RECORDED_STEPS_TIMED = 3
-EVAL_BATCH = 1000  # the trainer evaluates in batches of 1000 (gradlab.loader.DeviceLoader.eval_batches)
 
 
 def estimate_minutes(run: dict, total_steps: int, recorded_steps: int, evaluations: int) -> float:
@@ -131,7 +131,8 @@ def run_paper(depths=(20, 56, 110), families=("plain", "resnet"), batch_size: in
     if seconds <= 0:
         raise ConfigError(f"seconds must be positive, got {seconds}")
     dev = resolve_device(device)
-    specs = plan(load_preset("paper"), depths, families, (0,), device=str(dev), compile_mode=compile_mode,
+    # steps: evaluations and milestones scale with the run length, as `gradlab compare --steps` does
+    specs = plan(load_preset("paper"), depths, families, (0,), steps=total_steps, device=str(dev), compile_mode=compile_mode,
                  data={"name": "synthetic", "synthetic_size": images, "val_split": 0},
                  recipe={"batch_size": batch_size, "record": False})  # a bad depth or mode: ConfigError/ModelError
     names = [s.model.name for s in specs]

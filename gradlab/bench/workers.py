@@ -11,22 +11,26 @@ import multiprocessing as mp
 import traceback
 from typing import Any, Callable
 
+from gradlab.errors import GradlabError
+
 __all__ = ["WorkerPool"]
 
 
 class _Failure:
-    """What a worker sends instead of its answer when its body raised."""
+    """What a worker sends instead of its answer when its body raised: the traceback, and the
+    message of a user's mistake (a GradlabError, whose message says the fix)."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, message: str | None = None):
         self.text = text
+        self.message = message
 
 
 def _serve(conn, body: Callable, args: tuple) -> None:
     try:
         body(conn, *args)
-    except Exception:  # sent to the parent, which raises it there (printed once, by the parent)
+    except Exception as e:  # sent to the parent, which raises it there (printed once, by the parent)
         try:
-            conn.send(_Failure(traceback.format_exc()))
+            conn.send(_Failure(traceback.format_exc(), str(e) if isinstance(e, GradlabError) else None))
         except (BrokenPipeError, OSError):
             pass
     finally:
@@ -68,13 +72,16 @@ class WorkerPool:
             self.send(i, message)
 
     def recv(self, i: int) -> Any:
-        """Worker i's next message; its failure or death raises RuntimeError naming it."""
+        """Worker i's next message. A GradlabError in the worker raises one here with its
+        message; any other failure, or the worker's death, a RuntimeError naming it."""
         try:
             got = self.conns[i].recv()
         except EOFError:
             self.procs[i].join(timeout=5)
             raise RuntimeError(f"{self.names[i]} exited (code {self.procs[i].exitcode}) without answering") from None
         if isinstance(got, _Failure):
+            if got.message is not None:  # shown by the CLI as a message, without a traceback
+                raise GradlabError(f"{self.names[i]}: {got.message}")
             raise RuntimeError(f"{self.names[i]} failed:\n{got.text}")
         return got
 

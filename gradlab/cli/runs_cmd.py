@@ -10,8 +10,9 @@ import click
 def runs(runs_dir):
     """List the runs under RUNS_DIR (default: runs/) with status, step and final errors.
 
-    Runs submitted to SLURM (or submitit-local) whose job has not started yet are listed
-    as queued, with their job id (ask the scheduler, e.g. squeue, whether it still waits).
+    Runs submitted to SLURM (or submitit-local) that have not started training are listed
+    as submitted, with their job id: ask the scheduler (squeue, sacct) whether the job still
+    waits or ended before the run began.
 
     \b
     Example:
@@ -32,10 +33,10 @@ def runs(runs_dir):
         step = f"{run.status.get('step', 0)}/{run.status.get('total_steps', '?')}"
         click.echo(f"{name:<40} {run.state:<11} {step:>13} {_pct(run.final('train_err')):>9} "
                    f"{_pct(run.final('test_err')):>9}")
-    for path, record in queued:  # a job was submitted; the run has not started yet
+    for path, record in queued:  # a job was submitted; the run has not started
         name = f"{path.parent.name}/{path.name}"
         job = f"{record.get('launcher', '?')} job {record.get('job_id', '?')}, submitted {record.get('submitted', '?')}"
-        click.echo(f"{name:<40} {'queued':<11} {'-':>13} {job}")
+        click.echo(f"{name:<40} {'submitted':<11} {'-':>13} {job}")
     for path, message in problems:
         click.echo(f"{str(path):<40} {'unreadable':<11} {message}")
 

@@ -170,9 +170,10 @@ def load_trained(run: R.Run, device: torch.device, data_cache: dict | None = Non
     except TypeError as e:
         raise RunDirError(f"{run.path / R.SPEC} has a data spec this gradlab cannot read ({e})") from e
     cache = {} if data_cache is None else data_cache
-    if data_spec not in cache:
-        cache[data_spec] = datasets.load(data_spec)
-    ds = cache[data_spec]
+    if data_spec not in cache:  # the dataset and its channel statistics (a pass over all of it), once
+        loaded = datasets.load(data_spec)
+        cache[data_spec] = loaded, loaded.channel_stats()
+    ds, stats = cache[data_spec]
     m = spec["model"]
     model = models.build(m["name"], num_classes=int(data_info.get("num_classes", ds.num_classes)),
                          in_channels=int(data_info.get("shape", ds.shape)[0]), shortcut=m.get("shortcut"),
@@ -184,7 +185,7 @@ def load_trained(run: R.Run, device: torch.device, data_cache: dict | None = Non
         raise RunDirError(f"{run.path / R.CHECKPOINT} does not hold the weights of {m['name']} ({e}); "
                           f"was the run directory edited by hand?") from e  # fmt: skip
     model.to(device).eval()
-    mean, std = (t.to(device) for t in ds.channel_stats())
+    mean, std = (t.to(device) for t in stats)
     return LoadedRun(run, model, device, mean, std, ds.test_x, ds.test_y, ds.num_classes, int(state.get("step", 0)))
 
 

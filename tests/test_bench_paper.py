@@ -31,6 +31,8 @@ def test_paper_times_every_run_and_extrapolates_to_64k_steps():
     assert result["paper_compare_minutes"] == slowest["minutes_for_total"]
     assert runs[result["slowest"]] is slowest
     assert result["total_images_per_s_shared"] == pytest.approx(sum(r["images_per_s_shared"] for r in runs.values()))
+    # all runs' 64k steps of 16 images at the total shared rate
+    assert result["balanced_minutes"] == pytest.approx(2 * 64000 * 16 / result["total_images_per_s_shared"] / 60)
 
 
 def test_paper_command_prints_the_table_and_writes_json(tmp_path):

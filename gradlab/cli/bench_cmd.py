@@ -238,8 +238,9 @@ def paper(depths, families, seconds, warmup, batch_size, total_steps, device, co
     synthetic CIFAR-shaped data. After every run has compiled and warmed up, all train at
     once for --seconds; each run's steps/s while sharing the device, plus its recorded steps
     (305 of 64k) and evaluations timed alone, give its minutes for the full run. The
-    comparison takes as long as its slowest run (an upper bound: once the small runs
-    finish, the big ones speed up).
+    comparison takes as long as its slowest run (long on the whole: once the small runs
+    finish, the big ones speed up); it also says how long all runs' steps take at the
+    measured total rate (short: one big run alone does not keep that rate).
 
     \b
     Example (GPU, about three minutes on an H200, most of it compiling):
@@ -281,5 +282,8 @@ def format_paper(result: dict) -> str:
     minutes = result["paper_compare_minutes"]
     lines += ["", f"all runs together: {result['total_images_per_s_shared']:.0f} img/s",
               f"paper compare: about {minutes:.0f} min ({minutes / 60:.1f} h), as long as its slowest run "
-              f"({result['slowest']}); conservative: the big runs speed up once the small ones finish"]
+              f"({result['slowest']}) at its shared speed; long on the whole: the big runs speed up once the "
+              f"small ones finish",
+              f"all runs' steps at the measured total rate: {result['balanced_minutes']:.0f} min (short: the "
+              f"device does not keep that rate once only the big runs are left)"]
     return "\n".join(lines)

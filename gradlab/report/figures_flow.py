@@ -30,7 +30,7 @@ def flow_figure(flow_models: pd.DataFrame, phase: str, step_label: str, palette:
     families = families_in(sub)
     fig = new_figure(style.full_width, style.panel_height * (0.35 + 1.05 * len(stats)))
     axes = fig.subplots(len(stats), len(families), sharex=True, sharey="row", squeeze=False)
-    norm_panels(axes, sub, stats, families, palette, lambda family, depth: legend_label(family, depth, notes), style)
+    depth_panels(axes, sub, stats, families, palette, lambda family, depth: legend_label(family, depth, notes), style)
     fig.suptitle(f"Gradient flow {PHASE_TITLES.get(phase, phase)} ({step_label})")
     return fig
 
@@ -44,24 +44,28 @@ def depth_lines(ax, frame: pd.DataFrame, x: str, palette: dict, label: Callable[
                 ms=3 * w, label=label(int(depth)), zorder=2 + 1 / (1 + depth))
 
 
-def norm_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str], palette: dict,
-                label: Callable[[str, int], str], style: Style) -> None:
-    """Norms along depth: axes[r, c] gets stat r of family c, one line per depth
-    (columns position, value), log y, titles on the top row and labels on the edges."""
+def depth_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str], palette: dict,
+                 label: Callable[[str, int], str], style: Style, x: str = "position",
+                 xlabel: str = "layer (1 = input side)", ylabels: dict | None = None, log: bool = True) -> None:
+    """Statistics along depth: axes[r, c] gets stat r of family c, one line per depth
+    (value against column ``x``), log y unless ``log`` is False, titles on the top row and
+    labels on the edges (``ylabels``: stat -> label; default: the gradient-flow ones)."""
     w = style.rc.get("lines.linewidth", 1.0)
+    ylabels = STAT_LABELS if ylabels is None else ylabels
     for r, stat in enumerate(stats):
         for c, family in enumerate(families):
             ax = axes[r, c]
             d = frame[(frame["stat"] == stat) & (frame["family"] == family)]
-            depth_lines(ax, d, "position", palette, lambda depth, f=family: label(f, depth), w)
-            ax.set_yscale("log")
+            depth_lines(ax, d, x, palette, lambda depth, f=family: label(f, depth), w)
+            if log:
+                ax.set_yscale("log")
             if r == 0:
                 ax.set_title(panel_title(family))
                 ax.legend(loc="best")
             if r == len(stats) - 1:
-                ax.set_xlabel("layer (1 = input side)")
+                ax.set_xlabel(xlabel)
             if c == 0:
-                ax.set_ylabel(STAT_LABELS[stat])
+                ax.set_ylabel(ylabels[stat])
 
 
 def heatmap_range(maps: list[tuple[dict, pd.DataFrame]]) -> tuple[float, float]:

@@ -12,7 +12,7 @@ import pandas as pd
 from gradlab import stat_names as S
 from gradlab.analysis_dirs import Analysis
 from gradlab.report.figures_curves import families_in
-from gradlab.report.figures_flow import STAT_LABELS, norm_panels
+from gradlab.report.figures_flow import STAT_LABELS, depth_panels
 from gradlab.report.style import (
     FAMILY_LINESTYLES, FAMILY_MARKERS, PLAIN, RESNET, Style, depth_palette, family_title, model_label, new_figure,
 )  # fmt: skip
@@ -41,7 +41,7 @@ def figure(analysis: Analysis, style: Style):
     for r in range(len(stats)):
         for c in range(1, len(families)):
             axes[r, c].sharey(axes[r, 0])
-    norm_panels(axes, by_model, stats, families, palette, model_label, style)
+    depth_panels(axes, by_model, stats, families, palette, model_label, style)
     w = style.rc.get("lines.linewidth", 1.0)
     for r, stat in enumerate(stats):
         ax = axes[r, -1]

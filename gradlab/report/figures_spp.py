@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from gradlab.analysis_dirs import Analysis
 from gradlab.report.figures_curves import families_in
-from gradlab.report.figures_flow import depth_lines
-from gradlab.report.style import PLAIN, RESNET, Style, depth_palette, model_label, new_figure, panel_title
+from gradlab.report.figures_flow import depth_panels
+from gradlab.report.style import PLAIN, RESNET, Style, depth_palette, model_label, new_figure
 from gradlab.report.summary import fmt_std
 
 # stat names as written by gradlab.probes.spp (the report does not import torch code)
@@ -28,19 +28,9 @@ def figure(analysis: Analysis, style: Style):
     palette = depth_palette(data["depth"])
     fig = new_figure(style.full_width, style.panel_height * (0.35 + 0.9 * len(stats)))
     axes = fig.subplots(len(stats), len(families), sharex="col", sharey="row", squeeze=False)
-    w = style.rc.get("lines.linewidth", 1.0)
+    depth_panels(axes, data, stats, families, palette, model_label, style, x="block",
+                 xlabel="residual block (1 = input side)", ylabels=STAT_LABELS, log=False)
     for r, stat in enumerate(stats):
-        for c, family in enumerate(families):
-            ax = axes[r, c]
-            d = data[(data["stat"] == stat) & (data["family"] == family)]
-            depth_lines(ax, d, "block", palette, lambda depth, f=family: model_label(f, depth), w)
-            if r == 0:
-                ax.set_title(panel_title(family))
-                ax.legend(loc="best")
-            if r == len(stats) - 1:
-                ax.set_xlabel("residual block (1 = input side)")
-            if c == 0:
-                ax.set_ylabel(STAT_LABELS[stat])
         top = data.loc[data["stat"] == stat, "value"].max()
         axes[r, 0].set_ylim(0, 1.08 * top if top > 0 else 1.0)  # from 0: growth reads as a slope
     fig.suptitle(f"Signal propagation at initialization ({_context(analysis)})")

@@ -17,7 +17,7 @@ UPDATE_NORM = "update_norm"  # ||w_t - w_prev_recorded||_2
 # per probe point output h
 ACT_MEAN = "act_mean"
 ACT_STD = "act_std"  # on "bn" points: the layer response of He et al. 2015, Fig. 7
-ACT_ZERO_FRAC = "act_zero_frac"  # fraction zeroed by the following ReLU (or exact zeros)
+ACT_ZERO_FRAC = "act_zero_frac"  # fraction zeroed by the ReLU after (or producing) a point
 ACT_GRAD_NORM = "act_grad_norm"  # ||dL/dh||_2, the vanishing-gradient curve along depth
 
 # per residual block

@@ -26,6 +26,10 @@ def test_every_probe_point_produces_its_stats(name, shape):
     torch.manual_seed(0)
     model = models.build(name)
     x = torch.randn(2, *shape)
+    block_outputs = {}  # the blocks' outputs, for act_zero_frac's known answer
+    names = {m: n for n, m in model.named_modules()}
+    keep = [m.register_forward_hook(lambda m, a, o: block_outputs.__setitem__(names[m], o.detach().clone()))
+            for n, m in model.named_modules() if n in {p.block for p in model.probe_points() if p.block}]
     with gradlab.watch(model, every=1) as rec:
         out = model(x)
         loss = F.cross_entropy(out, torch.zeros(2, dtype=torch.long))
@@ -34,10 +38,20 @@ def test_every_probe_point_produces_its_stats(name, shape):
         df = rec.frame()
         points = rec.probe_points
     assert points == model.probe_points()
+    for h in keep:
+        h.remove()
     outputs = df[df.stat.isin(S.OUTPUT_STATS)]
-    per_point = outputs.groupby("layer").stat.nunique()
-    missing = [p.name for p in points if per_point.get(p.name, 0) != len(S.OUTPUT_STATS)]
-    assert not missing, f"{name}: probe points without all output stats: {missing[:5]}"
+    got = outputs.groupby("layer").stat.agg(set)
+    # act_zero_frac only where a ReLU follows the point or produced its output
+    want = {p.name: set(S.OUTPUT_STATS) - (set() if p.relu_after or p.relu_output else {S.ACT_ZERO_FRAC})
+            for p in points}
+    wrong = [p.name for p in points if got.get(p.name, set()) != want[p.name]]
+    assert not wrong, f"{name}: probe points without the right output stats: {wrong[:5]}"
+    relu_blocks = [p for p in points if p.kind == "block" and p.relu_output]
+    assert bool(relu_blocks) == (not name.startswith("pre"))  # pre-activation blocks end with the sum
+    zero = outputs[outputs.stat == S.ACT_ZERO_FRAC].set_index("layer").value
+    for p in relu_blocks:  # the exact zeros of the block's final ReLU
+        assert zero[p.name] == pytest.approx((block_outputs[p.name] == 0).double().mean().item(), abs=1e-6)
     assert np.isfinite(outputs.value).all()
     assert set(outputs["index"]) == {p.index for p in points}
 

@@ -40,8 +40,8 @@ def cifar_probe_points(depth: int, family: str = "resnet", shortcut: str = "A") 
     residual = family == "resnet"
     pts: list[ProbePoint] = []
 
-    def add(name, kind, block=None, role="main", relu_after=False):
-        pts.append(ProbePoint(name=name, index=len(pts), kind=kind, block=block, role=role, relu_after=relu_after))
+    def add(name, kind, block=None, role="main", relu_after=False, relu_output=False):
+        pts.append(ProbePoint(name, len(pts), kind, block, role, relu_after, relu_output))
 
     add("conv1", CONV)
     add("bn1", BN, relu_after=True)
@@ -56,7 +56,7 @@ def cifar_probe_points(depth: int, family: str = "resnet", shortcut: str = "A") 
             if residual and shortcut in ("B", "C") and stage > 1 and i == 0:
                 add(f"{blk}.shortcut.0", CONV, blk, role="shortcut")
                 add(f"{blk}.shortcut.1", BN, blk, role="shortcut")
-            add(blk, BLOCK, blk)
+            add(blk, BLOCK, blk, relu_output=True)
     add("fc", FC)
     return pts
 
@@ -215,8 +215,8 @@ def make_layers(
                 row(owner.name, owner, S.BRANCH_RATIO, 0, 0.3 + 0.001 * owner.index)
             continue
         for st in S.OUTPUT_STATS:
-            if st not in stats:
-                continue
+            if st not in stats or (st == S.ACT_ZERO_FRAC and not (owner.relu_after or owner.relu_output)):
+                continue  # the recorder counts zeros only next to a ReLU
             if st == S.ACT_STD and owner.kind == BN and owner.role == "main":
                 # Fig. 7: ResNet responses are smaller than plain ones
                 b = (1.0 if family == "plain" else 0.5) * (1 + 0.3 * np.sin(bn_pos[owner.name]))

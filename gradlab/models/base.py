@@ -24,6 +24,7 @@ class Point(NamedTuple):
     block: str | None = None
     role: str = "main"
     relu_after: bool = False
+    relu_output: bool = False
 
 
 class ResidualBlock(nn.Module):
@@ -38,6 +39,8 @@ class ResidualBlock(nn.Module):
 
     main_layers: tuple[tuple[str, str, bool], ...] = ()
     shortcut_attr = "shortcut"
+    # Whether forward returns a ReLU's output (post-activation blocks and their plain twins).
+    relu_output = True
 
     def __init__(self, residual: bool, relu_after_branch: bool):
         super().__init__()
@@ -66,7 +69,7 @@ class ResidualBlock(nn.Module):
                     points.append(Point(path, CONV, name, "shortcut"))
                 elif isinstance(m, nn.BatchNorm2d):
                     points.append(Point(path, BN, name, "shortcut"))
-        points.append(Point(name, BLOCK, name))
+        points.append(Point(name, BLOCK, name, relu_output=self.relu_output))
         return points
 
 
@@ -107,7 +110,8 @@ class ZooModel(nn.Module):
             layout.extend(block.probe_layout(name))
         layout.extend(self.head_points())
         self._probe_points = tuple(
-            ProbePoint(p.name, i, p.kind, p.block, p.role, p.relu_after) for i, p in enumerate(layout)
+            ProbePoint(p.name, i, p.kind, p.block, p.role, p.relu_after, p.relu_output)
+            for i, p in enumerate(layout)
         )
         self.blocks = len(blocks)
         self.depth = sum(1 for p in layout if p.role == "main" and p.kind in (CONV, FC))

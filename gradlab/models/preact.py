@@ -28,6 +28,7 @@ class PreActBlock(ResidualBlock):
     """Shared forward of the pre-activation blocks: F(pre) + shortcut, pre = relu(bn1(x))."""
 
     expansion = 1
+    relu_output = False  # the output is the sum itself (no ReLU after the addition)
 
     def _projection(self, in_channels: int, out_channels: int, stride: int, residual: bool):
         if residual and (stride != 1 or in_channels != out_channels):

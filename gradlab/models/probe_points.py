@@ -27,6 +27,9 @@ class ProbePoint:
            projection shortcuts (options B/C), which do not count towards depth.
     relu_after: True when the next op applied to this output is a ReLU, so that the
            fraction of non-positive values equals the fraction ReLU will zero.
+    relu_output: True when this output is a ReLU's output (a block's output after its final
+           ReLU), so that its fraction of exact zeros is the fraction that ReLU zeroed.
+           The recorder counts zeros (act_zero_frac) only at points with one of the two.
     """
 
     name: str
@@ -35,6 +38,7 @@ class ProbePoint:
     block: str | None = None
     role: str = "main"
     relu_after: bool = False
+    relu_output: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -15,9 +15,13 @@ What is recorded (names in gradlab.stat_names), on the steps the schedule select
   (``||w_now - w_at_previous_recorded_step||``, NaN on the first record). One
   ``torch._foreach_norm`` over all gradients, one over all weights; no parameter hooks.
 * per probe point output h (forward hooks; training mode with grad enabled only):
-  act_mean, act_std (population std), act_zero_frac (fraction <= 0 when the point has
-  ``relu_after``, else fraction == 0), act_grad_norm (``||dL/dh||`` from ``h.register_hook``
-  inside the forward hook, so in-place ReLUs after the point are fine).
+  act_mean, act_std (population std), act_grad_norm (``||dL/dh||`` from ``h.register_hook``
+  inside the forward hook, so in-place ReLUs after the point are fine), and act_zero_frac,
+  the fraction a ReLU zeroes: at points with ``relu_after`` the fraction <= 0, at points
+  with ``relu_output`` (a block's output after its final ReLU) the fraction == 0. Other
+  points (a conv's output, a BN's before the addition, the logits) have no ReLU to speak
+  of and get no act_zero_frac; counting their (absent) exact zeros cost a quarter of the
+  forward hooks' time.
 * per residual block: branch_ratio ``||F(x)|| / ||x||`` (forward pre-hook on the block for x,
   the block's branch point for F(x)).
 
@@ -327,7 +331,7 @@ class Recorder:
                 pt.c_sum = col()
             if S.ACT_STD in want or pt.j in branch_points:
                 pt.c_norm = col()
-            if S.ACT_ZERO_FRAC in want:
+            if S.ACT_ZERO_FRAC in want and (pt.relu_after or t.points[pt.j].relu_output):
                 pt.c_cnt = col()
             if S.ACT_GRAD_NORM in want:
                 pt.c_grad = col()
@@ -757,9 +761,9 @@ class Recorder:
         want = set(self.stats)
         pk, ok_, bk = self._pkeys, self._okeys, self._bkeys
 
-        def cols(c):
+        def cols(c):  # column -1: a point without this statistic, never written
             c = np.asarray(c, dtype=np.int64)
-            return raw[:, c], written[:, c]
+            return raw[:, c], written[:, c] & (c >= 0)
 
         with np.errstate(divide="ignore", invalid="ignore"):
             if self._pc_grad:

@@ -13,7 +13,8 @@ Resolution rules (see also the recorder's module docstring):
   **registration order** (``named_modules()``), which is the forward order for the usual
   ``nn.Sequential``-style models. Models whose forward runs modules in another order should
   implement ``probe_points()``. A default point has ``relu_after=True`` when the next module
-  of its ``nn.Sequential`` is an ``nn.ReLU``.
+  of its ``nn.Sequential`` is an ``nn.ReLU`` (only such points get act_zero_frac: a ReLU
+  applied as ``F.relu`` in forward is invisible here).
 * Residual blocks (for ``branch_ratio``) are the blocks named by probe points of kind
   "branch": ``x`` is the input of the module named ``point.block`` and ``F(x)`` the output
   of the branch point. Default targets have no blocks.
@@ -157,6 +158,7 @@ def _model_probe_points(inner: nn.Module) -> list[ProbePoint] | None:
                 None if p.block is None else strip_prefixes(p.block),
                 p.role,
                 p.relu_after,
+                p.relu_output,
             )
         )
     return points

@@ -622,8 +622,8 @@ class Recorder:
                     vals[c] = self._nan
                 self._prev = [w.clone() for w in weights]
             else:
-                diffs = torch._foreach_sub(weights, self._prev)
-                for c, v in zip(self._pc_update, foreach_norm(diffs)):
+                torch._foreach_sub_(self._prev, weights)  # prev - w in place: the same norm as w - prev
+                for c, v in zip(self._pc_update, foreach_norm(self._prev)):
                     vals[c] = v
                 torch._foreach_copy_(self._prev, weights)
 

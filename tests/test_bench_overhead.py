@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from gradlab.bench.overhead import run_overhead
-from gradlab.bench.timing import Timings, describe_environment, interleaved, summarize
+from gradlab.bench.timing import Timings, describe_environment, interleaved, round_order, summarize
 from gradlab.environment import resolve_device
 from gradlab.cli.main import cli
 
@@ -69,7 +69,7 @@ def test_timing_helpers():
     dev = resolve_device("cpu")
     calls = []
     t = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, steps=2, repeats=2, device=dev, warmup=1)
-    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 2  # warm-up, then interleaved rounds
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] + ["b", "b", "a", "a"]  # warm-up, then rounds, order rotated
     assert isinstance(t, Timings) and len(t.steps["a"]) == 4 and t.median("b") >= 0
     s = summarize([3.0, 1.0, 2.0])
     assert s["median_s"] == 2.0 and s["min_s"] == 1.0 and s["n"] == 3
@@ -93,3 +93,15 @@ def test_resolve_device_without_cuda_is_a_clear_error():
 def test_quartiles_stay_within_the_measured_times():
     s = summarize([0.01, 0.5])  # two steps, one stalled: exclusive quantiles would give p25 < 0
     assert 0.01 <= s["p25_s"] <= s["median_s"] <= s["p75_s"] <= 0.5
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5])
+def test_round_order_balances_first_places_and_predecessors(k):
+    names = [chr(ord("a") + i) for i in range(k)]
+    orders = [round_order(names, r) for r in range(2 * k)]
+    assert all(sorted(o) == names for o in orders)
+    firsts = [o[0] for o in orders]
+    assert all(firsts.count(n) == 2 for n in names)
+    pairs = [(o[i], o[i + 1]) for o in orders for i in range(k - 1)]
+    # within rounds, every variant follows every other one equally often
+    assert len(set(pairs)) == k * (k - 1) and len({pairs.count(p) for p in set(pairs)}) == 1

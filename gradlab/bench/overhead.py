@@ -1,7 +1,8 @@
 """What recording costs: the same training step bare, with gradlab, and with wandb.watch.
 
 Three copies of one model (same initial weights, same synthetic CIFAR-shaped batch) train
-in one process, interleaved (bare, gradlab, wandb, bare, gradlab, wandb, ...):
+in one process, interleaved (bare, gradlab, wandb, then gradlab, wandb, bare, ...: the order
+rotates and reverses from round to round, see gradlab.bench.timing.round_order):
 
 * ``bare``:    forward, backward, SGD step.
 * ``gradlab``: the same with ``gradlab.watch(model, every=1)`` (all default statistics,
@@ -70,7 +71,7 @@ def _wandb_offline(tmp: str):
 def run_overhead(
     model: str = "resnet56",
     steps: int = 5,
-    repeats: int = 5,
+    repeats: int = 6,
     batch_size: int = 128,
     device: str = "auto",
     warmup: int = 2,
@@ -175,7 +176,7 @@ def run_overhead(
             "repeats": repeats,
             "warmup": warmup,
             "timed_steps_per_variant": steps * repeats,
-            "order": "interleaved: " + ", ".join(variants),
+            "order": "interleaved, rotated and reversed from round to round: " + ", ".join(variants),
             "optimizer": "SGD(lr=0.1, momentum=0.9, weight_decay=1e-4)",
             "gradlab": f"gradlab.watch(model, every={every}, dense_until=0, reduce_at={reduce_at!r}), all default "
                        f"stats, reductions in the {rec.reductions}",

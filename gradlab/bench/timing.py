@@ -64,7 +64,12 @@ def interleaved(
 ) -> Timings:
     """Run each variant's ``step()`` in rounds: ``warmup`` untimed steps of every variant,
     then ``repeats`` rounds of ``steps`` timed steps per variant, interleaved. Each step is
-    timed on its own, with a device synchronisation before and after."""
+    timed on its own, with a device synchronisation before and after.
+
+    The order changes from round to round (:func:`round_order`): a variant's first steps
+    after a switch pay for the previous variant's footprint in the caches, which on a CPU
+    was worth 1-2 % of a step, so a fixed order would bill it to the same variant every
+    time."""
     names = list(variants)
     timings = Timings({n: [] for n in names})
     for name in names:
@@ -73,14 +78,25 @@ def interleaved(
     synchronize(device)
     total = repeats * len(names)
     done = 0
-    for _ in range(repeats):
-        for name in names:
+    for r in range(repeats):
+        for name in round_order(names, r):
             fn, out = variants[name], timings.steps[name]
             out.extend(timed_call(fn, device) for _ in range(steps))
             done += 1
             if progress is not None:
                 progress(name, done, total)
     return timings
+
+
+def round_order(names: list[str], r: int) -> list[str]:
+    """The order of round ``r``, from a Williams design: over ``2 * len(names)`` rounds every
+    variant comes first equally often and, within rounds, follows every other variant
+    equally often (rows ``0, 1, k-1, 2, k-2, ...`` shifted by the round; for an odd count of
+    variants, every other run of ``k`` rounds is reversed)."""
+    k = len(names)
+    base = [(j + 1) // 2 if j % 2 else (k - j // 2) % k for j in range(k)]
+    order = [names[(b + r) % k] for b in base]
+    return order[::-1] if k % 2 and (r // k) % 2 else order
 
 
 def summarize(times: list[float]) -> dict:

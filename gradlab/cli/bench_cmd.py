@@ -34,7 +34,8 @@ def _progress_printer():
 @bench.command("overhead")
 @click.option("--model", default="resnet56", show_default=True, help="Zoo model name.")
 @click.option("--steps", default=5, show_default=True, type=click.IntRange(1), help="Timed steps per variant per round.")
-@click.option("--repeats", default=5, show_default=True, type=click.IntRange(1), help="Interleaved rounds.")
+@click.option("--repeats", default=6, show_default=True, type=click.IntRange(1),
+              help="Interleaved rounds (6: each of the six orders of the three variants once).")
 @click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed steps per variant first.")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
@@ -48,7 +49,7 @@ def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb,
 
     \b
     Example (CPU, a few minutes):
-      gradlab bench overhead --model resnet56 --batch-size 128 --steps 3 --repeats 5
+      gradlab bench overhead --model resnet56 --batch-size 128 --steps 3 --repeats 6
     """
     from gradlab.bench.overhead import run_overhead
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from gradlab.bench.overhead import run_overhead
-from gradlab.bench.timing import Timings, describe_environment, interleaved, round_order, summarize
+from gradlab.bench.timing import Timings, aten_ops, describe_environment, interleaved, round_order, summarize
 from gradlab.environment import resolve_device
 from gradlab.cli.main import cli
 
@@ -23,6 +23,8 @@ def check_result(result, variants):
     assert set(result["ratios"]) == set(variants) - {"bare"}
     assert all(r > 0 for r in result["ratios"].values())
     assert result["gradlab_rows"] > 0
+    ops = {name: v["aten_ops"] for name, v in result["variants"].items()}
+    assert 0 < ops["bare"] < ops["gradlab"]  # recording every step adds operators
     s = result["settings"]
     assert s["model"] == "resnet8" and s["batch_size"] == 4 and s["device"] == "cpu"
     assert result["environment"]["torch"]
@@ -42,7 +44,7 @@ def test_cli_overhead_writes_json(tmp_path):
     args += ["--warmup", "0", "--device", "cpu", "--no-wandb", "--json", str(out)]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
-    assert "bare" in res.output and "gradlab" in res.output and "x bare" in res.output
+    assert "bare" in res.output and "gradlab" in res.output and "x bare" in res.output and "aten ops" in res.output
     assert "torch" in res.output and "resnet8" in res.output
     assert "\r" not in res.output  # no progress bar when stdout is not a terminal
     data = json.loads(out.read_text())
@@ -105,3 +107,12 @@ def test_round_order_balances_first_places_and_predecessors(k):
     pairs = [(o[i], o[i + 1]) for o in orders for i in range(k - 1)]
     # within rounds, every variant follows every other one equally often
     assert len(set(pairs)) == k * (k - 1) and len({pairs.count(p) for p in set(pairs)}) == 1
+
+
+def test_aten_ops_counts_dispatched_operators():
+    import torch
+
+    a, b = torch.ones(3), torch.ones(3)
+    assert aten_ops(lambda: None) == 0
+    assert aten_ops(lambda: torch.add(a, b)) == 1
+    assert aten_ops(lambda: (a + b).sum()) == 2

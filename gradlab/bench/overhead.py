@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from gradlab.bench.timing import describe_environment, interleaved, summarize, synchronize
+from gradlab.bench.timing import aten_ops, describe_environment, interleaved, summarize, synchronize
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
 
@@ -152,6 +152,7 @@ def run_overhead(
         try:
             timings = interleaved(variants, steps=steps, repeats=repeats, device=dev, warmup=warmup, progress=progress)
             synchronize(dev)
+            ops = {name: aten_ops(fn) for name, fn in variants.items()}  # one more step each
             rows = len(rec.frame())
         finally:
             rec.stop()
@@ -165,6 +166,7 @@ def run_overhead(
     for name in variants:
         s = summarize(timings.steps[name])
         s["images_per_s"] = batch_size / s["median_s"]
+        s["aten_ops"] = ops[name]
         summary[name] = s
     bare = summary["bare"]["median_s"]
     return {

@@ -2,8 +2,11 @@
 
 Benchmarks compare variants of the same work (e.g. training with and without a recorder).
 Machines drift (thermal state, other processes, allocator warm-up), so variants are run
-interleaved: A, B, C, A, B, C, ... each round running ``steps`` timed steps of each
-variant, and compared by the median step time, which ignores the occasional stall.
+interleaved, each round running ``steps`` timed steps of each variant in a balanced order
+(:func:`round_order`), and compared by the median step time, which ignores the occasional
+stall. :func:`aten_ops` counts what a step dispatches: on a GPU, where a small network's
+eager step is bound by kernel launches, that count is what a change to the step costs,
+and it can be checked on any machine.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 __all__ = [
     "Timings",
+    "aten_ops",
     "describe_environment",
     "interleaved",
     "summarize",
@@ -86,6 +90,23 @@ def interleaved(
             if progress is not None:
                 progress(name, done, total)
     return timings
+
+
+def aten_ops(fn: Callable[[], None]) -> int:
+    """How many ATen operators one call of ``fn`` dispatches (views and copies included)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += 1
+            return func(*args, **(kwargs or {}))
+
+    counter = _Count()
+    with counter:
+        fn()
+    return counter.n
 
 
 def round_order(names: list[str], r: int) -> list[str]:

@@ -165,13 +165,13 @@ def format_overhead(result: dict) -> str:
         f"{s['steps']} steps x {s['repeats']} rounds per variant ({s['warmup']} warm-up), {s['order']}",
         f"gradlab: {s['gradlab']}; wandb: {s['wandb']}",
         "",
-        f"{'variant':<10}{'median ms':>12}{'p25 ms':>10}{'p75 ms':>10}{'img/s':>10}{'x bare':>9}",
+        f"{'variant':<10}{'median ms':>12}{'p25 ms':>10}{'p75 ms':>10}{'img/s':>10}{'x bare':>9}{'aten ops':>10}",
     ]
     for name, v in result["variants"].items():
         ratio = 1.0 if name == "bare" else result["ratios"][name]
         lines.append(
             f"{name:<10}{v['median_s'] * 1e3:>12.1f}{v['p25_s'] * 1e3:>10.1f}{v['p75_s'] * 1e3:>10.1f}"
-            f"{v['images_per_s']:>10.1f}{ratio:>9.3f}"
+            f"{v['images_per_s']:>10.1f}{ratio:>9.3f}{v['aten_ops']:>10d}"
         )
     for name, why in result.get("skipped", {}).items():
         lines.append(f"{name:<10}skipped: {why}")

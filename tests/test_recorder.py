@@ -15,6 +15,7 @@ from gradlab import stat_names as S
 from gradlab.errors import RecorderError
 from gradlab.models.probe_points import ProbePoint
 from gradlab.probes import Recorder, watch
+from gradlab.probes.recorder import FRAME_COLUMNS
 from gradlab.probes.targets import default_probe_points, resolve, strip_prefixes
 
 REL = 1e-6
@@ -592,3 +593,13 @@ def test_large_activations_match_float64_references(memory_format):
     assert value(df, S.GRAD_NORM, "0.weight") == pytest.approx(float(g.norm()), rel=1e-5)
     dh = torch.linspace(-1, 1, y.numel()).view_as(y).double() * (h > 0)  # dL/dy through the ReLU
     assert value(df, S.ACT_GRAD_NORM, "0") == pytest.approx(float(dh.norm()), rel=1e-5)
+
+
+def test_zero_fraction_asked_for_without_a_relu_warns_and_records_nothing():
+    model = linear(W)
+    with pytest.warns(RuntimeWarning, match="act_zero_frac was asked for"):
+        rec = watch(model, every=1, stats=[S.ACT_ZERO_FRAC])
+    with rec:
+        train_step(model, rec, X, lambda h: h.sum())
+        df = rec.frame()
+    assert df.empty and list(df.columns) == FRAME_COLUMNS

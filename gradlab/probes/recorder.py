@@ -219,6 +219,7 @@ class Recorder:
         self.model = model
         self.schedule = schedule if schedule is not None else Schedule(every, dense_until, dense_every)
         self.stats = _validate_stats(stats)
+        self._stats_asked = stats is not None
         self.histograms_enabled = bool(histograms)
         self.hist_every = int(hist_every) if hist_every is not None else 10 * self.schedule.every
         if self.hist_every < 1:
@@ -338,6 +339,15 @@ class Recorder:
                 pt.c_grad = col()
         self._bc_x = [col() for _ in t.blocks] if S.BRANCH_RATIO in want else []
         self._ncol = ncol
+        if self._stats_asked and S.ACT_ZERO_FRAC in want and self._points and all(p.c_cnt < 0 for p in self._points):
+            warnings.warn(
+                "gradlab: act_zero_frac was asked for, but no probe point is next to a ReLU (an "
+                "nn.ReLU module right after it in an nn.Sequential, or a zoo block's final ReLU), "
+                "so it will not be recorded. A ReLU applied as F.relu in forward is invisible to "
+                "the default probe points: use nn.ReLU modules, or give the model probe_points().",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         out_cols = [c for p in self._points for c in (p.c_sum, p.c_norm, p.c_cnt) if c >= 0]
         self._out_cols = np.asarray(out_cols, dtype=np.int64)
         self._warned_no_outputs = False
@@ -623,10 +633,14 @@ class Recorder:
                     vals[c] = self._nan
                 self._prev = [w.clone() for w in weights]
             else:
-                torch._foreach_sub_(self._prev, weights)  # prev - w in place: the same norm as w - prev
-                for c, v in zip(self._pc_update, foreach_norm(self._prev)):
-                    vals[c] = v
-                torch._foreach_copy_(self._prev, weights)
+                try:
+                    torch._foreach_sub_(self._prev, weights)  # prev - w in place: the same norm as w - prev
+                    for c, v in zip(self._pc_update, foreach_norm(self._prev)):
+                        vals[c] = v
+                    torch._foreach_copy_(self._prev, weights)
+                except BaseException:
+                    self._prev = None  # half updated: the next record starts over (NaN)
+                    raise
 
     def _record(self, s: int, outputs: bool) -> None:
         params = self._targets.params
@@ -762,9 +776,13 @@ class Recorder:
         want = set(self.stats)
         pk, ok_, bk = self._pkeys, self._okeys, self._bkeys
 
-        def cols(c):  # column -1: a point without this statistic, never written
+        def cols(c):  # column -1: a point without this statistic (NaN, never written)
             c = np.asarray(c, dtype=np.int64)
-            return raw[:, c], written[:, c] & (c >= 0)
+            has = c >= 0
+            values = np.full((n, len(c)), np.nan)
+            ok = np.zeros((n, len(c)), dtype=bool)
+            values[:, has], ok[:, has] = raw[:, c[has]], written[:, c[has]]
+            return values, ok
 
         with np.errstate(divide="ignore", invalid="ignore"):
             if self._pc_grad:

@@ -116,3 +116,9 @@ def test_aten_ops_counts_dispatched_operators():
     assert aten_ops(lambda: None) == 0
     assert aten_ops(lambda: torch.add(a, b)) == 1
     assert aten_ops(lambda: (a + b).sum()) == 2
+
+
+def test_op_count_is_of_a_recorded_step_whatever_the_interval():
+    result = run_overhead(device="cpu", every=5, with_wandb=False, **TINY)
+    ops = {name: v["aten_ops"] for name, v in result["variants"].items()}
+    assert ops["gradlab"] > ops["bare"]  # the timed steps were mostly unrecorded; the counted one is not

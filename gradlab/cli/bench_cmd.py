@@ -171,7 +171,7 @@ def format_overhead(result: dict) -> str:
         ratio = 1.0 if name == "bare" else result["ratios"][name]
         lines.append(
             f"{name:<10}{v['median_s'] * 1e3:>12.1f}{v['p25_s'] * 1e3:>10.1f}{v['p75_s'] * 1e3:>10.1f}"
-            f"{v['images_per_s']:>10.1f}{ratio:>9.3f}{v['aten_ops']:>10d}"
+            f"{v['images_per_s']:>10.1f}{ratio:>9.3f}{'-' if v['aten_ops'] is None else v['aten_ops']:>10}"
         )
     for name, why in result.get("skipped", {}).items():
         lines.append(f"{name:<10}skipped: {why}")

@@ -43,7 +43,7 @@ def test_every_probe_point_produces_its_stats(name, shape):
     outputs = df[df.stat.isin(S.OUTPUT_STATS)]
     got = outputs.groupby("layer").stat.agg(set)
     # act_zero_frac only where a ReLU follows the point or produced its output
-    want = {p.name: set(S.OUTPUT_STATS) - (set() if p.relu_after or p.relu_output else {S.ACT_ZERO_FRAC})
+    want = {p.name: set(S.OUTPUT_STATS) - (set() if p.next_to_relu else {S.ACT_ZERO_FRAC})
             for p in points}
     wrong = [p.name for p in points if got.get(p.name, set()) != want[p.name]]
     assert not wrong, f"{name}: probe points without the right output stats: {wrong[:5]}"

@@ -215,7 +215,7 @@ def make_layers(
                 row(owner.name, owner, S.BRANCH_RATIO, 0, 0.3 + 0.001 * owner.index)
             continue
         for st in S.OUTPUT_STATS:
-            if st not in stats or (st == S.ACT_ZERO_FRAC and not (owner.relu_after or owner.relu_output)):
+            if st not in stats or (st == S.ACT_ZERO_FRAC and not owner.next_to_relu):
                 continue  # the recorder counts zeros only next to a ReLU
             if st == S.ACT_STD and owner.kind == BN and owner.role == "main":
                 # Fig. 7: ResNet responses are smaller than plain ones

@@ -40,6 +40,11 @@ class ProbePoint:
     relu_after: bool = False
     relu_output: bool = False
 
+    @property
+    def next_to_relu(self) -> bool:
+        """A ReLU follows this output or produced it: where act_zero_frac means something."""
+        return self.relu_after or self.relu_output
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -333,7 +333,7 @@ class Recorder:
                 pt.c_sum = col()
             if S.ACT_STD in want or pt.j in branch_points:
                 pt.c_norm = col()
-            if S.ACT_ZERO_FRAC in want and (pt.relu_after or t.points[pt.j].relu_output):
+            if S.ACT_ZERO_FRAC in want and t.points[pt.j].next_to_relu:
                 pt.c_cnt = col()
             if S.ACT_GRAD_NORM in want:
                 pt.c_grad = col()

@@ -25,6 +25,7 @@ class Point(NamedTuple):
     role: str = "main"
     relu_after: bool = False
     relu_output: bool = False
+    bn_next: bool = False
 
 
 class ResidualBlock(nn.Module):
@@ -58,15 +59,18 @@ class ResidualBlock(nn.Module):
 
     def probe_layout(self, name: str) -> list[Point]:
         *head, (last, last_kind, _) = self.main_layers
-        points = [Point(f"{name}.{a}", kind, name, "main", relu) for a, kind, relu in head]
+        # in every zoo block a conv listed right before a BN feeds that BN and nothing else
+        feeds_bn = [k == CONV and nxt == BN for (_, k, _), (_, nxt, _) in zip(self.main_layers, self.main_layers[1:])]
+        points = [Point(f"{name}.{a}", kind, name, "main", relu, bn_next=bn) for (a, kind, relu), bn in zip(head, feeds_bn)]
         points.append(Point(f"{name}.{last}", last_kind, name, "main", self.relu_after_branch))
         points.append(Point(f"{name}.branch_out", BRANCH, name, "main", self.relu_after_branch))
         shortcut = getattr(self, self.shortcut_attr, None)
         if isinstance(shortcut, nn.Module):
-            for sub, m in shortcut.named_modules():
+            mods = list(shortcut.named_modules())
+            for (sub, m), (_, nxt) in zip(mods, mods[1:] + [("", None)]):
                 path = f"{name}.{self.shortcut_attr}" + (f".{sub}" if sub else "")
-                if isinstance(m, nn.Conv2d):
-                    points.append(Point(path, CONV, name, "shortcut"))
+                if isinstance(m, nn.Conv2d):  # a projection: conv, then its BN (option B/C)
+                    points.append(Point(path, CONV, name, "shortcut", bn_next=isinstance(nxt, nn.BatchNorm2d)))
                 elif isinstance(m, nn.BatchNorm2d):
                     points.append(Point(path, BN, name, "shortcut"))
         points.append(Point(name, BLOCK, name, relu_output=self.relu_output))
@@ -110,7 +114,7 @@ class ZooModel(nn.Module):
             layout.extend(block.probe_layout(name))
         layout.extend(self.head_points())
         self._probe_points = tuple(
-            ProbePoint(p.name, i, p.kind, p.block, p.role, p.relu_after, p.relu_output)
+            ProbePoint(p.name, i, p.kind, p.block, p.role, p.relu_after, p.relu_output, p.bn_next)
             for i, p in enumerate(layout)
         )
         self.blocks = len(blocks)

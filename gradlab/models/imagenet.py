@@ -125,7 +125,7 @@ class ImageNetResNet(ZooModel):
         return self.fc(x.mean((2, 3)))
 
     def stem_points(self):
-        return [Point("conv1", CONV), Point("bn1", BN, relu_after=True)]
+        return [Point("conv1", CONV, bn_next=True), Point("bn1", BN, relu_after=True)]
 
     def head_points(self):
         return [Point("fc", FC)]

@@ -30,6 +30,10 @@ class ProbePoint:
     relu_output: True when this output is a ReLU's output (a block's output after its final
            ReLU), so that its fraction of exact zeros is the fraction that ReLU zeroed.
            The recorder counts zeros (act_zero_frac) only at points with one of the two.
+    bn_next: True when this output goes to the BatchNorm that is the next probe point and
+           nowhere else (a conv followed by its BN). The recorder then takes this point's
+           statistics from that BatchNorm: its mean and std from the batch statistics the
+           BatchNorm computes anyway, its dL/dh from the BatchNorm's backward.
     """
 
     name: str
@@ -39,6 +43,7 @@ class ProbePoint:
     role: str = "main"
     relu_after: bool = False
     relu_output: bool = False
+    bn_next: bool = False
 
     @property
     def next_to_relu(self) -> bool:

@@ -14,7 +14,8 @@ Resolution rules (see also the recorder's module docstring):
   ``nn.Sequential``-style models. Models whose forward runs modules in another order should
   implement ``probe_points()``. A default point has ``relu_after=True`` when the next module
   of its ``nn.Sequential`` is an ``nn.ReLU`` (only such points get act_zero_frac: a ReLU
-  applied as ``F.relu`` in forward is invisible here).
+  applied as ``F.relu`` in forward is invisible here), and ``bn_next=True`` when it is a
+  BatchNorm's (its output then goes to that BatchNorm only, which the recorder reads it from).
 * Residual blocks (for ``branch_ratio``) are the blocks named by probe points of kind
   "branch": ``x`` is the input of the module named ``point.block`` and ``F(x)`` the output
   of the branch point. Default targets have no blocks.
@@ -128,17 +129,23 @@ def module_kind(module: nn.Module) -> str | None:
 def default_probe_points(model: nn.Module) -> list[ProbePoint]:
     """Conv/Linear/norm layers of ``model`` in registration order (see module docstring)."""
     relu_next: set[str] = set()
+    bn_next: set[str] = set()
     for parent_name, parent in model.named_modules():
         if isinstance(parent, nn.Sequential):
             children = list(parent.named_children())
             for (name, _), (_, nxt) in zip(children, children[1:]):
+                path = f"{parent_name}.{name}" if parent_name else name
                 if isinstance(nxt, nn.ReLU):
-                    relu_next.add(f"{parent_name}.{name}" if parent_name else name)
+                    relu_next.add(path)
+                elif isinstance(nxt, nn.modules.batchnorm._BatchNorm):
+                    bn_next.add(path)
     points = []
     for name, module in model.named_modules():
         kind = module_kind(module)
         if kind is not None:
-            points.append(ProbePoint(name, len(points), kind, relu_after=name in relu_next))
+            points.append(
+                ProbePoint(name, len(points), kind, relu_after=name in relu_next, bn_next=kind != BN and name in bn_next)
+            )
     return points
 
 
@@ -159,6 +166,7 @@ def _model_probe_points(inner: nn.Module) -> list[ProbePoint] | None:
                 p.role,
                 p.relu_after,
                 p.relu_output,
+                p.bn_next,
             )
         )
     return points

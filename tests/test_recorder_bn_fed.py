@@ -1,0 +1,103 @@
+"""A point whose output goes only to a BatchNorm (ProbePoint.bn_next) is measured by that
+BatchNorm: mean and std over the whole batch from its batch statistics, dL/dh from its
+backward node. Known answers from the tensors themselves, in both reduction modes."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import gradlab
+from gradlab import models
+from gradlab.probes.targets import resolve
+
+
+def _capture(model, names):
+    """Forward hooks keeping the outputs of ``names`` (with their gradients retained)."""
+    kept = {}
+    mods = dict(model.named_modules())
+
+    def keep(name):
+        def hook(module, args, out):
+            out.retain_grad()
+            kept[name] = out
+        return hook
+
+    handles = [mods[n].register_forward_hook(keep(n)) for n in names]
+    return kept, handles
+
+
+@pytest.mark.parametrize("reduce_at", ["hooks", "step"])
+def test_conv_into_bn_gets_whole_batch_stats_and_its_gradient(reduce_at):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5))
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 2.0)
+        model[1].bias.normal_()
+    x = torch.randn(48, 3, 6, 6) * 3 + 1
+    y = torch.randint(0, 5, (48,))
+    points = {p.name: p for p in resolve(model).points}
+    assert points["0"].bn_next and not points["1"].bn_next and not points["4"].bn_next
+
+    rec = gradlab.watch(model, every=1, act_sample=16, reduce_at=reduce_at)
+    kept, handles = _capture(model, ["0", "1"])
+    F.cross_entropy(model(x), y).backward()
+    rec.step()
+    for h in handles:
+        h.remove()
+    df = rec.frame().set_index(["layer", "stat"])["value"]
+    rec.stop()
+
+    conv, bn = kept["0"].detach().double(), kept["1"].detach().double()
+    # the conv's output: the whole batch (the BatchNorm normalised all 48 examples)
+    assert df[("0", "act_mean")] == pytest.approx(conv.mean().item(), rel=1e-5, abs=1e-6)
+    assert df[("0", "act_std")] == pytest.approx(conv.std(unbiased=False).item(), rel=1e-4)
+    assert conv[:16].std(unbiased=False).item() != pytest.approx(conv.std(unbiased=False).item(), rel=1e-3)
+    # the BatchNorm's own output: its first 16 examples, as everywhere else
+    assert df[("1", "act_std")] == pytest.approx(bn[:16].std(unbiased=False).item(), rel=1e-4)
+    assert df[("1", "act_zero_frac")] == pytest.approx((bn[:16] <= 0).double().mean().item(), abs=1e-9)
+    # dL/dh from the BatchNorm's backward node: dL/dx and dL/dy
+    assert df[("0", "act_grad_norm")] == pytest.approx(kept["0"].grad.double().norm().item(), rel=1e-5)
+    assert df[("1", "act_grad_norm")] == pytest.approx(kept["1"].grad.double().norm().item(), rel=1e-5)
+
+
+def test_zoo_points_that_feed_a_batchnorm():
+    def fed(name, **kw):
+        return {p.name for p in models.build(name, **kw).probe_points() if p.bn_next}
+
+    assert fed("resnet20", shortcut="B") == {
+        "conv1",
+        *(f"layer{s}.{b}.conv{c}" for s in (1, 2, 3) for b in range(3) for c in (1, 2)),
+        "layer2.0.shortcut.0",
+        "layer3.0.shortcut.0",
+    }
+    assert fed("plain20") == {"conv1", *(f"layer{s}.{b}.conv{c}" for s in (1, 2, 3) for b in range(3) for c in (1, 2))}
+    # pre-activation: the stem's output also takes the shortcut, and conv2 ends the branch
+    assert fed("preresnet110") == {f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(18)}
+
+
+def test_zoo_block_stats_match_unpaired_recording():
+    """Every statistic of a zoo ResNet equals what the recorder measures when no point is
+    paired with its BatchNorm (the sample is the whole batch here, so both are exact)."""
+    torch.manual_seed(0)
+    model = models.build("resnet20", shortcut="B")
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+
+    def frame(paired):
+        m = models.build("resnet20", shortcut="B")
+        m.load_state_dict(model.state_dict())
+        rec = gradlab.watch(m, every=1, act_sample=None)
+        if not paired:
+            rec._set_armed(False)
+            for pt in rec._points:
+                pt.fed, pt.feeder = False, None
+            rec._set_armed(True)
+        F.cross_entropy(m(x), y).backward()
+        rec.step()
+        df = rec.frame()
+        rec.stop()
+        return df.set_index(["layer", "stat"])["value"].sort_index()
+
+    a, b = frame(True), frame(False)
+    assert list(a.index) == list(b.index)
+    torch.testing.assert_close(torch.tensor(a.values), torch.tensor(b.values), rtol=2e-4, atol=1e-5, equal_nan=True)

@@ -101,3 +101,24 @@ def test_zoo_block_stats_match_unpaired_recording():
     a, b = frame(True), frame(False)
     assert list(a.index) == list(b.index)
     torch.testing.assert_close(torch.tensor(a.values), torch.tensor(b.values), rtol=2e-4, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("reduce_at", ["hooks", "step"])
+def test_gradient_accumulation_keeps_the_last_micro_batch(reduce_at):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 16, 2))
+    batches = [torch.randn(32, 2, 4, 4) * s + s for s in (1.0, 3.0)]
+    rec = gradlab.watch(model, every=1, act_sample=8, reduce_at=reduce_at)
+    kept, handles = _capture(model, ["0"])
+    for xb in batches:
+        model(xb).pow(2).mean().backward()
+        last = kept["0"]
+    rec.step()
+    for h in handles:
+        h.remove()
+    df = rec.frame().set_index(["layer", "stat"])["value"]
+    rec.stop()
+    conv = last.detach().double()
+    assert df[("0", "act_mean")] == pytest.approx(conv.mean().item(), rel=1e-5)
+    assert df[("0", "act_std")] == pytest.approx(conv.std(unbiased=False).item(), rel=1e-4)
+    assert df[("0", "act_grad_norm")] == pytest.approx(last.grad.double().norm().item(), rel=1e-5)

@@ -48,7 +48,7 @@ def bn_node(x: torch.Tensor, y: torch.Tensor):
     if node is None or x.grad_fn is None or type(node).__name__ not in _EPS_ATTR:
         return None
     edges = node.next_functions
-    return node if edges and edges[0][0] is x.grad_fn else None
+    return node if edges and edges[0][0] is x.grad_fn and edges[0][1] == x.output_nr else None
 
 
 def _check(x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, eps: float) -> bool:
@@ -74,13 +74,17 @@ class BNInputs:
         self.clear()
 
     def clear(self) -> None:
-        self._means: list[torch.Tensor] = []
-        self._invstds: list[torch.Tensor] = []
-        self._layout: list[tuple] = []  # per input: channels, eps, numel, sum columns, norm columns
+        # (sum columns, norm columns) -> (mean, invstd, (channels, eps, numel, sum cols, norm cols))
+        self._queued: dict[tuple, tuple] = {}
+
+    def discard(self, sum_cols: list[int], norm_cols: list[int]) -> None:
+        """Forget what :meth:`add` queued for these columns (they were measured otherwise)."""
+        self._queued.pop((tuple(sum_cols), tuple(norm_cols)), None)
 
     def add(self, x: torch.Tensor, y: torch.Tensor, sum_cols: list[int], norm_cols: list[int]) -> bool:
         """Queue the sum and norm of x, the input of the BatchNorm whose output is y; False
-        when y's backward node does not give x's batch statistics (reduce x instead)."""
+        when y's backward node does not give x's batch statistics (reduce x instead). A
+        later call for the same columns (the next micro-batch) replaces an earlier one."""
         node = y.grad_fn
         name = type(node).__name__ if node is not None else ""
         eps_attr = _EPS_ATTR.get(name)
@@ -96,26 +100,26 @@ class BNInputs:
             self._valid[name] = _check(x, mean, invstd, eps)
             if not self._valid[name]:
                 return False
-        self._means.append(mean)
-        self._invstds.append(invstd)
-        self._layout.append((x.shape[1], eps, x.numel(), tuple(sum_cols), tuple(norm_cols)))
+        cols = (tuple(sum_cols), tuple(norm_cols))
+        self._queued[cols] = (mean, invstd, (x.shape[1], eps, x.numel(), *cols))
         return True
 
     def write(self, row: torch.Tensor) -> list[int]:
         """Derive every queued input's sum and norm into ``row``; returns the columns set."""
-        if not self._layout:
+        if not self._queued:
             return []
-        key = tuple(self._layout)
+        queued = list(self._queued.values())
+        key = tuple(layout for *_, layout in queued)
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()
-            plan = self._plans[key] = self._plan(self._layout)
+            plan = self._plans[key] = self._plan(list(key))
         eps, segment, scale, src, dst, cols = plan
-        mean = torch.cat(self._means).to(F32)
-        var = torch.cat(self._invstds).to(F32).pow_(-2).sub_(eps).clamp_(min=0)
+        mean = torch.cat([m for m, *_ in queued]).to(F32)
+        var = torch.cat([v for _, v, _ in queued]).to(F32).pow_(-2).sub_(eps).clamp_(min=0)
         per_channel = torch.stack([mean, var.add_(mean.square())])  # E[x], E[x^2] per channel
-        acc = torch.zeros((2, len(self._layout)), dtype=F32, device=self.device)
+        acc = torch.zeros((2, len(queued)), dtype=F32, device=self.device)
         acc.index_add_(1, segment, per_channel).mul_(scale)  # sum(x), sum(x^2) per input
         acc[1].sqrt_()
         row.index_copy_(0, dst, acc.view(-1).index_select(0, src))

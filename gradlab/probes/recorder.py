@@ -514,6 +514,7 @@ class Recorder:
             if e.sum is None and e.norm is None and e.k is None and self._bn_inputs.add(x, y, sums, norms):
                 self._numel_row[p.j] = x.numel()
             else:
+                self._bn_inputs.discard(sums, norms)  # from an earlier micro-batch: this one wins
                 self._reduce_output(p, e, x)
         if p.c_grad < 0 or not x.requires_grad:
             return

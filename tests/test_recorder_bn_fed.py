@@ -122,3 +122,70 @@ def test_gradient_accumulation_keeps_the_last_micro_batch(reduce_at):
     assert df[("0", "act_mean")] == pytest.approx(conv.mean().item(), rel=1e-5)
     assert df[("0", "act_std")] == pytest.approx(conv.std(unbiased=False).item(), rel=1e-4)
     assert df[("0", "act_grad_norm")] == pytest.approx(last.grad.double().norm().item(), rel=1e-5)
+
+
+class _Rerouted(nn.Module):
+    """A Sequential(conv, bn) whose parent does not feed the conv's output to the BN as is."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3))
+
+    def forward(self, x):
+        conv, bn = self.body
+        return bn(2 * conv(x) + 1).flatten(1).sum(1)
+
+
+def _one_step(model, rec, x, names):
+    kept, handles = _capture(model, names)
+    model(x).pow(2).mean().backward()
+    rec.step()
+    for h in handles:
+        h.remove()
+    model.zero_grad()
+    return kept
+
+
+@pytest.mark.parametrize("reduce_at", ["hooks", "step"])
+def test_a_bn_fed_something_else_unpairs_and_the_conv_measures_itself(reduce_at):
+    torch.manual_seed(2)
+    model = _Rerouted()
+    assert resolve(model).points[0].bn_next  # nn.Sequential adjacency says so; the forward does not
+    x = torch.randn(24, 2, 5, 5) + 0.5
+    rec = gradlab.watch(model, every=1, act_sample=8, reduce_at=reduce_at)
+    for _ in range(2):  # the step that finds out, and one with the conv's own hook
+        conv = _one_step(model, rec, x, ["body.0"])["body.0"]
+        df = rec.frame()
+        df = df[df.step == df.step.max()].set_index(["layer", "stat"])["value"]
+        sample = conv.detach()[:8].double()
+        assert df[("body.0", "act_mean")] == pytest.approx(sample.mean().item(), rel=1e-5)
+        assert df[("body.0", "act_std")] == pytest.approx(sample.std(unbiased=False).item(), rel=1e-4)
+        assert df[("body.0", "act_grad_norm")] == pytest.approx(conv.grad.double().norm().item(), rel=1e-5)
+    assert not rec._points[0].fed and rec._points[1].feeder is None
+    rec.stop()
+
+
+def test_a_bn_in_eval_mode_leaves_its_conv_measured():
+    """Fine-tuning with frozen BatchNorms (model.train(), then bn.eval()): no batch statistics
+    to read, so the conv is measured on its sample; dL/dx still comes from the BN's node."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Flatten())
+    model.train()
+    model[1].eval()
+    x = torch.randn(24, 2, 5, 5) + 0.5
+    rec = gradlab.watch(model, every=1, act_sample=8)
+    for _ in range(2):
+        kept, handles = _capture(model, ["0"])
+        model(x).pow(2).mean().backward()
+        rec.step()
+        for h in handles:
+            h.remove()
+        conv = kept["0"]
+        df = rec.frame()
+        df = df[df.step == df.step.max()].set_index(["layer", "stat"])["value"]
+        sample = conv.detach()[:8].double()
+        assert df[("0", "act_mean")] == pytest.approx(sample.mean().item(), rel=1e-5)
+        assert df[("0", "act_std")] == pytest.approx(sample.std(unbiased=False).item(), rel=1e-4)
+        assert df[("0", "act_grad_norm")] == pytest.approx(conv.grad.double().norm().item(), rel=1e-5)
+        assert ("1", "act_mean") not in df.index  # the BN itself is not in training
+    rec.stop()

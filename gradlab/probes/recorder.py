@@ -16,7 +16,8 @@ What is recorded (names in gradlab.stat_names), on the steps the schedule select
   ``torch._foreach_norm`` over all gradients, one over all weights; no parameter hooks.
 * per probe point output h (forward hooks; training mode with grad enabled only):
   act_mean, act_std (population std), act_grad_norm (``||dL/dh||`` from ``h.register_hook``
-  inside the forward hook, so in-place ReLUs after the point are fine), and act_zero_frac,
+  inside the forward hook, so in-place ReLUs after the point are fine, or, for a point
+  that feeds a BatchNorm, from a hook on the BatchNorm's backward node), and act_zero_frac,
   the fraction a ReLU zeroes: at points with ``relu_after`` the fraction <= 0, at points
   with ``relu_output`` (a block's output after its final ReLU) the fraction == 0. Other
   points (a conv's output, a BN's before the addition, the logits) have no ReLU to speak
@@ -41,8 +42,11 @@ How it stays cheap:
   BatchNorm's forward hook takes its act_mean and act_std from the batch statistics the
   BatchNorm saved for backward, exact over the whole batch (gradlab.probes.bn_inputs), and
   one hook on the BatchNorm's backward node gives both ||dL/dx|| and ||dL/dy||. Half the
-  hooks and sample copies of a ResNet go away this way. Where the saved statistics cannot be
-  read (SyncBatchNorm, compiled regions) the point is measured as any other.
+  hooks and sample copies of a ResNet go away this way. Where there are no saved batch
+  statistics to read (a BatchNorm in eval mode, SyncBatchNorm, compiled regions) the point
+  is measured on its sample as any other. On the first recorded step the point keeps a hook
+  that checks that the BatchNorm's input is its output; if the forward routes it elsewhere
+  first, the pair is dissolved for good and the point measures itself.
 * Every statistic is a handful of device reductions (a sum, a norm, a two-pass sign count
   into a reused scratch buffer) written as 0-dim tensors into a list that ``step()`` stacks
   into one row of a preallocated [slots, values] device buffer; derived values (mean, std,
@@ -155,7 +159,7 @@ def _validate_stats(stats: Iterable[str] | None) -> tuple[str, ...]:
 class _Point:
     """Per probe point: which raw columns of the value row it fills."""
 
-    __slots__ = ("j", "relu_after", "c_sum", "c_norm", "c_cnt", "c_grad", "fed", "feeder")
+    __slots__ = ("j", "relu_after", "c_sum", "c_norm", "c_cnt", "c_grad", "fed", "feeder", "checked")
 
     def __init__(self, j: int, relu_after: bool):
         self.j = j
@@ -163,6 +167,7 @@ class _Point:
         self.c_sum = self.c_norm = self.c_cnt = self.c_grad = -1
         self.fed = False  # its output goes only to the next point, a BatchNorm, whose hooks measure it
         self.feeder: _Point | None = None  # (on that BatchNorm's point) the point it measures
+        self.checked = False  # a recorded step saw the BatchNorm's input be this point's output
 
     @property
     def active(self) -> bool:
@@ -170,7 +175,7 @@ class _Point:
 
     @property
     def hooked(self) -> bool:
-        """Whether this point's module gets a forward hook (for itself or for its feeder)."""
+        """Whether this point's module gets a measuring forward hook (for itself or its feeder)."""
         return not self.fed and (self.active or (self.feeder is not None and self.feeder.active))
 
 
@@ -198,8 +203,8 @@ class Recorder:
     automatic flush. ``act_sample``: activation statistics (act_mean, act_std,
     act_zero_frac) and branch ratios are computed on the first ``act_sample`` examples of
     the batch (exact when the batch is no larger; None: always the whole batch), except at
-    points that feed a BatchNorm, whose mean and std come from its statistics of the whole
-    batch; gradient statistics always use the whole batch. On a CPU the activation reductions are
+    points that feed a BatchNorm in training, whose mean and std come from its statistics of
+    the whole batch; gradient statistics always use the whole batch. On a CPU the activation reductions are
     memory-bound, and 16 of 128 examples (over ten thousand values per layer) cut the
     forward-hook cost about eightfold while estimating the same quantities. Measured with
     `gradlab bench overhead` (ResNet-56, batch 128, 2-core CPU, every step recorded):
@@ -266,6 +271,8 @@ class Recorder:
         self._nonfinite: dict | None = None
         self._prev: list[torch.Tensor] | None = None
         self._seen: dict[int, _Seen] = {}
+        self._fed_out: dict[int, torch.Tensor] = {}  # unchecked fed points' outputs, this forward
+        self._rearm = False  # a pairing changed: re-attach the hooks before the next recorded step
         self._scratch: dict[tuple, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -304,6 +311,7 @@ class Recorder:
             self._scratch.clear()
             self._seen.clear()
             self._bn_inputs.clear()
+            self._fed_out.clear()
             if self._deferred is not None:
                 self._deferred.clear()  # copies and gradients of a step that was never recorded
 
@@ -357,7 +365,8 @@ class Recorder:
         self._bc_x = [col() for _ in t.blocks] if S.BRANCH_RATIO in want else []
         self._ncol = ncol
         for j in range(len(t.points) - 1):
-            if t.points[j].bn_next and is_batchnorm(t.modules[j + 1]):
+            # (a zero count cannot come from the BatchNorm: such a point measures itself)
+            if t.points[j].bn_next and is_batchnorm(t.modules[j + 1]) and self._points[j].c_cnt < 0:
                 self._points[j].fed = True
                 self._points[j + 1].feeder = self._points[j]
         if self._stats_asked and S.ACT_ZERO_FRAC in want and self._points and all(p.c_cnt < 0 for p in self._points):
@@ -406,6 +415,10 @@ class Recorder:
     # ------------------------------------------------------------------ hooks
 
     def _set_armed(self, armed: bool) -> None:
+        if self._rearm and self._armed:
+            self._remove_hooks()
+            self._armed = False
+        self._rearm = False
         if armed == self._armed:
             return
         if armed:
@@ -413,6 +426,8 @@ class Recorder:
             for pt, module in zip(self._points, t.modules):
                 if pt.hooked:
                     self._handles.append(module.register_forward_hook(partial(self._on_output, pt)))
+                elif pt.fed and pt.active and not pt.checked:
+                    self._handles.append(module.register_forward_hook(partial(self._note_fed, pt)))
             for b, block in enumerate(t.blocks if self._bc_x else ()):
                 self._handles.append(block.module.register_forward_pre_hook(partial(self._on_block_input, b)))
         else:
@@ -458,26 +473,70 @@ class Recorder:
                 return n
         return 0
 
-    @_eager
-    def _on_output(self, pt: _Point, module: nn.Module, args, output) -> None:
-        if not (module.training and torch.is_grad_enabled()):
-            return
+    @staticmethod
+    def _output_tensor(output) -> torch.Tensor | None:
         h = output
         if not isinstance(h, torch.Tensor):
             h = next((o for o in h if isinstance(o, torch.Tensor)), None) if isinstance(h, (tuple, list)) else None
-            if h is None:
-                return
-        if not h.is_floating_point() or h.is_sparse:
+        return h if h is not None and h.is_floating_point() and not h.is_sparse else None
+
+    @_eager
+    def _on_output(self, pt: _Point, module: nn.Module, args, output) -> None:
+        if not torch.is_grad_enabled():
+            return
+        feeder = pt.feeder
+        if feeder is not None and not feeder.checked:
+            feeder = self._check_pair(pt, args)
+        own = pt.active and module.training
+        fed = feeder is not None and feeder.active and args and self._targets.modules[feeder.j].training
+        if not (own or fed):
+            return
+        h = self._output_tensor(output)
+        if h is None:
             return
         restore = self._limit_threads(h)
         try:
-            if pt.feeder is not None and pt.feeder.active and args:
-                self._measure_fed(pt.feeder, args[0], h)
-            if pt.active:
+            if fed:
+                self._measure_fed(feeder, args[0], h)
+            if own:
                 self._measure(pt, h)
         finally:
             if restore:
                 torch.set_num_threads(restore)
+
+    @_eager
+    def _note_fed(self, pt: _Point, module: nn.Module, args, output) -> None:
+        """An unchecked fed point's output, for its BatchNorm's hook to compare with its input."""
+        h = self._output_tensor(output) if module.training and torch.is_grad_enabled() else None
+        if h is not None:
+            self._fed_out[pt.j] = h
+
+    def _check_pair(self, q: _Point, args) -> _Point | None:
+        """The first time a BatchNorm's hook runs after its fed point's: is its input that
+        point's output? Yes: the pair holds (the point's checking hook goes). No (the model
+        routes the output elsewhere first): unpair for good and measure the point on its own
+        output now, as on every later step. Returns the feeder to measure, if any."""
+        p = q.feeder
+        h = self._fed_out.pop(p.j, None)
+        if h is None:
+            return None  # the point did not run (in training) before this BatchNorm: no verdict
+        self._rearm = True
+        if args and args[0] is h:
+            p.checked = True
+            return p
+        self._unpair(p)
+        restore = self._limit_threads(h)
+        try:
+            self._measure(p, h)
+        finally:
+            if restore:
+                torch.set_num_threads(restore)
+        return None
+
+    def _unpair(self, p: _Point) -> None:
+        p.fed = False
+        self._points[p.j + 1].feeder = None
+        self._rearm = True
 
     def _measure(self, pt: _Point, h: torch.Tensor) -> None:
         e = self._seen_entry(h)
@@ -673,6 +732,9 @@ class Recorder:
             raise RecorderError("The Recorder is stopped; start a new one with gradlab.watch(model).")
 
     def _reset_step_state(self) -> None:
+        for j in self._fed_out:  # a fed point's output that its BatchNorm never took
+            self._unpair(self._points[j])
+        self._fed_out.clear()
         self._vals = list(self._template)
         self._numel_row = [0] * len(self._points)
         self._seen.clear()

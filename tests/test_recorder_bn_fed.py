@@ -117,6 +117,7 @@ def test_gradient_accumulation_keeps_the_last_micro_batch(reduce_at):
     for h in handles:
         h.remove()
     df = rec.frame().set_index(["layer", "stat"])["value"]
+    assert rec._points[0].fed and rec._points[0].checked  # two micro-batches did not unpair it
     rec.stop()
     conv = last.detach().double()
     assert df[("0", "act_mean")] == pytest.approx(conv.mean().item(), rel=1e-5)

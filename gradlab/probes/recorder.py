@@ -507,6 +507,8 @@ class Recorder:
     @_eager
     def _note_fed(self, pt: _Point, module: nn.Module, args, output) -> None:
         """An unchecked fed point's output, for its BatchNorm's hook to compare with its input."""
+        if pt.checked:  # a later micro-batch of the step that checked it
+            return
         h = self._output_tensor(output) if module.training and torch.is_grad_enabled() else None
         if h is not None:
             self._fed_out[pt.j] = h

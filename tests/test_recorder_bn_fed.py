@@ -147,6 +147,18 @@ def _one_step(model, rec, x, names):
     return kept
 
 
+def _assert_measured_on_sample(rec, layer, h, n):
+    """The last recorded step's act_mean/act_std of ``layer`` are those of h's first n
+    examples, and its act_grad_norm is ||dL/dh||."""
+    df = rec.frame()
+    df = df[df.step == df.step.max()].set_index(["layer", "stat"])["value"]
+    sample = h.detach()[:n].double()
+    assert df[(layer, "act_mean")] == pytest.approx(sample.mean().item(), rel=1e-5)
+    assert df[(layer, "act_std")] == pytest.approx(sample.std(unbiased=False).item(), rel=1e-4)
+    assert df[(layer, "act_grad_norm")] == pytest.approx(h.grad.double().norm().item(), rel=1e-5)
+    return df
+
+
 @pytest.mark.parametrize("reduce_at", ["hooks", "step"])
 def test_a_bn_fed_something_else_unpairs_and_the_conv_measures_itself(reduce_at):
     torch.manual_seed(2)
@@ -156,12 +168,7 @@ def test_a_bn_fed_something_else_unpairs_and_the_conv_measures_itself(reduce_at)
     rec = gradlab.watch(model, every=1, act_sample=8, reduce_at=reduce_at)
     for _ in range(2):  # the step that finds out, and one with the conv's own hook
         conv = _one_step(model, rec, x, ["body.0"])["body.0"]
-        df = rec.frame()
-        df = df[df.step == df.step.max()].set_index(["layer", "stat"])["value"]
-        sample = conv.detach()[:8].double()
-        assert df[("body.0", "act_mean")] == pytest.approx(sample.mean().item(), rel=1e-5)
-        assert df[("body.0", "act_std")] == pytest.approx(sample.std(unbiased=False).item(), rel=1e-4)
-        assert df[("body.0", "act_grad_norm")] == pytest.approx(conv.grad.double().norm().item(), rel=1e-5)
+        _assert_measured_on_sample(rec, "body.0", conv, 8)
     assert not rec._points[0].fed and rec._points[1].feeder is None
     rec.stop()
 
@@ -176,17 +183,7 @@ def test_a_bn_in_eval_mode_leaves_its_conv_measured():
     x = torch.randn(24, 2, 5, 5) + 0.5
     rec = gradlab.watch(model, every=1, act_sample=8)
     for _ in range(2):
-        kept, handles = _capture(model, ["0"])
-        model(x).pow(2).mean().backward()
-        rec.step()
-        for h in handles:
-            h.remove()
-        conv = kept["0"]
-        df = rec.frame()
-        df = df[df.step == df.step.max()].set_index(["layer", "stat"])["value"]
-        sample = conv.detach()[:8].double()
-        assert df[("0", "act_mean")] == pytest.approx(sample.mean().item(), rel=1e-5)
-        assert df[("0", "act_std")] == pytest.approx(sample.std(unbiased=False).item(), rel=1e-4)
-        assert df[("0", "act_grad_norm")] == pytest.approx(conv.grad.double().norm().item(), rel=1e-5)
+        conv = _one_step(model, rec, x, ["0"])["0"]
+        df = _assert_measured_on_sample(rec, "0", conv, 8)
         assert ("1", "act_mean") not in df.index  # the BN itself is not in training
     rec.stop()

@@ -6,7 +6,15 @@ import pytest
 from click.testing import CliRunner
 
 from gradlab.bench.overhead import run_overhead
-from gradlab.bench.timing import Timings, aten_ops, describe_environment, interleaved, round_order, summarize
+from gradlab.bench.timing import (
+    Timings,
+    aten_ops,
+    describe_environment,
+    interleaved,
+    round_order,
+    round_ratios,
+    summarize,
+)
 from gradlab.environment import resolve_device
 from gradlab.cli.main import cli
 
@@ -22,6 +30,9 @@ def check_result(result, variants):
             assert v[key] > 0, key
     assert set(result["ratios"]) == set(variants) - {"bare"}
     assert all(r > 0 for r in result["ratios"].values())
+    assert set(result["round_ratios"]) == set(result["ratios"])
+    for r in result["round_ratios"].values():
+        assert r["n"] == 2 and 0 < r["min"] <= r["median"] <= r["max"]
     assert result["gradlab_rows"] > 0
     ops = {name: v["aten_ops"] for name, v in result["variants"].items()}
     assert 0 < ops["bare"] < ops["gradlab"]  # recording every step adds operators
@@ -95,6 +106,14 @@ def test_resolve_device_without_cuda_is_a_clear_error():
 def test_quartiles_stay_within_the_measured_times():
     s = summarize([0.01, 0.5])  # two steps, one stalled: exclusive quantiles would give p25 < 0
     assert 0.01 <= s["p25_s"] <= s["median_s"] <= s["p75_s"] <= 0.5
+
+
+def test_round_ratios_pair_each_round_with_the_same_round_of_the_base():
+    # two rounds of 3 steps; the machine is twice as slow in round 2, the ratio is not
+    t = Timings({"bare": [1.0, 1.2, 1.1, 2.0, 2.4, 2.2], "rec": [1.1, 1.3, 1.2, 2.2, 2.6, 2.4]})
+    assert round_ratios(t, "rec", "bare", 3) == pytest.approx([1.2 / 1.1, 2.4 / 2.2])
+    assert round_ratios(t, "bare", "bare", 3) == [1.0, 1.0]
+    assert round_ratios(t, "rec", "bare", 4) == pytest.approx([1.25 / 1.15])  # a partial round is left out
 
 
 @pytest.mark.parametrize("k", [2, 3, 4, 5])

@@ -35,13 +35,14 @@ import contextlib
 import copy
 import os
 import shutil
+import statistics
 import tempfile
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from gradlab.bench.timing import aten_ops, describe_environment, interleaved, summarize, synchronize
+from gradlab.bench.timing import aten_ops, describe_environment, interleaved, round_ratios, summarize, synchronize
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
 
@@ -73,6 +74,10 @@ def _wandb_offline(tmp: str):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _spread(values: list[float]) -> dict:
+    return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def _ops_or_none(step: Callable[[], None]) -> int | None:
@@ -210,6 +215,9 @@ def run_overhead(
         "environment": describe_environment(dev),
         "variants": summary,
         "ratios": {name: summary[name]["median_s"] / bare for name in summary if name != "bare"},
+        "round_ratios": {
+            name: _spread(round_ratios(timings, name, "bare", steps)) for name in summary if name != "bare"
+        },
         "gradlab_rows": rows,
         "skipped": skipped,
     }

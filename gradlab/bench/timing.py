@@ -25,6 +25,7 @@ __all__ = [
     "aten_ops",
     "describe_environment",
     "interleaved",
+    "round_ratios",
     "summarize",
     "synchronize",
     "timed_call",
@@ -90,6 +91,16 @@ def interleaved(
             if progress is not None:
                 progress(name, done, total)
     return timings
+
+
+def round_ratios(timings: Timings, name: str, base: str, steps: int) -> list[float]:
+    """Per round of :func:`interleaved` (``steps`` timed steps per variant), the median step
+    time of ``name`` over that of ``base`` in the same round. The two ran seconds apart, so
+    the machine's drift between rounds cancels; their spread says how far one ratio of
+    medians can be trusted."""
+    a, b = timings.steps[name], timings.steps[base]
+    n = min(len(a), len(b)) // steps * steps
+    return [statistics.median(a[i : i + steps]) / statistics.median(b[i : i + steps]) for i in range(0, n, steps)]
 
 
 def aten_ops(fn: Callable[[], None]) -> int:

@@ -175,6 +175,12 @@ def format_overhead(result: dict) -> str:
         )
     for name, why in result.get("skipped", {}).items():
         lines.append(f"{name:<10}skipped: {why}")
+    spreads = result.get("round_ratios", {})
+    if spreads:
+        lines.append("")
+        lines.append("x bare round by round (each round's median over bare's in the same round):")
+        for name, r in spreads.items():
+            lines.append(f"  {name:<8} median {r['median']:.3f}, min {r['min']:.3f}, max {r['max']:.3f} ({r['n']} rounds)")
     return "\n".join(lines)
 
 

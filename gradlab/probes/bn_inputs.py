@@ -7,11 +7,11 @@ over the whole batch, and saves both for backward. The input's sum and norm foll
     ||x||^2  = (numel / C) * sum_c (var_c + mean_c^2),   var_c = invstd_c^-2 - eps
 
 So a probe point whose output goes only to a BatchNorm (``ProbePoint.bn_next``: every conv
-of the zoo's BatchNorm networks except the last of a pre-activation branch and its stem) gets act_mean and
-act_std over the whole batch instead of a sample, without a pass over its data, and with
-neither a hook nor a sample copy of its own. All the points of a step are derived together
-in ``step()``, in about fifteen kernels. (Its dL/dh comes from the same BatchNorm's
-backward node, :func:`bn_node`, whose first gradient input it is.)
+of the zoo's BatchNorm networks except the last of a pre-activation branch and its stem)
+gets act_mean and act_std over the whole batch instead of a sample, without a pass over its
+data, and with neither a hook nor a sample copy of its own. All the points of a step are
+derived together in ``step()``, in about fifteen kernels. (Its dL/dh comes from the same
+BatchNorm's backward node, :func:`bn_node`, whose first gradient input it is.)
 
 The saved statistics are read from the output's ``grad_fn`` (``_saved_result1``/``2``).
 Their meaning is checked once per backward-node type, against a direct computation on the

@@ -23,9 +23,10 @@ gradients). Sampling dL/dh instead would be cheap but wrong: on real data (digit
 plain-20 and ResNet-20) the first 16 of 128 examples put the norm 24-89 % off (median),
 since a few examples carry most of the gradient, and a quarter of the channels 4-7 %.
 Since convs that feed a BatchNorm are measured from it (no hook and no pass of their own),
-this CPU figure has not moved beyond its noise (four runs 1.068-1.111x; three in-process A/Bs
-with/without: 1.069/1.062, 1.072/1.057, 1.061/1.075). The table's ratio of medians comes with
-the ratio round by round (each round against bare's in the same round): 1.048-1.179 in one run. A step bound by per-op overhead, as a small network's eager GPU
+this CPU figure has not moved beyond its noise (four runs 1.068-1.111x; three in-process
+A/Bs with/without: 1.069/1.062, 1.072/1.057, 1.061/1.075). The table's ratio of medians
+comes with the ratio round by round (each round against bare's in the same round):
+1.048-1.179 in one run. A step bound by per-op overhead, as a small network's eager GPU
 step is, shows the gain: ``OMP_NUM_THREADS=1 gradlab bench overhead --batch-size 2
 --reduce-at step`` (40 ms bare) went from 1.56-1.61x to 1.48-1.50x bare.
 """

@@ -33,7 +33,8 @@ class ProbePoint:
     bn_next: True when this output goes to the BatchNorm that is the next probe point and
            nowhere else (a conv followed by its BN). The recorder then takes this point's
            statistics from that BatchNorm: its mean and std from the batch statistics the
-           BatchNorm computes anyway, its dL/dh from the BatchNorm's backward.
+           BatchNorm computes anyway, its dL/dh from the BatchNorm's backward. (The recorder
+           checks on its first recorded step that the BatchNorm's input is this output.)
     """
 
     name: str

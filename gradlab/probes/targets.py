@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from gradlab.errors import RecorderError
 from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint
+from gradlab.probes.bn_inputs import is_batchnorm
 
 __all__ = [
     "BlockTarget",
@@ -137,7 +138,7 @@ def default_probe_points(model: nn.Module) -> list[ProbePoint]:
                 path = f"{parent_name}.{name}" if parent_name else name
                 if isinstance(nxt, nn.ReLU):
                     relu_next.add(path)
-                elif isinstance(nxt, nn.modules.batchnorm._BatchNorm):
+                elif is_batchnorm(nxt):
                     bn_next.add(path)
     points = []
     for name, module in model.named_modules():

@@ -53,8 +53,11 @@ def test_conv_into_bn_gets_whole_batch_stats_and_its_gradient(reduce_at):
     assert df[("0", "act_mean")] == pytest.approx(conv.mean().item(), rel=1e-5, abs=1e-6)
     assert df[("0", "act_std")] == pytest.approx(conv.std(unbiased=False).item(), rel=1e-4)
     assert conv[:16].std(unbiased=False).item() != pytest.approx(conv.std(unbiased=False).item(), rel=1e-3)
-    # the BatchNorm's own output: its first 16 examples, as everywhere else
-    assert df[("1", "act_std")] == pytest.approx(bn[:16].std(unbiased=False).item(), rel=1e-4)
+    # the BatchNorm's own output: mean and std of the whole batch (from gamma, beta and its
+    # statistics), the fraction a ReLU zeroes on its first 16 examples, as everywhere else
+    assert df[("1", "act_mean")] == pytest.approx(bn.mean().item(), rel=1e-5, abs=1e-6)
+    assert df[("1", "act_std")] == pytest.approx(bn.std(unbiased=False).item(), rel=1e-5)
+    assert bn[:16].std(unbiased=False).item() != pytest.approx(bn.std(unbiased=False).item(), rel=1e-3)
     assert df[("1", "act_zero_frac")] == pytest.approx((bn[:16] <= 0).double().mean().item(), abs=1e-9)
     # dL/dh from the BatchNorm's backward node: dL/dx and dL/dy
     assert df[("0", "act_grad_norm")] == pytest.approx(kept["0"].grad.double().norm().item(), rel=1e-5)

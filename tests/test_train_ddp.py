@@ -86,17 +86,28 @@ def assert_same_run(single, parallel):
     keys = ["step", "layer", "index", "kind", "stat"]
     assert la[keys].equals(lb[keys])  # the same rows, none missing, none duplicated
     # A conv that feeds a BatchNorm has its mean and std from the BatchNorm's statistics of the
-    # (local) batch: 32 examples in the single run, rank 0's 16 in the parallel one. Every
-    # other point's come from the first 16 examples, the same in both runs.
-    fed = la.layer.isin([p.name for p in build("resnet20").probe_points() if p.bn_next]).to_numpy()
-    assert fed.any()
-    for stat in (S.GRAD_NORM, S.WEIGHT_NORM, S.ACT_GRAD_NORM, S.ACT_STD, S.BRANCH_RATIO):
-        same = (la.stat == stat).to_numpy() & ~(fed & (stat == S.ACT_STD))
-        va, vb = la.value[same], lb.value[same]
-        assert len(va) > 0, stat
-        pd.testing.assert_series_equal(vb, va, rtol=1e-4, atol=1e-7, obj=stat)
-    same = (la.stat == S.ACT_MEAN).to_numpy() & ~fed
-    pd.testing.assert_series_equal(lb.value[same], la.value[same], atol=1e-5)
+    # (local) batch: 32 examples in the single run, rank 0's 16 in the parallel one. In the
+    # single run the BatchNorms' own outputs (and the branch_out after bn2) get theirs from
+    # gamma, beta and those statistics, while CpuSyncBatchNorm's outputs are measured on
+    # their 16-example sample; the branch ratio compares that branch with the sampled input. Those stds and ratios agree as
+    # estimates (within 10%); every other point's statistics come from the first 16
+    # examples, the same in both runs.
+    points = build("resnet20").probe_points()
+    whole = la.layer.isin([p.name for p in points if p.bn_next or p.kind in ("bn", "branch")]).to_numpy()
+    assert whole.any()
+
+    def compare(stat, estimate, **tol):
+        rows = (la.stat == stat).to_numpy()
+        est = (whole & (stat in (S.ACT_STD, S.ACT_MEAN))) | (stat == S.BRANCH_RATIO)
+        rows = rows & (est if estimate else ~est)
+        assert rows.any(), (stat, estimate)
+        pd.testing.assert_series_equal(lb.value[rows], la.value[rows], obj=stat, **tol)
+
+    for stat in (S.GRAD_NORM, S.WEIGHT_NORM, S.ACT_GRAD_NORM, S.ACT_STD):
+        compare(stat, False, rtol=1e-4, atol=1e-7)
+    compare(S.ACT_MEAN, False, atol=1e-5)
+    for stat in (S.ACT_STD, S.BRANCH_RATIO):  # (means near 0 have no such relative agreement)
+        compare(stat, True, rtol=0.1)
 
     assert sorted(p.name for p in parallel.iterdir()) == sorted(p.name for p in single.iterdir())
     assert json.loads((parallel / "status.json").read_text())["state"] == "done"

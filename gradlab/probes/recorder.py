@@ -24,7 +24,9 @@ What is recorded (names in gradlab.stat_names), on the steps the schedule select
   of and get no act_zero_frac; counting their (absent) exact zeros cost a quarter of the
   forward hooks' time.
 * per residual block: branch_ratio ``||F(x)|| / ||x||`` (forward pre-hook on the block for x,
-  the block's branch point for F(x)).
+  the block's branch point for F(x)), both per example: the root mean square of the
+  examples' norms, over the sample for x and over the whole batch when F(x) is a
+  BatchNorm's output (gradlab.probes.bn_stats).
 
 ``step()`` may come before or after ``opt.step()``, as long as it is always the same:
 weight_norm and update_norm then describe the weights before (or after) that update.
@@ -40,9 +42,11 @@ How it stays cheap:
 * A point whose output goes only to a BatchNorm (``ProbePoint.bn_next``: a conv and its BN,
   in every zoo model and in ``nn.Sequential`` defaults) has no hook of its own. The
   BatchNorm's forward hook takes its act_mean and act_std from the batch statistics the
-  BatchNorm saved for backward, exact over the whole batch (gradlab.probes.bn_inputs), and
+  BatchNorm saved for backward, exact over the whole batch (gradlab.probes.bn_stats), and
   one hook on the BatchNorm's backward node gives both ||dL/dx|| and ||dL/dy||. Half the
-  hooks and sample copies of a ResNet go away this way. Where there are no saved batch
+  hooks and sample copies of a ResNet go away this way. The BatchNorm's own output gets
+  its act_mean and act_std the same way, from gamma, beta and those statistics (exact over
+  the whole batch too; its zero count, if any, is still taken on the sample). Where there are no saved batch
   statistics to read (a BatchNorm in eval mode, SyncBatchNorm, compiled regions) the point
   is measured on its sample as any other. On the first recorded step the point keeps a hook
   that checks that the BatchNorm's input is its output; if the forward routes it elsewhere
@@ -115,7 +119,7 @@ from gradlab.config import REDUCE_AT
 from gradlab.errors import RecorderError
 from gradlab.models.probe_points import ProbePoint
 from gradlab.probes import histograms as H
-from gradlab.probes.bn_inputs import BNInputs, bn_node, is_batchnorm
+from gradlab.probes.bn_stats import BNStats, bn_node, is_batchnorm
 from gradlab.probes.deferred import NONZERO, NORM, POSITIVE, SUM, Deferred
 from gradlab.probes.reductions import F32, count, flat, foreach_norm, norm, total
 from gradlab.probes.schedule import Schedule
@@ -159,11 +163,12 @@ def _validate_stats(stats: Iterable[str] | None) -> tuple[str, ...]:
 class _Point:
     """Per probe point: which raw columns of the value row it fills."""
 
-    __slots__ = ("j", "relu_after", "c_sum", "c_norm", "c_cnt", "c_grad", "fed", "feeder", "checked")
+    __slots__ = ("j", "relu_after", "bn_out", "c_sum", "c_norm", "c_cnt", "c_grad", "fed", "feeder", "checked")
 
-    def __init__(self, j: int, relu_after: bool):
+    def __init__(self, j: int, relu_after: bool, bn_out: bool = False):
         self.j = j
         self.relu_after = relu_after
+        self.bn_out = bn_out  # a BatchNorm: its output's sum and norm come from its batch statistics
         self.c_sum = self.c_norm = self.c_cnt = self.c_grad = -1
         self.fed = False  # its output goes only to the next point, a BatchNorm, whose hooks measure it
         self.feeder: _Point | None = None  # (on that BatchNorm's point) the point it measures
@@ -182,7 +187,7 @@ class _Point:
 class _Seen:
     """Reductions of one output tensor during one forward, shared by the points that see it."""
 
-    __slots__ = ("ref", "version", "sum", "norm", "pos", "nonzero", "grad_cols", "k")
+    __slots__ = ("ref", "version", "sum", "norm", "pos", "nonzero", "grad_cols", "k", "derived")
 
     def __init__(self, h: torch.Tensor):
         self.ref = weakref.ref(h)
@@ -190,6 +195,7 @@ class _Seen:
         self.sum = self.norm = self.pos = self.nonzero = None
         self.k: int | None = None  # deferred reductions: its sample's number
         self.grad_cols: list[int] | None = None
+        self.derived = None  # a BatchNorm output: its key in BNStats, whose sum and norm it gets
 
 
 class Recorder:
@@ -202,9 +208,9 @@ class Recorder:
     ``buffer_steps`` is how many recorded steps the device buffer holds before an
     automatic flush. ``act_sample``: activation statistics (act_mean, act_std,
     act_zero_frac) and branch ratios are computed on the first ``act_sample`` examples of
-    the batch (exact when the batch is no larger; None: always the whole batch), except at
-    points that feed a BatchNorm in training, whose mean and std come from its statistics of
-    the whole batch; gradient statistics always use the whole batch. On a CPU the activation reductions are
+    the batch (exact when the batch is no larger; None: always the whole batch), except the
+    mean and std of a BatchNorm in training and of the point that feeds it, which come from
+    its statistics of the whole batch; gradient statistics always use the whole batch. On a CPU the activation reductions are
     memory-bound, and 16 of 128 examples (over ten thousand values per layer) cut the
     forward-hook cost about eightfold while estimating the same quantities. Measured with
     `gradlab bench overhead` (ResNet-56, batch 128, 2-core CPU, every step recorded):
@@ -310,7 +316,7 @@ class Recorder:
             self._prev = None
             self._scratch.clear()
             self._seen.clear()
-            self._bn_inputs.clear()
+            self._bn_stats.clear()
             self._fed_out.clear()
             if self._deferred is not None:
                 self._deferred.clear()  # copies and gradients of a step that was never recorded
@@ -351,7 +357,7 @@ class Recorder:
         self._pc_weight = [col() for _ in range(P)] if need_w else []
         self._pc_update = [col() for _ in range(P)] if need_u else []
 
-        self._points = [_Point(j, p.relu_after) for j, p in enumerate(t.points)]
+        self._points = [_Point(j, p.relu_after, is_batchnorm(m)) for j, (p, m) in enumerate(zip(t.points, t.modules))]
         branch_points = {b.branch for b in t.blocks} if S.BRANCH_RATIO in want else set()
         for pt in self._points:
             if S.ACT_MEAN in want or S.ACT_STD in want:
@@ -390,7 +396,7 @@ class Recorder:
         # auto defers on CUDA only with a sample: copying whole activations would double their memory
         defer = self.reduce_at == "step" or (self.reduce_at == "auto" and dev.type == "cuda" and bool(self.act_sample))
         self._deferred = Deferred(dev) if defer else None
-        self._bn_inputs = BNInputs(dev)
+        self._bn_stats = BNStats(dev, {pt.j: t.modules[pt.j] for pt in self._points if pt.bn_out})
         self._unset = torch.full((), math.nan, dtype=F32, device=dev)  # "not measured"
         self._nan = torch.full((), math.nan, dtype=F32, device=dev)  # "measured: NaN"
         self._template = [self._unset] * ncol
@@ -499,6 +505,8 @@ class Recorder:
             if fed:
                 self._measure_fed(feeder, args[0], h)
             if own:
+                if pt.bn_out and (pt.c_sum >= 0 or pt.c_norm >= 0):
+                    self._derive_output(pt, h)
                 self._measure(pt, h)
         finally:
             if restore:
@@ -546,10 +554,21 @@ class Recorder:
         if pt.c_grad >= 0 and h.requires_grad:
             self._want_grad(pt, e, h)
 
+    def _derive_output(self, pt: _Point, y: torch.Tensor) -> None:
+        """BatchNorm output y's sum and norm from its batch statistics (gradlab.probes.bn_stats),
+        for every point that sees y; its other statistics are reduced on its sample."""
+        e = self._seen_entry(y)
+        if e.derived is None and e.sum is None and e.norm is None and e.k is None:
+            n = self._sample_size(y)
+            if self._bn_stats.add_output(pt.j, y, n / y.shape[0] if n else 1.0):
+                e.derived = pt.j
+
     def _reduce_output(self, pt: _Point, e: _Seen, h: torch.Tensor) -> None:
+        if e.derived is not None:
+            self._bn_stats.share(e.derived, pt.c_sum, pt.c_norm)
         if self._deferred is not None:
             self._defer(pt, e, h)
-        else:
+        elif pt.c_cnt >= 0 or e.derived is None:
             self._reduce_now(pt, e, self._sample(h.detach()))  # reductions must not extend the autograd graph
         self._numel_row[pt.j] = self._sample_numel(h)
 
@@ -564,7 +583,7 @@ class Recorder:
     def _measure_fed(self, p: _Point, x, y: torch.Tensor) -> None:
         """Point p's output x went only into this BatchNorm, whose output is y
         (``ProbePoint.bn_next``): x's sum and norm come from the batch statistics the
-        BatchNorm saved (gradlab.probes.bn_inputs), dL/dx from the BatchNorm's backward node,
+        BatchNorm saved (gradlab.probes.bn_stats), dL/dx from the BatchNorm's backward node,
         which also serves dL/dy. Whatever cannot be had that way is measured on x itself."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.is_sparse:
             return
@@ -572,10 +591,10 @@ class Recorder:
         if p.c_sum >= 0 or p.c_norm >= 0:
             sums = [p.c_sum] if p.c_sum >= 0 else []
             norms = [p.c_norm] if p.c_norm >= 0 else []
-            if e.sum is None and e.norm is None and e.k is None and self._bn_inputs.add(x, y, sums, norms):
+            if e.sum is None and e.norm is None and e.k is None and self._bn_stats.add(x, y, sums, norms):
                 self._numel_row[p.j] = x.numel()
             else:
-                self._bn_inputs.discard(sums, norms)  # from an earlier micro-batch: this one wins
+                self._bn_stats.discard(sums, norms)  # from an earlier micro-batch: this one wins
                 self._reduce_output(p, e, x)
         if p.c_grad < 0 or not x.requires_grad:
             return
@@ -589,25 +608,29 @@ class Recorder:
 
     def _defer(self, pt: _Point, e: _Seen, h: torch.Tensor) -> None:
         q = self._deferred
+        derived = e.derived is not None
+        if derived and pt.c_cnt < 0:
+            return
         if e.k is None:
             e.k = q.sample(h, self._sample_size(h))
-        if pt.c_sum >= 0:
+        if pt.c_sum >= 0 and not derived:
             q.want(e.k, SUM, pt.c_sum)
-        if pt.c_norm >= 0:
+        if pt.c_norm >= 0 and not derived:
             q.want(e.k, NORM, pt.c_norm)
         if pt.c_cnt >= 0:
             q.want(e.k, POSITIVE if pt.relu_after else NONZERO, pt.c_cnt)
 
     def _reduce_now(self, pt: _Point, e: _Seen, d: torch.Tensor) -> None:
         vals = self._vals
-        if pt.c_sum >= 0:
-            if e.sum is None:
-                e.sum = total(d)
-            vals[pt.c_sum] = e.sum
-        if pt.c_norm >= 0:
-            if e.norm is None:
-                e.norm = norm(d)
-            vals[pt.c_norm] = e.norm
+        if e.derived is None:  # (else BNStats writes the sum and norm)
+            if pt.c_sum >= 0:
+                if e.sum is None:
+                    e.sum = total(d)
+                vals[pt.c_sum] = e.sum
+            if pt.c_norm >= 0:
+                if e.norm is None:
+                    e.norm = norm(d)
+                vals[pt.c_norm] = e.norm
         if pt.c_cnt >= 0:
             if pt.relu_after:
                 if e.pos is None:
@@ -654,7 +677,7 @@ class Recorder:
         """The first `act_sample` examples of a batch (a view): activation statistics and
         branch ratios are estimated on them; gradients always use the whole batch."""
         n = self._sample_size(d)
-        return d if n is None else d[:n]
+        return d if n is None else d.narrow(0, 0, n)
 
     def _sample_numel(self, d: torch.Tensor) -> int:
         n = self._sample_size(d)
@@ -740,7 +763,7 @@ class Recorder:
         self._vals = list(self._template)
         self._numel_row = [0] * len(self._points)
         self._seen.clear()
-        self._bn_inputs.clear()
+        self._bn_stats.clear()
         if self._deferred is not None:
             self._deferred.clear()
 
@@ -787,7 +810,7 @@ class Recorder:
         q = self._deferred
         if not outputs:
             self._vals = list(self._template)  # stray values from an unarmed forward: none expected
-            self._bn_inputs.clear()
+            self._bn_stats.clear()
             if q is not None:
                 q.clear()
         self._param_values()
@@ -804,8 +827,8 @@ class Recorder:
         if q is not None:
             written[q.write_activations(row)] = True
             q.clear()
-        written[self._bn_inputs.write(row)] = True
-        self._bn_inputs.clear()
+        written[self._bn_stats.write(row)] = True
+        self._bn_stats.clear()
         if outputs and not self._warned_no_outputs and self._out_cols.size and self._pc_grad:
             if not written[self._out_cols].any() and written[self._pc_grad].any():
                 self._warned_no_outputs = True

@@ -1,0 +1,127 @@
+"""A BatchNorm's own act_mean and act_std come from gamma, beta and its batch statistics
+(gradlab.probes.bn_stats): the whole batch's, without a pass over the output. Known answers
+from the captured tensors, in both reduction modes."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import gradlab
+from gradlab import stat_names as S
+from gradlab.models import build
+
+
+def _frame(rec):
+    return rec.frame().set_index(["layer", "stat"])["value"]
+
+
+def _keep(model, names, kept):
+    mods = dict(model.named_modules())
+    return [mods[n].register_forward_hook(lambda m, a, o, n=n: kept.__setitem__(n, (a[0].detach().clone(), o.detach().clone())))
+            for n in names]
+
+
+def _net(bn: nn.Module) -> nn.Sequential:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), bn, nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5))
+    if bn.affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.normal_()
+    return model
+
+
+@pytest.mark.parametrize("reduce_at", ["hooks", "step"])
+@pytest.mark.parametrize("affine", [True, False])
+def test_bn_output_mean_and_std_are_the_whole_batch(reduce_at, affine):
+    model = _net(nn.BatchNorm2d(4, affine=affine))
+    x, y = torch.randn(48, 3, 6, 6) * 3 + 1, torch.randint(0, 5, (48,))
+    kept = {}
+    rec = gradlab.watch(model, every=1, act_sample=16, reduce_at=reduce_at)
+    handles = _keep(model, ["1"], kept)
+    F.cross_entropy(model(x), y).backward()
+    rec.step()
+    df = _frame(rec)
+    rec.stop()
+    for h in handles:
+        h.remove()
+    out = kept["1"][1].double()
+    assert df[("1", S.ACT_MEAN)] == pytest.approx(out.mean().item(), abs=1e-6)
+    assert df[("1", S.ACT_STD)] == pytest.approx(out.std(unbiased=False).item(), rel=1e-5)
+    assert out[:16].std(unbiased=False).item() != pytest.approx(out.std(unbiased=False).item(), rel=1e-3)
+    # the fraction a ReLU zeroes is still counted on the sample, with the sample's size
+    assert df[("1", S.ACT_ZERO_FRAC)] == pytest.approx((out[:16] <= 0).double().mean().item(), abs=1e-9)
+
+
+def test_step_after_the_optimizer_uses_gamma_and_beta_of_the_forward():
+    model = _net(nn.BatchNorm2d(4))
+    opt = torch.optim.SGD(model.parameters(), lr=5.0)  # large: moves beta far
+    x, y = torch.randn(32, 3, 6, 6), torch.randint(0, 5, (32,))
+    kept = {}
+    rec = gradlab.watch(model, every=1, act_sample=8)
+    handles = _keep(model, ["1"], kept)
+    F.cross_entropy(model(x), y).backward()
+    before = model[1].bias.detach().clone()
+    opt.step()
+    assert not torch.allclose(before, model[1].bias)
+    rec.step()  # after opt.step(): allowed, and the values are those of the forward
+    df = _frame(rec)
+    rec.stop()
+    for h in handles:
+        h.remove()
+    out = kept["1"][1].double()
+    assert df[("1", S.ACT_MEAN)] == pytest.approx(out.mean().item(), abs=1e-6)
+    assert df[("1", S.ACT_STD)] == pytest.approx(out.std(unbiased=False).item(), rel=1e-5)
+
+
+class ScaledBN(nn.BatchNorm2d):
+    """A BatchNorm whose output is not gamma * xhat + beta of its own parameters."""
+
+    def forward(self, x):
+        return F.batch_norm(x, None, None, 2 * self.weight, self.bias, True, 0.0, self.eps)
+
+
+def test_a_batchnorm_computing_something_else_is_measured_on_its_sample():
+    model = _net(ScaledBN(4))
+    x, y = torch.randn(48, 3, 6, 6), torch.randint(0, 5, (48,))
+    kept = {}
+    rec = gradlab.watch(model, every=1, act_sample=16)
+    handles = _keep(model, ["1"], kept)
+    for _ in range(2):  # the check fails once; the next step measures the sample straight away
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        rec.step()
+    df = rec.frame()
+    rec.stop()
+    for h in handles:
+        h.remove()
+    out = kept["1"][1].double()
+    std = df[(df.layer == "1") & (df.stat == S.ACT_STD)].value
+    assert list(std) == pytest.approx([out[:16].std(unbiased=False).item()] * 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("reduce_at", ["hooks", "step"])
+def test_zoo_block_branch_ratio_compares_root_mean_square_per_example(reduce_at):
+    """bn2's output (the branch F(x)) is the whole batch's, the block input x the sample's:
+    the ratio is sqrt(mean ||F(x)_i||^2 / mean ||x_i||^2) over the examples each covers."""
+    torch.manual_seed(0)
+    model = build("resnet20")
+    x, y = torch.randn(24, 3, 32, 32), torch.randint(0, 10, (24,))
+    kept = {}
+    blocks = ["layer1.1", "layer2.0"]  # an identity block and a downsampling one
+    names = [n + ".bn2" for n in blocks] + blocks
+    rec = gradlab.watch(model, every=1, act_sample=8, reduce_at=reduce_at)
+    handles = _keep(model, names, kept)
+    F.cross_entropy(model(x), y).backward()
+    rec.step()
+    df = _frame(rec)
+    rec.stop()
+    for h in handles:
+        h.remove()
+    for b in blocks:
+        branch, block_in = kept[b + ".bn2"][1].double(), kept[b][0].double()
+        expected = (branch.square().sum() / 24).sqrt() / (block_in[:8].square().sum() / 8).sqrt()
+        assert df[(b, S.BRANCH_RATIO)] == pytest.approx(expected.item(), rel=1e-5)
+        assert df[(b + ".bn2", S.ACT_STD)] == pytest.approx(branch.std(unbiased=False).item(), rel=1e-5)
+        assert df[(b + ".branch_out", S.ACT_STD)] == pytest.approx(df[(b + ".bn2", S.ACT_STD)], rel=1e-6)

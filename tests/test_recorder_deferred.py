@@ -12,7 +12,8 @@ import torch.nn.functional as F
 import gradlab
 from gradlab.errors import RecorderError
 from gradlab.models import build
-from gradlab.probes.deferred import NONZERO, NORM, POSITIVE, SUM, Deferred
+from gradlab.probes.deferred import COUNT, NORM, SUM, Deferred
+from gradlab.probes.reductions import COUNT_UNIT
 from tests.recorder_frames import assert_same, frames
 
 
@@ -57,13 +58,14 @@ def test_deferred_known_answers_and_early_gradient_reduction():
     c = q.sample(torch.tensor([2.0, 0.0]))
     q.want(a, SUM, 0)
     q.want(a, NORM, 1)
-    q.want(b, POSITIVE, 2)
-    q.want(b, NONZERO, 3)
+    q.want(b, COUNT, 2)
+    q.want(c, COUNT, 3)
     q.want(c, NORM, 4)
-    q.want(a, POSITIVE, 4)  # a second request for column 4: the last one wins
+    q.want(a, COUNT, 4)  # a second request for column 4: the last one wins
     cols = q.write_activations(row)
     assert sorted(cols) == [0, 1, 2, 3, 4]
-    torch.testing.assert_close(row[:5], torch.tensor([2.0, 14 ** 0.5, 1.0, 2.0, 2.0]))
+    torch.testing.assert_close(row[:2], torch.tensor([2.0, 14 ** 0.5]))
+    assert (row[2:5] / COUNT_UNIT).tolist() == [1.0, 1.0, 2.0]  # counts of positives, in COUNT_UNIT
     assert row[5].isnan()
 
     q.grad(torch.tensor([3.0]), [0])
@@ -114,3 +116,16 @@ def test_stop_drops_what_an_unrecorded_step_left_behind():
     rec.stop()
     assert not q._samples and not q._grads and not q._wants
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_count_of_positives_in_every_dtype(dtype):
+    from gradlab.probes.reductions import count
+
+    x = torch.tensor([[3.0, 0.0, -1.0, 1e-3], [0.0, 0.0, 2.0, -0.0]], dtype=dtype)
+    whole, rows = count(x), count(x, dim=1)
+    assert whole.dtype == rows.dtype == torch.float32
+    assert (whole / COUNT_UNIT).item() == 3.0
+    assert (rows / COUNT_UNIT).tolist() == [2.0, 1.0]
+    nan = count(torch.tensor([1.0, float("nan")], dtype=dtype))
+    assert nan.isnan() if dtype != torch.float16 else (nan / COUNT_UNIT).item() == 1.0  # (sign(nan) is 0)

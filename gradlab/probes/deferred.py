@@ -10,7 +10,7 @@ count, the gradient's norm); deferring them takes one per point and a few per st
   a later in-place op (a ReLU with ``inplace=True``) overwrites the output;
 * gradient hooks keep a reference to dL/dh: no launch;
 * ``step()`` stacks the samples of each (shape, dtype) and reduces every stack row-wise
-  (sum, norm, sign count: gradlab.probes.reductions, the same arithmetic as the hooks),
+  (sum, norm, positive count: gradlab.probes.reductions, the same arithmetic as the hooks),
   takes every gradient's norm with one fused ``torch._foreach_norm`` per dtype, and writes
   the activation values into the step's row with one ``index_copy_``.
 
@@ -27,10 +27,10 @@ import torch
 
 from gradlab.probes.reductions import count, foreach_norm, norm, total
 
-__all__ = ["Deferred", "NONZERO", "NORM", "POSITIVE", "STATS", "SUM"]
+__all__ = ["COUNT", "Deferred", "NORM", "STATS", "SUM"]
 
-SUM, NORM, POSITIVE, NONZERO = "sum", "norm", "positive", "nonzero"
-STATS = (SUM, NORM, POSITIVE, NONZERO)
+SUM, NORM, COUNT = "sum", "norm", "count"
+STATS = (SUM, NORM, COUNT)
 DEFAULT_GRAD_BYTES = 256 << 20
 MAX_PLANS = 16  # distinct step layouts kept (a new batch size or input shape adds one)
 
@@ -42,7 +42,7 @@ def _reduce(stat: str, x: torch.Tensor) -> torch.Tensor:
         return total(x, dim=dims)
     if stat == NORM:
         return norm(x, dim=dims)
-    return count(x, positive=stat == POSITIVE, dim=dims)
+    return count(x, dim=dims)
 
 
 class Deferred:

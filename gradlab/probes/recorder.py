@@ -19,7 +19,8 @@ What is recorded (names in gradlab.stat_names), on the steps the schedule select
   inside the forward hook, so in-place ReLUs after the point are fine, or, for a point
   that feeds a BatchNorm, from a hook on the BatchNorm's backward node), and act_zero_frac,
   the fraction a ReLU zeroes: at points with ``relu_after`` the fraction <= 0, at points
-  with ``relu_output`` (a block's output after its final ReLU) the fraction == 0. Other
+  with ``relu_output`` (a block's output after its final ReLU) the fraction == 0; both are
+  one minus the fraction > 0 (a ReLU's output is never negative). Other
   points (a conv's output, a BN's before the addition, the logits) have no ReLU to speak
   of and get no act_zero_frac; counting their (absent) exact zeros cost a quarter of the
   forward hooks' time.
@@ -51,8 +52,8 @@ How it stays cheap:
   is measured on its sample as any other. On the first recorded step the point keeps a hook
   that checks that the BatchNorm's input is its output; if the forward routes it elsewhere
   first, the pair is dissolved for good and the point measures itself.
-* Every statistic is a handful of device reductions (a sum, a norm, a two-pass sign count
-  into a reused scratch buffer) written as 0-dim tensors into a list that ``step()`` stacks
+* Every statistic is a handful of device reductions (a sum, a norm, a two-pass count of
+  positives into a reused scratch buffer) written as 0-dim tensors into a list that ``step()`` stacks
   into one row of a preallocated [slots, values] device buffer; derived values (mean, std,
   fractions, ratios) are computed on the host at flush time. ``flush()`` is the only host
   sync; it runs by itself when the buffer is full. Outputs that are the same tensor (a BN
@@ -120,8 +121,8 @@ from gradlab.errors import RecorderError
 from gradlab.models.probe_points import ProbePoint
 from gradlab.probes import histograms as H
 from gradlab.probes.bn_stats import BNStats, bn_node, is_batchnorm
-from gradlab.probes.deferred import NONZERO, NORM, POSITIVE, SUM, Deferred
-from gradlab.probes.reductions import F32, count, flat, foreach_norm, norm, total
+from gradlab.probes.deferred import COUNT, NORM, SUM, Deferred
+from gradlab.probes.reductions import COUNT_UNIT, F32, count, flat, foreach_norm, norm, total
 from gradlab.probes.schedule import Schedule
 from gradlab.probes.targets import Targets, resolve, unwrap
 
@@ -187,12 +188,12 @@ class _Point:
 class _Seen:
     """Reductions of one output tensor during one forward, shared by the points that see it."""
 
-    __slots__ = ("ref", "version", "sum", "norm", "pos", "nonzero", "grad_cols", "k", "derived")
+    __slots__ = ("ref", "version", "sum", "norm", "pos", "grad_cols", "k", "derived")
 
     def __init__(self, h: torch.Tensor):
         self.ref = weakref.ref(h)
         self.version = h._version
-        self.sum = self.norm = self.pos = self.nonzero = None
+        self.sum = self.norm = self.pos = None
         self.k: int | None = None  # deferred reductions: its sample's number
         self.grad_cols: list[int] | None = None
         self.derived = None  # a BatchNorm output: its key in BNStats, whose sum and norm it gets
@@ -446,13 +447,17 @@ class Recorder:
         self._handles.clear()
 
     def _scratch_for(self, h: torch.Tensor) -> torch.Tensor:
-        key = (h.dtype, h.device)
-        buf = self._scratch.get(key)
+        """A reused 1-D buffer of h's numel, dtype and device (views kept: no op per call)."""
         n = h.numel()
-        if buf is None or buf.numel() < n:
-            buf = torch.empty(n, dtype=h.dtype, device=h.device)
-            self._scratch[key] = buf
-        return buf[:n]
+        view = self._scratch.get((h.dtype, h.device, n))
+        if view is None:
+            key = (h.dtype, h.device)
+            buf = self._scratch.get(key)
+            if buf is None or buf.numel() < n:
+                self._scratch = {k: v for k, v in self._scratch.items() if k[:2] != key}  # views of the old one
+                buf = self._scratch[key] = torch.empty(n, dtype=h.dtype, device=h.device)
+            view = self._scratch[(h.dtype, h.device, n)] = buf[:n]
+        return view
 
     def _seen_entry(self, h: torch.Tensor) -> _Seen:
         e = self._seen.get(id(h))
@@ -461,12 +466,12 @@ class Recorder:
             self._seen[id(h)] = e
         return e
 
-    def _count(self, h: torch.Tensor, positive: bool) -> torch.Tensor:
+    def _count(self, h: torch.Tensor) -> torch.Tensor:
         """reductions.count over all of h, its elementwise pass into a reused scratch buffer."""
         f = flat(h)
         if f is None:
-            return count(h, positive)
-        return count(f, positive, out=self._scratch_for(f))
+            return count(h)
+        return count(f, out=self._scratch_for(f))
 
     def _limit_threads(self, t: torch.Tensor) -> int:
         """Before reducing CPU tensor ``t``: drop to ``cpu_threads`` intra-op threads and
@@ -618,7 +623,7 @@ class Recorder:
         if pt.c_norm >= 0 and not derived:
             q.want(e.k, NORM, pt.c_norm)
         if pt.c_cnt >= 0:
-            q.want(e.k, POSITIVE if pt.relu_after else NONZERO, pt.c_cnt)
+            q.want(e.k, COUNT, pt.c_cnt)
 
     def _reduce_now(self, pt: _Point, e: _Seen, d: torch.Tensor) -> None:
         vals = self._vals
@@ -632,14 +637,9 @@ class Recorder:
                     e.norm = norm(d)
                 vals[pt.c_norm] = e.norm
         if pt.c_cnt >= 0:
-            if pt.relu_after:
-                if e.pos is None:
-                    e.pos = self._count(d, True)
-                vals[pt.c_cnt] = e.pos
-            else:
-                if e.nonzero is None:
-                    e.nonzero = self._count(d, False)
-                vals[pt.c_cnt] = e.nonzero
+            if e.pos is None:
+                e.pos = self._count(d)
+            vals[pt.c_cnt] = e.pos
 
     @_eager
     def _on_grad(self, cols: list[int], g: torch.Tensor) -> None:
@@ -973,7 +973,7 @@ class Recorder:
                     parts.append((S.ACT_STD, ok_, np.sqrt(var), s1w & nrmw & measured))
             if S.ACT_ZERO_FRAC in want:
                 cnt, cntw = cols([p.c_cnt for p in pts])
-                parts.append((S.ACT_ZERO_FRAC, ok_, 1.0 - np.rint(cnt) / numel, cntw & measured))
+                parts.append((S.ACT_ZERO_FRAC, ok_, 1.0 - np.rint(cnt / COUNT_UNIT) / numel, cntw & measured))
             if S.ACT_GRAD_NORM in want:
                 parts.append((S.ACT_GRAD_NORM, ok_, *cols([p.c_grad for p in pts])))
             if self._bc_x:

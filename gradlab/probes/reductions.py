@@ -1,4 +1,4 @@
-"""The recorder's reductions: sums, norms and sign counts accumulated in float32.
+"""The recorder's reductions: sums, norms and positive counts accumulated in float32.
 
 Each works on a whole tensor (``dim=None``: the recorder's hooks, one probe point at a
 time) or row-wise on a stack of samples (``dim=1``: the deferred path, all points of one
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["F32", "TINY", "count", "flat", "foreach_norm", "norm", "total"]
+__all__ = ["COUNT_UNIT", "F32", "TINY", "count", "flat", "foreach_norm", "norm", "total"]
 
 F32 = torch.float32
 TINY = torch.finfo(torch.float32).tiny
+COUNT_UNIT = TINY  # what one counted element adds to a count's raw value (see count)
 # Norms of float32 tensors at least this large are taken row-wise first (see norm).
 _ROWS_MIN_NUMEL = 1 << 16
 
@@ -63,30 +64,27 @@ def norm(h: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     return torch.linalg.vector_norm(h, dim=dim, dtype=F32)
 
 
-def count(src: torch.Tensor, positive: bool, dim: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Elements > 0 (positive) or != 0 (over ``dim``, or all of src), as float32. NaNs make
-    the positive count NaN and count as zeros in the non-zero count (the sum and norm flag
-    them). ``out``: a scratch tensor shaped like src for the elementwise pass (no allocation).
+def count(src: torch.Tensor, dim: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The number of elements > 0 (over ``dim``, or all of src) times ``COUNT_UNIT``, as
+    float32 (the host divides: one kernel less per count). NaNs make the count NaN (float16:
+    they are not counted; the sum and norm flag them in any case). ``out``: a scratch tensor shaped like src for the elementwise
+    pass (no allocation). The fraction a ReLU zeroes is one minus this count over the
+    numel, before the ReLU (values <= 0) as after it (exact zeros).
 
-    Two passes over src, one of them a write: the cheapest exact counts found on CPU, where
-    ``(h > 0).sum()`` and ``count_nonzero`` are 2-4x slower.
-    Positive: ``clamp(h, 0, tiny)`` maps h >= tiny (the smallest normal number) to exactly
-    ``tiny`` and h <= 0 to 0, so its sum is ``count * tiny``, exact in float32 up to 2**24
-    elements (the host rounds). Subnormal positives (< 1.2e-38 in float32/bf16) count
-    fractionally; float16 uses the sign instead.
-    Non-zero: ``sign(h)`` is in {-1, 0, 1}, so its squared norm is the count.
+    Two passes over src, one of them a write: the cheapest exact count found on CPU, where
+    ``(h > 0).sum()`` and ``count_nonzero`` are 2-4x slower. ``clamp(h, 0, tiny)`` maps
+    h >= tiny (the smallest normal number) to exactly ``tiny`` and h <= 0 to 0, so its sum
+    is ``count * tiny``, exact in float32 up to 2**24 elements (the host rounds). Subnormal
+    positives (< 1.2e-38 in float32/bf16) count fractionally; float16 uses the sign instead.
     """
-    if not positive:
-        s = torch.sign(src, out=out) if out is not None else torch.sign(src)
-        return norm(s, dim).square_()
     if src.dtype == torch.float16:
         s = torch.sign(src, out=out) if out is not None else torch.sign(src)
         s.clamp_min_(0)
-        return _sum(s, dim, F32)
+        return _sum(s, dim, F32).mul_(COUNT_UNIT)
     c = torch.clamp(src, 0, TINY, out=out) if out is not None else torch.clamp(src, 0, TINY)
-    if src.dtype == torch.float64:
-        return _sum(c, dim).div_(TINY).float()
-    return (_sum(c, dim) if c.dtype == F32 else _sum(c, dim, F32)).div_(TINY)
+    if c.dtype == F32:
+        return _sum(c, dim)
+    return _sum(c, dim).float() if c.dtype == torch.float64 else _sum(c, dim, F32)
 
 
 def foreach_norm(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

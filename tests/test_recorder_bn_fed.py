@@ -112,10 +112,13 @@ def test_gradient_accumulation_keeps_the_last_micro_batch(reduce_at):
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 16, 2))
     batches = [torch.randn(32, 2, 4, 4) * s + s for s in (1.0, 3.0)]
     rec = gradlab.watch(model, every=1, act_sample=8, reduce_at=reduce_at)
-    kept, handles = _capture(model, ["0"])
+    model[1].eps = 1.0  # so that the BatchNorm's output std, sqrt(var / (var + eps)), differs between them
+    kept, handles = _capture(model, ["0", "1"])
+    bn_outs = []
     for xb in batches:
         model(xb).pow(2).mean().backward()
         last = kept["0"]
+        bn_outs.append(kept["1"].detach().double())
     rec.step()
     for h in handles:
         h.remove()
@@ -126,6 +129,11 @@ def test_gradient_accumulation_keeps_the_last_micro_batch(reduce_at):
     assert df[("0", "act_mean")] == pytest.approx(conv.mean().item(), rel=1e-5)
     assert df[("0", "act_std")] == pytest.approx(conv.std(unbiased=False).item(), rel=1e-4)
     assert df[("0", "act_grad_norm")] == pytest.approx(last.grad.double().norm().item(), rel=1e-5)
+    first_std, last_std = (b.std(unbiased=False).item() for b in bn_outs)
+    assert first_std != pytest.approx(last_std, rel=1e-2)
+    # the BatchNorm's own output, from its statistics: the last micro-batch's too
+    assert df[("1", "act_mean")] == pytest.approx(bn_outs[1].mean().item(), abs=1e-6)
+    assert df[("1", "act_std")] == pytest.approx(last_std, rel=1e-5)
 
 
 class _Rerouted(nn.Module):

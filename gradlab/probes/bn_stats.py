@@ -42,7 +42,7 @@ import torch.nn as nn
 
 from gradlab.probes.reductions import F32
 
-__all__ = ["BNStats", "bn_node", "is_batchnorm"]
+__all__ = ["BNStats", "bn_node", "is_batchnorm", "saved_stats"]
 
 # backward node -> the attribute holding eps (the mean and invstd are _saved_result1 and 2)
 _EPS_ATTR = {
@@ -67,7 +67,7 @@ def bn_node(x: torch.Tensor, y: torch.Tensor):
     return node if edges and edges[0][0] is x.grad_fn and edges[0][1] == x.output_nr else None
 
 
-def _saved_stats(y: torch.Tensor, channels: int):
+def saved_stats(y: torch.Tensor, channels: int):
     """(node type, mean, invstd, eps) saved by the BatchNorm that produced ``y``, or None."""
     node = y.grad_fn
     if node is None:
@@ -225,14 +225,12 @@ class BNStats:
         """Forget the input :meth:`add` queued for these columns (they were measured otherwise)."""
         self._inputs.queued.pop((tuple(sum_cols), tuple(norm_cols)), None)
 
-    def add(self, x: torch.Tensor, y: torch.Tensor, sum_cols: list[int], norm_cols: list[int]) -> bool:
-        """Queue the sum and norm of x, the input of the BatchNorm whose output is y; False
-        when y's backward node does not give x's batch statistics (reduce x instead). A
-        later call for the same columns (the next micro-batch) replaces an earlier one."""
-        if x.dim() < 2:
-            return False
-        saved = _saved_stats(y, x.shape[1])
-        if saved is None or self._valid.get(saved[0]) is False:
+    def add(self, x: torch.Tensor, saved, sum_cols: list[int], norm_cols: list[int]) -> bool:
+        """Queue the sum and norm of x, the input of the BatchNorm that saved ``saved``
+        (:func:`saved_stats` of its output); False when that does not give x's batch
+        statistics (reduce x instead). A later call for the same columns (the next
+        micro-batch) replaces an earlier one."""
+        if saved is None or saved[1].shape != (x.shape[1],) or self._valid.get(saved[0]) is False:
             return False
         name, mean, invstd, eps = saved
         if name not in self._valid:
@@ -244,17 +242,17 @@ class BNStats:
         self._inputs.queued[cols] = (mean, invstd, c, eps, x.numel() / c, sum_cols, norm_cols)
         return True
 
-    def add_output(self, key, y: torch.Tensor, sample: float) -> bool:
-        """Queue the output y of BatchNorm ``key`` (its columns come with
-        :meth:`share`); False when it must be reduced itself. ``sample``: the fraction of
-        the batch the recorder samples (n/N), to which the sum and norm are scaled. A later
-        call with the same key (the next micro-batch) replaces an earlier one."""
+    def add_output(self, key, y: torch.Tensor, sample: float, saved) -> bool:
+        """Queue the output y of BatchNorm ``key``, whose backward node saved ``saved``
+        (:func:`saved_stats`; its columns come with :meth:`share`); False when it must be
+        reduced itself. ``sample``: the fraction of the batch the recorder samples (n/N),
+        to which the sum and norm are scaled. A later call with the same key (the next
+        micro-batch) replaces an earlier one."""
         self._outputs.queued.pop(key, None)
-        if y.dim() < 2 or self._out_valid.get(key) is False:
+        if saved is None or self._out_valid.get(key) is False:
             return False
         c = y.shape[1]
-        saved = _saved_stats(y, c)
-        if saved is None or self._where[key][1] != c:
+        if self._where[key][1] != c:
             return False
         _, _, invstd, eps = saved
         self._copy_gamma_beta()

@@ -120,7 +120,7 @@ from gradlab.config import REDUCE_AT
 from gradlab.errors import RecorderError
 from gradlab.models.probe_points import ProbePoint
 from gradlab.probes import histograms as H
-from gradlab.probes.bn_stats import BNStats, bn_node, is_batchnorm
+from gradlab.probes.bn_stats import BNStats, bn_node, is_batchnorm, saved_stats
 from gradlab.probes.deferred import COUNT, NORM, SUM, Deferred
 from gradlab.probes.reductions import COUNT_UNIT, F32, count, flat, foreach_norm, norm, total
 from gradlab.probes.schedule import Schedule
@@ -188,7 +188,7 @@ class _Point:
 class _Seen:
     """Reductions of one output tensor during one forward, shared by the points that see it."""
 
-    __slots__ = ("ref", "version", "sum", "norm", "pos", "grad_cols", "k", "derived")
+    __slots__ = ("ref", "version", "sum", "norm", "pos", "grad_cols", "k", "derived", "saved")
 
     def __init__(self, h: torch.Tensor):
         self.ref = weakref.ref(h)
@@ -197,6 +197,7 @@ class _Seen:
         self.k: int | None = None  # deferred reductions: its sample's number
         self.grad_cols: list[int] | None = None
         self.derived = None  # a BatchNorm output: its key in BNStats, whose sum and norm it gets
+        self.saved = None  # a BatchNorm output: the statistics its backward node saved (False: none)
 
 
 class Recorder:
@@ -507,12 +508,13 @@ class Recorder:
             return
         restore = self._limit_threads(h)
         try:
+            e = self._seen_entry(h)
             if fed:
-                self._measure_fed(feeder, args[0], h)
+                self._measure_fed(feeder, args[0], h, e)
             if own:
                 if pt.bn_out and (pt.c_sum >= 0 or pt.c_norm >= 0):
-                    self._derive_output(pt, h)
-                self._measure(pt, h)
+                    self._derive_output(pt, h, e)
+                self._measure(pt, h, e)
         finally:
             if restore:
                 torch.set_num_threads(restore)
@@ -553,20 +555,25 @@ class Recorder:
         self._points[p.j + 1].feeder = None
         self._rearm = True
 
-    def _measure(self, pt: _Point, h: torch.Tensor) -> None:
-        e = self._seen_entry(h)
+    def _measure(self, pt: _Point, h: torch.Tensor, e: _Seen | None = None) -> None:
+        e = e or self._seen_entry(h)
         self._reduce_output(pt, e, h)
         if pt.c_grad >= 0 and h.requires_grad:
             self._want_grad(pt, e, h)
 
-    def _derive_output(self, pt: _Point, y: torch.Tensor) -> None:
+    def _derive_output(self, pt: _Point, y: torch.Tensor, e: _Seen) -> None:
         """BatchNorm output y's sum and norm from its batch statistics (gradlab.probes.bn_stats),
         for every point that sees y; its other statistics are reduced on its sample."""
-        e = self._seen_entry(y)
         if e.derived is None and e.sum is None and e.norm is None and e.k is None:
             n = self._sample_size(y)
-            if self._bn_stats.add_output(pt.j, y, n / y.shape[0] if n else 1.0):
+            if self._bn_stats.add_output(pt.j, y, n / y.shape[0] if n else 1.0, self._saved_of(y, e)):
                 e.derived = pt.j
+
+    def _saved_of(self, y: torch.Tensor, e: _Seen):
+        """The batch statistics BatchNorm output y's backward node saved (read once per y)."""
+        if e.saved is None:
+            e.saved = (saved_stats(y, y.shape[1]) if y.dim() >= 2 else None) or False
+        return e.saved or None
 
     def _reduce_output(self, pt: _Point, e: _Seen, h: torch.Tensor) -> None:
         if e.derived is not None:
@@ -585,7 +592,7 @@ class Recorder:
         elif pt.c_grad not in e.grad_cols:
             e.grad_cols.append(pt.c_grad)
 
-    def _measure_fed(self, p: _Point, x, y: torch.Tensor) -> None:
+    def _measure_fed(self, p: _Point, x, y: torch.Tensor, ey: _Seen) -> None:
         """Point p's output x went only into this BatchNorm, whose output is y
         (``ProbePoint.bn_next``): x's sum and norm come from the batch statistics the
         BatchNorm saved (gradlab.probes.bn_stats), dL/dx from the BatchNorm's backward node,
@@ -596,7 +603,8 @@ class Recorder:
         if p.c_sum >= 0 or p.c_norm >= 0:
             sums = [p.c_sum] if p.c_sum >= 0 else []
             norms = [p.c_norm] if p.c_norm >= 0 else []
-            if e.sum is None and e.norm is None and e.k is None and self._bn_stats.add(x, y, sums, norms):
+            fresh = e.sum is None and e.norm is None and e.k is None
+            if fresh and x.dim() >= 2 and self._bn_stats.add(x, self._saved_of(y, ey), sums, norms):
                 self._numel_row[p.j] = x.numel()
             else:
                 self._bn_stats.discard(sums, norms)  # from an earlier micro-batch: this one wins
@@ -604,7 +612,6 @@ class Recorder:
         if p.c_grad < 0 or not x.requires_grad:
             return
         node = bn_node(x, y)
-        ey = self._seen_entry(y) if node is not None else None
         if node is None or ey.grad_cols is not None:
             self._want_grad(p, e, x)
             return

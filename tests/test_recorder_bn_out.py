@@ -125,3 +125,29 @@ def test_zoo_block_branch_ratio_compares_root_mean_square_per_example(reduce_at)
         assert df[(b, S.BRANCH_RATIO)] == pytest.approx(expected.item(), rel=1e-5)
         assert df[(b + ".bn2", S.ACT_STD)] == pytest.approx(branch.std(unbiased=False).item(), rel=1e-5)
         assert df[(b + ".branch_out", S.ACT_STD)] == pytest.approx(df[(b + ".bn2", S.ACT_STD)], rel=1e-6)
+
+
+def test_a_lazy_batchnorm_watched_before_its_first_forward_is_measured_on_its_sample():
+    """...and the BatchNorms after it still get their own gamma and beta."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LazyConv2d(4, 3), nn.LazyBatchNorm2d(), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+    with torch.no_grad():
+        model[4].weight.uniform_(0.5, 2.0)
+        model[4].bias.normal_()
+    rec = gradlab.watch(model, every=1, act_sample=4)
+    kept = {}
+    handles = _keep(model, ["1", "4"], kept)
+    for _ in range(2):
+        model.zero_grad()
+        F.cross_entropy(model(torch.randn(8, 3, 8, 8)), torch.randint(0, 3, (8,))).backward()
+        rec.step()
+    df = rec.frame()
+    df = df[df.step == 1].set_index(["layer", "stat"])["value"]
+    rec.stop()
+    for h in handles:
+        h.remove()
+    lazy, regular = kept["1"][1].double(), kept["4"][1].double()
+    assert df[("1", S.ACT_STD)] == pytest.approx(lazy[:4].std(unbiased=False).item(), rel=1e-5)
+    assert df[("4", S.ACT_MEAN)] == pytest.approx(regular.mean().item(), abs=1e-6)
+    assert df[("4", S.ACT_STD)] == pytest.approx(regular.std(unbiased=False).item(), rel=1e-5)

@@ -198,6 +198,8 @@ class BNStats:
         gammas, betas, self._where = [], [], {}
         offset = 0
         for key, bn in (batchnorms or {}).items():
+            if isinstance(bn.weight, nn.parameter.UninitializedParameter):
+                continue  # a lazy BatchNorm before its first forward: its outputs are reduced
             c = bn.num_features
             ones, zeros = (torch.ones(c, device=device), torch.zeros(c, device=device))
             gammas.append(bn.weight if bn.weight is not None else ones)
@@ -252,7 +254,7 @@ class BNStats:
         if saved is None or self._out_valid.get(key) is False:
             return False
         c = y.shape[1]
-        if self._where[key][1] != c:
+        if self._where.get(key, (0, -1))[1] != c:
             return False
         _, _, invstd, eps = saved
         self._copy_gamma_beta()

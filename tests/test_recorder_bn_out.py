@@ -18,8 +18,10 @@ def _frame(rec):
 
 def _keep(model, names, kept):
     mods = dict(model.named_modules())
-    return [mods[n].register_forward_hook(lambda m, a, o, n=n: kept.__setitem__(n, (a[0].detach().clone(), o.detach().clone())))
-            for n in names]
+    def hook(name):
+        return lambda m, args, out: kept.__setitem__(name, (args[0].detach().clone(), out.detach().clone()))
+
+    return [mods[n].register_forward_hook(hook(n)) for n in names]
 
 
 def _net(bn: nn.Module) -> nn.Sequential:

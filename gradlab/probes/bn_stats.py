@@ -173,7 +173,8 @@ class _Derived:
         n = len(layout)
         as_tensor = lambda v, dt: torch.tensor(v, dtype=dt, device=self.device)  # noqa: E731
         eps = torch.cat([torch.full((c,), e, dtype=F32) for c, e, *_ in layout]).to(self.device)
-        segment = torch.repeat_interleave(as_tensor(list(range(n)), torch.long), as_tensor([c for c, *_ in layout], torch.long))
+        channels = as_tensor([c for c, *_ in layout], torch.long)
+        segment = torch.repeat_interleave(as_tensor(list(range(n)), torch.long), channels)
         scale = as_tensor([s for _, _, s, *_ in layout], F32)
         src, dst = [], []
         for i, (_, _, _, sum_cols, norm_cols, _) in enumerate(layout):

@@ -45,20 +45,20 @@ How it stays cheap:
   BatchNorm's forward hook takes its act_mean and act_std from the batch statistics the
   BatchNorm saved for backward, exact over the whole batch (gradlab.probes.bn_stats), and
   one hook on the BatchNorm's backward node gives both ||dL/dx|| and ||dL/dy||. Half the
-  hooks and sample copies of a ResNet go away this way. The BatchNorm's own output gets
-  its act_mean and act_std the same way, from gamma, beta and those statistics (exact over
-  the whole batch too; its zero count, if any, is still taken on the sample). Where there are no saved batch
-  statistics to read (a BatchNorm in eval mode, SyncBatchNorm, compiled regions) the point
-  is measured on its sample as any other. On the first recorded step the point keeps a hook
-  that checks that the BatchNorm's input is its output; if the forward routes it elsewhere
-  first, the pair is dissolved for good and the point measures itself.
+  hooks and sample copies of a ResNet go away this way. The BatchNorm's own output gets its
+  act_mean and act_std the same way, from gamma, beta and those statistics (exact over the
+  whole batch too; its zero count, if any, is still taken on the sample). Where there are
+  no saved batch statistics to read (a BatchNorm in eval mode, SyncBatchNorm, compiled
+  regions) the point is measured on its sample as any other. On the first recorded step the
+  point keeps a hook that checks that the BatchNorm's input is its output; if the forward
+  routes it elsewhere first, the pair is dissolved for good and the point measures itself.
 * Every statistic is a handful of device reductions (a sum, a norm, a two-pass count of
-  positives into a reused scratch buffer) written as 0-dim tensors into a list that ``step()`` stacks
-  into one row of a preallocated [slots, values] device buffer; derived values (mean, std,
-  fractions, ratios) are computed on the host at flush time. ``flush()`` is the only host
-  sync; it runs by itself when the buffer is full. Outputs that are the same tensor (a BN
-  output and the ``branch_out`` point after it, a block output and the next block's input)
-  are reduced once.
+  positives into a reused scratch buffer) written as 0-dim tensors into a list that
+  ``step()`` stacks into one row of a preallocated [slots, values] device buffer; derived
+  values (mean, std, fractions, ratios) are computed on the host at flush time. ``flush()``
+  is the only host sync; it runs by itself when the buffer is full. Outputs that are the
+  same tensor (a BN output and the ``branch_out`` point after it, a block output and the
+  next block's input) are reduced once.
 * On CUDA the reductions are deferred (``reduce_at="step"``, gradlab.probes.deferred):
   a GPU step of a small network is bound by kernel launches, so the hooks only copy the
   activation sample (a slice and a copy) and keep dL/dh, and ``step()`` reduces all points
@@ -203,28 +203,28 @@ class _Seen:
 class Recorder:
     """Records gradient-flow statistics of ``model`` on the steps ``schedule`` selects.
 
-    Arguments: ``every``, ``dense_until``, ``dense_every`` build the :class:`Schedule` (or
-    pass ``schedule=``); ``stats`` is a subset of ``gradlab.stat_names.DEFAULT_STATS``
-    (None: all); ``histograms`` adds per-parameter gradient histograms every
-    ``hist_every`` steps (default ``10 * every``), read with :meth:`histograms`;
-    ``buffer_steps`` is how many recorded steps the device buffer holds before an
-    automatic flush. ``act_sample``: activation statistics (act_mean, act_std,
-    act_zero_frac) and branch ratios are computed on the first ``act_sample`` examples of
-    the batch (exact when the batch is no larger; None: always the whole batch), except the
-    mean and std of a BatchNorm in training and of the point that feeds it, which come from
-    its statistics of the whole batch; gradient statistics always use the whole batch. On a CPU the activation reductions are
-    memory-bound, and 16 of 128 examples (over ten thousand values per layer) cut the
-    forward-hook cost about eightfold while estimating the same quantities. Measured with
-    `gradlab bench overhead` (ResNet-56, batch 128, 2-core CPU, every step recorded):
-    1.25x bare with the whole batch, 1.065x with 32 examples, 1.055x with 16. ``cpu_threads`` limits the intra-op threads of the hooks' reductions
-    on CPU tensors (None, the default: PyTorch's setting). On an oversubscribed machine
-    ``cpu_threads=1`` avoids multi-threaded small ops stalling on a descheduled thread
-    (ResNet-56, batch 128, 2-core CPU at load average ~6: 1.03x bare instead of 1.31x),
-    but on an idle machine switching the thread count around every hook costs more than
-    it saves (act_mean alone: +79 ms a step instead of +37 ms). ``reduce_at``: "hooks"
-    reduces in each hook, "step" defers the reductions to ``step()`` (fewer, batched
-    kernels), "auto" (default) picks "step" on CUDA (with ``act_sample`` set) and "hooks"
-    elsewhere; the ``reductions`` property says which is in use.
+    Arguments: ``every``, ``dense_until``, ``dense_every`` build the :class:`Schedule` (or pass
+    ``schedule=``); ``stats`` is a subset of ``gradlab.stat_names.DEFAULT_STATS`` (None: all);
+    ``histograms`` adds per-parameter gradient histograms every ``hist_every`` steps (default
+    ``10 * every``), read with :meth:`histograms`; ``buffer_steps`` is how many recorded steps
+    the device buffer holds before an automatic flush. ``act_sample``: activation statistics
+    (act_mean, act_std, act_zero_frac) and branch ratios are computed on the first
+    ``act_sample`` examples of the batch (exact when the batch is no larger; None: always the
+    whole batch), except the mean and std of a BatchNorm in training and of the point that
+    feeds it, which come from its statistics of the whole batch; gradient statistics always use
+    the whole batch. On a CPU the activation reductions are memory-bound, and 16 of 128
+    examples (over ten thousand values per layer) cut the forward-hook cost about eightfold
+    while estimating the same quantities. Measured with `gradlab bench overhead` (ResNet-56,
+    batch 128, 2-core CPU, every step recorded): 1.25x bare with the whole batch, 1.065x with
+    32 examples, 1.055x with 16. ``cpu_threads`` limits the intra-op threads of the hooks'
+    reductions on CPU tensors (None, the default: PyTorch's setting). On an oversubscribed
+    machine ``cpu_threads=1`` avoids multi-threaded small ops stalling on a descheduled thread
+    (ResNet-56, batch 128, 2-core CPU at load average ~6: 1.03x bare instead of 1.31x), but on
+    an idle machine switching the thread count around every hook costs more than it saves
+    (act_mean alone: +79 ms a step instead of +37 ms). ``reduce_at``: "hooks" reduces in each
+    hook, "step" defers the reductions to ``step()`` (fewer, batched kernels), "auto" (default)
+    picks "step" on CUDA (with ``act_sample`` set) and "hooks" elsewhere; the ``reductions``
+    property says which is in use.
     """
 
     def __init__(

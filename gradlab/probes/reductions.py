@@ -66,10 +66,11 @@ def norm(h: torch.Tensor, dim: int | None = None) -> torch.Tensor:
 
 def count(src: torch.Tensor, dim: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """The number of elements > 0 (over ``dim``, or all of src) times ``COUNT_UNIT``, as
-    float32 (the host divides: one kernel less per count). NaNs make the count NaN (float16:
-    they are not counted; the sum and norm flag them in any case). ``out``: a scratch tensor shaped like src for the elementwise
-    pass (no allocation). The fraction a ReLU zeroes is one minus this count over the
-    numel, before the ReLU (values <= 0) as after it (exact zeros).
+    float32 (the host divides: one kernel less per count). NaNs make the count NaN
+    (float16: they are not counted; the sum and norm flag them in any case). ``out``: a
+    scratch tensor shaped like src for the elementwise pass (no allocation). The fraction a
+    ReLU zeroes is one minus this count over the numel, before the ReLU (values <= 0) as
+    after it (exact zeros).
 
     Two passes over src, one of them a write: the cheapest exact count found on CPU, where
     ``(h > 0).sum()`` and ``count_nonzero`` are 2-4x slower. ``clamp(h, 0, tiny)`` maps

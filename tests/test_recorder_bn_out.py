@@ -12,16 +12,29 @@ from gradlab import stat_names as S
 from gradlab.models import build
 
 
-def _frame(rec):
-    return rec.frame().set_index(["layer", "stat"])["value"]
+def _record(model, x, y, names, steps=1, before_step=None, **watch_args):
+    """Train ``steps`` steps, each recorded; returns the values of each step (a Series
+    indexed by step, layer and stat) and the last (input, output) of each module in ``names``."""
+    kept, mods = {}, dict(model.named_modules())
 
-
-def _keep(model, names, kept):
-    mods = dict(model.named_modules())
-    def hook(name):
+    def keep(name):
         return lambda m, args, out: kept.__setitem__(name, (args[0].detach().clone(), out.detach().clone()))
 
-    return [mods[n].register_forward_hook(hook(n)) for n in names]
+    rec = gradlab.watch(model, every=1, **watch_args)
+    handles = [mods[n].register_forward_hook(keep(n)) for n in names]
+    try:
+        for _ in range(steps):
+            model.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            if before_step is not None:
+                before_step()
+            rec.step()
+        df = rec.frame()
+    finally:
+        rec.stop()
+        for h in handles:
+            h.remove()
+    return df.set_index(["step", "layer", "stat"])["value"], kept
 
 
 def _net(bn: nn.Module) -> nn.Sequential:
@@ -39,42 +52,26 @@ def _net(bn: nn.Module) -> nn.Sequential:
 def test_bn_output_mean_and_std_are_the_whole_batch(reduce_at, affine):
     model = _net(nn.BatchNorm2d(4, affine=affine))
     x, y = torch.randn(48, 3, 6, 6) * 3 + 1, torch.randint(0, 5, (48,))
-    kept = {}
-    rec = gradlab.watch(model, every=1, act_sample=16, reduce_at=reduce_at)
-    handles = _keep(model, ["1"], kept)
-    F.cross_entropy(model(x), y).backward()
-    rec.step()
-    df = _frame(rec)
-    rec.stop()
-    for h in handles:
-        h.remove()
+    df, kept = _record(model, x, y, ["1"], act_sample=16, reduce_at=reduce_at)
     out = kept["1"][1].double()
-    assert df[("1", S.ACT_MEAN)] == pytest.approx(out.mean().item(), abs=1e-6)
-    assert df[("1", S.ACT_STD)] == pytest.approx(out.std(unbiased=False).item(), rel=1e-5)
+    assert df[(0, "1", S.ACT_MEAN)] == pytest.approx(out.mean().item(), abs=1e-6)
+    assert df[(0, "1", S.ACT_STD)] == pytest.approx(out.std(unbiased=False).item(), rel=1e-5)
     assert out[:16].std(unbiased=False).item() != pytest.approx(out.std(unbiased=False).item(), rel=1e-3)
     # the fraction a ReLU zeroes is still counted on the sample, with the sample's size
-    assert df[("1", S.ACT_ZERO_FRAC)] == pytest.approx((out[:16] <= 0).double().mean().item(), abs=1e-9)
+    assert df[(0, "1", S.ACT_ZERO_FRAC)] == pytest.approx((out[:16] <= 0).double().mean().item(), abs=1e-9)
 
 
 def test_step_after_the_optimizer_uses_gamma_and_beta_of_the_forward():
     model = _net(nn.BatchNorm2d(4))
     opt = torch.optim.SGD(model.parameters(), lr=5.0)  # large: moves beta far
     x, y = torch.randn(32, 3, 6, 6), torch.randint(0, 5, (32,))
-    kept = {}
-    rec = gradlab.watch(model, every=1, act_sample=8)
-    handles = _keep(model, ["1"], kept)
-    F.cross_entropy(model(x), y).backward()
     before = model[1].bias.detach().clone()
-    opt.step()
+    # rec.step() after opt.step(): allowed, and the values are those of the forward
+    df, kept = _record(model, x, y, ["1"], before_step=opt.step, act_sample=8)
     assert not torch.allclose(before, model[1].bias)
-    rec.step()  # after opt.step(): allowed, and the values are those of the forward
-    df = _frame(rec)
-    rec.stop()
-    for h in handles:
-        h.remove()
     out = kept["1"][1].double()
-    assert df[("1", S.ACT_MEAN)] == pytest.approx(out.mean().item(), abs=1e-6)
-    assert df[("1", S.ACT_STD)] == pytest.approx(out.std(unbiased=False).item(), rel=1e-5)
+    assert df[(0, "1", S.ACT_MEAN)] == pytest.approx(out.mean().item(), abs=1e-6)
+    assert df[(0, "1", S.ACT_STD)] == pytest.approx(out.std(unbiased=False).item(), rel=1e-5)
 
 
 class ScaledBN(nn.BatchNorm2d):
@@ -87,20 +84,11 @@ class ScaledBN(nn.BatchNorm2d):
 def test_a_batchnorm_computing_something_else_is_measured_on_its_sample():
     model = _net(ScaledBN(4))
     x, y = torch.randn(48, 3, 6, 6), torch.randint(0, 5, (48,))
-    kept = {}
-    rec = gradlab.watch(model, every=1, act_sample=16)
-    handles = _keep(model, ["1"], kept)
-    for _ in range(2):  # the check fails once; the next step measures the sample straight away
-        model.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        rec.step()
-    df = rec.frame()
-    rec.stop()
-    for h in handles:
-        h.remove()
-    out = kept["1"][1].double()
-    std = df[(df.layer == "1") & (df.stat == S.ACT_STD)].value
-    assert list(std) == pytest.approx([out[:16].std(unbiased=False).item()] * 2, rel=1e-5)
+    # the check fails on the first step; the second measures the sample straight away
+    df, kept = _record(model, x, y, ["1"], steps=2, act_sample=16)
+    out = kept["1"][1].double()  # the same batch both steps: the same outputs
+    for step in (0, 1):
+        assert df[(step, "1", S.ACT_STD)] == pytest.approx(out[:16].std(unbiased=False).item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("reduce_at", ["hooks", "step"])
@@ -110,23 +98,15 @@ def test_zoo_block_branch_ratio_compares_root_mean_square_per_example(reduce_at)
     torch.manual_seed(0)
     model = build("resnet20")
     x, y = torch.randn(24, 3, 32, 32), torch.randint(0, 10, (24,))
-    kept = {}
     blocks = ["layer1.1", "layer2.0"]  # an identity block and a downsampling one
     names = [n + ".bn2" for n in blocks] + blocks
-    rec = gradlab.watch(model, every=1, act_sample=8, reduce_at=reduce_at)
-    handles = _keep(model, names, kept)
-    F.cross_entropy(model(x), y).backward()
-    rec.step()
-    df = _frame(rec)
-    rec.stop()
-    for h in handles:
-        h.remove()
+    df, kept = _record(model, x, y, names, act_sample=8, reduce_at=reduce_at)
     for b in blocks:
         branch, block_in = kept[b + ".bn2"][1].double(), kept[b][0].double()
         expected = (branch.square().sum() / 24).sqrt() / (block_in[:8].square().sum() / 8).sqrt()
-        assert df[(b, S.BRANCH_RATIO)] == pytest.approx(expected.item(), rel=1e-5)
-        assert df[(b + ".bn2", S.ACT_STD)] == pytest.approx(branch.std(unbiased=False).item(), rel=1e-5)
-        assert df[(b + ".branch_out", S.ACT_STD)] == pytest.approx(df[(b + ".bn2", S.ACT_STD)], rel=1e-6)
+        assert df[(0, b, S.BRANCH_RATIO)] == pytest.approx(expected.item(), rel=1e-5)
+        assert df[(0, b + ".bn2", S.ACT_STD)] == pytest.approx(branch.std(unbiased=False).item(), rel=1e-5)
+        assert df[(0, b + ".branch_out", S.ACT_STD)] == pytest.approx(df[(0, b + ".bn2", S.ACT_STD)], rel=1e-6)
 
 
 def test_a_lazy_batchnorm_watched_before_its_first_forward_is_measured_on_its_sample():
@@ -137,19 +117,9 @@ def test_a_lazy_batchnorm_watched_before_its_first_forward_is_measured_on_its_sa
     with torch.no_grad():
         model[4].weight.uniform_(0.5, 2.0)
         model[4].bias.normal_()
-    rec = gradlab.watch(model, every=1, act_sample=4)
-    kept = {}
-    handles = _keep(model, ["1", "4"], kept)
-    for _ in range(2):
-        model.zero_grad()
-        F.cross_entropy(model(torch.randn(8, 3, 8, 8)), torch.randint(0, 3, (8,))).backward()
-        rec.step()
-    df = rec.frame()
-    df = df[df.step == 1].set_index(["layer", "stat"])["value"]
-    rec.stop()
-    for h in handles:
-        h.remove()
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
+    df, kept = _record(model, x, y, ["1", "4"], steps=2, act_sample=4)
     lazy, regular = kept["1"][1].double(), kept["4"][1].double()
-    assert df[("1", S.ACT_STD)] == pytest.approx(lazy[:4].std(unbiased=False).item(), rel=1e-5)
-    assert df[("4", S.ACT_MEAN)] == pytest.approx(regular.mean().item(), abs=1e-6)
-    assert df[("4", S.ACT_STD)] == pytest.approx(regular.std(unbiased=False).item(), rel=1e-5)
+    assert df[(1, "1", S.ACT_STD)] == pytest.approx(lazy[:4].std(unbiased=False).item(), rel=1e-5)
+    assert df[(1, "4", S.ACT_MEAN)] == pytest.approx(regular.mean().item(), abs=1e-6)
+    assert df[(1, "4", S.ACT_STD)] == pytest.approx(regular.std(unbiased=False).item(), rel=1e-5)

@@ -30,8 +30,8 @@ comes with the ratio round by round (each round against bare's in the same round
 step is, shows the gain: ``OMP_NUM_THREADS=1 gradlab bench overhead --batch-size 2
 --reduce-at step`` (40 ms bare) went from 1.56-1.61x to 1.48-1.50x bare. With the
 BatchNorms' own outputs derived as well and zero counts in two kernels (2,494 ATen ops a
-step instead of 3,043): three runs 1.044x, 1.050x and 1.072x here, and 1.41x on that
-per-op-bound step. What remains is mostly memory traffic (the dL/dh norms above, and one
+step instead of 3,043): six runs 1.044-1.091x here (median 1.061x, three of them
+<= 1.05x), and 1.41x on that per-op-bound step. What remains is mostly memory traffic (the dL/dh norms above, and one
 read of each sample) and the hooks' Python, which runs slowly between large kernels
 (its code and data are evicted from the caches: a 2 us call takes 10-30 us there).
 """

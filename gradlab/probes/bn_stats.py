@@ -203,9 +203,8 @@ class BNStats:
             if isinstance(bn.weight, nn.parameter.UninitializedParameter):
                 continue  # a lazy BatchNorm before its first forward: its outputs are reduced
             c = bn.num_features
-            ones, zeros = (torch.ones(c, device=device), torch.zeros(c, device=device))
-            gammas.append(bn.weight if bn.weight is not None else ones)
-            betas.append(bn.bias if bn.bias is not None else zeros)
+            gammas.append(bn.weight if bn.weight is not None else torch.ones(c, device=device))
+            betas.append(bn.bias if bn.bias is not None else torch.zeros(c, device=device))
             self._where[key] = (offset, c)
             offset += c
         self._gb_parts = gammas + betas

@@ -485,6 +485,16 @@ class Recorder:
                 return n
         return 0
 
+    def _with_threads_for(self, t: torch.Tensor, fn, *args):
+        """``fn(*args)`` with the intra-op threads limited for reducing ``t`` (see
+        _limit_threads; the hot hooks inline this)."""
+        restore = self._limit_threads(t)
+        try:
+            return fn(*args)
+        finally:
+            if restore:
+                torch.set_num_threads(restore)
+
     @staticmethod
     def _output_tensor(output) -> torch.Tensor | None:
         h = output
@@ -542,12 +552,7 @@ class Recorder:
             p.checked = True
             return p
         self._unpair(p)
-        restore = self._limit_threads(h)
-        try:
-            self._measure(p, h)
-        finally:
-            if restore:
-                torch.set_num_threads(restore)
+        self._with_threads_for(h, self._measure, p, h)
         return None
 
     def _unpair(self, p: _Point) -> None:
@@ -704,12 +709,7 @@ class Recorder:
             self._deferred.want(e.k, NORM, self._bc_x[b])
             return
         if e.norm is None:
-            restore = self._limit_threads(x)
-            try:
-                e.norm = norm(self._sample(x.detach()))
-            finally:
-                if restore:
-                    torch.set_num_threads(restore)
+            e.norm = self._with_threads_for(x, norm, self._sample(x.detach()))
         self._vals[self._bc_x[b]] = e.norm
 
     # ------------------------------------------------------------------ stepping

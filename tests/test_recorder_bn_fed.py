@@ -117,7 +117,7 @@ def test_gradient_accumulation_keeps_the_last_micro_batch(reduce_at):
     bn_outs = []
     for xb in batches:
         model(xb).pow(2).mean().backward()
-        last = kept["0"]
+        last, last_bn = kept["0"], kept["1"]
         bn_outs.append(kept["1"].detach().double())
     rec.step()
     for h in handles:
@@ -129,6 +129,7 @@ def test_gradient_accumulation_keeps_the_last_micro_batch(reduce_at):
     assert df[("0", "act_mean")] == pytest.approx(conv.mean().item(), rel=1e-5)
     assert df[("0", "act_std")] == pytest.approx(conv.std(unbiased=False).item(), rel=1e-4)
     assert df[("0", "act_grad_norm")] == pytest.approx(last.grad.double().norm().item(), rel=1e-5)
+    assert df[("1", "act_grad_norm")] == pytest.approx(last_bn.grad.double().norm().item(), rel=1e-5)
     first_std, last_std = (b.std(unbiased=False).item() for b in bn_outs)
     assert first_std != pytest.approx(last_std, rel=1e-2)
     # the BatchNorm's own output, from its statistics: the last micro-batch's too

@@ -15,7 +15,8 @@ normalised values, 1 unless a channel is nearly constant).
   every conv of the zoo's BatchNorm networks except the last of a pre-activation branch and
   its stem) gets act_mean and act_std over the whole batch, with neither a hook nor a pass
   over its data. (Its dL/dh comes from the same BatchNorm's backward node, :func:`bn_node`,
-  whose first gradient input it is.)
+  whose first gradient input it is; in the recorder's hooks its norm is derived from
+  dL/dy's: gradlab.probes.bn_grads.)
 * Outputs: a BatchNorm's own act_mean and act_std (and those of points that see the same
   tensor, such as the ``branch_out`` after a block's last BN) are those of the whole batch
   too, without a pass over the output. The recorder estimates its other activation
@@ -217,12 +218,18 @@ class BNStats:
         self._outputs.queued.clear()
         self._gb: torch.Tensor | None = None  # this step's gammas and betas
 
-    def _copy_gamma_beta(self) -> None:
-        """Copy every gamma and beta at this step's first BatchNorm output (the optimizer may
-        step before the recorder does)."""
+    @property
+    def where(self) -> dict:
+        """BatchNorm key -> (offset, channels) of its gamma and beta in :meth:`gamma_beta`."""
+        return self._where
+
+    def gamma_beta(self) -> torch.Tensor:
+        """Every gamma (row 0) and beta (row 1), copied at this step's first call, at forward
+        time (the optimizer may step before the recorder does)."""
         if self._gb is None:
             with torch.no_grad():
                 self._gb = torch.cat(self._gb_parts).to(F32).view(2, -1)
+        return self._gb
 
     def discard(self, sum_cols: list[int], norm_cols: list[int]) -> None:
         """Forget the input :meth:`add` queued for these columns (they were measured otherwise)."""
@@ -258,7 +265,7 @@ class BNStats:
         if self._where.get(key, (0, -1))[1] != c:
             return False
         _, _, invstd, eps = saved
-        self._copy_gamma_beta()
+        self.gamma_beta()
         if key not in self._out_valid:
             offset = self._where[key][0]
             self._out_valid[key] = _check_output(y, self._gb[:, offset : offset + c], invstd, eps)

@@ -44,7 +44,9 @@ How it stays cheap:
   in every zoo model and in ``nn.Sequential`` defaults) has no hook of its own. The
   BatchNorm's forward hook takes its act_mean and act_std from the batch statistics the
   BatchNorm saved for backward, exact over the whole batch (gradlab.probes.bn_stats), and
-  one hook on the BatchNorm's backward node gives both ||dL/dx|| and ||dL/dy||. Half the
+  one hook on the BatchNorm's backward node gives both ||dL/dx|| and ||dL/dy|| (in the
+  hooks, from a single pass over dL/dy and the BatchNorm's weight and bias gradients:
+  gradlab.probes.bn_grads). Half the
   hooks and sample copies of a ResNet go away this way. The BatchNorm's own output gets its
   act_mean and act_std the same way, from gamma, beta and those statistics (exact over the
   whole batch too; its zero count, if any, is still taken on the sample). Where there are
@@ -120,6 +122,7 @@ from gradlab.config import REDUCE_AT
 from gradlab.errors import RecorderError
 from gradlab.models.probe_points import ProbePoint
 from gradlab.probes import histograms as H
+from gradlab.probes.bn_grads import BNGrads
 from gradlab.probes.bn_stats import BNStats, bn_node, is_batchnorm, saved_stats
 from gradlab.probes.deferred import COUNT, NORM, SUM, Deferred
 from gradlab.probes.reductions import COUNT_UNIT, F32, count, flat, foreach_norm, norm, total
@@ -319,6 +322,7 @@ class Recorder:
             self._scratch.clear()
             self._seen.clear()
             self._bn_stats.clear()
+            self._bn_grads.clear()
             self._fed_out.clear()
             if self._deferred is not None:
                 self._deferred.clear()  # copies and gradients of a step that was never recorded
@@ -399,6 +403,7 @@ class Recorder:
         defer = self.reduce_at == "step" or (self.reduce_at == "auto" and dev.type == "cuda" and bool(self.act_sample))
         self._deferred = Deferred(dev) if defer else None
         self._bn_stats = BNStats(dev, {pt.j: t.modules[pt.j] for pt in self._points if pt.bn_out})
+        self._bn_grads = BNGrads(dev, self._bn_stats.where)
         self._unset = torch.full((), math.nan, dtype=F32, device=dev)  # "not measured"
         self._nan = torch.full((), math.nan, dtype=F32, device=dev)  # "measured: NaN"
         self._template = [self._unset] * ncol
@@ -621,7 +626,10 @@ class Recorder:
             self._want_grad(p, e, x)
             return
         ey.grad_cols = []  # dL/dy's columns: y's own point and any that share y add theirs
-        node.register_hook(partial(self._on_bn_grad, ey.grad_cols, p.c_grad))
+        derive = None  # (in the hooks) both norms from one pass over dL/dy: gradlab.probes.bn_grads
+        if self._deferred is None and p.j + 1 in self._bn_stats.where:
+            derive = (p.j + 1, self._saved_of(y, ey), self._bn_stats.gamma_beta())
+        node.register_hook(partial(self._on_bn_grad, ey.grad_cols, p.c_grad, derive))
 
     def _defer(self, pt: _Point, e: _Seen, h: torch.Tensor) -> None:
         q = self._deferred
@@ -672,11 +680,20 @@ class Recorder:
             vals[c] = v
 
     @_eager
-    def _on_bn_grad(self, cols: list[int], col_x: int, grad_inputs, grad_outputs) -> None:
-        """A BatchNorm's backward ran: ||dL/dy|| into ``cols``, ||dL/dx|| into ``col_x``."""
-        dy = grad_outputs[0] if cols and grad_outputs else None
+    def _on_bn_grad(self, cols: list[int], col_x: int, derive, grad_inputs, grad_outputs) -> None:
+        """A BatchNorm's backward ran: ||dL/dy|| into ``cols``, ||dL/dx|| into ``col_x``,
+        derived at step() if ``derive`` (key, saved statistics, gammas and betas) allows."""
+        dy = grad_outputs[0] if grad_outputs else None
+        if derive is not None and dy is not None:
+            restore = self._limit_threads(dy) if self.cpu_threads else 0
+            try:
+                if self._bn_grads.add(derive[0], grad_inputs, dy, derive[1], derive[2], cols, col_x):
+                    return
+            finally:
+                if restore:
+                    torch.set_num_threads(restore)
         dx = grad_inputs[0] if grad_inputs else None
-        for g, c in ((dy, cols), (dx, [col_x])):
+        for g, c in ((dy if cols else None, cols), (dx, [col_x])):
             if g is not None:
                 self._grad_norm(c, g)
 
@@ -771,6 +788,7 @@ class Recorder:
         self._numel_row = [0] * len(self._points)
         self._seen.clear()
         self._bn_stats.clear()
+        self._bn_grads.clear()
         if self._deferred is not None:
             self._deferred.clear()
 
@@ -818,6 +836,7 @@ class Recorder:
         if not outputs:
             self._vals = list(self._template)  # stray values from an unarmed forward: none expected
             self._bn_stats.clear()
+            self._bn_grads.clear()
             if q is not None:
                 q.clear()
         self._param_values()
@@ -835,7 +854,9 @@ class Recorder:
             written[q.write_activations(row)] = True
             q.clear()
         written[self._bn_stats.write(row)] = True
+        written[self._bn_grads.write(row)] = True
         self._bn_stats.clear()
+        self._bn_grads.clear()
         if outputs and not self._warned_no_outputs and self._out_cols.size and self._pc_grad:
             if not written[self._out_cols].any() and written[self._pc_grad].any():
                 self._warned_no_outputs = True

@@ -65,8 +65,8 @@ How it stays cheap:
   a GPU step of a small network is bound by kernel launches, so the hooks only copy the
   activation sample (a slice and a copy) and keep dL/dh, and ``step()`` reduces all points
   of one shape together and every dL/dh with one ``torch._foreach_norm``: a recorded
-  ResNet-56 training step (batch 128) dispatches 1,704 ATen ops against 1,477 bare, where
-  the in-hook reductions dispatch 3,043 (``gradlab bench overhead`` counts them). On a CPU
+  ResNet-56 training step (batch 128) dispatches 1,663 ATen ops against 1,477 bare, where
+  the in-hook reductions dispatch 2,305 (``gradlab bench overhead`` counts them). On a CPU
   the hooks reduce on the spot, while the data is in cache (``reduce_at="hooks"``, the
   CPU default; deferring cost 1.17x bare there against the hooks' 1.08x). Both record the
   same values (tested).

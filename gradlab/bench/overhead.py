@@ -13,27 +13,10 @@ follows the same one (gradlab.bench.timing.round_order):
 
 Step times are compared by their medians (see gradlab.bench.timing).
 
-Measured on a shared 2-core AMD EPYC VM (torch 2.14.1 CPU, 2 threads), ResNet-56,
-batch 128, the defaults (5 steps x 6 rounds), median step time (x bare), 2026-11-30:
-bare 810 ms; gradlab every step 876 ms (1.08x); wandb.watch 1080 ms (1.33x); four runs
-gave gradlab 1.056-1.085x. Where gradlab's time goes (hooks timed in place): the
-forward hooks' sums and norms of the 16-example samples, about 25 ms a step, and the
-norms of every dL/dh over the whole batch, about 20 ms (one pass over some 650 MB of
-gradients). Sampling dL/dh instead would be cheap but wrong: on real data (digits,
-plain-20 and ResNet-20) the first 16 of 128 examples put the norm 24-89 % off (median),
-since a few examples carry most of the gradient, and a quarter of the channels 4-7 %.
-Since convs that feed a BatchNorm are measured from it (no hook and no pass of their own),
-this CPU figure has not moved beyond its noise (four runs 1.068-1.111x; three in-process
-A/Bs with/without: 1.069/1.062, 1.072/1.057, 1.061/1.075). The table's ratio of medians
-comes with the ratio round by round (each round against bare's in the same round):
-1.048-1.179 in one run. A step bound by per-op overhead, as a small network's eager GPU
-step is, shows the gain: ``OMP_NUM_THREADS=1 gradlab bench overhead --batch-size 2
---reduce-at step`` (40 ms bare) went from 1.56-1.61x to 1.48-1.50x bare. With the
-BatchNorms' own outputs derived as well and zero counts in two kernels (2,494 ATen ops a
-step instead of 3,043): six runs 1.044-1.091x here (median 1.061x, three of them
-<= 1.05x), and 1.41x on that per-op-bound step. What remains is mostly memory traffic (the dL/dh norms above, and one
-read of each sample) and the hooks' Python, which runs slowly between large kernels
-(its code and data are evicted from the caches: a 2 us call takes 10-30 us there).
+Measured figures, and what each change to the recorder did to them: README.md
+("Performance") and reports/recorder-overhead.md. On this project's 2-core CI-class CPU
+the ratio sits at 1.04-1.09x from run to run (round by round it moves by several per cent
+with the neighbours' load; ``--repeats`` narrows the median); wandb.watch at 1.25-1.33x.
 """
 
 from __future__ import annotations

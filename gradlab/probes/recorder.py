@@ -77,7 +77,7 @@ How it stays cheap:
   weights before activations before gradients; among weights and activations the
   shallowest, among gradients the deepest (where backward produced it first).
 
-Measured cost (``gradlab bench overhead``): see gradlab/bench/overhead.py.
+Measured cost (``gradlab bench overhead``): README.md ("Performance") and reports/recorder-overhead.md.
 
 Supported setups:
 

@@ -430,7 +430,8 @@ def build_report(
     if not responses.empty:
         job("layer_responses", "Layer responses (Fig. 7 style)",
             "Std of each BN output (after BN, before ReLU) at the last recorded step. Top: layers in their "
-            "original order; bottom: sorted by magnitude. Mean over seeds.",
+            "original order; bottom: sorted by magnitude. Mean over seeds. Log y axis when the stds span "
+            "more than two decades.",
             1.2, responses_figure, responses, palette, notes, look)  # fmt: skip
     with theme(look):
         saved = _render(jobs + analysis_jobs, out_dir, formats, look.dpi, workers)

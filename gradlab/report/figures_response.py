@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from gradlab.report.figures_curves import families_in, legend_label
 from gradlab.report.style import Style, new_figure, panel_title
 
 
+# stds spanning more than this factor get a log y axis: on a linear one, a plain net whose
+# responses exploded (std in the thousands) flattens every other curve to the floor
+LOG_SPAN = 100.0
+
+
+def log_scale_for(values) -> bool:
+    """Whether layer-response stds need a log axis (their positive values span > LOG_SPAN)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return bool(v.size) and float(v.max()) > LOG_SPAN * float(v.min())
+
+
 def responses_figure(responses: pd.DataFrame, palette: dict, notes: dict, style: Style):
     """Top: responses in layer order; bottom: sorted by magnitude. Columns: plain | ResNet.
 
     Several seeds of one model: the mean std at each position (and at each rank).
-    y is shared along each row so plain and residual nets compare directly.
+    y is shared along each row so plain and residual nets compare directly; it is
+    logarithmic when the stds span more than LOG_SPAN (see log_scale_for).
     """
     families = families_in(responses)
     fig = new_figure(style.full_width, style.panel_height * 2.3)
@@ -33,10 +47,14 @@ def responses_figure(responses: pd.DataFrame, palette: dict, notes: dict, style:
         axes[0, c].set_xlabel("layer index (original)")
         axes[1, c].set_xlabel("layer index (sorted by magnitude)")
         axes[0, c].legend(loc="best")
-    axes[0, 0].set_ylabel("std")
-    axes[1, 0].set_ylabel("std")
+    log = log_scale_for(responses["value"]) if len(responses) else False
+    axes[0, 0].set_ylabel("std (log scale)" if log else "std")
+    axes[1, 0].set_ylabel("std (log scale)" if log else "std")
     right = float(responses["position"].max()) + 1 if len(responses) else 1.0
     for ax in axes.ravel():  # one x range everywhere so equal depths line up
-        ax.set_ylim(bottom=0)
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_xlim(0, right)
     return fig

@@ -45,7 +45,7 @@ def _model(bn=nn.BatchNorm2d):
     return model
 
 
-def _gradients(model, rec, x, names, steps=2, create_graph=False):
+def _gradients(model, rec, x, names, steps=2, create_graph=False, loss_scale=1.0):
     """Train ``steps`` recorded steps; returns the last step's act_grad_norm per layer and
     the true ||dL/dh|| of ``names`` from retained gradients."""
     mods = dict(model.named_modules())
@@ -61,7 +61,7 @@ def _gradients(model, rec, x, names, steps=2, create_graph=False):
         kept = {}
         handles = [mods[n].register_forward_hook(keep(n)) for n in names]
         out = model(x)
-        loss = F.cross_entropy(out, torch.arange(len(out)) % out.shape[1])
+        loss = F.cross_entropy(out, torch.arange(len(out)) % out.shape[1]) * loss_scale
         loss.backward(create_graph=create_graph)
         rec.step()
         for h in handles:
@@ -80,6 +80,19 @@ def test_conv_and_bn_gradient_norms_are_derived_in_the_hooks(eps):
     assert rec._bn_grads._valid == {1: True, 3: True}  # both BatchNorms (probe points 1 and 3) passed the check
     rec.stop()
     for name, value in true.items():
+        assert df[name] == pytest.approx(value, rel=1e-5), name
+
+
+def test_tiny_gradients_keep_their_precision():
+    """|dL/dh| ~ 1e-16: squares near 1e-32, far below the usual, still exact to 1e-5
+    (below ~1e-19 they leave float32's normal range: see gradlab.probes.bn_grads)."""
+    model = _model()
+    rec = gradlab.watch(model, every=1, reduce_at="hooks")
+    df, true = _gradients(model, rec, torch.randn(24, 3, 6, 6), ["0", "1", "3", "4"], loss_scale=1e-15)
+    assert rec._bn_grads._valid == {1: True, 3: True}
+    rec.stop()
+    for name, value in true.items():
+        assert 1e-19 < value < 1e-13
         assert df[name] == pytest.approx(value, rel=1e-5), name
 
 

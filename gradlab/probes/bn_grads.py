@@ -38,11 +38,11 @@ import math
 
 import torch
 
+from gradlab.probes.plans import cached_plan
 from gradlab.probes.reductions import F32
 
 __all__ = ["BNGrads"]
 
-MAX_PLANS = 16
 
 
 def _dx_square(s2, s1, s3, gamma, invstd, eps, m):
@@ -123,11 +123,7 @@ class BNGrads:
         if not queued:
             return []
         key = tuple((k, q[0].shape[0], *q[4:7], tuple(q[7]), q[8]) for k, q in self.queued.items())
-        plan = self._plans.get(key)
-        if plan is None:
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.clear()
-            plan = self._plans[key] = self._plan(key)
+        plan = cached_plan(self._plans, key, lambda: self._plan(key))
         segment, eps, m, pick, src, dst, cols = plan
         rows = [q[0] for q in queued]
         if len({r.shape[0] for r in rows}) == 1:  # one batch size: the rows line up

@@ -41,6 +41,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from gradlab.probes.plans import cached_plan
 from gradlab.probes.reductions import F32
 
 __all__ = ["BNStats", "bn_node", "is_batchnorm", "saved_stats"]
@@ -51,7 +52,6 @@ _EPS_ATTR = {
     "CudnnBatchNormBackward0": "_saved_epsilon",
     "MiopenBatchNormBackward0": "_saved_epsilon",
 }
-MAX_PLANS = 16
 
 
 def is_batchnorm(module: nn.Module) -> bool:
@@ -153,11 +153,7 @@ class _Derived:
             (c, eps, scale, tuple(sums), tuple(norms), first if self.where is not None else None)
             for first, _, c, eps, scale, sums, norms in queued
         )
-        plan = self._plans.get(key)
-        if plan is None:
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.clear()
-            plan = self._plans[key] = self._plan(list(key))
+        plan = cached_plan(self._plans, key, lambda: self._plan(list(key)))
         eps, segment, scale, src, dst, cols, pick = plan
         if pick is None:
             first = torch.cat([a for a, *_ in queued]).to(F32)

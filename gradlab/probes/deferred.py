@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from gradlab.probes.plans import cached_plan
 from gradlab.probes.reductions import count, foreach_norm, norm, total
 
 __all__ = ["COUNT", "Deferred", "NORM", "STATS", "SUM"]
@@ -32,7 +33,6 @@ __all__ = ["COUNT", "Deferred", "NORM", "STATS", "SUM"]
 SUM, NORM, COUNT = "sum", "norm", "count"
 STATS = (SUM, NORM, COUNT)
 DEFAULT_GRAD_BYTES = 256 << 20
-MAX_PLANS = 16  # distinct step layouts kept (a new batch size or input shape adds one)
 
 
 def _reduce(stat: str, x: torch.Tensor) -> torch.Tensor:
@@ -97,11 +97,7 @@ class Deferred:
             return []
         samples = self._samples
         key = (tuple((s.shape, s.dtype) for s in samples), tuple(self._wants.items()))
-        plan = self._plans.get(key)
-        if plan is None:
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.clear()
-            plan = self._plans[key] = self._plan(samples, self._wants)
+        plan = cached_plan(self._plans, key, lambda: self._plan(samples, self._wants))
         groups, src, dst, cols = plan
         parts = []
         for members, stats in groups:

@@ -47,7 +47,7 @@ def responses_figure(responses: pd.DataFrame, palette: dict, notes: dict, style:
         axes[0, c].set_xlabel("layer index (original)")
         axes[1, c].set_xlabel("layer index (sorted by magnitude)")
         axes[0, c].legend(loc="best")
-    log = log_scale_for(responses["value"]) if len(responses) else False
+    log = log_scale_for(responses["value"])
     axes[0, 0].set_ylabel("std (log scale)" if log else "std")
     axes[1, 0].set_ylabel("std (log scale)" if log else "std")
     right = float(responses["position"].max()) + 1 if len(responses) else 1.0

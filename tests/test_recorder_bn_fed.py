@@ -10,21 +10,7 @@ import torch.nn.functional as F
 import gradlab
 from gradlab import models
 from gradlab.probes.targets import resolve
-
-
-def _capture(model, names):
-    """Forward hooks keeping the outputs of ``names`` (with their gradients retained)."""
-    kept = {}
-    mods = dict(model.named_modules())
-
-    def keep(name):
-        def hook(module, args, out):
-            out.retain_grad()
-            kept[name] = out
-        return hook
-
-    handles = [mods[n].register_forward_hook(keep(n)) for n in names]
-    return kept, handles
+from tests.kept_outputs import capture
 
 
 @pytest.mark.parametrize("reduce_at", ["hooks", "step"])
@@ -40,7 +26,7 @@ def test_conv_into_bn_gets_whole_batch_stats_and_its_gradient(reduce_at):
     assert points["0"].bn_next and not points["1"].bn_next and not points["4"].bn_next
 
     rec = gradlab.watch(model, every=1, act_sample=16, reduce_at=reduce_at)
-    kept, handles = _capture(model, ["0", "1"])
+    kept, handles = capture(model, ["0", "1"])
     F.cross_entropy(model(x), y).backward()
     rec.step()
     for h in handles:
@@ -113,7 +99,7 @@ def test_gradient_accumulation_keeps_the_last_micro_batch(reduce_at):
     batches = [torch.randn(32, 2, 4, 4) * s + s for s in (1.0, 3.0)]
     rec = gradlab.watch(model, every=1, act_sample=8, reduce_at=reduce_at)
     model[1].eps = 1.0  # so that the BatchNorm's output std, sqrt(var / (var + eps)), differs between them
-    kept, handles = _capture(model, ["0", "1"])
+    kept, handles = capture(model, ["0", "1"])
     bn_outs = []
     for xb in batches:
         model(xb).pow(2).mean().backward()
@@ -150,7 +136,7 @@ class _Rerouted(nn.Module):
 
 
 def _one_step(model, rec, x, names):
-    kept, handles = _capture(model, names)
+    kept, handles = capture(model, names)
     model(x).pow(2).mean().backward()
     rec.step()
     for h in handles:

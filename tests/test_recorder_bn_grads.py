@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import gradlab
+from tests.kept_outputs import capture
 
 
 class _Doubled(nn.BatchNorm2d):
@@ -48,18 +49,8 @@ def _model(bn=nn.BatchNorm2d):
 def _gradients(model, rec, x, names, steps=2, create_graph=False, loss_scale=1.0):
     """Train ``steps`` recorded steps; returns the last step's act_grad_norm per layer and
     the true ||dL/dh|| of ``names`` from retained gradients."""
-    mods = dict(model.named_modules())
-
-    def keep(name):
-        def hook(module, args, out):
-            out.retain_grad()
-            kept[name] = out
-
-        return hook
-
     for _ in range(steps):
-        kept = {}
-        handles = [mods[n].register_forward_hook(keep(n)) for n in names]
+        kept, handles = capture(model, names)
         out = model(x)
         loss = F.cross_entropy(out, torch.arange(len(out)) % out.shape[1]) * loss_scale
         loss.backward(create_graph=create_graph)

@@ -32,7 +32,11 @@ What is recorded (names in gradlab.stat_names), on the steps the schedule select
 ``step()`` may come before or after ``opt.step()``, as long as it is always the same:
 weight_norm and update_norm then describe the weights before (or after) that update.
 act_std is derived from the sum and the norm (``sqrt(E[h^2] - E[h]^2)``), which loses
-relative precision only when |mean| >> std (about 1e-7 * mean^2 / var).
+relative precision only when |mean| >> std (about 1e-7 * mean^2 / var). Norms of float32
+tensors are PyTorch's, accumulated in float32 without rescaling: a vanished gradient whose
+elements are below ~1e-19 (their squares below float32's normal range) loses precision,
+and one below ~1e-23 reads 0 (a degraded plain-110 on digits reached ~1e-21 at its first
+layers; see gradlab.probes.bn_grads for the BatchNorm-derived norms there).
 
 How it stays cheap:
 

@@ -11,6 +11,7 @@ from gradlab.bench.timing import (
     aten_ops,
     describe_environment,
     interleaved,
+    median_interval,
     round_order,
     round_ratios,
     summarize,
@@ -33,6 +34,7 @@ def check_result(result, variants):
     assert set(result["round_ratios"]) == set(result["ratios"])
     for r in result["round_ratios"].values():
         assert r["n"] == 2 and 0 < r["min"] <= r["median"] <= r["max"]
+        assert r["ci95"] is None  # two rounds cannot give a 95 % interval
     assert result["gradlab_rows"] > 0
     ops = {name: v["aten_ops"] for name, v in result["variants"].items()}
     assert 0 < ops["bare"] < ops["gradlab"]  # recording every step adds operators
@@ -57,6 +59,7 @@ def test_cli_overhead_writes_json(tmp_path):
     assert res.exit_code == 0, res.output
     assert "bare" in res.output and "gradlab" in res.output and "x bare" in res.output and "aten ops" in res.output
     assert "torch" in res.output and "resnet8" in res.output
+    assert "too few rounds for a 95% CI (--repeats 6 or more)" in res.output  # 2 rounds
     assert "\r" not in res.output  # no progress bar when stdout is not a terminal
     data = json.loads(out.read_text())
     check_result(data, {"bare", "gradlab"})
@@ -141,3 +144,18 @@ def test_op_count_is_of_a_recorded_step_whatever_the_interval():
     result = run_overhead(device="cpu", every=5, with_wandb=False, **TINY)
     ops = {name: v["aten_ops"] for name, v in result["variants"].items()}
     assert ops["gradlab"] > ops["bare"]  # the timed steps were mostly unrecorded; the counted one is not
+
+
+def test_median_interval_is_the_order_statistics_of_the_binomial_table():
+    import math
+
+    assert median_interval([1.0] * 5) is None  # min..max of 5 covers only 93.75 %
+    assert median_interval([3, 1, 2, 6, 5, 4]) == (1, 6)  # n = 6: min..max, 96.9 %
+    assert median_interval(list(range(10))) == (1, 8)  # n = 10: 2nd and 9th smallest
+    assert median_interval(list(range(18))) == (4, 13)  # n = 18: 5th and 14th
+    for n in range(6, 40):
+        lo, hi = median_interval(list(range(n)))
+        k = lo + 1
+        tail = sum(math.comb(n, i) for i in range(k)) / 2**n  # P(fewer than k below the median)
+        wider = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+        assert hi == n - k and tail <= 0.025 < wider  # the narrowest interval with >= 95 % coverage

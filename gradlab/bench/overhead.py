@@ -32,7 +32,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from gradlab.bench.timing import aten_ops, describe_environment, interleaved, round_ratios, summarize, synchronize
+from gradlab.bench.timing import (
+    aten_ops,
+    describe_environment,
+    interleaved,
+    median_interval,
+    round_ratios,
+    summarize,
+    synchronize,
+)
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
 
@@ -67,7 +75,9 @@ def _wandb_offline(tmp: str):
 
 
 def _spread(values: list[float]) -> dict:
-    return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values)}
+    """Median, range and a 95 % confidence interval of the median (None: too few rounds)."""
+    ci = median_interval(values)
+    return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values), "ci95": ci}
 
 
 def _ops_or_none(step: Callable[[], None]) -> int | None:

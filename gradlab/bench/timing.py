@@ -11,6 +11,7 @@ and it can be checked on any machine.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -25,6 +26,7 @@ __all__ = [
     "aten_ops",
     "describe_environment",
     "interleaved",
+    "median_interval",
     "round_ratios",
     "summarize",
     "synchronize",
@@ -101,6 +103,25 @@ def round_ratios(timings: Timings, name: str, base: str, steps: int) -> list[flo
     a, b = timings.steps[name], timings.steps[base]
     n = min(len(a), len(b)) // steps * steps
     return [statistics.median(a[i : i + steps]) / statistics.median(b[i : i + steps]) for i in range(0, n, steps)]
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free confidence interval for the median of ``values`` (independent
+    draws): the k-th smallest and the k-th largest, with k the largest for which fewer than
+    k of n values fall below the median with probability at most (1 - confidence) / 2
+    (Binomial(n, 1/2)). Its coverage is at least ``confidence``; None when n is too small
+    for it (n < 6 at 95 %: even min..max covers less)."""
+    n = len(values)
+    tail, below, k = (1 - confidence) / 2, 0.0, 0
+    while k < n:
+        below += math.comb(n, k) / 2**n  # P(exactly k values below the median)
+        if below > tail:
+            break
+        k += 1
+    if k == 0:
+        return None
+    xs = sorted(values)
+    return xs[k - 1], xs[n - k]
 
 
 def aten_ops(fn: Callable[[], None]) -> int:

@@ -180,7 +180,11 @@ def format_overhead(result: dict) -> str:
         lines.append("")
         lines.append("x bare round by round (each round's median over bare's in the same round):")
         for name, r in spreads.items():
-            lines.append(f"  {name:<8} median {r['median']:.3f}, min {r['min']:.3f}, max {r['max']:.3f} ({r['n']} rounds)")
+            ci = r.get("ci95")
+            ci = f"95% CI of the median {ci[0]:.3f}-{ci[1]:.3f}" if ci else "too few rounds for a 95% CI (--repeats 6 or more)"
+            lines.append(
+                f"  {name:<8} median {r['median']:.3f}, min {r['min']:.3f}, max {r['max']:.3f} ({r['n']} rounds; {ci})"
+            )
     return "\n".join(lines)
 
 

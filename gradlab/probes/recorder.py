@@ -171,11 +171,10 @@ def _validate_stats(stats: Iterable[str] | None) -> tuple[str, ...]:
 class _Point:
     """Per probe point: which raw columns of the value row it fills."""
 
-    __slots__ = ("j", "relu_after", "bn_out", "c_sum", "c_norm", "c_cnt", "c_grad", "fed", "feeder", "checked")
+    __slots__ = ("j", "bn_out", "c_sum", "c_norm", "c_cnt", "c_grad", "fed", "feeder", "checked")
 
-    def __init__(self, j: int, relu_after: bool, bn_out: bool = False):
+    def __init__(self, j: int, bn_out: bool = False):
         self.j = j
-        self.relu_after = relu_after
         self.bn_out = bn_out  # a BatchNorm: its output's sum and norm come from its batch statistics
         self.c_sum = self.c_norm = self.c_cnt = self.c_grad = -1
         self.fed = False  # its output goes only to the next point, a BatchNorm, whose hooks measure it
@@ -367,7 +366,7 @@ class Recorder:
         self._pc_weight = [col() for _ in range(P)] if need_w else []
         self._pc_update = [col() for _ in range(P)] if need_u else []
 
-        self._points = [_Point(j, p.relu_after, is_batchnorm(m)) for j, (p, m) in enumerate(zip(t.points, t.modules))]
+        self._points = [_Point(j, is_batchnorm(m)) for j, m in enumerate(t.modules)]
         branch_points = {b.branch for b in t.blocks} if S.BRANCH_RATIO in want else set()
         for pt in self._points:
             if S.ACT_MEAN in want or S.ACT_STD in want:

@@ -38,6 +38,7 @@ import math
 
 import torch
 
+from gradlab.probes.bn_stats import normalised_square
 from gradlab.probes.plans import cached_plan
 from gradlab.probes.reductions import F32
 
@@ -47,10 +48,8 @@ __all__ = ["BNGrads"]
 
 def _dx_square(s2, s1, s3, gamma, invstd, eps, m):
     """Per channel ||dx_c||^2 from the per-channel sums (float32; eps and m: scalars or per channel)."""
-    r = invstd.square()
-    scale = r * gamma.square()
-    r = 1 - r * eps  # var / (var + eps)
-    inner = s2 - (s1.square() + s3.square() * (2 - r)) / m
+    scale = invstd.square() * gamma.square()
+    inner = s2 - (s1.square() + s3.square() * (2 - normalised_square(invstd, eps))) / m
     return scale * inner.clamp_(min=0)
 
 

@@ -44,7 +44,7 @@ import torch.nn as nn
 from gradlab.probes.plans import cached_plan
 from gradlab.probes.reductions import F32
 
-__all__ = ["BNStats", "bn_node", "is_batchnorm", "saved_stats"]
+__all__ = ["BNStats", "bn_node", "is_batchnorm", "normalised_square", "saved_stats"]
 
 # backward node -> the attribute holding eps (the mean and invstd are _saved_result1 and 2)
 _EPS_ATTR = {
@@ -122,12 +122,17 @@ def _input_moments(mean: torch.Tensor, invstd: torch.Tensor, eps) -> tuple[torch
     return mean, var.add_(mean.square())
 
 
-def _output_moments(gb: torch.Tensor, invstd: torch.Tensor, eps) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per channel E[y] and E[y^2] of a BatchNorm output; ``gb`` stacks gamma and beta."""
+def normalised_square(invstd: torch.Tensor, eps) -> torch.Tensor:
+    """Per channel r = var / (var + eps) = var * invstd^2: the mean square of a BatchNorm's
+    normalised values (a new tensor; ``eps`` a scalar or per channel)."""
     r = invstd.square()
     var = r.reciprocal().sub_(eps).clamp_(min=0)
-    r.mul_(var)  # var / (var + eps)
-    return gb[1], gb[0].square().mul_(r).add_(gb[1].square())
+    return r.mul_(var)
+
+
+def _output_moments(gb: torch.Tensor, invstd: torch.Tensor, eps) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel E[y] and E[y^2] of a BatchNorm output; ``gb`` stacks gamma and beta."""
+    return gb[1], gb[0].square().mul_(normalised_square(invstd, eps)).add_(gb[1].square())
 
 
 class _Derived:

@@ -8,6 +8,12 @@ Output rows: layer = probe point name, index and kind as in the model's probe po
 Block rows: layer = residual block name, kind = "block".
 """
 
+from __future__ import annotations
+
+from typing import Iterable
+
+from gradlab.errors import RecorderError
+
 # per parameter tensor
 GRAD_NORM = "grad_norm"  # ||dL/dw||_2
 WEIGHT_NORM = "weight_norm"  # ||w||_2
@@ -27,3 +33,20 @@ PARAM_STATS = (GRAD_NORM, WEIGHT_NORM, GRAD_WEIGHT_RATIO, UPDATE_NORM)
 OUTPUT_STATS = (ACT_MEAN, ACT_STD, ACT_ZERO_FRAC, ACT_GRAD_NORM)
 BLOCK_STATS = (BRANCH_RATIO,)
 DEFAULT_STATS = PARAM_STATS + OUTPUT_STATS + BLOCK_STATS
+
+
+def checked(stats: Iterable[str] | str | None) -> tuple[str, ...]:
+    """``stats`` as a tuple of known names, in order, without repeats (None: all of
+    DEFAULT_STATS); an unknown name or an empty selection is a RecorderError naming the
+    valid ones."""
+    if stats is None:
+        return DEFAULT_STATS
+    if isinstance(stats, str):
+        stats = [stats]
+    stats = tuple(dict.fromkeys(stats))
+    unknown = [s for s in stats if s not in DEFAULT_STATS]
+    if unknown:
+        raise RecorderError(f"Unknown stat name(s): {', '.join(map(repr, unknown))}. Valid names: {', '.join(DEFAULT_STATS)}.")
+    if not stats:
+        raise RecorderError(f"stats is empty; pick some of: {', '.join(DEFAULT_STATS)} (leave stats out for all).")
+    return stats

@@ -5,6 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from gradlab import stat_names as S
 from gradlab.bench.overhead import run_overhead
 from gradlab.bench.timing import (
     Timings,
@@ -72,6 +73,25 @@ def test_cli_rejects_bad_arguments():
     assert res.exit_code == 2 and "--steps" in res.output
     res = runner.invoke(cli, ["bench", "overhead", "--model", "resnet9", "--no-wandb", "--device", "cpu"])
     assert res.exit_code == 1 and "resnet9" in res.output and "Traceback" not in res.output
+
+
+def test_a_selection_of_statistics_is_recorded_and_costs_less_than_all():
+    subset = run_overhead(device="cpu", with_wandb=False, stats=["grad_norm", "act_grad_norm"], **TINY)
+    full = run_overhead(device="cpu", with_wandb=False, **TINY)
+    assert subset["settings"]["stats"] == ["grad_norm", "act_grad_norm"]
+    assert "stats grad_norm,act_grad_norm" in subset["settings"]["gradlab"]
+    assert full["settings"]["stats"] == list(S.DEFAULT_STATS) and "all default stats" in full["settings"]["gradlab"]
+    ops = lambda r, v: r["variants"][v]["aten_ops"]  # noqa: E731
+    assert ops(subset, "bare") < ops(subset, "gradlab") < ops(full, "gradlab")
+    assert 0 < subset["gradlab_rows"] < full["gradlab_rows"]
+
+
+def test_cli_names_an_unknown_statistic_and_the_valid_ones():
+    res = CliRunner().invoke(cli, ["bench", "overhead", "--stats", "grad_norm,act_grad", "--no-wandb", "--device", "cpu"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "'act_grad'" in res.output and "act_grad_norm" in res.output
+    res = CliRunner().invoke(cli, ["bench", "overhead", "--stats", ",", "--no-wandb", "--device", "cpu"])
+    assert res.exit_code == 1 and "stats is empty" in res.output
 
 
 def test_bench_group_lists_overhead():

@@ -27,7 +27,7 @@ import os
 import shutil
 import statistics
 import tempfile
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ from gradlab.bench.timing import (
     summarize,
     synchronize,
 )
+from gradlab import stat_names as S
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
 
@@ -74,6 +75,10 @@ def _wandb_offline(tmp: str):
                 os.environ[k] = v
 
 
+def _stats_phrase(stats: tuple[str, ...]) -> str:
+    return "all default stats" if stats == S.DEFAULT_STATS else "stats " + ",".join(stats)
+
+
 def _spread(values: list[float]) -> dict:
     """Median, range and a 95 % confidence interval of the median (None: too few rounds)."""
     ci = median_interval(values)
@@ -98,6 +103,7 @@ def run_overhead(
     with_wandb: bool = True,
     every: int = 1,
     reduce_at: str = "auto",
+    stats: Sequence[str] | None = None,
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
@@ -106,7 +112,8 @@ def run_overhead(
     Returns a dict with ``settings``, ``environment``, per-variant ``variants`` (median,
     quartiles and min step time in seconds, images/s) and ``ratios`` (median step time over
     bare's). A variant that cannot run (wandb missing or failing) is listed under
-    ``skipped`` with the reason.
+    ``skipped`` with the reason. ``stats``: the statistics gradlab records (None: all
+    default ones), to measure what a selection costs.
     """
     import gradlab
     from gradlab.models import build
@@ -115,6 +122,7 @@ def run_overhead(
     for name, value, least in checks:
         if value < least:
             raise ConfigError(f"{name} must be >= {least}, not {value}.")
+    stats = S.checked(stats)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     base = build(model).to(dev)
@@ -142,7 +150,7 @@ def run_overhead(
     skipped: dict[str, str] = {}
     variants: dict[str, Callable[[], None]] = {"bare": trainer(copy.deepcopy(base))}
     rec_model = copy.deepcopy(base)
-    rec = gradlab.watch(rec_model, every=every, dense_until=0, reduce_at=reduce_at)
+    rec = gradlab.watch(rec_model, every=every, dense_until=0, reduce_at=reduce_at, stats=stats)
     variants["gradlab"] = trainer(rec_model, rec.step)
 
     tmp = tempfile.mkdtemp(prefix="gradlab-bench-wandb-")
@@ -204,8 +212,9 @@ def run_overhead(
             "timed_steps_per_variant": steps * repeats,
             "order": "interleaved, in a balanced order changing from round to round: " + ", ".join(variants),
             "optimizer": "SGD(lr=0.1, momentum=0.9, weight_decay=1e-4)",
-            "gradlab": f"gradlab.watch(model, every={every}, dense_until=0, reduce_at={reduce_at!r}), all default "
-                       f"stats, reductions in the {rec.reductions}",
+            "gradlab": f"gradlab.watch(model, every={every}, dense_until=0, reduce_at={reduce_at!r}), "
+                       f"{_stats_phrase(stats)}, reductions in the {rec.reductions}",
+            "stats": list(stats),
             "reductions": rec.reductions,
             "every": every,
             "wandb": 'wandb.watch(model, log="gradients", log_freq=1), offline, one wandb.log per step',

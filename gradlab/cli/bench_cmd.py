@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from gradlab import stat_names as S
 from gradlab.config import COMPILE_MODES, REDUCE_AT
 
 
@@ -44,13 +45,18 @@ def _progress_printer():
 @click.option("--no-wandb", is_flag=True, help="Skip the wandb.watch variant.")
 @click.option("--reduce-at", type=click.Choice(REDUCE_AT), default="auto", show_default=True,
               help="Where gradlab reduces: in each hook, or deferred to step() (auto: step on CUDA, hooks on CPU).")
+@click.option("--stats", "stats_csv", default=None, metavar="NAMES",
+              help="Comma-separated statistics gradlab records, to measure what a selection costs "
+              f"(default: all of {', '.join(S.DEFAULT_STATS)}).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
-def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb, reduce_at, json_path):
+def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb, reduce_at, stats_csv, json_path):
     """Training-step time bare vs gradlab (every step) vs wandb.watch, interleaved in one process.
 
     \b
     Example (CPU, a few minutes):
       gradlab bench overhead --model resnet56 --batch-size 128 --steps 3 --repeats 6
+    What the gradient norms along depth cost alone:
+      gradlab bench overhead --stats act_grad_norm --no-wandb
     """
     from gradlab.bench.overhead import run_overhead
 
@@ -66,6 +72,7 @@ def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb,
             with_wandb=not no_wandb,
             every=every,
             reduce_at=reduce_at,
+            stats=None if stats_csv is None else [n.strip() for n in stats_csv.split(",") if n.strip()],
             progress=progress,
         )
     finally:

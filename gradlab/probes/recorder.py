@@ -143,29 +143,12 @@ STATE_VERSION = 1
 _WATCHED: "weakref.WeakKeyDictionary[nn.Module, Recorder]" = weakref.WeakKeyDictionary()
 
 
-
 def _eager(fn):
     """Run a hook eagerly under torch.compile: Dynamo would otherwise try to compile the
     hook's own frame and recompile it for every new output tensor (identity guards). The
     wrapper costs well under a microsecond per call in eager mode."""
     disable = getattr(getattr(torch, "compiler", None), "disable", None)
     return disable(fn) if disable is not None else fn
-
-
-def _validate_stats(stats: Iterable[str] | None) -> tuple[str, ...]:
-    if stats is None:
-        return S.DEFAULT_STATS
-    if isinstance(stats, str):
-        stats = [stats]
-    stats = tuple(dict.fromkeys(stats))
-    unknown = [s for s in stats if s not in S.DEFAULT_STATS]
-    if unknown:
-        raise RecorderError(
-            f"Unknown stat name(s): {', '.join(map(repr, unknown))}. Valid names: {', '.join(S.DEFAULT_STATS)}."
-        )
-    if not stats:
-        raise RecorderError(f"stats is empty; pick some of: {', '.join(S.DEFAULT_STATS)} (or None for all).")
-    return stats
 
 
 class _Point:
@@ -253,7 +236,7 @@ class Recorder:
             raise RecorderError(f"watch() needs an nn.Module, not {type(model).__name__}.")
         self.model = model
         self.schedule = schedule if schedule is not None else Schedule(every, dense_until, dense_every)
-        self.stats = _validate_stats(stats)
+        self.stats = S.checked(stats)
         self._stats_asked = stats is not None
         self.histograms_enabled = bool(histograms)
         self.hist_every = int(hist_every) if hist_every is not None else 10 * self.schedule.every

@@ -15,8 +15,9 @@ Step times are compared by their medians (see gradlab.bench.timing).
 
 Measured figures, and what each change to the recorder did to them: README.md
 ("Performance") and reports/recorder-overhead.md. On this project's 2-core CI-class CPU
-the ratio sits at 1.04-1.09x from run to run (round by round it moves by several per cent
-with the neighbours' load; ``--repeats`` narrows the median); wandb.watch at 1.25-1.33x.
+short runs scatter over 1.04-1.11x (round by round the ratio moves by several per cent
+with the neighbours' load); 30 rounds gave 1.072x, its 95 % confidence interval
+1.061-1.088 (``--repeats`` narrows it); wandb.watch 1.23-1.33x.
 """
 
 from __future__ import annotations

@@ -45,7 +45,6 @@ from gradlab.probes.reductions import F32
 __all__ = ["BNGrads"]
 
 
-
 def _dx_square(s2, s1, s3, gamma, invstd, eps, m):
     """Per channel ||dx_c||^2 from the per-channel sums (float32; eps and m: scalars or per channel)."""
     scale = invstd.square() * gamma.square()

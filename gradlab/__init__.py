@@ -11,7 +11,7 @@ def __getattr__(name):
     # `gradlab.watch` imports torch lazily so that `import gradlab` (and the
     # report side, which never touches torch) stays light.
     if name == "watch":
-        from gradlab.probes import watch
+        from gradlab.recorder import watch
 
         return watch
     raise AttributeError(f"module 'gradlab' has no attribute {name!r}")

@@ -13,64 +13,13 @@ from typing import Callable
 
 from gradlab import models, runs
 from gradlab.config import Preset, RunSpec, make_run_spec
-from gradlab.errors import ConfigError, ModelError
+from gradlab.errors import ConfigError
 from gradlab.launch import make_launcher
-
-FAMILIES = ("plain", "resnet")
-
-
-def parse_int_list(text: str, what: str) -> tuple[int, ...]:
-    """'20,56,110' -> (20, 56, 110); junk is a clear error."""
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
-    if not items:
-        raise ConfigError(f"--{what} is empty; give a comma-separated list such as 20,56,110")
-    out = []
-    for t in items:
-        if not t.lstrip("-").isdigit():
-            raise ConfigError(f"--{what}: '{t}' is not a whole number; give a comma-separated list such as 20,56,110")
-        out.append(int(t))
-    if len(set(out)) != len(out):
-        raise ConfigError(f"--{what} lists a value twice: {text}")
-    return tuple(out)
-
-
-def parse_families(text: str) -> tuple[str, ...]:
-    fams = tuple(t.strip() for t in str(text).split(",") if t.strip())
-    bad = [f for f in fams if f not in FAMILIES]
-    if bad or not fams:
-        raise ConfigError(f"--families: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(FAMILIES)}")
-    return fams
-
-
-ARCHES = ("cifar", "imagenet", "preact")
-
-
-def model_name(family: str, depth: int, arch: str = "cifar") -> str:
-    """The model of a family and depth in one architecture (a preset's [compare] arch).
-
-    cifar: resnet50 and resnet152 name ImageNet nets, so their CIFAR namesakes are
-    cifar-resnet50 etc.; imagenet: depths 18, 34, 50, 101, 152; preact: 110, 164, 1001.
-    """
-    if arch not in ARCHES:
-        raise ConfigError(f"[compare] arch = '{arch}' is unknown; choose one of {', '.join(ARCHES)}")
-    if arch == "preact":
-        return models.info(f"pre{family}{depth}").name  # raises ModelError listing the valid depths
-    name = f"{family}{depth}"
-    meta = models.info(name)  # raises ModelError listing the valid depths
-    if arch == "imagenet":
-        if meta.arch != "imagenet":
-            raise ModelError(f"ImageNet {family} nets have 18, 34, 50, 101 or 152 layers, not {depth}; "
-                             f"give --depths such as 18,34")
-        return name
-    if meta.arch != "cifar":
-        name = f"cifar-{name}"
-        models.info(name)
-    return name
 
 
 def plan(preset: Preset, depths, families, seeds, **overrides) -> list[RunSpec]:
     """One RunSpec per (family, depth, seed), shallow first so results arrive early."""
-    names = [(d, f, model_name(f, d, preset.compare.arch)) for d in depths for f in families]
+    names = [(d, f, models.model_name(f, d, preset.compare.arch)) for d in depths for f in families]
     return [make_run_spec(name, preset, seed=s, **overrides) for d, f, name in sorted(names) for s in seeds]
 
 
@@ -104,9 +53,7 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
     SubmititLauncher) and returns at once with `submitted` filled in and no report.
     """
     runs_dir = Path(runs_dir)
-    from gradlab.train import run_dir_for
-
-    dirs = [run_dir_for(s, runs_dir) for s in specs]
+    dirs = [runs.run_dir_for(s, runs_dir) for s in specs]
     todo = [s for s, d in zip(specs, dirs) if _state(d) not in runs.FINISHED_STATES]
     result = CompareResult(run_dirs=dirs)
     for s, d in zip(specs, dirs):

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from gradlab.families import names as family_names
 from gradlab.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -73,7 +74,7 @@ class Recipe:
     checkpoint_every: int = 4000
     keep_checkpoints: int = 1  # checkpoint.pt plus this many minus one older ones
     record: bool = True  # per-layer statistics into layers.parquet
-    record_every: int = 0  # 0: chosen from the run length (gradlab.probes.default_schedule)
+    record_every: int = 0  # 0: chosen from the run length (gradlab.recorder.default_schedule)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class RunSpec:
 @dataclass(frozen=True)
 class CompareSpec:
     depths: tuple[int, ...] = (20, 56, 110)
-    families: tuple[str, ...] = ("plain", "resnet")
+    families: tuple[str, ...] = family_names()
     seeds: tuple[int, ...] = (0,)
     arch: str = "cifar"  # which nets plain{d}/resnet{d} name: cifar (6n+2), imagenet (18..152) or preact
 
@@ -305,7 +306,7 @@ def make_run_spec(
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-# where the recorder reduces its statistics (gradlab.probes.recorder.Recorder's reduce_at)
+# where the recorder reduces its statistics (gradlab.recorder.recorder.Recorder's reduce_at)
 REDUCE_AT = ("auto", "hooks", "step")
 
 

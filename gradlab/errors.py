@@ -25,6 +25,10 @@ class RecorderError(GradlabError):
     """Misuse of the recorder, e.g. watching a model twice."""
 
 
+class ReportError(GradlabError):
+    """A report that cannot be built: no readable runs, bad output folder, bad option."""
+
+
 class LauncherError(GradlabError):
     """A launcher that cannot run here, e.g. SLURM asked for where there is no sbatch."""
 

@@ -229,8 +229,6 @@ class SubmititLauncher:
 
     def submit(self, specs: list[RunSpec], runs_dir: Path, on_start: OnStart = lambda spec: None) -> list[Submission]:
         """Submit the runs that have no live job, one array per experiment; return every run's job."""
-        from gradlab.train import run_dir_for
-
         self.check_available()
         runs_dir = Path(runs_dir).absolute()  # jobs may start elsewhere
         out: list[Submission] = []
@@ -238,7 +236,7 @@ class SubmititLauncher:
             folder = runs_dir / experiment / SUBMITIT_DIR
             todo = []
             for spec in (s for s in specs if s.experiment == experiment):
-                run_dir = run_dir_for(spec, runs_dir)
+                run_dir = runs.run_dir_for(spec, runs_dir)
                 earlier = live_job(run_dir)
                 if earlier is None:
                     todo.append(spec)
@@ -258,7 +256,7 @@ class SubmititLauncher:
                           "host": socket.gethostname(), "submitted": runs.now_iso()}
                 paths = _job_paths(record)
                 record.update(stdout=str(paths.stdout), stderr=str(paths.stderr))
-                sub = Submission(spec, run_dir_for(spec, runs_dir), record, new=True, job=job)
+                sub = Submission(spec, runs.run_dir_for(spec, runs_dir), record, new=True, job=job)
                 runs.write_json(sub.run_dir / SUBMITTED, record)
                 on_start(spec)
                 out.append(sub)

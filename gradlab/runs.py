@@ -118,6 +118,11 @@ def write_status(run_dir: Path, state: str, step: int, total_steps: int, message
     return status
 
 
+def run_dir_for(spec, runs_dir: str | Path) -> Path:
+    """Where a run lives: ``<runs_dir>/<experiment>/<run name>`` (``spec``: a gradlab.config.RunSpec)."""
+    return Path(runs_dir) / spec.experiment / spec.name
+
+
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / SPEC).is_file()
 

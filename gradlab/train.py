@@ -52,10 +52,6 @@ def deterministic(on: bool):
         torch.use_deterministic_algorithms(before)
 
 
-def run_dir_for(spec: RunSpec, runs_dir: str | Path) -> Path:
-    return Path(runs_dir) / spec.experiment / spec.name
-
-
 def spec_record(spec: RunSpec, model_info: dict, ds: datasets.Dataset, env: dict) -> dict:
     """What spec.json holds: the resolved spec plus what the report needs to know."""
     return {
@@ -130,7 +126,7 @@ class Trainer:
         # handler installed before (a launcher's: submitit requeues the job; gradlab.interrupt)
         self.handoff = tuple(handoff)
         self.recipe = validate_recipe(spec.recipe)
-        self.run_dir = run_dir_for(spec, runs_dir)
+        self.run_dir = runs.run_dir_for(spec, runs_dir)
         self.existing = check_existing(self.run_dir, spec)
         # data-parallel under torchrun: rank 0 alone writes files and runs callbacks (gradlab.distributed)
         self.world = World.from_env()
@@ -150,7 +146,7 @@ class Trainer:
         self.data = ds
         self.model = models.build(spec.model.name, num_classes=ds.num_classes, in_channels=ds.shape[0],
                                   shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual)
-        self.model_info = models.describe(self.model, spec.model.name)
+        self.model_info = models.describe(self.model, spec.model.name, input_size=ds.shape)
         if spec.model.weights:
             from gradlab import finetune
 
@@ -187,7 +183,7 @@ class Trainer:
         self.forward = torch.compile(parallel, mode=spec.compile_mode) if spec.compile else parallel
         self.recorder = None
         if recipe.record:
-            from gradlab.probes import Schedule, default_schedule, watch
+            from gradlab.recorder import Schedule, default_schedule, watch
 
             schedule = Schedule(every=recipe.record_every) if recipe.record_every else default_schedule(recipe.steps)
             self.recorder = watch(self.model, **schedule.to_dict())

@@ -7,7 +7,9 @@ from click.testing import CliRunner
 
 from gradlab import runs
 from gradlab.cli.main import cli
-from gradlab.compare import compare, parse_families, parse_int_list, plan
+from gradlab.cli.options import parse_int_list
+from gradlab.compare import compare, plan
+from gradlab.families import parse as parse_families
 from gradlab.config import load_preset
 from gradlab.errors import ConfigError, ModelError
 

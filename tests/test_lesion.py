@@ -1,4 +1,4 @@
-"""Lesion study (gradlab.probes.lesion): known answers on tiny trained runs and on untrained
+"""Lesion study (gradlab.analyses.lesion): known answers on tiny trained runs and on untrained
 zoo models, the CLI, bad input."""
 
 import copy
@@ -17,7 +17,7 @@ from gradlab.analysis_dirs import read_analysis
 from gradlab.cli.main import cli
 from gradlab.config import load_preset, make_run_spec
 from gradlab.errors import ConfigError, RunDirError
-from gradlab.probes.lesion import collect_runs, deleted, deletions, lesion, unit_shapes
+from gradlab.analyses.lesion import collect_runs, deleted, deletions, lesion, unit_shapes
 from gradlab.train import train
 
 STEPS = 60

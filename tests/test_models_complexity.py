@@ -6,7 +6,6 @@ import torch
 
 from gradlab.models import build, info
 from gradlab.models.complexity import (
-    DEFAULT_CLASSES,
     complexity,
     count_macs,
     count_params,
@@ -37,7 +36,7 @@ CASES = [
 @pytest.mark.parametrize("name, kwargs, size", CASES, ids=[f"{n}-{k}-{s}" for n, k, s in CASES])
 def test_analytic_count_equals_hook_count(name, kwargs, size):
     meta = info(name)
-    classes = DEFAULT_CLASSES[meta.arch]
+    classes = meta.num_classes
     with torch.device("meta"):  # shapes are all the count needs
         model = build(name, num_classes=classes, in_channels=(size or meta.input_size)[0], **kwargs)
     expected = (count_params(model), count_macs(model, size or meta.input_size))

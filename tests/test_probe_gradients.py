@@ -16,8 +16,8 @@ from gradlab.analysis_dirs import read_analysis
 from gradlab.cli.main import cli
 from gradlab.errors import ConfigError, ModelError
 from gradlab.models import build
-from gradlab.probes.init_gradients import first_last_ratios, init_gradients, layer_gradients, seed_mean
-from gradlab.probes.init_inputs import dataset_shape, probe_batch
+from gradlab.analyses.init_gradients import first_last_ratios, init_gradients, layer_gradients, seed_mean
+from gradlab.analyses.init_inputs import dataset_shape, probe_batch
 
 
 def _softmax(z):

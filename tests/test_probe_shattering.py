@@ -1,4 +1,4 @@
-"""Shattered gradients (gradlab.probes.shattering): known answers, the plain/residual gap, the CLI."""
+"""Shattered gradients (gradlab.analyses.shattering): known answers, the plain/residual gap, the CLI."""
 
 import json
 
@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from gradlab.analysis_dirs import read_analysis
 from gradlab.cli.main import cli
 from gradlab.errors import ConfigError
-from gradlab.probes.shattering import ShatteringSettings, _forward, _Weights, input_gradients, predicted, shattering
+from gradlab.analyses.shattering import ShatteringSettings, _forward, _Weights, input_gradients, predicted, shattering
 
 
 def lag1(result, family):

@@ -15,8 +15,8 @@ from gradlab.analysis_dirs import read_analysis
 from gradlab.cli.main import cli
 from gradlab.errors import ModelError
 from gradlab.models import build
-from gradlab.probes.init_inputs import probe_batch
-from gradlab.probes.spp import BRANCH_VAR, SQ_MEAN, VAR, block_signals, channel_stats, signal_propagation
+from gradlab.analyses.init_inputs import probe_batch
+from gradlab.analyses.spp import BRANCH_VAR, SQ_MEAN, VAR, block_signals, channel_stats, signal_propagation
 
 
 def test_channel_stats_known_answer():

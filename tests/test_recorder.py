@@ -14,9 +14,9 @@ import gradlab
 from gradlab import stat_names as S
 from gradlab.errors import RecorderError
 from gradlab.models.probe_points import ProbePoint
-from gradlab.probes import Recorder, watch
-from gradlab.probes.recorder import FRAME_COLUMNS
-from gradlab.probes.targets import default_probe_points, resolve, strip_prefixes
+from gradlab.recorder import Recorder, watch
+from gradlab.recorder.recorder import FRAME_COLUMNS
+from gradlab.recorder.targets import default_probe_points, resolve, strip_prefixes
 
 REL = 1e-6
 
@@ -285,7 +285,7 @@ def test_flush_returns_only_new_rows_and_buffer_flushes_itself():
         for _ in range(3):
             train_step(model, rec, X, lambda h: h.sum())
         # two steps filled the buffer and were flushed automatically
-        assert rec._slot == 1
+        assert rec._buffer.count == 1
         new = rec.flush()
         assert set(new.step) == {2}
         assert len(rec.flush()) == 0
@@ -532,7 +532,7 @@ def test_gradient_histograms():
 
 
 def test_cpu_threads_limits_hook_reductions_and_restores_the_setting(monkeypatch):
-    from gradlab.probes import recorder as recorder_module
+    from gradlab.recorder import hooks as recorder_module
 
     seen = []
     original = recorder_module.norm

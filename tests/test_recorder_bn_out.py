@@ -1,5 +1,5 @@
 """A BatchNorm's own act_mean and act_std come from gamma, beta and its batch statistics
-(gradlab.probes.bn_stats): the whole batch's, without a pass over the output. Known answers
+(gradlab.recorder.bn_stats): the whole batch's, without a pass over the output. Known answers
 from the captured tensors, in both reduction modes."""
 
 import pytest

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 import gradlab
 from gradlab.errors import RecorderError
 from gradlab.models import build
-from gradlab.probes.deferred import COUNT, NORM, SUM, Deferred
-from gradlab.probes.reductions import COUNT_UNIT
+from gradlab.recorder.deferred import COUNT, NORM, SUM, Deferred
+from gradlab.recorder.reductions import COUNT_UNIT
 from tests.recorder_frames import assert_same, frames
 
 
@@ -111,7 +111,7 @@ def test_stop_drops_what_an_unrecorded_step_left_behind():
     model = build("resnet8")
     rec = gradlab.watch(model, every=1, reduce_at="step")
     F.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.randint(0, 10, (4,))).backward()
-    q = rec._deferred
+    q = rec._hooks.deferred
     assert q._samples and q._grads  # copies and dL/dh of the step, waiting for rec.step()
     rec.stop()
     assert not q._samples and not q._grads and not q._wants
@@ -120,7 +120,7 @@ def test_stop_drops_what_an_unrecorded_step_left_behind():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_count_of_positives_in_every_dtype(dtype):
-    from gradlab.probes.reductions import count
+    from gradlab.recorder.reductions import count
 
     x = torch.tensor([[3.0, 0.0, -1.0, 1e-3], [0.0, 0.0, 2.0, -0.0]], dtype=dtype)
     whole, rows = count(x), count(x, dim=1)

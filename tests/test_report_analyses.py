@@ -117,14 +117,14 @@ def test_damaged_and_undrawable_folders_are_warnings(tmp_path, monkeypatch):
     no_column = write_analysis(tmp_path / "a" / "no-column", "probe-spp", {},
                                {"by_model": pd.DataFrame({"family": ["plain"], "value": [1.0]})})  # fmt: skip
     lesion = write_analysis(tmp_path / "a" / "lesion", "lesion", {}, {"t": pd.DataFrame({"x": [1]})})
-    monkeypatch.setitem(A.FIGURE_MODULES, "lesion", "gradlab.report.figures_not_written_yet")
+    monkeypatch.delitem(A.FIGURE_MODULES, "lesion")
     entries, warnings = A.load_analyses([tmp_path / "a"])
     assert [e.analysis.path for e in entries] == [good]
     text = "\n".join(warnings)
     assert f"unreadable analysis {bad_json}" in text and "not valid JSON" in text
     assert f"{no_table} lacks by_model.parquet" in text
     assert "lacks column(s) depth, block, stage, stat" in text and str(no_column) in text
-    assert f"analysis {lesion} (lesion) skipped" in text and "figures_not_written_yet" in text
+    assert f"analysis {lesion} (lesion) skipped" in text and "no figure for that kind" in text
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["report", str(tmp_path / "a"), "--out", str(out), "--formats", "png"])
     assert result.exit_code == 0, result.output

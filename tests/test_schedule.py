@@ -3,7 +3,7 @@
 import pytest
 
 from gradlab.errors import RecorderError
-from gradlab.probes import Schedule, default_schedule
+from gradlab.recorder import Schedule, default_schedule
 
 
 def test_default_arguments_record_dense_start_then_every_50():

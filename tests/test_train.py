@@ -37,7 +37,7 @@ def test_run_directory_round_trip(tmp_path):
 
 def test_layers_parquet_holds_every_recorded_step_even_past_the_recorder_buffer(tmp_path):
     """The recorder flushes by itself every 64 recorded steps; none of them may be lost."""
-    from gradlab.probes import default_schedule
+    from gradlab.recorder import default_schedule
 
     result = train(quick_spec(steps=70, eval_every=70, checkpoint_every=70), tmp_path, progress=False)
     layers = runs.read_run(result.run_dir).layers

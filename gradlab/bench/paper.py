@@ -130,7 +130,7 @@ def run_paper(depths=(20, 56, 110), families=("plain", "resnet"), batch_size: in
     """
     from gradlab.compare import plan
     from gradlab.config import load_preset
-    from gradlab.probes import default_schedule
+    from gradlab.recorder import default_schedule
 
     if seconds <= 0:
         raise ConfigError(f"seconds must be positive, got {seconds}")

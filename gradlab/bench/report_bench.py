@@ -30,7 +30,7 @@ sys.stdout.write(json.dumps({"seconds": seconds, "peak_rss_mb": me / 1024, "peak
 
 def make_paper_scale_runs(root: Path, steps: int = 64_000, depths=(20, 56, 110)) -> dict:
     from gradlab.bench.synthetic_runs import make_run
-    from gradlab.probes.schedule import default_schedule
+    from gradlab.recorder.schedule import default_schedule
 
     n_records = default_schedule(steps).count(steps)
     dirs = [make_run(root, family, depth, 0, steps, experiment="paper-scale", n_records=n_records)

@@ -268,10 +268,11 @@ def paper(depths, families, seconds, warmup, batch_size, total_steps, device, co
       gradlab bench paper --depths 20 --seconds 3 --warmup 1
     """
     from gradlab.bench.paper import run_paper
-    from gradlab.compare import parse_families, parse_int_list
+    from gradlab import families as fam
+    from gradlab.cli.options import parse_int_list
 
     depth_list = parse_int_list(depths, "depths")
-    family_list = parse_families(families)
+    family_list = fam.parse(families)
     progress, close = _progress_printer()
     try:
         result = run_paper(depth_list, family_list, batch_size=batch_size, seconds=seconds, warmup=warmup,

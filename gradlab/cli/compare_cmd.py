@@ -91,11 +91,13 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
       gradlab compare --preset imagenet_fig4 --data-dir /data/imagenet --launcher slurm   # Fig. 4
     """
     from gradlab.compare import compare as run_compare
-    from gradlab.compare import parse_families, parse_int_list, plan
+    from gradlab import families as fam
+    from gradlab.cli.options import parse_int_list
+    from gradlab.compare import plan
 
     preset = preset_from(opts)
     depths = parse_int_list(depths, "depths") if depths else preset.compare.depths
-    families = parse_families(families) if families else preset.compare.families
+    families = fam.parse(families) if families else preset.compare.families
     seeds = parse_int_list(seeds, "seeds") if seeds else preset.compare.seeds
     fmt = tuple(f.strip() for f in formats.split(",") if f.strip())
     bad = [f for f in fmt if f not in ("pdf", "png", "svg")]

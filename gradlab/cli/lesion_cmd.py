@@ -33,8 +33,8 @@ def lesion(runs: tuple[Path, ...], out: Path | None, plain_unit: str, device: st
       gradlab lesion runs/quick-digits            # writes runs/quick-digits/lesion
       gradlab lesion runs/quick-digits --plain-unit block --out /tmp/lesion-blocks
     """
-    from gradlab.probes.lesion import KIND, collect_runs, default_out_dir, no_deletion_warnings
-    from gradlab.probes.lesion import lesion as measure
+    from gradlab.analyses.lesion import KIND, collect_runs, default_out_dir, no_deletion_warnings
+    from gradlab.analyses.lesion import lesion as measure
 
     found, warnings = collect_runs(list(runs))
     out = prepare_out(out, formats, KIND, default_out_dir(found) if out is None else out)

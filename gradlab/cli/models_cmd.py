@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gradlab.models.registry import ARCHES, INPUT_SIZES
+from gradlab.models.registry import ARCHES, INPUT_SIZES, NUM_CLASSES
 
 ARCH_NOTES = {
     "cifar": "He et al. 2015 §4.2, option A shortcuts",
@@ -32,7 +32,7 @@ def models(family: str | None) -> None:
     and so does seedresnet{k}/seedplain{k} for any k >= 1. resnet50 and resnet152 are
     the ImageNet nets; the CIFAR nets of those depths are cifar-resnet50/cifar-resnet152.
     """
-    from gradlab.models.complexity import DEFAULT_CLASSES, complexity, format_macs, format_params
+    from gradlab.models.complexity import complexity, format_macs, format_params
     from gradlab.models.registry import info, names
 
     header = ("name", "arch", "family", "depth", "blocks", "params", "MACs")
@@ -55,5 +55,5 @@ def models(family: str | None) -> None:
     click.echo()
     for arch in ARCHES if family is None else (family,):
         size = "×".join(map(str, INPUT_SIZES[arch]))
-        click.echo(f"{arch:<9} {ARCH_NOTES[arch]}; {size} input, {DEFAULT_CLASSES[arch]} classes")
+        click.echo(f"{arch:<9} {ARCH_NOTES[arch]}; {size} input, {NUM_CLASSES[arch]} classes")
     click.echo("MACs: conv and linear multiply-accumulates for one input. See `gradlab models -h`.")

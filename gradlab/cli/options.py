@@ -1,4 +1,5 @@
-"""Options shared by `train` and `compare` (one definition, used by both)."""
+"""Options shared by `train` and `compare` (one definition, used by both), and the
+comma-separated lists of numbers several commands take (--depths, --seeds)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,22 @@ import click
 
 from gradlab.config import COMPILE_MODES
 from gradlab.data import DATASETS
+from gradlab.errors import ConfigError
+
+
+def parse_int_list(text: str, what: str) -> tuple[int, ...]:
+    """'20,56,110' -> (20, 56, 110); junk is a clear error."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ConfigError(f"--{what} is empty; give a comma-separated list such as 20,56,110")
+    out = []
+    for t in items:
+        if not t.lstrip("-").isdigit():
+            raise ConfigError(f"--{what}: '{t}' is not a whole number; give a comma-separated list such as 20,56,110")
+        out.append(int(t))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"--{what} lists a value twice: {text}")
+    return tuple(out)
 
 
 def run_options(f):

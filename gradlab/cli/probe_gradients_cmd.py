@@ -31,11 +31,12 @@ def gradients(depths: str, families: str, **opts) -> None:
       gradlab probe gradients --depths 20,56,110,218,1202 --seeds 0
       gradlab report runs/probes/gradients-digits --out reports/init
     """
-    from gradlab.compare import parse_families, parse_int_list
-    from gradlab.probes.init_gradients import KIND, init_gradients
+    from gradlab import families as fam
+    from gradlab.cli.options import parse_int_list
+    from gradlab.analyses.init_gradients import KIND, init_gradients
 
     depth_list = parse_int_list(depths, "depths")
-    family_list = parse_families(families)
+    family_list = fam.parse(families)
     seeds = seeds_from(opts)
     out = prepare_out(opts["out"], opts["formats"], KIND, Path("runs/probes") / f"gradients-{opts['dataset']}")
     start = time.perf_counter()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from gradlab.probes.init_inputs import DATASETS
+from gradlab.cli.options import parse_int_list
+from gradlab.analyses.init_inputs import DATASETS
 from gradlab.report.style import STYLES
 
 
@@ -55,15 +56,13 @@ def prepare_out(out: Path | None, formats: str, kind: str, default: Path) -> Pat
     """The result folder (`out`, else `default`), checked with the formats before any work,
     so that a refusal costs nothing."""
     from gradlab.analysis_dirs import check_out_dir
-    from gradlab.report.build import parse_formats
+    from gradlab.report.files import parse_formats
 
     parse_formats(formats)
     return check_out_dir(out if out is not None else default, kind)
 
 
 def seeds_from(opts: dict) -> tuple[int, ...]:
-    from gradlab.compare import parse_int_list
-
     return parse_int_list(opts["seeds"], "seeds")
 
 

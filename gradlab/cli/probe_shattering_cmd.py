@@ -37,8 +37,8 @@ def shattering(max_depth: int, width: int, points: int, seeds: int, batch_norm: 
     Example:
       gradlab probe shattering --max-depth 50 --seeds 10 --out runs/probes/shattering
     """
-    from gradlab.probes.shattering import KIND, ShatteringSettings
-    from gradlab.probes.shattering import shattering as measure
+    from gradlab.analyses.shattering import KIND, ShatteringSettings
+    from gradlab.analyses.shattering import shattering as measure
 
     out = prepare_out(out, formats, KIND, Path("runs/probes/shattering"))
     settings = ShatteringSettings(max_depth=max_depth, width=width, points=points, seeds=seeds,

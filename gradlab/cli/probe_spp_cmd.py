@@ -33,11 +33,12 @@ def spp(depths: str, families: str, inputs: str, zero_init_residual: bool, **opt
       gradlab probe spp --inputs real --dataset digits --out runs/probes/spp-real
       gradlab probe spp --zero-init-residual --out runs/probes/spp-zero-init
     """
-    from gradlab.compare import parse_families, parse_int_list
-    from gradlab.probes.spp import KIND, signal_propagation
+    from gradlab import families as fam
+    from gradlab.cli.options import parse_int_list
+    from gradlab.analyses.spp import KIND, signal_propagation
 
     depth_list = parse_int_list(depths, "depths")
-    family_list = parse_families(families)
+    family_list = fam.parse(families)
     seeds = seeds_from(opts)
     out = prepare_out(opts["out"], opts["formats"], KIND, Path("runs/probes") / f"spp-{inputs}")
     start = time.perf_counter()

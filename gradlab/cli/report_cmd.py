@@ -31,7 +31,8 @@ def report(runs: tuple[Path, ...], out: Path | None, formats: str, style: str) -
     RUNS are run directories or folders holding them (e.g. runs/degradation). A run
     that cannot be read is skipped with a warning; the report is built from the others.
     """
-    from gradlab.report.build import build_report, check_out_dir, parse_formats
+    from gradlab.report.build import build_report
+    from gradlab.report.files import check_out_dir, parse_formats
 
     parse_formats(formats)
     if out is not None:

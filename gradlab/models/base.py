@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch.nn as nn
 
+from gradlab import families
 from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint
 
 __all__ = ["Point", "ResidualBlock", "ZooModel", "BLOCK", "BN", "BRANCH", "CONV", "FC"]
@@ -88,7 +89,7 @@ class ZooModel(nn.Module):
 
     def __init__(self, residual: bool):
         super().__init__()
-        self.family = "resnet" if residual else "plain"
+        self.family = families.RESNET if residual else families.PLAIN
         self.depth = 0
         self.blocks = 0
         self._probe_points: tuple[ProbePoint, ...] = ()

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 from gradlab.models.registry import ModelInfo, arch_args, info
 
-# Named models are listed with these class counts (the paper's datasets).
-DEFAULT_CLASSES = {"cifar": 10, "preact": 10, "imagenet": 1000, "seed": 10}
-
 
 class _Tally:
     """Walks a network layer by layer, tracking the (C, H, W) shape and the running totals."""
@@ -145,7 +142,7 @@ def complexity(
         _imagenet(t, residual, **args)
     else:
         _seed(t, residual, **args)
-    t.head(num_classes or DEFAULT_CLASSES[meta.arch])
+    t.head(num_classes or meta.num_classes)
     return t.params, t.macs
 
 

@@ -20,13 +20,16 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gradlab.errors import ModelError
+from gradlab import families
+from gradlab.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:  # torch is imported by build() only
     from torch import nn
 
 ARCHES = ("cifar", "preact", "imagenet", "seed")
 INPUT_SIZES = {"cifar": (3, 32, 32), "preact": (3, 32, 32), "imagenet": (3, 224, 224), "seed": (1, 28, 28)}
+NUM_CLASSES = {"cifar": 10, "preact": 10, "imagenet": 1000, "seed": 10}  # each architecture's dataset
+COMPARE_ARCHES = ("cifar", "imagenet", "preact")  # what a preset's [compare] arch may name
 
 CIFAR_NAMED = (20, 32, 44, 56, 110, 1202)
 PREACT = {110: (False, 18), 164: (True, 18), 1001: (True, 111)}  # depth -> (bottleneck, n)
@@ -40,7 +43,7 @@ IMAGENET = {  # depth -> (bottleneck, blocks per stage)
 SEED_NAMED = (2, 4, 8)
 SHORTCUTS = ("A", "B", "C")
 
-_NAME = re.compile(r"^(cifar-|pre|seed)?(resnet|plain)(\d+)$")
+_NAME = re.compile(rf"^(cifar-|pre|seed)?({'|'.join(families.names())})(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,8 @@ class ModelInfo:
     """What a model name means, without building it.
 
     depth: weighted layers on the main path, counted as in the papers (convs + fc; projection
-    shortcuts excluded). input_size: the family's default (C, H, W). twin: the plain model
-    for a ResNet and the ResNet for a plain model.
+    shortcuts excluded). input_size: the architecture's default (C, H, W); num_classes: its
+    default classes. twin: the plain model for a ResNet and the ResNet for a plain model.
     """
 
     name: str
@@ -59,6 +62,10 @@ class ModelInfo:
     blocks: int
     input_size: tuple[int, int, int]
     twin: str
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES[self.arch]
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,8 @@ def _resolve(name: str) -> _Resolved:
     if m is None:
         raise _unknown(name)
     prefix, family, number = m.group(1) or "", m.group(2), int(m.group(3))
-    residual = family == "resnet"
-    other = "plain" if residual else "resnet"
+    residual = families.get(family).residual
+    other = families.PLAIN if residual else families.RESNET
     what = "ResNets" if residual else "plain nets"
 
     if prefix == "seed":
@@ -175,11 +182,12 @@ def names(family: str | None = None) -> list[str]:
     ResNet followed by its plain twin, by increasing depth."""
     if family is not None and family not in ARCHES:
         raise ModelError(f"unknown model family {family!r}; choose one of {', '.join(ARCHES)}")
+    twins = (families.RESNET, families.PLAIN)
     listed = {
-        "cifar": [f"{f}{d}" for d in CIFAR_NAMED for f in ("resnet", "plain")],
-        "preact": [f"pre{f}{d}" for d in PREACT for f in ("resnet", "plain")],
-        "imagenet": [f"{f}{d}" for d in IMAGENET for f in ("resnet", "plain")],
-        "seed": [f"seed{f}{k}" for k in SEED_NAMED for f in ("resnet", "plain")],
+        "cifar": [f"{f}{d}" for d in CIFAR_NAMED for f in twins],
+        "preact": [f"pre{f}{d}" for d in PREACT for f in twins],
+        "imagenet": [f"{f}{d}" for d in IMAGENET for f in twins],
+        "seed": [f"seed{f}{k}" for k in SEED_NAMED for f in twins],
     }
     return [n for arch in ARCHES if family in (None, arch) for n in listed[arch]]
 
@@ -194,16 +202,43 @@ def _check_positive(value, what: str) -> None:
         raise ModelError(f"{what} must be a positive integer, not {value!r}")
 
 
+def model_name(family: str, depth: int, arch: str = "cifar") -> str:
+    """The model of a family and depth in one architecture (a preset's [compare] arch).
+
+    cifar: resnet50 and resnet152 name ImageNet nets, so their CIFAR namesakes are
+    cifar-resnet50 etc.; imagenet: depths 18, 34, 50, 101, 152; preact: 110, 164, 1001.
+    A bad family is a ConfigError, a depth the architecture lacks a ModelError.
+    """
+    if arch not in COMPARE_ARCHES:
+        raise ConfigError(f"[compare] arch = '{arch}' is unknown; choose one of {', '.join(COMPARE_ARCHES)}")
+    families.check([family])
+    if arch == "preact":
+        return info(f"pre{family}{depth}").name  # raises ModelError listing the valid depths
+    name = f"{family}{depth}"
+    meta = info(name)  # raises ModelError listing the valid depths
+    if arch == "imagenet":
+        if meta.arch != "imagenet":
+            raise ModelError(f"ImageNet {family} nets have 18, 34, 50, 101 or 152 layers, not {depth}; "
+                             f"give --depths such as 18,34")
+        return name
+    if meta.arch != "cifar":
+        name = f"cifar-{name}"
+        info(name)
+    return name
+
+
 def build(
     name: str,
-    num_classes: int = 10,
+    num_classes: int | None = None,
     in_channels: int | None = None,
     shortcut: str | None = None,
     zero_init_residual: bool = False,
 ) -> nn.Module:
     """Build a freshly initialised model by name.
 
-    in_channels: None means the family default (3, or 1 for seed nets).
+    num_classes: None means the architecture's default (1000 for the ImageNet nets, so that
+        torchvision's state dicts load; 10 for the others).
+    in_channels: None means the architecture's default (3, or 1 for seed nets).
     shortcut: "A" (default), "B" or "C", CIFAR family only. A plain twin has no shortcut, so
         the option is checked but changes nothing there.
     zero_init_residual: zero the last BN gamma of each residual branch (the last conv for
@@ -211,6 +246,8 @@ def build(
     """
     resolved = _resolve(name)
     meta = resolved.info
+    if num_classes is None:
+        num_classes = meta.num_classes
     _check_positive(num_classes, "num_classes")
     if in_channels is None:
         in_channels = meta.input_size[0]
@@ -233,7 +270,7 @@ def build(
     model = _construct(
         meta.arch,
         resolved.args,
-        residual=meta.family == "resnet",
+        residual=families.get(meta.family).residual,
         num_classes=num_classes,
         in_channels=in_channels,
         shortcut=shortcut,
@@ -243,9 +280,13 @@ def build(
     return model
 
 
-def describe(model: nn.Module, name: str) -> dict:
+def describe(model: nn.Module, name: str, input_size: tuple[int, ...] | None = None) -> dict:
     """JSON-ready description written into spec.json: the report reads depth order, block
-    boundaries and sizes from here and never imports the model."""
+    boundaries and sizes from here and never imports the model.
+
+    input_size: (C, H, W) of the images the model is trained on (the data's shape); None
+    means the architecture's default height and width with the model's own input channels.
+    """
     meta = info(name)
     if not callable(getattr(model, "probe_points", None)):
         raise ModelError(f"{type(model).__name__} is not a gradlab zoo model (no probe_points())")
@@ -261,7 +302,12 @@ def describe(model: nn.Module, name: str) -> dict:
         "depth": meta.depth,
         "blocks": meta.blocks,
         "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "input_size": list(meta.input_size),
+        "input_size": list(input_size or (_in_channels(model), *meta.input_size[1:])),
         "twin": meta.twin,
         "probe_points": [p.to_dict() for p in model.probe_points()],
     }
+
+
+def _in_channels(model: nn.Module) -> int:
+    """The input channels of a zoo model: those of its stem, the first conv it registers."""
+    return next(m.in_channels for m in model.modules() if hasattr(m, "in_channels") and hasattr(m, "kernel_size"))

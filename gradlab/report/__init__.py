@@ -4,6 +4,7 @@ The report side reads run directories only (gradlab.runs); it never imports torc
 model code, so it runs anywhere pandas and matplotlib do.
 """
 
-from gradlab.report.build import ReportError, ReportResult, build_report
+from gradlab.errors import ReportError
+from gradlab.report.build import ReportResult, build_report
 
 __all__ = ["ReportError", "ReportResult", "build_report"]

@@ -8,33 +8,32 @@ Every kind has a figure module providing
     sentences(analysis) -> list[str]                   (optional: the summary lines)
     TABLES = {table: (column, ...)}                    (optional: checked before drawing)
 
-A kind whose module is not installed yet is skipped with a warning; a folder that cannot
-be read, or lacks a table, column or rows its module needs, is a warning too, never a crash.
-Like the rest of the report, nothing here imports torch.
+A folder that cannot be read, or lacks a table, column or rows its module needs, is a
+warning, never a crash. Like the rest of the report, nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Iterable
 
-from gradlab.analysis_dirs import Analysis, find_analysis_dirs, read_analysis
-from gradlab.errors import RunDirError
-from gradlab.report.build import DEFAULT_FORMATS, ReportError, save_figure, parse_formats
+from gradlab.analysis_dirs import Analysis, read_analysis
+from gradlab.errors import ReportError, RunDirError
+from gradlab.report import figures_init_gradients, figures_lesion, figures_shattering, figures_spp
+from gradlab.report.files import DEFAULT_FORMATS, parse_formats, save_figure
+from gradlab.report.inputs import find
 from gradlab.report.style import get_style, theme
 
-__all__ = ["FIGURE_MODULES", "AnalysisEntry", "analysis_sentences", "draw_analysis", "figure_module", "load_analyses"]
+__all__ = ["FIGURE_MODULES", "AnalysisEntry", "analysis_sentences", "draw_analysis", "load_analyses", "load_entries"]
 
-FIGURE_MODULES = {
-    "probe-gradients": "gradlab.report.figures_init_gradients",
-    "probe-spp": "gradlab.report.figures_spp",
-    "probe-shattering": "gradlab.report.figures_shattering",
-    "lesion": "gradlab.report.figures_lesion",
+FIGURE_MODULES: dict[str, ModuleType] = {
+    "probe-gradients": figures_init_gradients,
+    "probe-spp": figures_spp,
+    "probe-shattering": figures_shattering,
+    "lesion": figures_lesion,
 }
 
 
@@ -53,14 +52,6 @@ class AnalysisEntry:
         return self.module.figure(self.analysis, style)
 
 
-def figure_module(kind: str) -> ModuleType | None:
-    """The module drawing `kind`, or None when it is not (yet) part of this gradlab."""
-    name = FIGURE_MODULES.get(kind)
-    if name is None or importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)
-
-
 def _check_tables(analysis: Analysis, module: ModuleType) -> None:
     for table, columns in getattr(module, "TABLES", {}).items():
         frame = analysis.tables.get(table)
@@ -77,10 +68,9 @@ def _check_tables(analysis: Analysis, module: ModuleType) -> None:
 def _entry(path: Path) -> AnalysisEntry:
     """Read and check one folder; RunDirError if it is damaged, ReportError if undrawable."""
     analysis = read_analysis(path)
-    module = figure_module(analysis.kind)
+    module = FIGURE_MODULES.get(analysis.kind)
     if module is None:
-        raise ReportError(f"analysis {path} ({analysis.kind}) skipped: this gradlab has no figure for that kind "
-                          f"yet ({FIGURE_MODULES[analysis.kind]} is missing)")  # fmt: skip
+        raise ReportError(f"analysis {path} ({analysis.kind}) skipped: this gradlab has no figure for that kind")
     _check_tables(analysis, module)
     sentences = module.sentences(analysis) if hasattr(module, "sentences") else []
     return AnalysisEntry(analysis, module, analysis.kind, module.title(analysis), module.caption(analysis),
@@ -88,14 +78,19 @@ def _entry(path: Path) -> AnalysisEntry:
 
 
 def load_analyses(paths) -> tuple[list[AnalysisEntry], list[str]]:
-    """Every drawable analysis folder under `paths`, and one warning per folder left out.
+    """Every drawable analysis folder under `paths`, and one warning per folder left out."""
+    return load_entries(find(paths)[1])
+
+
+def load_entries(analysis_dirs: list[Path]) -> tuple[list[AnalysisEntry], list[str]]:
+    """The drawable ones of these analysis folders, and one warning per folder left out.
 
     Entries get distinct figure names ("analysis_<folder>") for a report's figures/ folder.
     """
     entries: list[AnalysisEntry] = []
     warnings: list[str] = []
     used: set[str] = set()
-    for path in find_analysis_dirs(paths):
+    for path in analysis_dirs:
         try:
             entry = _entry(path)
         except RunDirError as e:
@@ -119,7 +114,7 @@ def draw_analysis(analysis_dir: Path | str, formats: str | Iterable[str] = DEFAU
     """Draw an analysis folder's own figure into <dir>/figures/<kind>.<fmt>; the files written.
 
     Called by the commands that write analysis folders. Raises RunDirError for a damaged
-    folder and ReportError for a kind without a figure module or a bad format/style.
+    folder and ReportError for a kind without a figure or a bad format/style.
     """
     formats = parse_formats(formats)
     look = get_style(style)

@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from gradlab import families as fam
 from gradlab import runs as R
 from gradlab import stat_names as S
+from gradlab.along_depth import positive_logs
 from gradlab.errors import RunDirError
-from gradlab.report.style import FAMILY_ORDER, model_label
 
 # the statistics the report draws
 REPORT_STATS = (S.GRAD_NORM, S.ACT_GRAD_NORM, S.ACT_STD)
@@ -94,7 +95,7 @@ def run_table(runs: list[R.Run]) -> pd.DataFrame:
                 "family": run.family,
                 "depth": run.depth,
                 "seed": run_seed(run),
-                "label": model_label(run.family, run.depth),
+                "label": fam.label(run.family, run.depth),
                 "params": int(model.get("params", 0) or 0),
                 "state": run.state,
                 "step": int(run.status.get("step", 0) or 0),
@@ -111,8 +112,7 @@ def run_table(runs: list[R.Run]) -> pd.DataFrame:
 
 def sort_models(frame: pd.DataFrame, extra=("seed",)) -> pd.DataFrame:
     """Plain nets first (as in the paper's tables), then ResNets; by depth within each."""
-    order = {f: i for i, f in enumerate(FAMILY_ORDER)}
-    key = frame["family"].map(lambda f: order.get(f, len(order)))
+    key = frame["family"].map(fam.sort_key)
     by = ["_family_order", "depth", *[c for c in extra if c in frame]]
     return frame.assign(_family_order=key).sort_values(by, kind="stable").drop(columns="_family_order")
 
@@ -403,7 +403,7 @@ def _identity(run: R.Run) -> dict:
         "family": run.family,
         "depth": run.depth,
         "seed": run_seed(run),
-        "label": model_label(run.family, run.depth),
+        "label": fam.label(run.family, run.depth),
     }
 
 
@@ -464,20 +464,6 @@ def responses(runs: list[R.Run], data: LayerData) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=cols)
     return pd.concat(parts, ignore_index=True)[cols]
-
-
-def positive_logs(values) -> np.ndarray:
-    """log of each positive finite value, NaN elsewhere (for geometric means that skip them)."""
-    v = np.asarray(values, dtype=float)
-    ok = np.isfinite(v) & (v > 0)
-    return np.where(ok, np.log(np.where(ok, v, 1.0)), np.nan)
-
-
-def geometric_mean(values: pd.Series) -> float:
-    """Mean on a log scale, over positive finite values (NaN if none)."""
-    v = values.to_numpy(dtype=float)
-    v = v[np.isfinite(v) & (v > 0)]
-    return float(np.exp(np.log(v).mean())) if v.size else float("nan")
 
 
 def flow_by_model(flow: pd.DataFrame) -> pd.DataFrame:

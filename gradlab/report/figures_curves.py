@@ -6,30 +6,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from gradlab.report.style import (
-    FAMILY_LINESTYLES,
-    FAMILY_MARKERS,
-    FAMILY_ORDER,
-    Style,
-    family_title,
-    iteration_axis,
-    model_label,
-    new_figure,
-    nice_ceiling,
-    panel_title,
-    pct,
-)
-
-
-def families_in(frame: pd.DataFrame) -> list[str]:
-    """The families present in `frame`, plain before resnet (then any others)."""
-    present = list(dict.fromkeys(frame["family"]))
-    return [f for f in FAMILY_ORDER if f in present] + [f for f in present if f not in FAMILY_ORDER]
-
-
-def legend_label(family: str, depth: int, notes: dict) -> str:
-    note = notes.get((family, depth), "")
-    return model_label(family, depth) + (f" ({note})" if note else "")
+from gradlab import families as fam
+from gradlab.report.style import Style, face, iteration_axis, legend_label, new_figure, nice_ceiling
+from gradlab.report.wording import pct
 
 
 def curves_figure(curves: pd.DataFrame, palette: dict, notes: dict, style: Style):
@@ -38,7 +17,7 @@ def curves_figure(curves: pd.DataFrame, palette: dict, notes: dict, style: Style
     Several seeds of one model: the mean at each evaluation, with the test-error
     min–max over seeds shaded.
     """
-    families = families_in(curves)
+    families = fam.ordered(curves["family"])
     fig = new_figure(style.full_width, style.panel_height * 1.35)
     axes = np.atleast_1d(fig.subplots(1, len(families), sharey=True, squeeze=False)[0])
     max_step = float(curves["step"].max()) if len(curves) else 0.0
@@ -78,7 +57,7 @@ def curves_figure(curves: pd.DataFrame, palette: dict, notes: dict, style: Style
             Line2D([], [], color="0.3", ls="-", lw=1.8 * w, label="test"),
         ]
         ax.legend(handles=handles, loc="best", handlelength=1.8)
-        ax.set_title(panel_title(family))
+        ax.set_title(fam.get(family).panel_title)
         ax.set_xlim(0, max_step if max_step > 0 else 1)
         iteration_axis(ax, max_step)
     axes[0].set_ylim(0, top)
@@ -97,18 +76,17 @@ def finals_figure(models: pd.DataFrame, palette: dict, style: Style, notes: dict
     depths = sorted(models["depth"].unique())
     w = style.rc.get("lines.linewidth", 1.0)
     for ax, which, title in zip(axes, ("train", "test"), ("training error", "test error")):
-        for family in families_in(models):
+        for family in fam.ordered(models["family"]):
             sub = models[models["family"] == family].sort_values("depth")
             x = sub["depth"].to_numpy(dtype=float)
             y = pct(sub[f"{which}_mean"].to_numpy(dtype=float))
             err = pct(sub[f"{which}_std"].fillna(0).to_numpy(dtype=float))
-            ax.plot(x, y, ls=FAMILY_LINESTYLES.get(family, "-"), color="0.35", lw=0.9 * w, zorder=1)
+            ax.plot(x, y, ls=fam.get(family).linestyle, color="0.35", lw=0.9 * w, zorder=1)
             for xi, yi, ei, d in zip(x, y, err, sub["depth"]):
                 color = palette[int(d)]
-                filled = family != "plain"
                 ax.errorbar(
-                    xi, yi, yerr=ei if ei > 0 else None, fmt=FAMILY_MARKERS.get(family, "o"),
-                    color=color, mfc=color if filled else "white", mec=color, ms=4.5 * w, capsize=2 * w,
+                    xi, yi, yerr=ei if ei > 0 else None, fmt=fam.get(family).marker,
+                    color=color, mfc=face(family, color), mec=color, ms=4.5 * w, capsize=2 * w,
                     lw=0.9 * w, zorder=3,
                 )  # fmt: skip
                 if (family, int(d)) in notes:
@@ -130,16 +108,16 @@ def finals_figure(models: pd.DataFrame, palette: dict, style: Style, notes: dict
             [],
             [],
             color="0.35",
-            ls=FAMILY_LINESTYLES[f],
-            marker=FAMILY_MARKERS[f],
-            mfc="white" if f == "plain" else "0.35",
+            ls=fam.get(f).linestyle,
+            marker=fam.get(f).marker,
+            mfc=face(f, "0.35"),
             mec="0.35",
             lw=0.9 * w,
             ms=4.5 * w,
-            label=family_title(f),
+            label=fam.get(f).title,
         )  # fmt: skip
-        for f in families_in(models)
-        if f in FAMILY_MARKERS
+        for f in fam.ordered(models["family"])
+        if fam.is_known(f)
     ]
     if any((f, int(d)) in notes for f, d in zip(models["family"], models["depth"])):
         handles.append(Line2D([], [], ls="none", marker="x", color="0.15", ms=6 * w, mew=1.0 * w, label="not finished"))

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
+from gradlab import families as fam
 from gradlab import stat_names as S
-from gradlab.report.figures_curves import families_in, legend_label
-from gradlab.report.style import HEATMAP_CMAP, Style, model_label, new_figure, panel_title
+from gradlab.report.style import HEATMAP_CMAP, Style, legend_label, new_figure
 
 STAT_LABELS = {
     S.GRAD_NORM: "‖∂L/∂W‖",
@@ -27,7 +27,7 @@ def flow_figure(flow_models: pd.DataFrame, phase: str, step_label: str, palette:
     """
     sub = flow_models[flow_models["phase"] == phase]
     stats = [s for s in (S.GRAD_NORM, S.ACT_GRAD_NORM) if (sub["stat"] == s).any()]
-    families = families_in(sub)
+    families = fam.ordered(sub["family"])
     fig = new_figure(style.full_width, style.panel_height * (0.35 + 1.05 * len(stats)))
     axes = fig.subplots(len(stats), len(families), sharex=True, sharey="row", squeeze=False)
     depth_panels(axes, sub, stats, families, palette, lambda family, depth: legend_label(family, depth, notes), style)
@@ -60,7 +60,7 @@ def depth_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str
             if log:
                 ax.set_yscale("log")
             if r == 0:
-                ax.set_title(panel_title(family))
+                ax.set_title(fam.get(family).panel_title)
                 ax.legend(loc="best")
             if r == len(stats) - 1:
                 ax.set_xlabel(xlabel)
@@ -86,7 +86,7 @@ def heatmap_figure(maps: list[tuple[dict, pd.DataFrame]], style: Style, value_ra
     order (the recording schedule is denser early); ticks show their step. One log colour
     scale (value_range) for all panels so runs compare directly.
     """
-    families = families_in(pd.DataFrame({"family": [r["family"] for r, _ in maps]}))
+    families = fam.ordered(r["family"] for r, _ in maps)
     depths = sorted({int(r["depth"]) for r, _ in maps})
     fig = new_figure(style.full_width, style.panel_height * (0.45 + 0.95 * len(depths)))
     axes = fig.subplots(len(depths), len(families), squeeze=False)
@@ -106,7 +106,7 @@ def heatmap_figure(maps: list[tuple[dict, pd.DataFrame]], style: Style, value_ra
         ticks = np.unique(np.linspace(0, len(steps) - 1, min(5, len(steps))).round().astype(int))
         ax.set_xticks(ticks)
         ax.set_xticklabels([_short_step(steps[t]) for t in ticks])
-        label = model_label(row["family"], int(row["depth"]))
+        label = fam.label(row["family"], int(row["depth"]))
         ax.set_title(label + (f" ({row['note']})" if row.get("note") else ""))
         ax.set_ylabel("layer")
         if (r + 1, c) not in used:  # the lowest panel of its column

@@ -9,14 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from gradlab import families as fam
 from gradlab import stat_names as S
 from gradlab.analysis_dirs import Analysis
-from gradlab.report.figures_curves import families_in
+from gradlab.families import PLAIN, RESNET
 from gradlab.report.figures_flow import STAT_LABELS, depth_panels
-from gradlab.report.style import (
-    FAMILY_LINESTYLES, FAMILY_MARKERS, PLAIN, RESNET, Style, depth_palette, family_title, model_label, new_figure,
-)  # fmt: skip
-from gradlab.report.summary import trend_word
+from gradlab.report.style import Style, depth_palette, face, new_figure
+from gradlab.report.wording import trend_word
 
 # columns each table must have (checked before drawing; a folder lacking them is damaged)
 TABLES = {
@@ -34,23 +33,23 @@ def figure(analysis: Analysis, style: Style):
     against depth (log-log) in the last column; y shared along a row of norms."""
     by_model, ratios = analysis.tables["by_model"], analysis.tables["ratios"]
     stats = _stats(by_model)
-    families = families_in(by_model)
+    families = fam.ordered(by_model["family"])
     palette = depth_palette(by_model["depth"])
     fig = new_figure(style.full_width, style.panel_height * (0.35 + 1.05 * len(stats)))
     axes = fig.subplots(len(stats), len(families) + 1, squeeze=False)
     for r in range(len(stats)):
         for c in range(1, len(families)):
             axes[r, c].sharey(axes[r, 0])
-    depth_panels(axes, by_model, stats, families, palette, model_label, style)
+    depth_panels(axes, by_model, stats, families, palette, fam.label, style)
     w = style.rc.get("lines.linewidth", 1.0)
     for r, stat in enumerate(stats):
         ax = axes[r, -1]
         rr = ratios[ratios["stat"] == stat]
-        for family in families_in(rr) if len(rr) else []:
+        for family in fam.ordered(rr["family"]):
             line = rr[rr["family"] == family].sort_values("depth")
-            ax.plot(line["depth"], line["ratio"], color="0.15", lw=w, ls=FAMILY_LINESTYLES.get(family, "-"),
-                    marker=FAMILY_MARKERS.get(family, "o"), ms=3.5 * w,
-                    mfc="white" if family == PLAIN else "0.15", label=family_title(family))  # fmt: skip
+            look = fam.get(family)
+            ax.plot(line["depth"], line["ratio"], color="0.15", lw=w, ls=look.linestyle, marker=look.marker,
+                    ms=3.5 * w, mfc=face(family, "0.15"), label=look.title)  # fmt: skip
         ax.axhline(1.0, color="0.6", lw=0.6 * w, ls=":", zorder=0)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -98,16 +97,16 @@ def sentences(analysis: Analysis) -> list[str]:
         ok = r[np.isfinite(r["ratio"].to_numpy(dtype=float))]
         shared = set(ok.loc[ok["family"] == PLAIN, "depth"]) & set(ok.loc[ok["family"] == RESNET, "depth"])
         parts = []
-        for family in families_in(ok) if len(ok) else []:
+        for family in fam.ordered(ok["family"]):
             pool = shared or set(ok.loc[ok["family"] == family, "depth"])
             d = ok[(ok["family"] == family) & (ok["depth"] == max(pool))]
-            parts.append(f"{trend_word(float(d['ratio'].iloc[0]))} in {model_label(family, int(d['depth'].iloc[0]))}")
+            parts.append(f"{trend_word(float(d['ratio'].iloc[0]))} in {fam.label(family, int(d['depth'].iloc[0]))}")
         if parts:
             out.append(f"At initialization ({_context(analysis)}), {STAT_LABELS[stat]} from the last conv layer "
                        f"to the first {' and '.join(parts)}.")  # fmt: skip
         bad = r[~r.index.isin(ok.index)].sort_values(["family", "depth"])
         if len(bad):
-            labels = ", ".join(model_label(f, int(d)) for f, d in zip(bad["family"], bad["depth"]))
+            labels = ", ".join(fam.label(f, int(d)) for f, d in zip(bad["family"], bad["depth"]))
             out.append(f"{STAT_LABELS[stat]} was not finite at init (beyond float32's range) in {labels}: "
                        "no ratio there.")  # fmt: skip
     return out

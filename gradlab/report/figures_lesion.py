@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from gradlab import families as fam
 from gradlab.analysis_dirs import Analysis
-from gradlab.report.figures_curves import families_in
-from gradlab.report.style import FAMILY_TITLES, Style, depth_palette, model_label, new_figure, panel_title, pct
+from gradlab.report.style import Style, depth_palette, new_figure
+from gradlab.report.wording import pct
 
 TABLES = {
     "lesion": ("family", "depth", "seed", "unit", "index", "layer", "changes_shape", "deleted", "test_err",
@@ -34,12 +35,12 @@ POSITIONS = {
     "block": "x: the block's position, 1 = input side",
 }
 HOW = {
-    ("plain", "layer"): "its conv, with the BN and ReLU that belong to it, replaced by the identity, possible only "
+    (fam.PLAIN, "layer"): "its conv, with the BN and ReLU that belong to it, replaced by the identity, possible only "
                         "where the layer keeps the shape (gaps: strided or channel-changing layers; the stem conv "
                         "and the classifier are never deleted)",
-    ("plain", "block"): "replaced by the identity, possible only where it keeps the shape (gaps: downsampling "
+    (fam.PLAIN, "block"): "replaced by the identity, possible only where it keeps the shape (gaps: downsampling "
                         "blocks)",
-    ("resnet", "block"): "its branch F(x) set to zero, which leaves its shortcut (open markers: downsampling "
+    (fam.RESNET, "block"): "its branch F(x) set to zero, which leaves its shortcut (open markers: downsampling "
                          "blocks, deleted through their projection or padding)",
 }  # fmt: skip
 
@@ -64,7 +65,7 @@ def _plural(unit: str) -> str:
 
 def figure(analysis: Analysis, style: Style):
     data, runs = by_model(analysis), analysis.tables["runs"]
-    families = families_in(data)
+    families = fam.ordered(data["family"])
     palette = depth_palette(data["depth"])
     floor = pct(0.5 / max(int(runs["test_size"].max()), 1))  # where a zero error is drawn on log y
     chance = pct(1 - 1 / max(int(runs["num_classes"].max()), 1))
@@ -72,28 +73,28 @@ def figure(analysis: Analysis, style: Style):
     axes = fig.subplots(1, len(families), sharey=True, squeeze=False)[0]
     w = style.rc.get("lines.linewidth", 1.0)
     for ax, family in zip(axes, families):
-        fam = data[data["family"] == family]
+        rows = data[data["family"] == family]
         unit = _unit(data, family)
-        for depth in sorted(fam["depth"].unique()):
-            d = fam[fam["depth"] == depth].sort_values("index")
+        for depth in sorted(rows["depth"].unique()):
+            d = rows[rows["depth"] == depth].sort_values("index")
             color = palette[int(depth)]
             err = np.maximum(pct(d["test_err"].to_numpy(dtype=float)), floor)
             ax.plot(d["index"], err, color=color, lw=w, marker="." if len(d) <= 40 else None, ms=3 * w,
-                    label=model_label(family, int(depth)))  # fmt: skip
+                    label=fam.label(family, int(depth)))  # fmt: skip
             down = d[d["changes_shape"] & d["deleted"]]
             ax.plot(down["index"], np.maximum(pct(down["test_err"].to_numpy(dtype=float)), floor), ls="none",
                     marker="o", ms=3.5 * w, mfc="white", mec=color, mew=0.8 * w)  # fmt: skip
             ax.axhline(max(pct(float(d["intact_err"].iloc[0])), floor), color=color, ls="--", lw=0.8 * w)
-        first, last = int(fam["index"].min()), int(fam["index"].max())
+        first, last = int(rows["index"].min()), int(rows["index"].max())
         ax.set_xlim(first - 0.5, last + 0.5)  # also where nothing could be deleted (no finite point)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.axhline(chance, color="0.55", ls=":", lw=0.8 * w)
         ax.text(first, chance, "chance", fontsize="x-small", color="0.4", va="bottom")
-        if not fam["deleted"].any():
+        if not rows["deleted"].any():
             ax.text(0.5, 0.5, f"no {unit} keeps its shape:\nnothing could be deleted", transform=ax.transAxes,
                     ha="center", va="center", fontsize="small", color="0.3")  # fmt: skip
         ax.set_yscale("log")
-        ax.set_title(f"{panel_title(family)}: one {unit} deleted")
+        ax.set_title(f"{fam.get(family).panel_title}: one {unit} deleted")
         ax.set_xlabel(X_LABELS.get(unit, f"deleted {unit}"))
         ax.legend(loc="upper right" if family != "plain" else "lower right", fontsize="x-small")
     axes[0].set_ylabel("test error (%)")
@@ -104,10 +105,10 @@ def figure(analysis: Analysis, style: Style):
 
 def title_units(data: pd.DataFrame) -> str:
     """"layers (plain) and blocks (ResNet)", or just "blocks" when every panel deletes blocks."""
-    units = {f: _unit(data, f) for f in families_in(data)}
+    units = {f: _unit(data, f) for f in fam.ordered(data["family"])}
     if len(set(units.values())) == 1:
         return _plural(next(iter(units.values())))
-    return " and ".join(f"{_plural(u)} ({FAMILY_TITLES.get(f, f)})" for f, u in units.items())
+    return " and ".join(f"{_plural(u)} ({fam.get(f).title})" for f, u in units.items())
 
 
 def title(analysis: Analysis) -> str:
@@ -117,11 +118,11 @@ def title(analysis: Analysis) -> str:
 def caption(analysis: Analysis) -> str:
     data = by_model(analysis)
     panels = []
-    for family in families_in(data):
+    for family in fam.ordered(data["family"]):
         unit = _unit(data, family)
         how = HOW.get((family, unit), "deleted")
         where = POSITIONS.get(unit, f"x: the deleted {unit}")
-        panel = panel_title(family)
+        panel = fam.get(family).panel_title
         panels.append(f"{panel[:1].upper()}{panel[1:]}: one {unit} deleted at a time ({where}), {how}")
     return (
         "Test error after deleting one part of a trained net. " + "; ".join(panels) + ". Dashed lines: the intact "
@@ -133,13 +134,13 @@ def caption(analysis: Analysis) -> str:
 def sentences(analysis: Analysis) -> list[str]:
     data = by_model(analysis)
     out = []
-    for family in families_in(data):
+    for family in fam.ordered(data["family"]):
         for depth in sorted(data.loc[data["family"] == family, "depth"].unique()):
-            fam = data[(data["family"] == family) & (data["depth"] == depth)]
-            unit = _unit(fam, family)
-            label = f"Lesion {model_label(family, int(depth))} (one {unit} at a time)"
-            intact = f"test error {pct(fam['intact_err'].iloc[0]):.1f}% intact"
-            d = fam[fam["deleted"]]
+            model = data[(data["family"] == family) & (data["depth"] == depth)]
+            unit = _unit(model, family)
+            label = f"Lesion {fam.label(family, int(depth))} (one {unit} at a time)"
+            intact = f"test error {pct(model['intact_err'].iloc[0]):.1f}% intact"
+            d = model[model["deleted"]]
             if d.empty:
                 out.append(f"{label}: {intact}; no {unit} keeps its shape, so none was deleted.")
                 continue

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradlab.report.figures_curves import families_in, legend_label
-from gradlab.report.style import Style, new_figure, panel_title
+from gradlab import families as fam
+from gradlab.report.style import Style, legend_label, new_figure
 
 
 # stds spanning more than this factor get a log y axis: on a linear one, a plain net whose
@@ -28,7 +28,7 @@ def responses_figure(responses: pd.DataFrame, palette: dict, notes: dict, style:
     y is shared along each row so plain and residual nets compare directly; it is
     logarithmic when the stds span more than LOG_SPAN (see log_scale_for).
     """
-    families = families_in(responses)
+    families = fam.ordered(responses["family"])
     fig = new_figure(style.full_width, style.panel_height * 2.3)
     axes = fig.subplots(2, len(families), sharey="row", squeeze=False)
     w = style.rc.get("lines.linewidth", 1.0)
@@ -43,7 +43,7 @@ def responses_figure(responses: pd.DataFrame, palette: dict, notes: dict, style:
             by_rank = d.groupby("rank", sort=True)["value"].mean()
             axes[0, c].plot(by_pos.index, by_pos.to_numpy(), color=color, lw=w, label=label, zorder=z)
             axes[1, c].plot(by_rank.index, by_rank.to_numpy(), color=color, lw=w, label=label, zorder=z)
-        axes[0, c].set_title(panel_title(family))
+        axes[0, c].set_title(fam.get(family).panel_title)
         axes[0, c].set_xlabel("layer index (original)")
         axes[1, c].set_xlabel("layer index (sorted by magnitude)")
         axes[0, c].legend(loc="best")

@@ -14,9 +14,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from gradlab import families as fam
 from gradlab.analysis_dirs import Analysis
-from gradlab.report.figures_curves import families_in
-from gradlab.report.style import FAMILY_LINESTYLES, FAMILY_MARKERS, PLAIN, RESNET, Style, new_figure
+from gradlab.families import PLAIN, RESNET
+from gradlab.report.style import Style, face, new_figure
 
 TABLES = {
     "autocorr": ("family", "depth", "seed", "lag", "corr"),
@@ -43,15 +44,15 @@ def neighbour(analysis: Analysis) -> pd.DataFrame:
 
 def figure(analysis: Analysis, style: Style):
     pairs, near = mean_sem(analysis.tables["pairs"]), neighbour(analysis)
-    families = families_in(pairs)
+    families = fam.ordered(pairs["family"])
     fig = new_figure(style.full_width, style.panel_height * 1.35)
     ax_pairs, ax_near, ax_grad = fig.subplots(1, 3)
     w = style.rc.get("lines.linewidth", 1.0)
     depths = np.arange(1, int(pairs["depth"].max()) + 1)
     batch_norm = analysis.settings.get("batch_norm", True)
     for family in families:
-        style_kw = dict(color=FAMILY_COLORS[family], marker=FAMILY_MARKERS[family], ms=2.5 * w,
-                        mfc="white" if family == PLAIN else FAMILY_COLORS[family], lw=w)  # fmt: skip
+        style_kw = dict(color=FAMILY_COLORS[family], marker=fam.get(family).marker, ms=2.5 * w,
+                        mfc=face(family, FAMILY_COLORS[family]), lw=w)  # fmt: skip
         p = pairs[pairs["family"] == family].sort_values("depth")
         shown = p[p["mean"] > 2 * p["sem"]]  # the rest cannot be told from zero
         ax_pairs.errorbar(shown["depth"], shown["mean"], yerr=shown["sem"], ls="none", capsize=0,
@@ -59,9 +60,9 @@ def figure(analysis: Analysis, style: Style):
         if family == PLAIN or batch_norm:
             text, rate = PREDICTED[family]
             ax_pairs.plot(depths, rate(depths), color=FAMILY_COLORS[family], lw=0.8 * w,
-                          ls=FAMILY_LINESTYLES[family], label=f"{text} (predicted)")  # fmt: skip
+                          ls=fam.get(family).linestyle, label=f"{text} (predicted)")  # fmt: skip
         n = near[near["family"] == family].sort_values("depth")
-        ax_near.plot(n["depth"], n["mean"], ls=FAMILY_LINESTYLES[family], label=NAMES[family],
+        ax_near.plot(n["depth"], n["mean"], ls=fam.get(family).linestyle, label=NAMES[family],
                      markevery=_markevery(len(n)), **style_kw)  # fmt: skip
         ax_near.fill_between(n["depth"], n["mean"] - n["sem"], n["mean"] + n["sem"],
                              color=FAMILY_COLORS[family], alpha=0.2, lw=0)  # fmt: skip
@@ -111,7 +112,7 @@ def _examples(grads: pd.DataFrame) -> list[tuple[str, int]]:
     lo, hi = int(grads["depth"].min()), int(grads["depth"].max())
     out = [(PLAIN if (grads["family"] == PLAIN).any() else RESNET, lo)]
     if hi > lo:
-        out += [(f, hi) for f in families_in(grads)]
+        out += [(f, hi) for f in fam.ordered(grads["family"])]
     return out
 
 

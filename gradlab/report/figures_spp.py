@@ -7,13 +7,14 @@ one line per depth along the block index. Reads the folder's "by_model" table.
 
 from __future__ import annotations
 
+from gradlab import families as fam
 from gradlab.analysis_dirs import Analysis
-from gradlab.report.figures_curves import families_in
+from gradlab.families import PLAIN, RESNET
 from gradlab.report.figures_flow import depth_panels
-from gradlab.report.style import PLAIN, RESNET, Style, depth_palette, model_label, new_figure
-from gradlab.report.summary import fmt_std
+from gradlab.report.style import Style, depth_palette, new_figure
+from gradlab.report.wording import fmt_std
 
-# stat names as written by gradlab.probes.spp (the report does not import torch code)
+# stat names as written by gradlab.analyses.spp (the report does not import torch code)
 SQ_MEAN, VAR, BRANCH_VAR = "avg_channel_sq_mean", "avg_channel_var", "branch_avg_channel_var"
 STAT_LABELS = {SQ_MEAN: "avg. channel\nsquared mean", VAR: "avg. channel\nvariance",
                BRANCH_VAR: "residual avg.\nchannel variance"}  # fmt: skip
@@ -24,11 +25,11 @@ def figure(analysis: Analysis, style: Style):
     """Three rows of SPP curves, plain and ResNet side by side with a shared y per row."""
     data = analysis.tables["by_model"]
     stats = [s for s in (SQ_MEAN, VAR, BRANCH_VAR) if (data["stat"] == s).any()]
-    families = families_in(data)
+    families = fam.ordered(data["family"])
     palette = depth_palette(data["depth"])
     fig = new_figure(style.full_width, style.panel_height * (0.35 + 0.9 * len(stats)))
     axes = fig.subplots(len(stats), len(families), sharex="col", sharey="row", squeeze=False)
-    depth_panels(axes, data, stats, families, palette, model_label, style, x="block",
+    depth_panels(axes, data, stats, families, palette, fam.label, style, x="block",
                  xlabel="residual block (1 = input side)", ylabels=STAT_LABELS, log=False)
     for r, stat in enumerate(stats):
         top = data.loc[data["stat"] == stat, "value"].max()
@@ -74,7 +75,7 @@ def sentences(analysis: Analysis) -> list[str]:
         d = d.sort_values("block")
         if len(d) >= 2:
             first, last = fmt_std(d["value"].iloc[0]), fmt_std(d["value"].iloc[-1])
-            parts.append(f"{first} → {last} in {model_label(family, depth)}")
+            parts.append(f"{first} → {last} in {fam.label(family, depth)}")
     if not parts:
         return []
     return [f"Over the first stage ({_context(analysis)}), the average channel variance of block outputs goes "

@@ -15,16 +15,11 @@ from typing import Iterable, Iterator
 import matplotlib as mpl
 import seaborn as sns
 
+from gradlab import families
+from gradlab.errors import ReportError
+
 PAPER, NOTEBOOK = "paper", "notebook"
 STYLES = (PAPER, NOTEBOOK)
-
-PLAIN, RESNET = "plain", "resnet"
-FAMILY_ORDER = (PLAIN, RESNET)
-FAMILY_TITLES = {PLAIN: "plain", RESNET: "ResNet"}
-PANEL_TITLES = {PLAIN: "plain networks", RESNET: "ResNets"}
-# plain: open circles on dashed lines; ResNet: filled squares on solid lines
-FAMILY_MARKERS = {PLAIN: "o", RESNET: "s"}
-FAMILY_LINESTYLES = {PLAIN: "--", RESNET: "-"}
 
 # seaborn "colorblind" (Okabe-Ito-like), with its yellow moved last: poor on white
 _COLORS = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#949494", "#56b4e9", "#fbafe4", "#ece133"]
@@ -100,8 +95,6 @@ def get_style(name: str | Style) -> Style:
     try:
         return STYLE_TABLE[name]
     except KeyError:
-        from gradlab.report.build import ReportError
-
         raise ReportError(f"unknown report style {name!r}; choose one of: {', '.join(STYLES)}") from None
 
 
@@ -119,27 +112,15 @@ def depth_palette(depths: Iterable[int]) -> dict[int, str]:
     return {d: _COLORS[i % len(_COLORS)] for i, d in enumerate(ordered)}
 
 
-def model_label(family: str, depth: int) -> str:
-    """Names as in He et al. 2015: "plain-20", "ResNet-56"."""
-    if family == RESNET:
-        return f"ResNet-{depth}"
-    if family == PLAIN:
-        return f"plain-{depth}"
-    return f"{family}-{depth}"
+def legend_label(family: str, depth: int, notes: dict) -> str:
+    """A model's label ("ResNet-56"), with what happened to it if it did not finish."""
+    note = notes.get((family, depth), "")
+    return families.label(family, depth) + (f" ({note})" if note else "")
 
 
-def family_title(family: str) -> str:
-    return FAMILY_TITLES.get(family, family)
-
-
-def panel_title(family: str) -> str:
-    """Title of a panel holding one family: "plain networks", "ResNets"."""
-    return PANEL_TITLES.get(family, f"{family} networks")
-
-
-def pct(fraction: float) -> float:
-    """Errors are stored as fractions and shown as percent."""
-    return 100.0 * fraction
+def face(family: str, color: str) -> str:
+    """Marker face colour: the family's colour, or white for open markers (plain nets)."""
+    return color if families.get(family).filled else "white"
 
 
 def new_figure(width: float, height: float):

@@ -13,24 +13,12 @@ import numpy as np
 import pandas as pd
 
 from gradlab import stat_names as S
-from gradlab.report.style import PLAIN, RESNET, pct
+from gradlab.along_depth import first_last_ratio
+from gradlab.families import PLAIN, RESNET
+from gradlab.report.wording import fmt_pair, fmt_pct, fmt_std, pct, trend_word
 
 SINGLE_RUN_TOLERANCE = 0.005  # 0.5 percentage points, as a fraction
-FLOW_FACTOR = 2.0  # gradient-flow ratios closer than this are "similar"
 RESPONSE_TOLERANCE = 0.05  # mean responses within 5 % are "about the same"
-
-
-def fmt_pair(a: float, b: float) -> tuple[str, str]:
-    """Two errors as percent, with one decimal unless that would make them look equal."""
-    for digits in (1, 2, 3):
-        sa, sb = f"{pct(a):.{digits}f}%", f"{pct(b):.{digits}f}%"
-        if sa != sb or a == b:
-            return sa, sb
-    return sa, sb
-
-
-def fmt_pct(a: float) -> str:
-    return f"{pct(a):.1f}%"
 
 
 def tolerance(a: pd.Series, b: pd.Series, which: str = "train") -> float:
@@ -132,42 +120,6 @@ def paired_sentences(models: pd.DataFrame) -> list[str]:
     return [
         f"At depth {d}, {r['label']} ends at {xr} training error vs {xp} for {p['label']}: {verdict}{_caveat(p, r)}."
     ]
-
-
-def first_last_ratio(line: pd.DataFrame) -> float | None:
-    """value at the first conv layer / value at the last conv layer (not the classifier)."""
-    conv = line[line["kind"] == "conv"] if "kind" in line and (line["kind"] == "conv").any() else line
-    conv = conv.sort_values("position")
-    if len(conv) < 2:
-        return None
-    first, last = conv["value"].iloc[0], conv["value"].iloc[-1]
-    if not (np.isfinite(first) and np.isfinite(last)) or last <= 0:
-        return None
-    return float(first / last)
-
-
-def fmt_std(x: float) -> str:
-    return f"{x:.2f}" if abs(x) >= 0.01 else f"{x:.2g}"
-
-
-def fmt_ratio(x: float) -> str:
-    """0.0039, 0.58, 3.2, 45, 1,450, 5.7e+06."""
-    if x >= 1e4 or 0 < x < 1e-3:
-        return f"{x:.2g}"
-    if x >= 100:
-        return f"{x:,.0f}"
-    if x >= 10:
-        return f"{x:.0f}"
-    return f"{x:.2g}"
-
-
-def trend_word(ratio: float) -> str:
-    """How a gradient norm changes from the output side to the input side."""
-    if ratio >= FLOW_FACTOR:
-        return f"grows {fmt_ratio(ratio)}× (exploding towards the input)"
-    if ratio <= 1 / FLOW_FACTOR:
-        return f"shrinks {fmt_ratio(1 / ratio)}× (vanishing towards the input)"
-    return f"changes {fmt_ratio(ratio)}× (within {FLOW_FACTOR:g}×: neither vanishing nor exploding)"
 
 
 def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> list[str]:

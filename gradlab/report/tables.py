@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from gradlab.report.style import pct
+from gradlab.report.wording import pct
 
 MARKS = ("†", "‡", "§", "¶", "#")
 LATEX_MARKS = {"†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"$^\S$", "¶": r"$^\P$", "#": r"$^\#$"}

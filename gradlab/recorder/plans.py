@@ -1,6 +1,6 @@
 """Index tensors a recorded step's batched derivation needs, built once per step layout.
 
-The step-time writers (gradlab.probes.deferred, bn_stats, bn_grads) gather what the hooks
+The step-time writers (gradlab.recorder.deferred, bn_stats, bn_grads) gather what the hooks
 queued and scatter the results into the step's row with index tensors that depend only on
 the step's layout (which tensors, their shapes, their columns). A layout recurs every
 recorded step, so its plan is built once; a new batch size or input shape adds one.

@@ -28,15 +28,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gradlab import families as fam
 from gradlab import stat_names as S
-from gradlab.compare import FAMILIES
+from gradlab.along_depth import first_last_ratio, positive_logs
 from gradlab.environment import describe
 from gradlab.models.probe_points import CONV, FC
-from gradlab.probes.recorder import watch
-from gradlab.probes.result import ProbeResult
-from gradlab.probes.sweep import Sweep
-from gradlab.report.collect import positive_logs
-from gradlab.report.summary import first_last_ratio
+from gradlab.recorder.recorder import watch
+from gradlab.analyses.result import ProbeResult
+from gradlab.analyses.sweep import Sweep
 
 __all__ = ["KIND", "STATS", "first_last_ratios", "init_gradients", "layer_gradients", "seed_mean"]
 
@@ -104,7 +103,7 @@ def first_last_ratios(by_model: pd.DataFrame) -> pd.DataFrame:
 
 def init_gradients(
     depths=(20, 56, 110),
-    families=FAMILIES,
+    families=fam.names(),
     seeds=(0, 1, 2),
     batch_size: int = 128,
     dataset: str = "digits",

@@ -10,7 +10,7 @@ count, the gradient's norm); deferring them takes one per point and a few per st
   a later in-place op (a ReLU with ``inplace=True``) overwrites the output;
 * gradient hooks keep a reference to dL/dh: no launch;
 * ``step()`` stacks the samples of each (shape, dtype) and reduces every stack row-wise
-  (sum, norm, positive count: gradlab.probes.reductions, the same arithmetic as the hooks),
+  (sum, norm, positive count: gradlab.recorder.reductions, the same arithmetic as the hooks),
   takes every gradient's norm with one fused ``torch._foreach_norm`` per dtype, and writes
   the activation values into the step's row with one ``index_copy_``.
 
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import torch
 
-from gradlab.probes.plans import cached_plan
-from gradlab.probes.reductions import count, foreach_norm, norm, total
+from gradlab.recorder.plans import cached_plan
+from gradlab.recorder.reductions import count, foreach_norm, norm, total
 
 __all__ = ["COUNT", "Deferred", "NORM", "STATS", "SUM"]
 

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 import torch
 
-from gradlab.compare import FAMILIES, model_name
+from gradlab import families as fam
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
-from gradlab.models import build
-from gradlab.probes.init_inputs import ProbeBatch, probe_batch
+from gradlab.models import build, model_name
+from gradlab.analyses.init_inputs import ProbeBatch, probe_batch
 from gradlab.progress import progress_bar
 
-__all__ = ["Sweep", "check_families", "check_seeds"]
+__all__ = ["Sweep", "check_seeds"]
 
 
 def check_seeds(seeds) -> tuple[int, ...]:
@@ -23,15 +23,6 @@ def check_seeds(seeds) -> tuple[int, ...]:
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
         raise ConfigError(f"seeds must be whole numbers >= 0, e.g. 0,1,2; got {', '.join(map(str, seeds)) or 'none'}")
     return seeds
-
-
-def check_families(families) -> tuple[str, ...]:
-    """Families as a tuple of "plain"/"resnet"; a clear ConfigError otherwise."""
-    families = tuple(families)
-    bad = [f for f in families if f not in FAMILIES]
-    if bad or not families:
-        raise ConfigError(f"families: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(FAMILIES)}")
-    return families
 
 
 @dataclass
@@ -50,7 +41,7 @@ class Sweep:
     @classmethod
     def plan(cls, depths, families, seeds, batch_size: int, dataset: str, data_dir: str | None = None,
              device: str = "auto", inputs: str = "real") -> "Sweep":
-        families = check_families(families)
+        families = fam.check(families)
         seeds = check_seeds(seeds)
         names = {(f, int(d)): model_name(f, int(d)) for d in depths for f in families}  # validates depths
         dev = resolve_device(device)

@@ -9,7 +9,7 @@ invstd_c^2``), the norm of dx follows without reading it:
     ||dx_c||^2 = (gamma_c * invstd_c)^2 * (S2_c - S1_c^2 / M - S3_c^2 * (2 - r_c) / M)
     ||dy||^2   = sum_c S2_c
 
-So a BatchNorm's backward hook (gradlab.probes.bn_stats.bn_node) reads dL/dy once, for its
+So a BatchNorm's backward hook (gradlab.recorder.bn_stats.bn_node) reads dL/dy once, for its
 per-example, per-channel norms (one kernel), and keeps the weight and bias gradients (no
 kernel: autograd then copies them into ``.grad`` instead of taking them, in C++, which is
 cheaper than any kernel launched from the hook); ``write()`` derives every queued
@@ -38,9 +38,9 @@ import math
 
 import torch
 
-from gradlab.probes.bn_stats import normalised_square
-from gradlab.probes.plans import cached_plan
-from gradlab.probes.reductions import F32
+from gradlab.recorder.bn_stats import normalised_square
+from gradlab.recorder.plans import cached_plan
+from gradlab.recorder.reductions import F32
 
 __all__ = ["BNGrads"]
 
@@ -56,7 +56,7 @@ class BNGrads:
     """One recorded step's BatchNorm gradients and the columns their norms fill.
 
     ``where``: BatchNorm key -> (offset, channels) of its gamma in the step's stacked gammas
-    and betas (gradlab.probes.bn_stats.BNStats.gamma_beta)."""
+    and betas (gradlab.recorder.bn_stats.BNStats.gamma_beta)."""
 
     def __init__(self, device: torch.device, where: dict):
         self.device = device
@@ -72,7 +72,7 @@ class BNGrads:
 
     def add(self, key, grad_inputs, dy: torch.Tensor, saved, gamma_beta, dy_cols: list[int], dx_col: int) -> bool:
         """Queue BatchNorm ``key``'s backward (``grad_inputs``: dx, dgamma, dbeta; ``saved``:
-        its forward's gradlab.probes.bn_stats.saved_stats; ``gamma_beta``: the forward's
+        its forward's gradlab.recorder.bn_stats.saved_stats; ``gamma_beta``: the forward's
         stacked gammas and betas). ``||dy||`` goes to ``dy_cols`` (which may still grow until
         write), ``||dx||`` to ``dx_col``. False: take both norms directly. A later call with
         the same key (the next micro-batch) replaces an earlier one."""

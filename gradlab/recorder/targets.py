@@ -33,7 +33,7 @@ import torch.nn as nn
 
 from gradlab.errors import RecorderError
 from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint
-from gradlab.probes.bn_stats import is_batchnorm
+from gradlab.recorder.bn_stats import is_batchnorm
 
 __all__ = [
     "BlockTarget",

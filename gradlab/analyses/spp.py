@@ -29,13 +29,13 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from gradlab.compare import FAMILIES
+from gradlab import families as fam
 from gradlab.environment import describe
 from gradlab.errors import ModelError
 from gradlab.models.probe_points import BLOCK, BRANCH
-from gradlab.probes.result import ProbeResult
-from gradlab.probes.sweep import Sweep
-from gradlab.probes.targets import resolve
+from gradlab.analyses.result import ProbeResult
+from gradlab.analyses.sweep import Sweep
+from gradlab.recorder.targets import resolve
 
 __all__ = ["BRANCH_VAR", "KIND", "SQ_MEAN", "STATS", "VAR", "block_signals", "channel_stats", "signal_propagation"]
 
@@ -100,7 +100,7 @@ def block_signals(model: nn.Module, x: torch.Tensor) -> pd.DataFrame:
 
 def signal_propagation(
     depths=(20, 56, 110),
-    families=FAMILIES,
+    families=fam.names(),
     seeds=(0, 1, 2),
     inputs: str = "gaussian",
     batch_size: int = 128,

@@ -16,7 +16,7 @@ normalised values, 1 unless a channel is nearly constant).
   its stem) gets act_mean and act_std over the whole batch, with neither a hook nor a pass
   over its data. (Its dL/dh comes from the same BatchNorm's backward node, :func:`bn_node`,
   whose first gradient input it is; in the recorder's hooks its norm is derived from
-  dL/dy's: gradlab.probes.bn_grads.)
+  dL/dy's: gradlab.recorder.bn_grads.)
 * Outputs: a BatchNorm's own act_mean and act_std (and those of points that see the same
   tensor, such as the ``branch_out`` after a block's last BN) are those of the whole batch
   too, without a pass over the output. The recorder estimates its other activation
@@ -41,8 +41,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from gradlab.probes.plans import cached_plan
-from gradlab.probes.reductions import F32
+from gradlab.recorder.plans import cached_plan
+from gradlab.recorder.reductions import F32
 
 __all__ = ["BNStats", "bn_node", "is_batchnorm", "normalised_square", "saved_stats"]
 

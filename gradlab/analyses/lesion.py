@@ -54,6 +54,7 @@ import pandas as pd
 import torch
 
 from gradlab import data as datasets
+from gradlab import families as fam
 from gradlab import models
 from gradlab import runs as R
 from gradlab.checkpoint import load_checkpoint
@@ -62,7 +63,7 @@ from gradlab.environment import describe, resolve_device
 from gradlab.errors import ConfigError, ModelError, RunDirError
 from gradlab.loader import eval_batches
 from gradlab.models.probe_points import CONV, FC
-from gradlab.probes.result import ProbeResult
+from gradlab.analyses.result import ProbeResult
 from gradlab.progress import progress_bar
 
 __all__ = ["KIND", "LESION_COLUMNS", "UNITS", "Deletion", "LoadedRun", "collect_runs", "default_out_dir",
@@ -120,7 +121,7 @@ def _usable(run: R.Run) -> R.Run:
     if run.spec["run"]["data"].get("name") == "imagefolder":
         raise RunDirError(f"{run.path} trained on imagefolder data, whose test set streams from disk; lesion reads "
                           f"in-memory datasets only (cifar10/100, mnist, fashion-mnist, digits, synthetic)")
-    if run.family not in ("plain", "resnet"):
+    if not fam.is_known(run.family):
         raise ModelError(f"{run.path} trained a {run.family!r} model; lesions need a plain or residual "
                          f"zoo model (resnet/plain, preresnet/preplain, seedresnet/seedplain)")  # fmt: skip
     return run
@@ -347,7 +348,7 @@ def _planned(run: R.Run, unit: str) -> int:
     A zoo net's main-path weighted layers are its blocks' layers plus the stem conv and fc.
     """
     info = models.info(run.spec["run"]["model"]["name"])
-    per_layer = info.family == "plain" and unit == LAYER
+    per_layer = not fam.get(info.family).residual and unit == LAYER
     return (info.depth - 2 if per_layer else info.blocks) + 1
 
 
@@ -388,13 +389,13 @@ def lesion(runs: list[R.Run], unit: str = LAYER, device: str = "cpu", progress: 
     settings = {
         "runs": [str(r.path) for r in runs],
         "device": str(dev),
-        "unit": {"plain": unit, "resnet": BLOCK},
+        "unit": {fam.PLAIN: unit, fam.RESNET: BLOCK},
         "index": {BLOCK: "block position, 1 = input side",
                   LAYER: "position among the net's main-path weighted layers, 1 = the stem conv"},  # fmt: skip
         "deletion": {
-            "resnet": "branch F(x) set to zero: the block leaves its shortcut (relu(shortcut(x)) for "
+            fam.RESNET: "branch F(x) set to zero: the block leaves its shortcut (relu(shortcut(x)) for "
                       "post-activation blocks, shortcut(x) for pre-activation ones)",
-            "plain": plain[unit],
+            fam.PLAIN: plain[unit],
         },
         "evaluation": "test set, eval mode (trained BN statistics), fp32",
     }

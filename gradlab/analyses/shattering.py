@@ -42,14 +42,15 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 import torch
 
+from gradlab.analyses.result import ProbeResult
 from gradlab.errors import ConfigError
-from gradlab.probes.result import ProbeResult
+from gradlab.families import PLAIN, RESNET
 from gradlab.progress import progress_bar
 
 __all__ = ["KIND", "ShatteringSettings", "input_gradients", "predicted", "shattering"]
 
 KIND = "probe-shattering"
-FAMILIES = ("plain", "resnet")
+FAMILIES = (PLAIN, RESNET)  # the plain nets and their residual twins, with the same weights
 ACTIVATIONS = ("relu", "linear")  # linear: a known answer (constant gradient)
 BN_EPS = 1e-5
 
@@ -96,7 +97,7 @@ class ShatteringSettings:
 
 def predicted(family: str, depth) -> float:
     """The paper's predicted correlation: 2^-L (plain rectifier nets), 1/sqrt(L) (BN resnets)."""
-    return 2.0 ** -depth if family == "plain" else 1.0 / math.sqrt(depth)
+    return 2.0 ** -depth if family == PLAIN else 1.0 / math.sqrt(depth)
 
 
 @dataclass
@@ -191,7 +192,7 @@ def shattering(settings: ShatteringSettings | None = None, progress: bool | None
         for seed in range(s.seeds):
             weights = _Weights.draw(s, seed)
             for family in FAMILIES:
-                g = _forward(weights, x, family == "resnet", s)[1].double()  # [depth, points]
+                g = _forward(weights, x, family == RESNET, s)[1].double()  # [depth, points]
                 ac = _autocorr(g, s.max_lag).numpy()
                 pc = _pairs(g).numpy()
                 for i, depth in enumerate(depths.tolist()):
@@ -216,8 +217,8 @@ def shattering(settings: ShatteringSettings | None = None, progress: bool | None
         "architecture": "fully-connected, pre-activation residual blocks (BN-ReLU-linear) and their plain "
                         "twins with the same weights; depth = rectifier layers on the path",
         "bn_statistics": "the whole grid as one batch, frozen" if s.batch_norm else "none",
-        "predicted": {"plain": "2^-L (Theorem 1, feedforward rectifier nets)",
-                      "resnet": "1/sqrt(L) (resnets with batch normalization)"},
+        "predicted": {PLAIN: "2^-L (Theorem 1, feedforward rectifier nets)",
+                      RESNET: "1/sqrt(L) (resnets with batch normalization)"},
     }
     return ProbeResult(KIND, tables, settings_record, _env())
 

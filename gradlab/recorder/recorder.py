@@ -1,0 +1,422 @@
+"""The recorder: per-layer gradient and activation statistics while a model trains.
+
+    rec = gradlab.watch(model, every=50)        # or: with gradlab.watch(model) as rec:
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True); loss.backward()
+        rec.step()                              # after backward, before the next zero_grad
+        opt.step()
+    df = rec.frame()                            # step, layer, index, kind, stat, value
+    rec.stop()
+
+What is recorded (names in gradlab.stat_names), on the steps the schedule selects:
+
+* per parameter tensor: grad_norm, weight_norm, grad_weight_ratio, update_norm
+  (``||w_now - w_at_previous_recorded_step||``, NaN on the first record);
+* per probe point output h (training mode with grad enabled only): act_mean, act_std
+  (population std), act_grad_norm ``||dL/dh||`` (the vanishing-gradient curve along depth
+  of He et al. 2015) and, at points next to a ReLU, act_zero_frac, the fraction it zeroes;
+* per residual block: branch_ratio ``||F(x)|| / ||x||``, the root mean square of the
+  examples' norms.
+
+Activation statistics are estimated on the first ``act_sample`` examples of a batch (or
+exactly over the whole batch, at BatchNorms); gradients always use all of it. ``step()``
+may come before or after ``opt.step()``, as long as it is always the same. ``rec.nonfinite``
+names the first non-finite value. How the recorder stays cheap (hooks only on recorded
+steps, statistics read from BatchNorm's own batch statistics, values kept on the device
+until ``flush()``, reductions deferred on CUDA) and what it costs: docs/recorder.md.
+
+Supported setups:
+
+* float32/float64 training, and bf16/fp16 autocast (statistics are accumulated in float32).
+* channels_last inputs and activations.
+* DistributedDataParallel (any backend): parameter statistics are those of the averaged
+  gradients, identical on every rank; activation statistics are the local batch's. Watch the
+  DDP-wrapped model (or its ``.module``); names have no ``module.`` prefix.
+* ``torch.compile`` (aot_eager and inductor): watch the compiled module or the original;
+  names have no ``_orig_mod.`` prefix. On recorded steps the graph breaks at each probe
+  point and the statistics are computed eagerly (equal to eager mode's within float
+  tolerance); ``fullgraph=True`` cannot be combined with recording. If compiled code skips
+  the hooks altogether the recorder warns once and records parameter statistics only.
+* Gradient accumulation: activation statistics are those of the last micro-batch before
+  ``step()``; gradient statistics those of the accumulated gradients.
+* fp16 with ``torch.amp.GradScaler``: call ``scaler.unscale_(opt)`` before ``rec.step()``
+  so that grad_norm is unscaled; act_grad_norm is always that of the scaled loss.
+
+Watch the model after moving it to its device. Not supported: models spread over several
+devices, nn.DataParallel on several GPUs (use DDP), FSDP/DTensor parameters, modules called
+several times per forward (the last call wins), sparse gradients (skipped), forward passes
+in other threads. Norms are float32 without rescaling: a gradient whose elements are below
+~1e-19 loses precision, below ~1e-23 it reads 0.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import weakref
+from typing import Iterable
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from gradlab import stat_names as S
+from gradlab.config import REDUCE_AT
+from gradlab.errors import RecorderError
+from gradlab.models.probe_points import ProbePoint
+from gradlab.recorder import derive
+from gradlab.recorder.buffer import HistogramBuffer, StepBuffer
+from gradlab.recorder.derive import FRAME_COLUMNS, HIST_COLUMNS
+from gradlab.recorder.hooks import StepHooks
+from gradlab.recorder.layout import Layout
+from gradlab.recorder.params import ParamStats
+from gradlab.recorder.reductions import F32
+from gradlab.recorder.schedule import Schedule
+from gradlab.recorder.targets import Targets, resolve, unwrap
+
+__all__ = ["FRAME_COLUMNS", "HIST_COLUMNS", "Recorder", "watch"]
+
+STATE_VERSION = 1
+
+# Modules being watched, so that a second watch raises instead of doubling every hook.
+_WATCHED: "weakref.WeakKeyDictionary[nn.Module, Recorder]" = weakref.WeakKeyDictionary()
+
+
+class Recorder:
+    """Records gradient-flow statistics of ``model`` on the steps ``schedule`` selects.
+
+    ``every``, ``dense_until``, ``dense_every`` build the :class:`Schedule` (or pass
+    ``schedule=``); ``stats`` is a subset of ``gradlab.stat_names.DEFAULT_STATS`` (None:
+    all); ``histograms`` adds per-parameter gradient histograms every ``hist_every`` steps
+    (default ``10 * every``), read with :meth:`histograms`; ``buffer_steps`` is how many
+    recorded steps the device buffer holds before an automatic flush. ``act_sample``:
+    activation statistics (act_mean, act_std, act_zero_frac) and branch ratios use the first
+    ``act_sample`` examples of a batch (None: always the whole batch), except the mean and
+    std at a BatchNorm in training and at the point that feeds it, which are the whole
+    batch's; on a CPU these reductions are memory-bound, and a small sample estimates the
+    same quantities for a fraction of the cost. ``cpu_threads`` limits the intra-op threads
+    of the hooks' reductions on CPU tensors (None: PyTorch's setting; 1 helps on an
+    oversubscribed machine only). ``reduce_at``: "hooks" reduces in each hook, "step"
+    defers the reductions to ``step()`` (fewer, batched kernels), "auto" (default) picks
+    "step" on CUDA (with ``act_sample`` set) and "hooks" elsewhere; :attr:`reductions`
+    says which is in use. docs/recorder.md has the measurements behind these defaults.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        every: int = 50,
+        stats: Iterable[str] | None = None,
+        dense_until: int = 100,
+        dense_every: int = 1,
+        histograms: bool = False,
+        *,
+        schedule: Schedule | None = None,
+        hist_every: int | None = None,
+        buffer_steps: int = 64,
+        cpu_threads: int | None = None,
+        act_sample: int | None = 16,
+        reduce_at: str = "auto",
+    ):
+        if not isinstance(model, nn.Module):
+            raise RecorderError(f"watch() needs an nn.Module, not {type(model).__name__}.")
+        self.model = model
+        self.schedule = schedule if schedule is not None else Schedule(every, dense_until, dense_every)
+        self.stats = S.checked(stats)
+        self.histograms_enabled = bool(histograms)
+        self.hist_every = int(hist_every) if hist_every is not None else 10 * self.schedule.every
+        if self.hist_every < 1:
+            raise RecorderError(f"hist_every must be >= 1, not {hist_every}.")
+        if buffer_steps < 1:
+            raise RecorderError(f"buffer_steps must be >= 1, not {buffer_steps}.")
+        self.buffer_steps = int(buffer_steps)
+        if cpu_threads is not None and cpu_threads < 1:
+            raise RecorderError(f"cpu_threads must be >= 1 or None, not {cpu_threads}.")
+        self.cpu_threads = cpu_threads
+        if act_sample is not None and act_sample < 1:
+            raise RecorderError(f"act_sample must be >= 1 or None, not {act_sample}.")
+        self.act_sample = act_sample
+        if reduce_at not in REDUCE_AT:
+            raise RecorderError(f"reduce_at must be one of {', '.join(REDUCE_AT)}, not {reduce_at!r}.")
+        self.reduce_at = reduce_at
+        self._stats_asked = stats is not None
+
+        # set by start(): what is watched, where each value goes, who measures it
+        self._targets: Targets | None = None
+        self._layout: Layout | None = None
+        self._device: torch.device | None = None
+        self._hooks: StepHooks | None = None
+        self._params: ParamStats | None = None
+        self._buffer: StepBuffer | None = None
+        self._hist_buffer: HistogramBuffer | None = None
+        # lifecycle
+        self._started = False
+        self._stopped = False
+        self._step = 0  # the number of the step whose forward runs next
+        # what the host has read so far
+        self._history: list[pd.DataFrame] = []
+        self._hist_history: list[pd.DataFrame] = []
+        self._frame_cache: pd.DataFrame | None = None
+        self._nonfinite: dict | None = None
+        self._warned_no_outputs = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "Recorder":
+        """Resolve the targets, allocate the buffers and attach hooks if step 0 is recorded."""
+        if self._started:
+            raise RecorderError("This Recorder is already started; a Recorder can be started once.")
+        inner = unwrap(self.model)
+        other = _WATCHED.get(inner)
+        if other is not None:
+            raise RecorderError(
+                f"{type(inner).__name__} is already watched by another Recorder; "
+                "call .stop() on that one (or leave its `with` block) before watching it again."
+            )
+        self._targets = t = resolve(self.model)
+        self._layout = layout = Layout.build(t, self.stats, warn_no_relu=self._stats_asked)
+        dev = next((p.param.device for p in t.params), None)
+        if dev is None:
+            dev = next((b.device for b in t.inner.buffers()), torch.device("cpu"))
+        self._device = dev
+        # auto defers on CUDA only with a sample: copying whole activations would double their memory
+        defer = self.reduce_at == "step" or (self.reduce_at == "auto" and dev.type == "cuda" and bool(self.act_sample))
+        self._hooks = StepHooks(t, layout, dev, self.act_sample, self.cpu_threads, defer)
+        self._params = ParamStats(t.params, layout, torch.full((), math.nan, dtype=F32, device=dev))
+        self._buffer = StepBuffer(self.buffer_steps, layout.width, len(t.points), dev)
+        if self.histograms_enabled:
+            self._hist_buffer = HistogramBuffer(self.buffer_steps, len(t.params), dev)
+        _WATCHED[inner] = self
+        self._started = True
+        self._hooks.arm(self.schedule(self._step))
+        return self
+
+    def stop(self) -> None:
+        """Remove every hook and flush what is left. The frames stay readable."""
+        if not self._started or self._stopped:
+            return
+        self._hooks.arm(False)
+        try:
+            self.flush()
+        finally:
+            self._stopped = True
+            inner = self._targets.inner
+            if _WATCHED.get(inner) is self:
+                del _WATCHED[inner]
+            self._params.prev = None
+            self._hooks.clear()
+
+    def __enter__(self) -> "Recorder":
+        if not self._started:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self):
+        # A recorder dropped without stop() must not leave hooks behind.
+        try:
+            if self._started and not self._stopped:
+                self._hooks.remove()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ stepping
+
+    @property
+    def recording(self) -> bool:
+        """True when the next forward is a recorded step (its hooks are attached).
+
+        A training loop that compiles the model can run the eager module on these steps and
+        the compiled one on all others, so that compiled code never meets a hook."""
+        return self._hooks is not None and self._hooks.armed
+
+    @property
+    def reductions(self) -> str:
+        """Where the activation and gradient reductions run: "hooks" (in each hook, the
+        default on a CPU) or "step" (deferred to step(), the default on CUDA)."""
+        return "step" if self._hooks is not None and self._hooks.deferred is not None else "hooks"
+
+    @property
+    def current_step(self) -> int:
+        """The number of the step whose forward runs next."""
+        return self._step
+
+    def set_step(self, step: int) -> None:
+        """Set the number of the next step (e.g. when resuming) and arm the hooks for it."""
+        self._require_running()
+        self._step = int(step)
+        self._hooks.reset()
+        self._hooks.arm(self.schedule(self._step))
+
+    def step(self, step: int | None = None) -> None:
+        """Record the step that just ran (if scheduled), then advance to the next one.
+
+        Call after ``loss.backward()`` and before the next ``zero_grad``. ``step`` is the
+        number of the step that just ran (default: the recorder's own counter); the next
+        forward is ``step + 1``, and the hooks are attached for it only if it is scheduled.
+        """
+        self._require_running()
+        s = self._step if step is None else int(step)
+        if self.schedule(s):
+            self._record(s, outputs=self._hooks.armed)
+        if self._hist_buffer is not None and s % self.hist_every == 0:
+            self._record_histograms(s)
+        self._hooks.reset()
+        self._step = s + 1
+        self._hooks.arm(self.schedule(self._step))
+
+    def _record(self, s: int, outputs: bool) -> None:
+        params = self._targets.params
+        if params and params[0].param.device != self._device:
+            raise RecorderError(
+                f"The model moved from {self._device} to {params[0].param.device} after watch(); "
+                "move it to its device first, then call gradlab.watch(model)."
+            )
+        hooks, buffer, layout = self._hooks, self._buffer, self._layout
+        if not outputs:
+            hooks.discard()
+        self._params.write(hooks.vals)
+        written = buffer.written[buffer.count]
+        hooks.write(buffer.row(), written)
+        if outputs and not self._warned_no_outputs and layout.output_cols.size and layout.param_grad:
+            if not written[layout.output_cols].any() and written[layout.param_grad].any():
+                self._warned_no_outputs = True
+                warnings.warn(
+                    f"gradlab: step {s} was recorded with hooks attached, but no probe point "
+                    "produced output statistics (only parameter statistics were recorded). "
+                    "Does the model's forward bypass its modules' __call__ (e.g. "
+                    "F.linear(x, layer.weight) instead of layer(x)), or run compiled code "
+                    "that skips module hooks?",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        if buffer.commit(s, hooks.numel):
+            self.flush()
+
+    def _record_histograms(self, s: int) -> None:
+        grads = [p.param.grad for p in self._targets.params]
+        grads = [g if g is not None and g.layout == torch.strided else None for g in grads]
+        if any(g is not None for g in grads) and self._hist_buffer.add(s, grads):
+            self.flush()
+
+    def _require_running(self) -> None:
+        if not self._started:
+            raise RecorderError("The Recorder is not started; use gradlab.watch(model) or Recorder(model).start().")
+        if self._stopped:
+            raise RecorderError("The Recorder is stopped; start a new one with gradlab.watch(model).")
+
+    # ------------------------------------------------------------------ reading
+
+    def flush(self) -> pd.DataFrame:
+        """Copy the device buffer to the host (the only host sync); return the new rows
+        (also appended to the history that :meth:`frame` returns)."""
+        if not self._started:
+            return derive.empty_frame()
+        new = derive.empty_frame()
+        drained = self._buffer.drain()
+        if drained is not None:
+            raw, written, numel, steps = drained
+            new = derive.frame(self._layout, self.stats, raw, written, numel, steps)
+            if self._nonfinite is None:
+                self._nonfinite = derive.first_nonfinite(self._layout, raw, written, steps)
+            if len(new):
+                self._history.append(new)
+                self._frame_cache = None
+        hist = self._hist_buffer.drain() if self._hist_buffer is not None else None
+        if hist is not None:
+            self._hist_history.append(derive.hist_frame(self._layout, *hist))
+        return new
+
+    def frame(self) -> pd.DataFrame:
+        """Every row recorded so far (flushes first): step(int64), layer(str), index(int32),
+        kind(str), stat(str), value(float64)."""
+        self.flush()
+        if self._frame_cache is None:
+            if not self._history:
+                self._frame_cache = derive.empty_frame()
+            elif len(self._history) == 1:
+                self._frame_cache = self._history[0]
+            else:
+                self._frame_cache = pd.concat(self._history, ignore_index=True)
+                self._history = [self._frame_cache]
+        return self._frame_cache.copy()
+
+    def histograms(self) -> pd.DataFrame:
+        """Gradient histograms (flushes first): step, layer, index, kind, bin, lower, upper
+        (edges of |g|), count. Empty unless the recorder was made with histograms=True."""
+        self.flush()
+        if not self._hist_history:
+            return derive.empty_hist_frame()
+        return pd.concat(self._hist_history, ignore_index=True)
+
+    @property
+    def nonfinite(self) -> dict | None:
+        """{"step", "layer", "what": "grad"|"activation"|"weight"} of the first non-finite
+        value, as of the last flush; None if none was seen. Ordered by step, then weights
+        before activations before gradients; among weights and activations the shallowest,
+        among gradients the deepest (where backward produced it first)."""
+        return None if self._nonfinite is None else dict(self._nonfinite)
+
+    @property
+    def probe_points(self) -> list[ProbePoint]:
+        """The resolved probe points in depth order (write them into the run directory)."""
+        self._require_started()
+        return list(self._targets.points)
+
+    @property
+    def param_names(self) -> list[str]:
+        self._require_started()
+        return [p.name for p in self._targets.params]
+
+    def _require_started(self) -> None:
+        if self._targets is None:
+            raise RecorderError("The Recorder is not started; use gradlab.watch(model) or Recorder(model).start().")
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        """Step counter, previous weights (for update_norm) and the first non-finite value.
+
+        Tensors and plain Python only (loadable with ``torch.load(weights_only=True)``).
+        Rows are not part of the state: flush and persist them before checkpointing.
+        """
+        self._require_started()
+        return {
+            "version": STATE_VERSION,
+            "step": int(self._step),
+            "param_names": self.param_names,
+            "prev_weights": self._params.state(),
+            "nonfinite": self.nonfinite,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (the recorder must be started on the same model)."""
+        self._require_running()
+        if state.get("version") != STATE_VERSION:
+            raise RecorderError(f"Recorder state version {state.get('version')!r} is not {STATE_VERSION}.")
+        if list(state["param_names"]) != self.param_names:
+            raise RecorderError(
+                "Recorder state was saved for a model with different parameters; "
+                "resume with the same model architecture."
+            )
+        self._params.load(state.get("prev_weights"))
+        nf = state.get("nonfinite")
+        self._nonfinite = None if nf is None else dict(nf)
+        self.set_step(int(state["step"]))
+
+
+def watch(
+    model: nn.Module,
+    every: int = 50,
+    stats: Iterable[str] | None = None,
+    dense_until: int = 100,
+    dense_every: int = 1,
+    histograms: bool = False,
+    **kwargs,
+) -> Recorder:
+    """Start recording ``model``; returns the started :class:`Recorder` (also a context
+    manager that stops it on exit). See :class:`Recorder` for the arguments."""
+    return Recorder(model, every, stats, dense_until, dense_every, histograms, **kwargs).start()

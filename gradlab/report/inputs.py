@@ -1,0 +1,75 @@
+"""What a report is built from: the run directories and analysis folders under the paths
+it is given, found in one walk of each path and read through their contracts
+(gradlab.runs, gradlab.analysis_dirs). A run or folder that cannot be read becomes a
+warning, never an error."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from gradlab import runs as R
+from gradlab.analysis_dirs import ANALYSIS, is_analysis_dir
+from gradlab.errors import RunDirError
+from gradlab.report.collect import run_key
+
+
+def find(paths) -> tuple[list[Path], list[Path], list[str]]:
+    """Run directories and analysis folders under ``paths`` (each one of them, or a folder
+    holding some), each path walked once; and a warning per path that holds neither."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    run_dirs: list[Path] = []
+    analysis_dirs: list[Path] = []
+    warnings: list[str] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            warnings.append(f"skipped {p}: {p} does not exist; pass a run directory or a folder of runs")
+        elif R.is_run_dir(p):
+            run_dirs.append(p)
+        elif is_analysis_dir(p):
+            analysis_dirs.append(p)
+        elif not p.is_dir():
+            warnings.append(f"skipped {p}: {p} is a file, not a run directory")
+        else:
+            markers = [f for f in p.rglob("*.json") if f.name in (R.SPEC, ANALYSIS)]
+            runs_here = sorted(f.parent for f in markers if f.name == R.SPEC)
+            run_dirs += runs_here
+            analysis_dirs += sorted(f.parent for f in markers if f.name == ANALYSIS)
+            if not markers:
+                warnings.append(f"skipped {p}: no run directory found there (none holds {R.SPEC})")
+    return run_dirs, list(dict.fromkeys(analysis_dirs)), warnings
+
+
+def read_runs(run_dirs: list[Path]) -> tuple[list[R.Run], list[str]]:
+    """Every readable run (deduplicated), each with a distinct ``report_key``, and one
+    warning per unreadable one."""
+    runs: list[R.Run] = []
+    warnings: list[str] = []
+    seen: set[Path] = set()
+    for path in run_dirs:
+        key = path.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            runs.append(R.read_run(path))
+        except RunDirError as e:
+            warnings.append(f"unreadable run {path}: {e}")
+    # runs with the same name (e.g. from two experiments) get distinct keys
+    counts = Counter(r.name for r in runs)
+    for run in runs:
+        if counts[run.name] > 1:
+            run.report_key = f"{run.spec.get('experiment') or run.path.parent.name}/{run.name}"
+    keys = Counter(run_key(r) for r in runs)
+    for run in runs:
+        if keys[run_key(run)] > 1:
+            run.report_key = str(run.path)
+    return runs, warnings
+
+
+def load_runs(run_paths) -> tuple[list[R.Run], list[str]]:
+    """Every readable run under the paths (deduplicated), and one warning per problem."""
+    run_dirs, _, warnings = find(run_paths)
+    runs, problems = read_runs(run_dirs)
+    return runs, warnings + problems

@@ -26,19 +26,18 @@ import os
 import torch
 import torch.nn.functional as F
 
-from gradlab.bench.overhead import _input_size
-from gradlab.bench.timing import describe_environment, interleaved, summarize, timed_call
+from gradlab.bench.timing import describe_environment, environment_line, input_size, interleaved, summarize, timed_call
 from gradlab.bench.workers import WorkerPool
 from gradlab.environment import resolve_device
 
-__all__ = ["VARIANTS", "run_concurrency", "single_step", "stacked_step"]
+__all__ = ["VARIANTS", "format_result", "run_concurrency", "single_step", "stacked_step"]
 
 VARIANTS = ("single", "processes", "stacked")
 
 
 def _batch(model_name: str, batch_size: int, device: torch.device, seed: int, n: int | None = None):
     g = torch.Generator().manual_seed(seed)
-    shape = (batch_size, *_input_size(model_name)) if n is None else (n, batch_size, *_input_size(model_name))
+    shape = (batch_size, *input_size(model_name)) if n is None else (n, batch_size, *input_size(model_name))
     x = torch.randn(shape, generator=g).to(device)
     y = torch.randint(0, 10, shape[: 2 if n is not None else 1], generator=g).to(device)
     return x, y
@@ -179,3 +178,18 @@ def run_concurrency(model: str = "resnet20", runs: int = 2, batch_size: int = 12
         "best": best,
         "ratios": {v: results[v]["images_per_s"] / results["single"]["images_per_s"] for v in ("processes", "stacked")},
     }
+
+
+def format_result(result: dict) -> str:
+    """The printout of :func:`run_concurrency`'s result: total images/s of each way, against one run."""
+    s, r = result["settings"], result["results"]
+    lines = [environment_line(result["environment"]),
+             f"model: {s['model']}, batch {s['batch_size']} per run, {s['runs']} runs, {s['steps']} steps x "
+             f"{s['repeats']} rounds per variant, interleaved; workers get {r['processes']['threads_per_worker']} "
+             f"thread(s) each", "",
+             f"{'variant':<12}{'runs':>6}{'total img/s':>13}{'x single':>10}"]
+    lines.append(f"{'single':<12}{1:>6}{r['single']['images_per_s']:>13.1f}{1.0:>10.2f}")
+    for v in ("processes", "stacked"):
+        lines.append(f"{v:<12}{r[v]['runs']:>6}{r[v]['images_per_s']:>13.1f}{result['ratios'][v]:>10.2f}")
+    lines.append(f"\nmore total images/s: {result['best']}")
+    return "\n".join(lines)

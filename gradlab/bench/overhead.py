@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from gradlab.bench.timing import (
     aten_ops,
     describe_environment,
+    environment_line,
+    input_size,
     interleaved,
     median_interval,
     round_ratios,
@@ -46,18 +48,9 @@ from gradlab import stat_names as S
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
 
-__all__ = ["VARIANTS", "run_overhead"]
+__all__ = ["VARIANTS", "format_result", "run_overhead"]
 
 VARIANTS = ("bare", "gradlab", "wandb")
-
-
-def _input_size(model_name: str) -> tuple[int, int, int]:
-    try:
-        from gradlab.models import info
-
-        return tuple(info(model_name).input_size)
-    except Exception:  # a model the registry does not describe: CIFAR-shaped
-        return (3, 32, 32)
 
 
 @contextlib.contextmanager
@@ -127,7 +120,7 @@ def run_overhead(
     dev = resolve_device(device)
     torch.manual_seed(seed)
     base = build(model).to(dev)
-    shape = _input_size(model)
+    shape = input_size(model)
     x = torch.randn(batch_size, *shape, device=dev)
     with torch.no_grad():
         base.eval()
@@ -231,3 +224,35 @@ def run_overhead(
         "gradlab_rows": rows,
         "skipped": skipped,
     }
+
+
+def format_result(result: dict) -> str:
+    """The printout of :func:`run_overhead`'s result: settings, a table of variants, round-by-round ratios."""
+    s, env = result["settings"], result["environment"]
+    lines = [
+        environment_line(env),
+        f"model: {s['model']}, batch {s['batch_size']}x{'x'.join(map(str, s['input_size']))}, "
+        f"{s['steps']} steps x {s['repeats']} rounds per variant ({s['warmup']} warm-up), {s['order']}",
+        f"gradlab: {s['gradlab']}; wandb: {s['wandb']}",
+        "",
+        f"{'variant':<10}{'median ms':>12}{'p25 ms':>10}{'p75 ms':>10}{'img/s':>10}{'x bare':>9}{'aten ops':>10}",
+    ]
+    for name, v in result["variants"].items():
+        ratio = 1.0 if name == "bare" else result["ratios"][name]
+        lines.append(
+            f"{name:<10}{v['median_s'] * 1e3:>12.1f}{v['p25_s'] * 1e3:>10.1f}{v['p75_s'] * 1e3:>10.1f}"
+            f"{v['images_per_s']:>10.1f}{ratio:>9.3f}{'-' if v['aten_ops'] is None else v['aten_ops']:>10}"
+        )
+    for name, why in result.get("skipped", {}).items():
+        lines.append(f"{name:<10}skipped: {why}")
+    spreads = result.get("round_ratios", {})
+    if spreads:
+        lines.append("")
+        lines.append("x bare round by round (each round's median over bare's in the same round):")
+        for name, r in spreads.items():
+            ci = r.get("ci95")
+            ci = f"95% CI of the median {ci[0]:.3f}-{ci[1]:.3f}" if ci else "too few rounds for a 95% CI (--repeats 6 or more)"
+            lines.append(
+                f"  {name:<8} median {r['median']:.3f}, min {r['min']:.3f}, max {r['max']:.3f} ({r['n']} rounds; {ci})"
+            )
+    return "\n".join(lines)

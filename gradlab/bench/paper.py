@@ -49,14 +49,15 @@ from typing import Callable
 import torch
 
 from gradlab.bench.throughput import setup_trainer, trainer_step
-from gradlab.bench.timing import describe_environment, synchronize, timed_call
+from gradlab.bench.timing import describe_environment, environment_line, synchronize, timed_call
 from gradlab.bench.workers import WorkerPool
+from gradlab.families import names as family_names
 from gradlab.config import RunSpec
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
 from gradlab.loader import EVAL_BATCH  # the trainer evaluates in batches of this many images
 
-__all__ = ["CIFAR_TEST_IMAGES", "estimate_minutes", "run_paper"]
+__all__ = ["CIFAR_TEST_IMAGES", "estimate_minutes", "format_result", "run_paper"]
 
 CIFAR_TEST_IMAGES = 10_000
 RECORDED_STEPS_TIMED = 3
@@ -119,7 +120,7 @@ def _worker(conn, spec: RunSpec, threads: int, warmup: int) -> None:
         conn.recv()  # None: done
 
 
-def run_paper(depths=(20, 56, 110), families=("plain", "resnet"), batch_size: int = 128, seconds: float = 20.0,
+def run_paper(depths=(20, 56, 110), families=family_names(), batch_size: int = 128, seconds: float = 20.0,
               warmup: int = 3, device: str = "auto", compile_mode: str | None = None, total_steps: int = 64000,
               progress: Callable[[str, int, int], None] | None = None, images: int = 50_000) -> dict:
     """Minutes the paper's comparison (every family x depth, `total_steps` each) takes on this
@@ -197,3 +198,30 @@ def run_paper(depths=(20, 56, 110), families=("plain", "resnet"), batch_size: in
         "paper_compare_minutes": runs[slowest]["minutes_for_total"],
         "balanced_minutes": len(runs) * total_steps * batch_size / total_ips / 60,
     }
+
+
+def format_result(result: dict) -> str:
+    """The printout of :func:`run_paper`'s result: each run's speed and minutes, and the whole compare's."""
+    s, r = result["settings"], result["results"]
+    compiled = f"torch.compile mode {s['compile_mode']}" if s["compile"] else "eager"
+    threads = f", {s['threads_per_worker']} thread(s) each" if result["environment"]["device"] == "cpu" else ""
+    lines = [environment_line(result["environment"]),
+             f"{len(r)} run{'s' if len(r) != 1 else ''} at once, one process each{threads} ({compiled}), batch {s['batch_size']}, "
+             f"{s['seconds']:g} s shared window after {s['warmup']} warm-up steps",
+             f"per run: {s['total_steps']:,} steps, {s['recorded_steps']} of them recorded, "
+             f"{s['evaluations']} evaluations of {s['eval_images']:,} images (recorded steps and evaluations timed "
+             f"alone); startup: first step and first evaluation (compiling, when compiled)",
+             "",
+             f"{'run':<12}{'steps/s':>9}{'img/s':>9}{'startup s':>11}{'recorded s':>12}{'eval s':>9}{'minutes':>10}"]
+    for name, v in r.items():
+        lines.append(f"{name:<12}{v['steps_per_s_shared']:>9.2f}{v['images_per_s_shared']:>9.0f}"
+                     f"{v['first_step_s'] + v['first_eval_s']:>11.2f}{v['recorded_step_s']:>12.3f}{v['eval_s']:>9.2f}"
+                     f"{v['minutes_for_total']:>10.1f}")
+    minutes = result["paper_compare_minutes"]
+    lines += ["", f"all runs together: {result['total_images_per_s_shared']:.0f} img/s",
+              f"paper compare: about {minutes:.0f} min ({minutes / 60:.1f} h), as long as its slowest run "
+              f"({result['slowest']}) at its shared speed; long on the whole: the big runs speed up once the "
+              f"small ones finish",
+              f"all runs' steps at the measured total rate: {result['balanced_minutes']:.0f} min (short: the "
+              f"device does not keep that rate once only the big runs are left)"]
+    return "\n".join(lines)

@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gradlab.families import PLAIN, RESNET
+
 CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
@@ -34,7 +36,7 @@ def make_paper_scale_runs(root: Path, steps: int = 64_000, depths=(20, 56, 110))
 
     n_records = default_schedule(steps).count(steps)
     dirs = [make_run(root, family, depth, 0, steps, experiment="paper-scale", n_records=n_records)
-            for family in ("plain", "resnet") for depth in depths]
+            for family in (PLAIN, RESNET) for depth in depths]
     size = sum((d / "layers.parquet").stat().st_size for d in dirs)
     return {"runs": len(dirs), "steps": steps, "recorded_steps": n_records, "layers_parquet_mb": size / 2**20}
 
@@ -65,3 +67,12 @@ def run_report_bench(repeats: int = 3, formats: str = "pdf,png", progress=None, 
         },
         "targets": {"seconds": 15.0, "peak_mb": 2048.0},
     }
+
+
+def format_result(result: dict) -> str:
+    """The printout of :func:`run_report_bench`'s result: the runs, build time and peak memory."""
+    s, r = result["settings"], result["results"]
+    return (f"{s['runs']} runs x {s['steps']:,} steps, {s['recorded_steps']} recorded steps each, "
+            f"layers.parquet {s['layers_parquet_mb']:.1f} MB in all; {s['repeats']} builds in fresh processes\n"
+            f"build time: median {r['median_s']:.2f} s (min {r['min_s']:.2f}, max {r['max_s']:.2f}); "
+            f"peak memory {r['peak_rss_mb']:.0f} MB  [targets: <= 15 s, <= 2048 MB]")

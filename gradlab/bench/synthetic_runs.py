@@ -22,6 +22,7 @@ import pandas as pd
 
 from gradlab import runs as R
 from gradlab import stat_names as S
+from gradlab.families import PLAIN, RESNET
 from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint
 
 DEAD_PID = 99_999_999  # above any pid_max: os.kill says "no such process"
@@ -32,12 +33,12 @@ DEAD_PID = 99_999_999  # above any pid_max: os.kill says "no such process"
 # ---------------------------------------------------------------------------
 
 
-def cifar_probe_points(depth: int, family: str = "resnet", shortcut: str = "A") -> list[ProbePoint]:
+def cifar_probe_points(depth: int, family: str = RESNET, shortcut: str = "A") -> list[ProbePoint]:
     """Probe points of a CIFAR ResNet/plain net of depth 6n+2, in depth order."""
     if (depth - 2) % 6:
         raise ValueError(f"CIFAR nets have depth 6n+2, got {depth}")
     n = (depth - 2) // 6
-    residual = family == "resnet"
+    residual = family == RESNET
     pts: list[ProbePoint] = []
 
     def add(name, kind, block=None, role="main", relu_after=False, relu_output=False):
@@ -90,7 +91,7 @@ def _param_shapes(
     return out
 
 
-def model_dict(depth: int, family: str = "resnet", shortcut: str = "A") -> dict:
+def model_dict(depth: int, family: str = RESNET, shortcut: str = "A") -> dict:
     points = cifar_probe_points(depth, family, shortcut)
     params = sum(size for _, _, size in _param_shapes(points))
     name = f"{'resnet' if family == 'resnet' else 'plain'}{depth}"
@@ -113,7 +114,7 @@ def model_dict(depth: int, family: str = "resnet", shortcut: str = "A") -> dict:
 
 def default_finals(family: str, depth: int) -> tuple[float, float]:
     """(train_err, test_err) with degradation in plain nets and none in ResNets."""
-    if family == "plain":
+    if family == PLAIN:
         train = 0.02 + 0.0008 * depth
     else:
         train = 0.03 - 0.0001 * depth
@@ -170,7 +171,7 @@ def record_steps(steps: int, n: int = 40) -> np.ndarray:
 
 def grad_norm_value(family: str, position: np.ndarray, n_layers: int, step: np.ndarray, steps: int) -> np.ndarray:
     """Synthetic ||dL/dW||: plain nets lose gradient towards the input, ResNets barely do."""
-    decay = 0.93 if family == "plain" else 0.995
+    decay = 0.93 if family == PLAIN else 0.995
     return decay ** (n_layers - position) * (0.2 + np.exp(-step / max(1, steps / 5)))
 
 
@@ -211,7 +212,7 @@ def make_layers(
                 row(pname, owner, st, p, 1.0 + 0.01 * owner.index)
     for owner in points:
         if owner.kind == BLOCK:
-            if S.BRANCH_RATIO in stats and family == "resnet":
+            if S.BRANCH_RATIO in stats and family == RESNET:
                 row(owner.name, owner, S.BRANCH_RATIO, 0, 0.3 + 0.001 * owner.index)
             continue
         for st in S.OUTPUT_STATS:
@@ -219,7 +220,7 @@ def make_layers(
                 continue  # the recorder counts zeros only next to a ReLU
             if st == S.ACT_STD and owner.kind == BN and owner.role == "main":
                 # Fig. 7: ResNet responses are smaller than plain ones
-                b = (1.0 if family == "plain" else 0.5) * (1 + 0.3 * np.sin(bn_pos[owner.name]))
+                b = (1.0 if family == PLAIN else 0.5) * (1 + 0.3 * np.sin(bn_pos[owner.name]))
             else:
                 b = 0.5 + 0.001 * owner.index
             row(owner.name, owner, st, pos.get(owner.name, 0), b)
@@ -259,7 +260,7 @@ def make_layers(
 
 def make_run(
     root: Path,
-    family: str = "resnet",
+    family: str = RESNET,
     depth: int = 20,
     seed: int = 0,
     steps: int = 400,
@@ -322,7 +323,7 @@ def make_run(
 
 def make_experiment(root: Path, depths=(20, 56), seeds=(0,), steps: int = 400, **kw) -> list[Path]:
     """plain and ResNet runs at every depth and seed with the default (degrading) finals."""
-    return [make_run(root, family, d, s, steps, **kw) for family in ("plain", "resnet") for d in depths for s in seeds]
+    return [make_run(root, family, d, s, steps, **kw) for family in (PLAIN, RESNET) for d in depths for s in seeds]
 
 
 def truncate_file(path: Path, keep: float = 0.5) -> None:

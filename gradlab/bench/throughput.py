@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gradlab.bench.timing import describe_environment, interleaved, summarize, timed_call
+from gradlab.bench.timing import describe_environment, environment_line, interleaved, summarize, timed_call
 from gradlab.config import DataSpec, RunSpec
 from gradlab.environment import resolve_device
 
@@ -180,3 +180,22 @@ def run_throughput(models=DEFAULT_MODELS, batch_size: int = 128, steps: int = 10
         "environment": describe_environment(dev),
         "results": results,
     }
+
+
+def format_result(result: dict) -> str:
+    """The printout of :func:`run_throughput`'s result: images/s of each loop, and the ratio."""
+    s = result["settings"]
+    lines = [environment_line(result["environment"]),
+             f"batch {s['batch_size']}, {s['steps']} steps x {s['repeats']} rounds per loop, interleaved; "
+             f"reference: {s['reference_workers']} DataLoader workers, fp32 eager; gradlab: recording off", "",
+             f"{'model':<12}{'gradlab img/s':>15}{'reference img/s':>17}{'ratio':>8}"]
+    for name, r in result["results"].items():
+        lines.append(f"{name:<12}{r['gradlab']['images_per_s']:>15.1f}{r['reference']['images_per_s']:>17.1f}"
+                     f"{r['ratio']:>7.2f}x")
+    if s["compile"]:
+        lines += ["", f"gradlab compiled: torch.compile mode {s['compile_mode']}",
+                  f"{'model':<12}{'compiled img/s':>15}{'x reference':>13}{'compile s':>11}"]
+        for name, r in result["results"].items():
+            c = r["gradlab-compiled"]
+            lines.append(f"{name:<12}{c['images_per_s']:>15.1f}{r['ratio_compiled']:>12.2f}x{c['compile_s']:>11.1f}")
+    return "\n".join(lines)

@@ -25,6 +25,8 @@ __all__ = [
     "Timings",
     "aten_ops",
     "describe_environment",
+    "environment_line",
+    "input_size",
     "interleaved",
     "median_interval",
     "round_ratios",
@@ -186,3 +188,19 @@ def describe_environment(device: torch.device) -> dict:
     except (AttributeError, OSError):
         pass
     return env
+
+
+def environment_line(env: dict) -> str:
+    """One line of :func:`describe_environment`'s record, for a benchmark's printout."""
+    return (f"device: {env['device']} ({env['device_name']}), torch {env['torch']}, "
+            f"{env.get('torch_threads', '?')} threads, python {env['python']}")
+
+
+def input_size(model_name: str) -> tuple[int, int, int]:
+    """(C, H, W) of a zoo model's default input; CIFAR-shaped for a name the zoo does not know."""
+    try:
+        from gradlab.models import info
+
+        return tuple(info(model_name).input_size)
+    except Exception:
+        return (3, 32, 32)

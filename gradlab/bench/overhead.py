@@ -11,13 +11,11 @@ follows the same one (gradlab.bench.timing.round_order):
 * ``wandb``:   the same with ``wandb.watch(model, log="gradients", log_freq=1)`` and a
   ``wandb.log`` per step, in offline mode in a temporary directory.
 
-Step times are compared by their medians (see gradlab.bench.timing).
-
-Measured figures, and what each change to the recorder did to them: README.md
-("Performance") and reports/recorder-overhead.md. On this project's 2-core CI-class CPU
-short runs scatter over 1.04-1.11x (round by round the ratio moves by several per cent
-with the neighbours' load); 30 rounds gave 1.072x, its 95 % confidence interval
-1.061-1.088 (``--repeats`` narrows it); wandb.watch 1.23-1.33x.
+Step times are compared by their medians (see gradlab.bench.timing); round by round the
+ratio moves with the machine's other load, so the printout gives a confidence interval of
+the median ratio, which ``--repeats`` narrows. Measured figures, and what each change to
+the recorder did to them: README.md ("Performance"), docs/recorder.md and
+reports/recorder-overhead.md.
 """
 
 from __future__ import annotations

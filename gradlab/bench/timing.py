@@ -76,9 +76,8 @@ def interleaved(
     timed on its own, with a device synchronisation before and after.
 
     The order changes from round to round (:func:`round_order`): a variant's first steps
-    after a switch pay for the previous variant's footprint in the caches, which on a CPU
-    was worth 1-2 % of a step, so a fixed order would bill it to the same variant every
-    time."""
+    after a switch pay for the previous variant's footprint in the caches, so a fixed order
+    would bill it to the same variant every time."""
     names = list(variants)
     timings = Timings({n: [] for n in names})
     for name in names:

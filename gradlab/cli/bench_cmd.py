@@ -197,7 +197,7 @@ def paper(depths, families, seconds, warmup, batch_size, total_steps, device, co
     measured total rate (short: one big run alone does not keep that rate).
 
     \b
-    Example (GPU, about three minutes on an H200, most of it compiling):
+    Example (GPU, a few minutes, most of them compiling):
       gradlab bench paper --compile-mode reduce-overhead --json paper.json
     Example (CPU, a minute):
       gradlab bench paper --depths 20 --seconds 3 --warmup 1

@@ -14,18 +14,16 @@ per-example, per-channel norms (one kernel), and keeps the weight and bias gradi
 kernel: autograd then copies them into ``.grad`` instead of taking them, in C++, which is
 cheaper than any kernel launched from the hook); ``write()`` derives every queued
 BatchNorm's two norms together at step(), in about fifteen kernels. This is the recorder's
-in-hook path (the CPU default): it halves the whole-batch gradient reads at a BatchNorm
-(ResNet-56, batch 128, 2-core CPU: 5 ms less in the hooks per step). The deferred path
-keeps dL/dx instead, as its fused norm costs no launch of its own.
+in-hook path (the CPU default): it halves the whole-batch gradient reads at a BatchNorm.
+The deferred path keeps dL/dx instead, as its fused norm costs no launch of its own.
 
 The difference loses precision where ||dx_c|| << ||dy_c|| (dL/dy nearly constant, or
 nearly proportional to the normalised input, over a channel): about 1e-7 * ||dy_c||^2
 absolute, in float32, like act_std's sum-of-squares derivation. Every float32 norm in the
 recorder (PyTorch's, accumulated without scaling) loses precision once the squares of the
 elements leave float32's normal range (|dL/dh| below ~1e-19) and reads 0 below ~1e-23;
-the derived ||dx|| more so, as its difference amplifies the rounding: in the README's main
-job, plain-110's vanished first-stage gradients (~1e-21 at its last step) came out up to
-5 % off, against 0.03 % taken directly.
+the derived ||dx|| more so, as its difference amplifies the rounding (docs/recorder.md,
+"Precision").
 
 The formula is checked once per BatchNorm, in its first hook, against dL/dx itself; a
 BatchNorm without affine parameters, a dL/dy that is not contiguous (channels_last), or a

@@ -47,16 +47,15 @@ def total(d: torch.Tensor, dim: int | None = None) -> torch.Tensor:
 def norm(h: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """||h||_2 (over ``dim``, or all of it) accumulated in float32.
 
-    (``torch.dot(h, h)`` is faster on an idle CPU, but MKL's threads fight PyTorch's
-    OpenMP threads inside backward: 5-20x slower on a busy machine.)"""
+    Large float32 tensors are reduced over rows first, which parallelises; ``torch.dot(h, h)``
+    is avoided, as MKL's threads fight PyTorch's inside backward (docs/recorder.md)."""
     if h.dtype == F32:
         if dim is None and h.numel() >= _ROWS_MIN_NUMEL:
             f = flat(h)
             n = h.numel()
             k = min(n & -n, 1024)  # largest power of two dividing n, at most 1024
             if f is not None and k >= 64:
-                # rows of k elements: about 1.6x faster on 2 CPU threads than one
-                # whole-tensor norm, which does not parallelise
+                # rows of k elements: a whole-tensor norm does not parallelise
                 return torch.linalg.vector_norm(torch.linalg.vector_norm(f.view(-1, k), dim=1))
         return torch.linalg.vector_norm(h, dim=dim)
     if h.dtype == torch.float64:
@@ -72,8 +71,8 @@ def count(src: torch.Tensor, dim: int | None = None, out: torch.Tensor | None = 
     ReLU zeroes is one minus this count over the numel, before the ReLU (values <= 0) as
     after it (exact zeros).
 
-    Two passes over src, one of them a write: the cheapest exact count found on CPU, where
-    ``(h > 0).sum()`` and ``count_nonzero`` are 2-4x slower. ``clamp(h, 0, tiny)`` maps
+    Two passes over src, one of them a write: the cheapest exact count found on a CPU
+    (``(h > 0).sum()`` and ``count_nonzero`` are slower; docs/recorder.md). ``clamp(h, 0, tiny)`` maps
     h >= tiny (the smallest normal number) to exactly ``tiny`` and h <= 0 to 0, so its sum
     is ``count * tiny``, exact in float32 up to 2**24 elements (the host rounds). Subnormal
     positives (< 1.2e-38 in float32/bf16) count fractionally; float16 uses the sign instead.

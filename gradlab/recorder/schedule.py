@@ -72,15 +72,9 @@ def default_schedule(total_steps: int) -> Schedule:
     """A schedule with about 300 recorded steps whatever the run length.
 
     ``every = total/200`` (200 evenly spaced records) plus a dense start: the first
-    ``total/50`` steps (at least 100) are recorded about 100 times.
-
-    Size, for the paper's longest CIFAR run (ResNet-110, 64k steps):
-    ``default_schedule(64_000) == Schedule(every=320, dense_until=1280, dense_every=12)``,
-    which records ``count(64_000) == 305`` steps. ResNet-110 (option A) has 327 probe
-    points, 329 parameter tensors and 54 residual blocks, so one recorded step writes
-    329 x 4 parameter stats + 327 x 4 output stats + 54 branch ratios = 2,678 rows:
-    816,790 rows in all. With pandas/pyarrow defaults that layers.parquet is about 7.3 MB
-    (measured: ~9 bytes a row; layer/kind/stat are dictionary-encoded, values are float64).
+    ``total/50`` steps (at least 100) are recorded about 100 times. For the paper's longest
+    CIFAR run, ``default_schedule(64_000) == Schedule(every=320, dense_until=1280,
+    dense_every=12)``, which records 305 steps (the size of that record: docs/recorder.md).
     For short runs (``total_steps <= 200``) every step is recorded.
     """
     if total_steps < 1:

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from gradlab.models import build
 from gradlab.models.cifar import BasicBlock, PadShortcut
-from gradlab.models.complexity import count_params, format_params
+from gradlab.models.complexity import count_params
+from gradlab.units import format_params
 
 
 # He et al. 2015, Table 6 (option A)

@@ -5,13 +5,8 @@ import pytest
 import torch
 
 from gradlab.models import build, info
-from gradlab.models.complexity import (
-    complexity,
-    count_macs,
-    count_params,
-    format_macs,
-    format_params,
-)
+from gradlab.models.complexity import complexity, count_macs, count_params
+from gradlab.units import format_macs, format_params
 
 
 CASES = [

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.models import build
-from gradlab.models.complexity import count_params, format_params
+from gradlab.models.complexity import count_params
+from gradlab.units import format_params
 from gradlab.models.preact import PreActBasicBlock, PreActBlock, PreActBottleneck
 
 

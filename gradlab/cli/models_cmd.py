@@ -32,7 +32,8 @@ def models(family: str | None) -> None:
     and so does seedresnet{k}/seedplain{k} for any k >= 1. resnet50 and resnet152 are
     the ImageNet nets; the CIFAR nets of those depths are cifar-resnet50/cifar-resnet152.
     """
-    from gradlab.models.complexity import complexity, format_macs, format_params
+    from gradlab.models.complexity import complexity
+    from gradlab.units import format_macs, format_params
     from gradlab.models.registry import info, names
 
     header = ("name", "arch", "family", "depth", "blocks", "params", "MACs")

@@ -185,25 +185,3 @@ def count_macs(model, input_size: tuple[int, ...]) -> int:
         for h in handles:
             h.remove()
     return total
-
-
-def format_params(n: int) -> str:
-    """As Table 6 of He et al. 2015 rounds: 0.27M, 0.85M, 1.7M, 19.4M; K below 0.1M."""
-    if n >= 1e6:
-        return f"{n / 1e6:.1f}M"
-    if n >= 1e5:
-        return f"{n / 1e6:.2f}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f}K"
-    return str(n)
-
-
-def format_macs(n: int) -> str:
-    """41M, 253M, 1.8G, 11.5G."""
-    if n >= 1e9:
-        return f"{n / 1e9:.1f}G"
-    if n >= 1e6:
-        return f"{n / 1e6:.0f}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.0f}K"
-    return str(n)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from gradlab.report.wording import pct
+from gradlab.units import format_params
 
 MARKS = ("†", "‡", "§", "¶", "#")
 LATEX_MARKS = {"†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"$^\S$", "¶": r"$^\P$", "#": r"$^\#$"}
@@ -34,17 +35,6 @@ class TableRow:
     params: str
     train: str
     test: str
-
-
-def format_params(params: int) -> str:
-    """As in the paper: 0.27M, 0.85M, 1.7M, 19.4M."""
-    if not params:
-        return "–"
-    if params >= 1e6:
-        return f"{params / 1e6:.1f}M"
-    if params >= 1e4:
-        return f"{params / 1e6:.2f}M"
-    return f"{params:,}"
 
 
 def format_error(mean: float, std: float, n: int) -> str:

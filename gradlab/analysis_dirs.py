@@ -129,9 +129,9 @@ def find_analysis_dirs(paths) -> list[Path]:
     if isinstance(paths, (str, Path)):
         paths = [paths]
     found: list[Path] = []
-    for p in map(Path, paths):
-        if is_analysis_dir(p):
-            found.append(p)
-        elif p.is_dir():
-            found.extend(sorted(d.parent for d in p.rglob(ANALYSIS)))
+    for p in paths:
+        try:
+            found += R.scan(p, (ANALYSIS,))[ANALYSIS]
+        except RunDirError:
+            continue
     return list(dict.fromkeys(found))

@@ -208,21 +208,31 @@ def read_run(path: Path) -> Run:
     return Run(path=path, spec=spec, status=status, metrics=metrics)
 
 
+def scan(path: Path, markers: tuple[str, ...] = (SPEC,)) -> dict[str, list[Path]]:
+    """The folders that hold each marker file (spec.json, analysis.json, ...): ``path`` itself
+    if it holds one, else every folder below it that does, found in one walk, sorted.
+    RunDirError if ``path`` does not exist or is a file."""
+    path = Path(path)
+    if not path.exists():
+        raise RunDirError(f"{path} does not exist; pass a run directory or a folder of runs")
+    found: dict[str, list[Path]] = {m: [] for m in markers}
+    for marker in markers:
+        if (path / marker).is_file():
+            found[marker].append(path)
+            return found
+    if not path.is_dir():
+        raise RunDirError(f"{path} is a file, not a run directory")
+    for f in path.rglob("*"):
+        if f.name in found and f.is_file():
+            found[f.name].append(f.parent)
+    return {m: sorted(dirs) for m, dirs in found.items()}
+
+
 def find_run_dirs(paths) -> list[Path]:
     """Run directories under the given paths (each a run directory or a folder of them)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise RunDirError(f"{p} does not exist; pass a run directory or a folder of runs")
-        if is_run_dir(p):
-            found.append(p)
-        elif p.is_dir():
-            found.extend(sorted(d.parent for d in p.rglob(SPEC)))
-        else:
-            raise RunDirError(f"{p} is a file, not a run directory")
-    return found
+    return [d for p in paths for d in scan(p)[SPEC]]
 
 
 def queued_run_dirs(paths) -> list[tuple[Path, dict]]:

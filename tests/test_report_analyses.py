@@ -108,6 +108,26 @@ def test_report_with_runs_and_analyses_keeps_both(tmp_path):
     assert not any("probes" in w for w in result.warnings)
 
 
+def test_report_walks_each_given_folder_once(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    runs = tmp_path / "runs"
+    F.make_run(runs, "plain", 20, layers=False)
+    F.make_run(runs, "resnet", 20, layers=False)
+    gradients_folder(runs / "probes" / "gradients-digits")
+    walked = []
+    rglob = Path.rglob
+
+    def counted(self, *args, **kwargs):
+        walked.append(self)
+        return rglob(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "rglob", counted)
+    result = build_report([runs], tmp_path / "out", formats="png", workers=1)
+    assert walked == [runs]  # runs and analysis folders found in the same walk
+    assert "## Runs" in result.report.read_text() and "## Analyses" in result.report.read_text()
+
+
 def test_damaged_and_undrawable_folders_are_warnings(tmp_path, monkeypatch):
     good = gradients_folder(tmp_path / "a" / "good")
     bad_json = spp_folder(tmp_path / "a" / "bad-json")

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from gradlab import runs as R
-from gradlab.analysis_dirs import ANALYSIS, is_analysis_dir
+from gradlab.analysis_dirs import ANALYSIS
 from gradlab.errors import RunDirError
 from gradlab.report.collect import run_key
 
@@ -22,22 +22,16 @@ def find(paths) -> tuple[list[Path], list[Path], list[str]]:
     run_dirs: list[Path] = []
     analysis_dirs: list[Path] = []
     warnings: list[str] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            warnings.append(f"skipped {p}: {p} does not exist; pass a run directory or a folder of runs")
-        elif R.is_run_dir(p):
-            run_dirs.append(p)
-        elif is_analysis_dir(p):
-            analysis_dirs.append(p)
-        elif not p.is_dir():
-            warnings.append(f"skipped {p}: {p} is a file, not a run directory")
-        else:
-            markers = [f for f in p.rglob("*.json") if f.name in (R.SPEC, ANALYSIS)]
-            runs_here = sorted(f.parent for f in markers if f.name == R.SPEC)
-            run_dirs += runs_here
-            analysis_dirs += sorted(f.parent for f in markers if f.name == ANALYSIS)
-            if not markers:
-                warnings.append(f"skipped {p}: no run directory found there (none holds {R.SPEC})")
+    for p in paths:
+        try:
+            found = R.scan(p, (R.SPEC, ANALYSIS))
+        except RunDirError as e:
+            warnings.append(f"skipped {p}: {e}")
+            continue
+        run_dirs += found[R.SPEC]
+        analysis_dirs += found[ANALYSIS]
+        if not found[R.SPEC] and not found[ANALYSIS]:
+            warnings.append(f"skipped {p}: no run directory found there (none holds {R.SPEC})")
     return run_dirs, list(dict.fromkeys(analysis_dirs)), warnings
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from gradlab.errors import GradlabError, ModelError
+from gradlab.errors import ConfigError, GradlabError, ModelError
 from gradlab.models import ModelInfo, ProbePoint, build, describe, info, names
 
 
@@ -148,6 +148,31 @@ def test_describe_is_json_ready_and_round_trips():
         "name": "resnet20", "arch": "cifar", "family": "resnet", "depth": 20, "blocks": 9, "params": 269722,
     }
     assert [ProbePoint.from_dict(p) for p in d["probe_points"]] == m.probe_points()
+
+
+def test_build_defaults_to_the_architectures_classes_and_describe_to_the_trained_input():
+    resnet18 = build("resnet18")  # the ImageNet family's 1000 classes: torchvision's state dicts load
+    assert resnet18.fc.out_features == 1000 and info("resnet18").num_classes == 1000
+    assert build("resnet20").fc.out_features == 10 and build("resnet18", num_classes=7).fc.out_features == 7
+    assert describe(build("resnet20"), "resnet20")["input_size"] == [3, 32, 32]
+    digits = build("resnet20", in_channels=1)
+    assert describe(digits, "resnet20")["input_size"] == [1, 32, 32]  # its own channels, the default size
+    assert describe(digits, "resnet20", input_size=(1, 8, 8))["input_size"] == [1, 8, 8]
+
+
+def test_model_name_maps_family_depth_and_architecture():
+    from gradlab.models import model_name
+
+    assert model_name("plain", 56) == "plain56"
+    assert model_name("resnet", 50) == "cifar-resnet50"  # resnet50 names the ImageNet net
+    assert model_name("resnet", 50, "imagenet") == "resnet50"
+    assert model_name("plain", 110, "preact") == "preplain110"
+    with pytest.raises(ConfigError, match="families: unknown dense; choose from plain, resnet"):
+        model_name("dense", 20)
+    with pytest.raises(ModelError, match="6n\\+2"):
+        model_name("plain", 21)
+    with pytest.raises(ConfigError, match="arch = 'vgg' is unknown"):
+        model_name("plain", 20, "vgg")
 
 
 def test_describe_counts_trainable_params_only():

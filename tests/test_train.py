@@ -26,6 +26,7 @@ def test_run_directory_round_trip(tmp_path):
     assert run.state == "done" and run.name == "resnet8-s0"
     assert run.spec["run"] == spec.to_dict()
     assert run.spec["model"]["family"] == "resnet" and run.spec["model"]["depth"] == 8
+    assert run.spec["model"]["input_size"] == [1, 8, 8]  # the digits it trained on
     assert run.spec["data"]["train_size"] == 1437
     assert list(run.metrics["step"]) == [0, 10, 20, 30, 40]
     assert run.metrics["test_err"].between(0, 1).all()

@@ -1,0 +1,41 @@
+"""The registry of families: one place for their names, order, labels, looks and validation."""
+
+import subprocess
+import sys
+
+import pytest
+
+from gradlab import families as fam
+from gradlab.errors import ConfigError
+
+
+def test_registered_families_in_the_papers_order_with_their_labels_and_looks():
+    assert fam.names() == ("plain", "resnet")
+    assert fam.label("resnet", 56) == "ResNet-56" and fam.label("plain", 20) == "plain-20"
+    plain, resnet = fam.get("plain"), fam.get("resnet")
+    assert (plain.residual, resnet.residual) == (False, True)
+    assert (plain.marker, plain.linestyle, plain.filled) == ("o", "--", False)
+    assert (resnet.marker, resnet.linestyle, resnet.filled) == ("s", "-", True)
+    assert (plain.panel_title, resnet.panel_title) == ("plain networks", "ResNets")
+
+
+def test_unknown_families_get_a_neutral_look_and_sort_last():
+    other = fam.get("fixup")
+    assert not fam.is_known("fixup") and other.label(56) == "fixup-56" and other.panel_title == "fixup networks"
+    assert fam.ordered(["fixup", "resnet", "plain", "resnet"]) == ["plain", "resnet", "fixup"]
+    assert sorted(["fixup", "resnet", "plain"], key=fam.sort_key) == ["plain", "resnet", "fixup"]
+
+
+def test_validation_names_the_valid_families():
+    assert fam.parse(" resnet, plain ") == ("resnet", "plain")
+    with pytest.raises(ConfigError, match="--families: unknown dense; choose from plain, resnet"):
+        fam.parse("plain,dense")
+    with pytest.raises(ConfigError, match=r"families: unknown \(empty\)"):
+        fam.check([])
+    with pytest.raises(ValueError, match="registered already"):
+        fam.register(fam.Family("plain", "plain", "plain networks", residual=False))
+
+
+def test_families_import_neither_torch_nor_matplotlib():
+    code = "import sys, gradlab.families; assert not {'torch', 'matplotlib'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -3,7 +3,7 @@
 Launched by torchrun (``WORLD_SIZE`` > 1 in the environment), a run is the same run as a
 single process with the same global batch, to float tolerance:
 
-* every rank takes its contiguous shard of the global batch (``gradlab.loader``), the
+* every rank takes its contiguous shard of the global batch (``gradlab.data.loader``), the
   model is wrapped in DistributedDataParallel (gradients averaged over ranks) and its
   BatchNorms are synchronized (``gradlab.sync_batchnorm``), so the update is the global
   batch's;

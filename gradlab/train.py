@@ -28,7 +28,7 @@ from gradlab.distributed import World
 from gradlab.environment import describe, resolve_device
 from gradlab.errors import RunDirError, RunInterrupted
 from gradlab.interrupt import StopRequest, graceful_stop
-from gradlab.loader import DeviceLoader
+from gradlab.data.loader import DeviceLoader
 from gradlab.lr_schedule import StepLR
 from gradlab.progress import progress_bar
 
@@ -161,7 +161,7 @@ class Trainer:
         if self.cuda:
             self.model.to(memory_format=torch.channels_last)
         if spec.data.name == "imagefolder":  # streamed from disk: too big to live on the device
-            from gradlab.folder_loader import FolderLoader
+            from gradlab.data.folders import FolderLoader
 
             self.loader = FolderLoader(ds, recipe.batch_size, spec.seed, self.device, channels_last=self.cuda,
                                        rank=self.world.rank, world_size=self.world.size)

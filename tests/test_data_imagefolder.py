@@ -13,7 +13,7 @@ from gradlab.cli.main import cli
 from gradlab.compare import plan
 from gradlab.config import DataSpec, load_preset
 from gradlab.errors import DataError
-from gradlab.folder_loader import FolderLoader, epoch_plan
+from gradlab.data.folders import FolderLoader, epoch_plan
 
 CLASSES = ("cat", "dog", "eel")
 

@@ -1,7 +1,7 @@
 import torch
 
 from gradlab.data import Augment, Dataset
-from gradlab.loader import DeviceLoader, crop_and_flip, normalize
+from gradlab.data.loader import DeviceLoader, crop_and_flip, normalize
 
 
 def toy_dataset(n=10, augment=Augment()):

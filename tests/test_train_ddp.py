@@ -19,7 +19,7 @@ from gradlab import stat_names as S
 from gradlab.config import load_preset, make_run_spec
 from gradlab.data import Augment, Dataset
 from gradlab.errors import ConfigError
-from gradlab.loader import DeviceLoader
+from gradlab.data.loader import DeviceLoader
 from gradlab.models import build
 from gradlab.train import train
 

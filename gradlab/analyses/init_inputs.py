@@ -6,7 +6,7 @@
     loss = F.cross_entropy(model(batch.x), batch.y)
 
 A real batch is what the first training step would see (the training set, normalized by
-its channel statistics through gradlab.loader.DeviceLoader) without augmentation, so the
+its channel statistics through gradlab.data.loader.DeviceLoader) without augmentation, so the
 numbers describe the data and not a random crop. Gaussian inputs are N(0, 1) in the
 dataset's image shape (Brock et al. 2021 probe with them), with uniformly random labels,
 and need no dataset files.
@@ -83,7 +83,7 @@ def probe_batch(
         y = torch.randint(0, classes, (batch_size,), generator=g)
         return ProbeBatch(x.to(device), y.to(device), classes, dataset, inputs)
     from gradlab.data import Augment, load
-    from gradlab.loader import DeviceLoader
+    from gradlab.data.loader import DeviceLoader
 
     data = load(DataSpec(name=dataset, data_dir=data_dir, augment=False))
     loader = DeviceLoader(data, batch_size, seed, device, augment=Augment())

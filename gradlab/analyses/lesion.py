@@ -40,7 +40,7 @@ Rows are in depth order; ``index`` is the block's position (1 = input side) for 
 the layer's position among the net's main-path weighted layers (1 = the stem conv) for
 layers, so that plain-20's layers are 2..19. Test error is measured on the run's test set,
 normalized with the training set's channel statistics exactly as training did
-(gradlab.loader).
+(gradlab.data.loader).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from gradlab.checkpoint import load_checkpoint
 from gradlab.config import DataSpec
 from gradlab.environment import describe, resolve_device
 from gradlab.errors import ConfigError, ModelError, RunDirError
-from gradlab.loader import eval_batches
+from gradlab.data.loader import eval_batches
 from gradlab.models.probe_points import CONV, FC
 from gradlab.analyses.result import ProbeResult
 from gradlab.progress import progress_bar

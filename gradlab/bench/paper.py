@@ -55,7 +55,7 @@ from gradlab.families import names as family_names
 from gradlab.config import RunSpec
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
-from gradlab.loader import EVAL_BATCH  # the trainer evaluates in batches of this many images
+from gradlab.data.loader import EVAL_BATCH  # the trainer evaluates in batches of this many images
 
 __all__ = ["CIFAR_TEST_IMAGES", "estimate_minutes", "format_result", "run_paper"]
 

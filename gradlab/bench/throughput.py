@@ -94,7 +94,7 @@ def reference_step(model_name: str, data_root: Path, batch_size: int, device: to
     from torchvision import transforms
 
     from gradlab import models
-    from gradlab.data import _without_checksums
+    from gradlab.data.datasets import _without_checksums
     from torchvision.datasets import CIFAR10
 
     transform = transforms.Compose([

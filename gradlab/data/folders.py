@@ -2,7 +2,7 @@
 
 A dataset such as ImageNet does not fit on the device as one tensor, so this loader
 decodes and augments images in DataLoader workers and offers the interface the trainer
-uses from `gradlab.loader.DeviceLoader`: `batch(step)`, `eval_batches(...)`,
+uses from `gradlab.data.loader.DeviceLoader`: `batch(step)`, `eval_batches(...)`,
 `epoch_of(step)`, `steps_per_epoch`.
 
 Resume is exact for the data: the epoch's order and each image's augmentation seed

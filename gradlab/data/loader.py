@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gradlab.data import Augment, Dataset
+from gradlab.data.datasets import Augment, Dataset
 from gradlab.distributed import shard_size
 from gradlab.errors import DataError
 

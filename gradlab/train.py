@@ -8,7 +8,6 @@ running loss and error, the divergence flag and the recorder's buffers are tenso
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import sys
 import time
@@ -26,11 +25,12 @@ from gradlab.checkpoint import load_latest, rotate, save_checkpoint
 from gradlab.config import RunSpec, validate_recipe
 from gradlab.distributed import World
 from gradlab.environment import describe, resolve_device
-from gradlab.errors import RunDirError, RunInterrupted
+from gradlab.errors import RunInterrupted
 from gradlab.interrupt import StopRequest, graceful_stop
 from gradlab.data.loader import DeviceLoader
 from gradlab.lr_schedule import StepLR
 from gradlab.progress import progress_bar
+from gradlab.run_record import check_existing, spec_record
 
 
 @dataclass
@@ -50,66 +50,6 @@ def deterministic(on: bool):
         yield
     finally:
         torch.use_deterministic_algorithms(before)
-
-
-def spec_record(spec: RunSpec, model_info: dict, ds: datasets.Dataset, env: dict) -> dict:
-    """What spec.json holds: the resolved spec plus what the report needs to know."""
-    return {
-        "format_version": runs.FORMAT_VERSION,
-        "name": spec.name,
-        "experiment": spec.experiment,
-        "seed": spec.seed,
-        "run": spec.to_dict(),
-        "model": model_info,
-        "data": {
-            **dataclasses.asdict(spec.data),
-            "shape": list(ds.shape),
-            "num_classes": ds.num_classes,
-            "train_size": len(ds.train_y),
-            "test_size": len(ds.test_y),
-            "val_size": 0 if ds.val_y is None else len(ds.val_y),
-        },
-        "recipe": dataclasses.asdict(spec.recipe),
-        "env": env,
-    }
-
-
-def check_existing(run_dir: Path, spec: RunSpec) -> dict | None:
-    """The existing spec.json if it describes this very run; an error if another."""
-    if not (run_dir / runs.SPEC).exists():
-        return None
-    old = runs.read_json(run_dir / runs.SPEC)
-    # Settings added to RunSpec after the run was written had their default's behaviour then.
-    before = _with_defaults(old.get("run", {}), RunSpec().to_dict())
-    if before != spec.to_dict():
-        changed = sorted(_diff_keys(before, spec.to_dict()))
-        raise RunDirError(
-            f"{run_dir} already holds a run with different settings ({', '.join(changed) or 'unknown'}); "
-            f"it is left untouched: choose another --runs-dir or experiment name, or delete that folder"
-        )
-    return old
-
-
-def _with_defaults(record: dict, defaults: dict) -> dict:
-    """`record` with the keys it lacks taken from `defaults`, nested dicts included."""
-    out = dict(record)
-    for k, v in defaults.items():
-        if k not in out:
-            out[k] = v
-        elif isinstance(v, dict) and isinstance(out[k], dict):
-            out[k] = _with_defaults(out[k], v)
-    return out
-
-
-def _diff_keys(a: dict, b: dict, prefix: str = "") -> set[str]:
-    out = set()
-    for k in set(a) | set(b):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out |= _diff_keys(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.add(prefix + k)
-    return out
 
 
 STOP_CHECK_EVERY = 10  # data-parallel runs: steps between agreements on a stop request

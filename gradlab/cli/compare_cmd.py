@@ -123,9 +123,9 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
     if not wait:
         _echo_submitted(result, opts["runs_dir"], first.experiment, out)
         return
-    from gradlab.tracking import log_report
+    from gradlab.tracking import WandbTracker, log_report
 
-    for tracker in trackers:
+    for tracker in (t for t in trackers if isinstance(t, WandbTracker)):
         log_report(result.report, first.experiment, tracker.mode, tracker.project, tracker.entity)
     for warning in result.report_warnings:
         click.echo(f"warning: {warning}", err=True)

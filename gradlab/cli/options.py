@@ -56,6 +56,9 @@ def run_options(f):
                      help="Track runs in W&B (default: disabled, or what WANDB_MODE says)."),
         click.option("--wandb-project", default="gradlab", show_default=True, help="W&B project."),
         click.option("--wandb-entity", default=None, help="W&B entity (team or user)."),
+        click.option("--tensorboard", "tensorboard_dir", type=click.Path(), default=None, metavar="DIR",
+                     help="Also write TensorBoard event files, one folder per run (DIR/<experiment>/<run>), "
+                          "e.g. --tensorboard runs/tensorboard, then `tensorboard --logdir runs/tensorboard`."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -86,11 +89,20 @@ def spec_overrides(opts: dict) -> dict:
 
 
 def trackers_from(opts: dict) -> list:
-    """The W&B tracker asked for, if any (credentials checked before any training)."""
-    from gradlab.tracking import WandbTracker, check_credentials, resolve_mode
+    """The trackers asked for: W&B, TensorBoard, both or none (each checked before any training)."""
+    from gradlab.tracking import (
+        TensorBoardTracker,
+        WandbTracker,
+        check_credentials,
+        check_log_dir,
+        resolve_mode,
+    )
 
+    trackers = []
+    if opts["tensorboard_dir"] is not None:
+        trackers.append(TensorBoardTracker(check_log_dir(opts["tensorboard_dir"])))
     mode = resolve_mode(opts["wandb_mode"])
-    if mode == "disabled":
-        return []
-    check_credentials(mode)
-    return [WandbTracker(mode, project=opts["wandb_project"], entity=opts["wandb_entity"])]
+    if mode != "disabled":
+        check_credentials(mode)
+        trackers.append(WandbTracker(mode, project=opts["wandb_project"], entity=opts["wandb_entity"]))
+    return trackers

@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from gradlab.callbacks import Callback
-from gradlab.errors import GradlabError
+from gradlab.tracking.common import TrackingError, finite, layer_key
 
 log = logging.getLogger(__name__)
 
 MODES = ("online", "offline", "disabled")
 ID_FILE = "wandb.json"
-
-
-class TrackingError(GradlabError):
-    """W&B cannot be used as asked (bad mode, missing credentials)."""
 
 
 def resolve_mode(flag: str | None) -> str:
@@ -61,11 +56,6 @@ def check_credentials(mode: str) -> None:
             os.environ.pop("WANDB_MODE", None)
         else:
             os.environ["WANDB_MODE"] = before
-
-
-def layer_key(stat: str, index: int, layer: str) -> str:
-    """Stable W&B key of one layer statistic: depth index first, so panels sort in depth order."""
-    return f"{stat}/{int(index):03d}.{layer}"
 
 
 class WandbTracker(Callback):
@@ -110,7 +100,7 @@ class WandbTracker(Callback):
     def on_eval(self, run_dir: Path, row: dict) -> None:
         if self.run is None:
             return
-        scalars = {k: v for k, v in row.items() if k not in ("step",) and _finite(v)}
+        scalars = {k: v for k, v in row.items() if k not in ("step",) and finite(v)}
         self.run.log({"step": int(row["step"]), **scalars})
 
     def on_layers(self, run_dir: Path, frame: pd.DataFrame) -> None:
@@ -119,7 +109,7 @@ class WandbTracker(Callback):
         keys = [layer_key(s, i, l) for s, i, l in zip(frame["stat"], frame["index"], frame["layer"])]
         wide = pd.DataFrame({"step": frame["step"].to_numpy(), "key": keys, "value": frame["value"].to_numpy()})
         for step, group in wide.groupby("step", sort=True):
-            values = {k: float(v) for k, v in zip(group["key"], group["value"]) if _finite(v)}
+            values = {k: float(v) for k, v in zip(group["key"], group["value"]) if finite(v)}
             self.run.log({"step": int(step), **values})
 
     def on_end(self, run_dir: Path, state: str, message: str) -> None:
@@ -163,7 +153,3 @@ def log_report(report, experiment: str, mode: str = "offline", project: str = "g
         run.log({"results": wandb.Table(dataframe=table.astype(str))})
     run.summary.update({"summary": " ".join(report.summary), "warnings": len(report.warnings)})
     run.finish()
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -12,6 +12,7 @@ This module imports nothing of torch or matplotlib: the report side uses it too.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -42,7 +43,8 @@ class Family:
     name: in model names, run names and spec.json ("resnet"); title: in labels ("ResNet",
     so "ResNet-56" as in the paper); panel_title: over a figure panel of the family's
     nets; residual: whether its blocks have identity shortcuts; marker, linestyle and
-    filled: how its lines and points look in every figure (matplotlib names).
+    filled: how its lines and points look in every figure (matplotlib names); with_depth:
+    whether a label names the depth (a run of someone's own model is labelled by its name).
     """
 
     name: str
@@ -52,10 +54,11 @@ class Family:
     marker: str = "o"
     linestyle: str = "-"
     filled: bool = True
+    with_depth: bool = True
 
     def label(self, depth: int) -> str:
         """The model's label in figures and tables: "plain-20", "ResNet-56"."""
-        return f"{self.title}-{depth}"
+        return f"{self.title}-{depth}" if self.with_depth else self.title
 
 
 _REGISTRY: dict[str, Family] = {}
@@ -83,12 +86,19 @@ def is_known(name: str) -> bool:
     return name in _REGISTRY
 
 
+# markers for names gradlab does not know, picked by the name so a run looks the same in every figure
+_OTHER_MARKERS = ("^", "D", "v", "P", "X", "*", "<", ">")
+
+
 def get(name: str) -> Family:
-    """The registered family, or a neutral look for a name gradlab does not know (a run
-    directory written by someone's own code): titled by its name, filled circles, solid."""
+    """The registered family, or a look for a name gradlab does not know (the name a user
+    gave a run of their own model, gradlab.watch(run_dir=...)): labelled and titled by that
+    name, a marker of its own, solid lines."""
     family = _REGISTRY.get(name)
     if family is None:
-        family = Family(str(name), str(name), f"{name} networks", residual=False)
+        name = str(name)
+        marker = _OTHER_MARKERS[zlib.crc32(name.encode()) % len(_OTHER_MARKERS)]
+        family = Family(name, name, name, residual=False, marker=marker, with_depth=False)
     return family
 
 

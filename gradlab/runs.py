@@ -33,6 +33,7 @@ SPEC, STATUS, METRICS, LAYERS, CHECKPOINT = (
     "layers.parquet",
     "checkpoint.pt",
 )
+WATCH_SOURCE = "gradlab.watch"  # spec.json "source" of a run written from someone's own loop
 SUBMITTED = "submitted.json"  # the job last submitted for the run (gradlab.launch), before and while it trains
 
 # status.json "state" values

@@ -17,7 +17,7 @@ from gradlab.errors import RecorderError
 # per parameter tensor
 GRAD_NORM = "grad_norm"  # ||dL/dw||_2
 WEIGHT_NORM = "weight_norm"  # ||w||_2
-GRAD_WEIGHT_RATIO = "grad_weight_ratio"  # ||dL/dw|| / ||w||
+GRAD_WEIGHT_RATIO = "grad_weight_ratio"  # ||dL/dw|| / ||w||; NaN where ||w|| = 0 (zero-initialised biases)
 UPDATE_NORM = "update_norm"  # ||w_t - w_prev_recorded||_2
 
 # per probe point output h

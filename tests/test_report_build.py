@@ -183,7 +183,7 @@ def test_report_side_never_imports_torch(tmp_path):
         f"""
         import sys
         from gradlab.cli.main import cli
-        from gradlab.report import collect
+        from gradlab.report import layer_frames as collect
         from gradlab import runs as R
         runs, _ = R.load_all({str(runs)!r})
         data = collect.load_layer_data(runs)

@@ -12,6 +12,7 @@ import pytest
 from gradlab import runs as R
 from gradlab import stat_names as S
 from gradlab.report import collect as C
+from gradlab.report import layer_frames as L
 
 from gradlab.bench import synthetic_runs as F
 
@@ -73,7 +74,7 @@ def test_gradient_flow_at_step_0_equals_what_was_written(tmp_path):
     path = F.make_run(tmp_path, "resnet", 20, shortcut="B")  # B: projection shortcuts to leave out
     written = pd.read_parquet(path / R.LAYERS)
     run = load(path)[0]
-    flow = C.gradient_flow([run], C.load_layer_data([run]))
+    flow = L.gradient_flow([run], L.load_layer_data([run]))
     got = flow[(flow["phase"] == "init") & (flow["stat"] == S.GRAD_NORM)].sort_values("position")
     assert (got["step"] == 0).all()
 
@@ -101,16 +102,16 @@ def test_gradient_flow_at_step_0_equals_what_was_written(tmp_path):
 
 def test_phases_pick_init_nearest_five_percent_and_end():
     steps = [0, 10, 20, 40, 80, 160, 400]
-    assert C.phase_steps(steps, total=400) == {"init": 0, "early": 20, "end": 400}
-    assert C.phase_steps([0, 400], total=400) == {"init": 0, "end": 400}
-    assert C.phase_steps([], total=400) == {}
+    assert L.phase_steps(steps, total=400) == {"init": 0, "early": 20, "end": 400}
+    assert L.phase_steps([0, 400], total=400) == {"init": 0, "end": 400}
+    assert L.phase_steps([], total=400) == {}
 
 
 def test_responses_are_act_std_at_main_bn_points_at_the_end(tmp_path):
     path = F.make_run(tmp_path, "plain", 20)
     written = pd.read_parquet(path / R.LAYERS)
     run = load(path)[0]
-    resp = C.responses([run], C.load_layer_data([run])).sort_values("position")
+    resp = L.responses([run], L.load_layer_data([run])).sort_values("position")
     last = written["step"].max()
     assert (resp["step"] == last).all()
     bns = [p["name"] for p in run.model["probe_points"] if p["kind"] == "bn" and p["role"] == "main"]
@@ -124,8 +125,8 @@ def test_responses_are_act_std_at_main_bn_points_at_the_end(tmp_path):
 def test_heatmap_is_layers_by_recorded_steps(tmp_path):
     path = F.make_run(tmp_path, "plain", 20, n_records=12)
     run = load(path)[0]
-    frame = C.read_layer_stats(run)
-    m = C.gradient_heatmap(run, frame)
+    frame = L.read_layer_stats(run)
+    m = L.gradient_heatmap(run, frame)
     steps = F.record_steps(400, 12)
     assert m.shape == (20, len(steps))
     assert list(m.columns) == list(steps)
@@ -139,7 +140,7 @@ def test_heatmap_is_layers_by_recorded_steps(tmp_path):
 def test_read_layer_stats_reads_only_the_stats_asked_for(tmp_path):
     path = F.make_run(tmp_path, "resnet", 20)
     run = load(path)[0]
-    frame = C.read_layer_stats(run, (S.ACT_STD,))
+    frame = L.read_layer_stats(run, (S.ACT_STD,))
     assert set(frame["stat"].astype(str)) == {S.ACT_STD}
     assert isinstance(frame["layer"].dtype, pd.CategoricalDtype)
 
@@ -150,7 +151,7 @@ def test_missing_and_damaged_layer_files_are_reported_not_raised(tmp_path):
     F.truncate_file(bad / R.LAYERS)
     good = F.make_run(tmp_path, "resnet", 56)
     runs = load(tmp_path)
-    data = C.load_layer_data(runs)
+    data = L.load_layer_data(runs)
     assert set(data.frames) == {"resnet56-s0"}
     assert "recording was off" in data.missing["plain20-s0"]
     assert "damaged" in data.missing["resnet20-s0"] and "layers.parquet" in data.missing["resnet20-s0"]
@@ -201,7 +202,7 @@ def test_flow_by_model_is_a_geometric_mean_over_seeds(tmp_path):
             "value": [1e-3, 1e-1, np.inf],  # a diverged seed's non-finite value is left out
         }
     )
-    out = C.flow_by_model(flow)
+    out = L.flow_by_model(flow)
     assert out["value"].iloc[0] == pytest.approx(1e-2)
     assert out["n"].iloc[0] == 3
 
@@ -212,8 +213,8 @@ def test_runs_without_probe_points_fall_back_to_the_rows_kind_and_index(tmp_path
     del spec["model"]["probe_points"]
     R.write_json(path / R.SPEC, spec)
     run = load(path)[0]
-    flow = C.gradient_flow([run], C.load_layer_data([run]))
+    flow = L.gradient_flow([run], L.load_layer_data([run]))
     init = flow[(flow["phase"] == "init") & (flow["stat"] == S.GRAD_NORM)].sort_values("position")
     assert list(init["position"]) == list(range(1, 21))
     assert init["layer"].iloc[0] == "conv1.weight" and init["layer"].iloc[-1] == "fc.weight"
-    assert len(C.responses([run], C.load_layer_data([run]))) == 19
+    assert len(L.responses([run], L.load_layer_data([run]))) == 19

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 
 # kind values
-CONV, BN, FC, BRANCH, BLOCK = "conv", "bn", "fc", "branch", "block"
+CONV, BN, NORM, FC, BRANCH, BLOCK = "conv", "bn", "norm", "fc", "branch", "block"
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class ProbePoint:
 
     name:  module path as in ``model.named_modules()``.
     index: position in depth order (0 = closest to the input), unique per model.
-    kind:  "conv" | "bn" | "fc" (weighted layers and their norms);
+    kind:  "conv" | "fc" (weighted layers); "bn" (BatchNorm) | "norm" (LayerNorm,
+           GroupNorm, InstanceNorm, RMSNorm: no batch statistics);
            "branch" (the residual branch output F(x), right before the addition);
            "block" (a residual block's output, after the addition and ReLU).
     block: name of the residual block this point belongs to, or None (stem, head).

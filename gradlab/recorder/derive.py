@@ -52,7 +52,8 @@ def frame(layout: Layout, stats: tuple[str, ...], raw, written, numel, steps) ->
             if S.WEIGHT_NORM in want:
                 parts.append((S.WEIGHT_NORM, pk, w, ww))
         if S.GRAD_WEIGHT_RATIO in want:
-            parts.append((S.GRAD_WEIGHT_RATIO, pk, g / w, gw & ww))
+            # undefined where ||w|| = 0 (a zero-initialised bias): NaN, which means skip
+            parts.append((S.GRAD_WEIGHT_RATIO, pk, np.where(w > 0, g / w, np.nan), gw & ww))
         if layout.param_update:
             parts.append((S.UPDATE_NORM, pk, *cols(layout.param_update)))
 

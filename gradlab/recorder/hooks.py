@@ -27,10 +27,10 @@ from gradlab.recorder.layout import Layout, Point
 from gradlab.recorder.reductions import F32, count, flat, norm, total
 from gradlab.recorder.targets import Targets
 
-__all__ = ["StepHooks"]
+__all__ = ["StepHooks", "eager"]
 
 
-def _eager(fn):
+def eager(fn):
     """Run a hook eagerly under torch.compile: Dynamo would otherwise try to compile the
     hook's own frame and recompile it for every new output tensor (identity guards)."""
     disable = getattr(getattr(torch, "compiler", None), "disable", None)
@@ -237,7 +237,7 @@ class StepHooks:
 
     # ------------------------------------------------------------------ forward hooks
 
-    @_eager
+    @eager
     def _on_output(self, pt: Point, module: nn.Module, args, output) -> None:
         if not torch.is_grad_enabled():
             return
@@ -264,7 +264,7 @@ class StepHooks:
             if restore:
                 torch.set_num_threads(restore)
 
-    @_eager
+    @eager
     def _note_fed(self, pt: Point, module: nn.Module, args, output) -> None:
         """An unchecked fed point's output, for its BatchNorm's hook to compare with its input."""
         if pt.checked:  # a later micro-batch of the step that checked it
@@ -391,7 +391,7 @@ class StepHooks:
                 e.pos = self._count(d)
             vals[pt.count_col] = e.pos
 
-    @_eager
+    @eager
     def _on_block_input(self, b: int, module: nn.Module, args) -> None:
         if not (module.training and torch.is_grad_enabled()) or not args:
             return
@@ -410,7 +410,7 @@ class StepHooks:
 
     # ------------------------------------------------------------------ gradient hooks
 
-    @_eager
+    @eager
     def _on_grad(self, cols: list[int], g: torch.Tensor) -> None:
         self._grad_norm(cols, g)
 
@@ -428,7 +428,7 @@ class StepHooks:
         for c in cols:
             vals[c] = v
 
-    @_eager
+    @eager
     def _on_bn_grad(self, cols: list[int], col_x: int, derive, grad_inputs, grad_outputs) -> None:
         """A BatchNorm's backward ran: ||dL/dy|| into ``cols``, ||dL/dx|| into ``col_x``,
         derived at step() if ``derive`` (key, saved statistics, gammas and betas) allows."""

@@ -120,7 +120,18 @@ class Layout:
             block_input=block_input,
             branch_norm=[points[b.branch].norm_col for b in targets.blocks] if block_input else [],
             output_cols=np.asarray(outputs, dtype=np.int64),
-            param_keys=[(p.name, p.index, p.kind) for p in targets.params],
-            point_keys=[(p.name, p.index, p.kind) for p in targets.points],
-            block_keys=[(b.name, b.index, "block") for b in targets.blocks],
+            **_keys(targets),
         )
+
+    def rekey(self, targets: Targets) -> None:
+        """Take the row keys of ``targets`` renumbered (gradlab.recorder.forward_order)."""
+        for name, keys in _keys(targets).items():
+            setattr(self, name, keys)
+
+
+def _keys(targets: Targets) -> dict[str, list[RowKey]]:
+    return {
+        "param_keys": [(p.name, p.index, p.kind) for p in targets.params],
+        "point_keys": [(p.name, p.index, p.kind) for p in targets.points],
+        "block_keys": [(b.name, b.index, "block") for b in targets.blocks],
+    }

@@ -26,28 +26,8 @@ names the first non-finite value. How the recorder stays cheap (hooks only on re
 steps, statistics read from BatchNorm's own batch statistics, values kept on the device
 until ``flush()``, reductions deferred on CUDA) and what it costs: docs/recorder.md.
 
-Supported setups:
-
-* float32/float64 training, and bf16/fp16 autocast (statistics are accumulated in float32).
-* channels_last inputs and activations.
-* DistributedDataParallel (any backend): parameter statistics are those of the averaged
-  gradients, identical on every rank; activation statistics are the local batch's. Watch the
-  DDP-wrapped model (or its ``.module``); names have no ``module.`` prefix.
-* ``torch.compile`` (aot_eager and inductor): watch the compiled module or the original;
-  names have no ``_orig_mod.`` prefix. On recorded steps the graph breaks at each probe
-  point and the statistics are computed eagerly (equal to eager mode's within float
-  tolerance); ``fullgraph=True`` cannot be combined with recording. If compiled code skips
-  the hooks altogether the recorder warns once and records parameter statistics only.
-* Gradient accumulation: activation statistics are those of the last micro-batch before
-  ``step()``; gradient statistics those of the accumulated gradients.
-* fp16 with ``torch.amp.GradScaler``: call ``scaler.unscale_(opt)`` before ``rec.step()``
-  so that grad_norm is unscaled; act_grad_norm is always that of the scaled loss.
-
-Watch the model after moving it to its device. Not supported: models spread over several
-devices, nn.DataParallel on several GPUs (use DDP), FSDP/DTensor parameters, modules called
-several times per forward (the last call wins), sparse gradients (skipped), forward passes
-in other threads. Norms are float32 without rescaling: a gradient whose elements are below
-~1e-19 loses precision, below ~1e-23 it reads 0.
+Supported setups (mixed precision, channels_last, DDP, torch.compile, gradient
+accumulation, GradScaler) and what is not supported: docs/recorder.md.
 """
 
 from __future__ import annotations
@@ -61,6 +41,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from gradlab import runs
 from gradlab import stat_names as S
 from gradlab.config import REDUCE_AT
 from gradlab.errors import RecorderError
@@ -68,10 +49,12 @@ from gradlab.models.probe_points import ProbePoint
 from gradlab.recorder import derive
 from gradlab.recorder.buffer import HistogramBuffer, StepBuffer
 from gradlab.recorder.derive import FRAME_COLUMNS, HIST_COLUMNS
+from gradlab.recorder.forward_order import CallOrder, reindexed, warn_never_called
 from gradlab.recorder.hooks import StepHooks
 from gradlab.recorder.layout import Layout
 from gradlab.recorder.params import ParamStats
 from gradlab.recorder.reductions import F32
+from gradlab.recorder.run_writer import RunWriter, metrics_row, model_description
 from gradlab.recorder.schedule import Schedule
 from gradlab.recorder.targets import Targets, resolve, unwrap
 
@@ -101,6 +84,13 @@ class Recorder:
     defers the reductions to ``step()`` (fewer, batched kernels), "auto" (default) picks
     "step" on CUDA (with ``act_sample`` set) and "hooks" elsewhere; :attr:`reductions`
     says which is in use. docs/recorder.md has the measurements behind these defaults.
+
+    ``include``/``exclude``: glob patterns on module names choosing the layers watched
+    (gradlab.recorder.targets). ``run_dir``: also write a run directory that ``gradlab
+    report`` draws (gradlab.recorder.run_writer), with ``name`` (its label; default: the
+    folder's name), ``config`` (a dict of your settings), ``resume``/``overwrite`` (for a
+    folder that holds a run already) and ``callbacks`` (trackers such as
+    gradlab.tracking.WandbTracker, told what is written).
     """
 
     def __init__(
@@ -118,6 +108,14 @@ class Recorder:
         cpu_threads: int | None = None,
         act_sample: int | None = 16,
         reduce_at: str = "auto",
+        include: Iterable[str] | str | None = None,
+        exclude: Iterable[str] | str | None = None,
+        run_dir=None,
+        name: str | None = None,
+        config: dict | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        callbacks=(),
     ):
         if not isinstance(model, nn.Module):
             raise RecorderError(f"watch() needs an nn.Module, not {type(model).__name__}.")
@@ -141,6 +139,8 @@ class Recorder:
             raise RecorderError(f"reduce_at must be one of {', '.join(REDUCE_AT)}, not {reduce_at!r}.")
         self.reduce_at = reduce_at
         self._stats_asked = stats is not None
+        self._selection = (include, exclude)
+        self._writer = None if run_dir is None else RunWriter(run_dir, name, config, resume, overwrite, callbacks)
 
         # set by start(): what is watched, where each value goes, who measures it
         self._targets: Targets | None = None
@@ -150,6 +150,7 @@ class Recorder:
         self._params: ParamStats | None = None
         self._buffer: StepBuffer | None = None
         self._hist_buffer: HistogramBuffer | None = None
+        self._order: CallOrder | None = None  # watching the first forward for the depth order
         # lifecycle
         self._started = False
         self._stopped = False
@@ -160,6 +161,7 @@ class Recorder:
         self._frame_cache: pd.DataFrame | None = None
         self._nonfinite: dict | None = None
         self._warned_no_outputs = False
+        self._logged: list[dict] = []  # rows given to log()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -174,7 +176,7 @@ class Recorder:
                 f"{type(inner).__name__} is already watched by another Recorder; "
                 "call .stop() on that one (or leave its `with` block) before watching it again."
             )
-        self._targets = t = resolve(self.model)
+        self._targets = t = resolve(self.model, *self._selection)
         self._layout = layout = Layout.build(t, self.stats, warn_no_relu=self._stats_asked)
         dev = next((p.param.device for p in t.params), None)
         if dev is None:
@@ -187,16 +189,40 @@ class Recorder:
         self._buffer = StepBuffer(self.buffer_steps, layout.width, len(t.points), dev)
         if self.histograms_enabled:
             self._hist_buffer = HistogramBuffer(self.buffer_steps, len(t.params), dev)
+        if not t.from_model:
+            self._order = CallOrder(inner)
+        if self._writer is not None:
+            from gradlab.environment import describe
+
+            info = {"schedule": self.schedule.to_dict(), "stats": list(self.stats), "act_sample": self.act_sample,
+                    "reductions": self.reductions}  # fmt: skip
+            self._step = self._writer.open(model_description(self._writer.name, inner, t), info, describe(dev))
         _WATCHED[inner] = self
         self._started = True
-        self._hooks.arm(self.schedule(self._step))
+        self._arm(self.schedule(self._step))
         return self
 
     def stop(self) -> None:
-        """Remove every hook and flush what is left. The frames stay readable."""
+        """Remove every hook and flush what is left; a run directory is marked done. The
+        frames stay readable."""
+        self._finish(runs.DONE)
+
+    def __enter__(self) -> "Recorder":
+        if not self._started:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._finish(runs.DONE)
+        else:  # the loop raised: a run directory says so
+            state = runs.INTERRUPTED if issubclass(exc_type, KeyboardInterrupt) else runs.FAILED
+            self._finish(state, f"{exc_type.__name__}: {exc}")
+
+    def _finish(self, state: str, message: str = "") -> None:
         if not self._started or self._stopped:
             return
-        self._hooks.arm(False)
+        self._arm(False)
         try:
             self.flush()
         finally:
@@ -206,20 +232,16 @@ class Recorder:
                 del _WATCHED[inner]
             self._params.prev = None
             self._hooks.clear()
-
-    def __enter__(self) -> "Recorder":
-        if not self._started:
-            self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+            if self._writer is not None:
+                self._writer.close(state, message, self.nonfinite)
 
     def __del__(self):
         # A recorder dropped without stop() must not leave hooks behind.
         try:
             if self._started and not self._stopped:
                 self._hooks.remove()
+                if self._order is not None:
+                    self._order.detach()
         except Exception:
             pass
 
@@ -249,7 +271,7 @@ class Recorder:
         self._require_running()
         self._step = int(step)
         self._hooks.reset()
-        self._hooks.arm(self.schedule(self._step))
+        self._arm(self.schedule(self._step))
 
     def step(self, step: int | None = None) -> None:
         """Record the step that just ran (if scheduled), then advance to the next one.
@@ -260,13 +282,47 @@ class Recorder:
         """
         self._require_running()
         s = self._step if step is None else int(step)
+        if self._order is not None and self._order.first:
+            self._settle_order()
         if self.schedule(s):
             self._record(s, outputs=self._hooks.armed)
         if self._hist_buffer is not None and s % self.hist_every == 0:
             self._record_histograms(s)
         self._hooks.reset()
         self._step = s + 1
-        self._hooks.arm(self.schedule(self._step))
+        self._arm(self.schedule(self._step))
+        if self._writer is not None and self._writer.due():
+            self.flush()
+
+    def log(self, step: int, /, **scalars) -> None:
+        """Scalars of one step or evaluation, under any names (``rec.log(step,
+        train_loss=loss, test_err=err)``): :meth:`metrics`, and metrics.parquet of the run
+        directory. Values are numbers or 0-dim tensors (a tensor costs a host sync)."""
+        self._require_running()
+        row = metrics_row(step, scalars)
+        self._logged.append(row)
+        if self._writer is not None:
+            self._writer.logged(row)
+
+    def metrics(self) -> pd.DataFrame:
+        """Every row given to :meth:`log`: step, then the scalars by name."""
+        return pd.DataFrame(self._logged, columns=None if self._logged else ["step"])
+
+    def _settle_order(self) -> None:
+        """The first forward ran: number the default points in the order their modules ran."""
+        self._order.detach()
+        first, self._order = self._order.first, None
+        self._targets, never = reindexed(self._targets, first)
+        self._layout.rekey(self._targets)
+        if self._writer is not None:
+            self._writer.describe(model_description(self._writer.name, self._targets.inner, self._targets))
+        warn_never_called(never, len(self._targets.points))
+
+    def _arm(self, armed: bool) -> None:
+        """Attach the hooks for a recorded forward, or remove them."""
+        self._hooks.arm(armed)
+        if self._order is not None:
+            self._order.watching(armed)
 
     def _record(self, s: int, outputs: bool) -> None:
         params = self._targets.params
@@ -328,12 +384,18 @@ class Recorder:
         hist = self._hist_buffer.drain() if self._hist_buffer is not None else None
         if hist is not None:
             self._hist_history.append(derive.hist_frame(self._layout, *hist))
+        if self._writer is not None:
+            self._writer.write(self._rows(), new, self._logged)
         return new
 
     def frame(self) -> pd.DataFrame:
         """Every row recorded so far (flushes first): step(int64), layer(str), index(int32),
         kind(str), stat(str), value(float64)."""
         self.flush()
+        return self._rows().copy()
+
+    def _rows(self) -> pd.DataFrame:
+        """Every row flushed so far, concatenated once (cached until the next flush)."""
         if self._frame_cache is None:
             if not self._history:
                 self._frame_cache = derive.empty_frame()
@@ -342,7 +404,7 @@ class Recorder:
             else:
                 self._frame_cache = pd.concat(self._history, ignore_index=True)
                 self._history = [self._frame_cache]
-        return self._frame_cache.copy()
+        return self._frame_cache
 
     def histograms(self) -> pd.DataFrame:
         """Gradient histograms (flushes first): step, layer, index, kind, bin, lower, upper

@@ -1,6 +1,6 @@
 """What the recorder watches in a model: probe points, residual blocks, parameters.
 
-Resolution rules (see also the recorder's module docstring):
+Resolution rules:
 
 * Wrappers are looked through: ``DistributedDataParallel``/``DataParallel`` (``.module``)
   and ``torch.compile``'s ``OptimizedModule`` (``._orig_mod``), in any nesting. All names
@@ -8,31 +8,38 @@ Resolution rules (see also the recorder's module docstring):
   :func:`strip_prefixes` removes stray ``module.``/``_orig_mod.`` prefixes from names a
   caller passes in.
 * If the model has ``probe_points()`` (every gradlab zoo model has), those are used as is.
-* Otherwise the defaults are every Conv*/Linear (kind "conv"/"fc") and every norm layer
-  (BatchNorm*/SyncBatchNorm/InstanceNorm*/LayerNorm/GroupNorm/RMSNorm, kind "bn"), in
-  **registration order** (``named_modules()``), which is the forward order for the usual
-  ``nn.Sequential``-style models. Models whose forward runs modules in another order should
-  implement ``probe_points()``. A default point has ``relu_after=True`` when the next module
-  of its ``nn.Sequential`` is an ``nn.ReLU`` (only such points get act_zero_frac: a ReLU
-  applied as ``F.relu`` in forward is invisible here), and ``bn_next=True`` when it is a
-  BatchNorm's (its output then goes to that BatchNorm only, which the recorder reads it from).
+* Otherwise the defaults are every Conv*/Linear (kind "conv"/"fc"), every BatchNorm (kind
+  "bn") and every other norm layer (InstanceNorm*/LayerNorm/GroupNorm/RMSNorm, kind
+  "norm"), numbered in registration order (``named_modules()``); the recorder renumbers
+  them in the order the modules actually run, from its first recorded forward
+  (gradlab.recorder.forward_order). A default point has ``relu_after=True`` when the next
+  module of its ``nn.Sequential`` is an ``nn.ReLU`` (only such points get act_zero_frac: a
+  ReLU applied as ``F.relu`` in forward is invisible here), and ``bn_next=True`` when it is
+  a BatchNorm's (its output then goes to that BatchNorm only, which the recorder reads it
+  from).
+* ``include`` / ``exclude``: glob patterns (``fnmatch``) on module names choose which points
+  are watched, and which modules' parameters: a point or parameter is kept when its module
+  matches some ``include`` pattern (all, without one) and no ``exclude`` pattern.
 * Residual blocks (for ``branch_ratio``) are the blocks named by probe points of kind
   "branch": ``x`` is the input of the module named ``point.block`` and ``F(x)`` the output
   of the branch point. Default targets have no blocks.
 * Parameters (those with ``requires_grad``) belong to the probe point of their module; if
   their module is not a probe point, to the nearest enclosing probe point (e.g. a residual
-  block's "block" point); if there is none, they get index -1 and a kind from their module's
-  type ("conv"/"fc"/"bn", or "other").
+  block's "block" point); if there is none, they get index -1 (until the forward order gives
+  them their module's place) and a kind from their module's type ("conv"/"fc"/"bn"/"norm",
+  or "other").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Iterable
 
 import torch.nn as nn
 
 from gradlab.errors import RecorderError
-from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint
+from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, NORM, ProbePoint
 from gradlab.recorder.bn_stats import is_batchnorm
 
 __all__ = [
@@ -117,14 +124,28 @@ def strip_prefixes(name: str) -> str:
 
 
 def module_kind(module: nn.Module) -> str | None:
-    """"conv" | "fc" | "bn" for the default probe-point types, else None."""
+    """"conv" | "fc" | "bn" | "norm" for the default probe-point types, else None."""
     if isinstance(module, _CONV_TYPES):
         return CONV
     if isinstance(module, _FC_TYPES):
         return FC
-    if isinstance(module, _NORM_TYPES):
+    if is_batchnorm(module):
         return BN
+    if isinstance(module, _NORM_TYPES):
+        return NORM
     return None
+
+
+def _selector(include: Iterable[str] | str | None, exclude: Iterable[str] | str | None):
+    """A test on module names: some ``include`` pattern matches (any, without patterns) and
+    no ``exclude`` pattern does."""
+    inc = [include] if isinstance(include, str) else list(include or [])
+    exc = [exclude] if isinstance(exclude, str) else list(exclude or [])
+    for p in inc + exc:
+        if not isinstance(p, str) or not p:
+            raise RecorderError(f"include/exclude take glob patterns on module names such as 'encoder.*', not {p!r}.")
+    return lambda name: (not inc or any(fnmatchcase(name, p) for p in inc)) and not any(
+        fnmatchcase(name, p) for p in exc)
 
 
 def default_probe_points(model: nn.Module) -> list[ProbePoint]:
@@ -173,8 +194,11 @@ def _model_probe_points(inner: nn.Module) -> list[ProbePoint] | None:
     return points
 
 
-def resolve(model: nn.Module) -> Targets:
-    """Probe points, blocks and parameters of ``model`` (wrappers looked through)."""
+def resolve(model: nn.Module, include: Iterable[str] | str | None = None,
+            exclude: Iterable[str] | str | None = None) -> Targets:
+    """Probe points, blocks and parameters of ``model`` (wrappers looked through), those
+    whose modules ``include`` and ``exclude`` select (see the module docstring)."""
+    keep = _selector(include, exclude)
     inner = unwrap(model)
     named = dict(inner.named_modules())
     points = _model_probe_points(inner)
@@ -191,6 +215,7 @@ def resolve(model: nn.Module) -> Targets:
     indices = [p.index for p in points]
     if len(set(indices)) != len(indices):
         raise RecorderError(f"{type(inner).__name__}.probe_points() has repeated indices; they must be unique.")
+    points = [p for p in points if keep(p.name)]
     modules = [named[p.name] for p in points]
 
     block_points = {p.block: p for p in points if p.kind == BLOCK and p.block is not None}
@@ -206,9 +231,9 @@ def resolve(model: nn.Module) -> Targets:
     by_name = {p.name: p for p in points}
     params = []
     for pname, param in inner.named_parameters():
-        if not param.requires_grad:
-            continue
         path = pname.rpartition(".")[0]
+        if not param.requires_grad or not keep(path):
+            continue
         owner = None
         probe = path
         while True:
@@ -224,4 +249,8 @@ def resolve(model: nn.Module) -> Targets:
         else:
             index, kind = -1, module_kind(named.get(path, inner)) or "other"
         params.append(ParamTarget(strip_prefixes(pname), param, index, kind))
+    if not points and not params and (include or exclude):
+        names = [n for n, m in inner.named_modules() if n and module_kind(m)][:4]
+        raise RecorderError(f"include={include!r} / exclude={exclude!r} leave nothing to watch in "
+                            f"{type(inner).__name__}; patterns match module names such as {', '.join(names) or '(none)'}.")
     return Targets(inner, points, modules, blocks, params, from_model)

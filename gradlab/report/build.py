@@ -25,11 +25,12 @@ import pandas as pd
 from gradlab.errors import ReportError
 from gradlab.report import analyses as A
 from gradlab.report import collect as C
+from gradlab.report import layer_frames as L
 from gradlab.report import markdown as MD
 from gradlab.report import summary as SUM
 from gradlab.report import tables as T
-from gradlab.report.figures_curves import curves_figure, finals_figure
-from gradlab.report.figures_flow import flow_figure, heatmap_figure, heatmap_range
+from gradlab.report.figures_curves import curves_figure, finals_figure, scalars_figure
+from gradlab.report.figures_flow import activation_figure, flow_figure, heatmap_figure, heatmap_range
 from gradlab.report.figures_response import responses_figure
 from gradlab.report.files import DEFAULT_FORMATS, check_out_dir, default_out_dir, parse_formats, write_csv, write_text
 from gradlab.report.inputs import find, read_runs
@@ -94,14 +95,17 @@ def build_report(
     finals = C.finals(runs)
     models = C.by_model(finals, table)
     palette = depth_palette(table["depth"])
-    layer_data = C.load_layer_data(runs)
+    layer_data = L.load_layer_data(runs)
     for key, reason in layer_data.missing.items():
         if "damaged" in reason or "lacks" in reason:
             warnings.append(f"layer statistics of {key} skipped: {reason}")
-    flow = C.gradient_flow(runs, layer_data)
-    flow_models = C.flow_by_model(flow)
-    responses = C.responses(runs, layer_data)
-    phase_labels = {p: C.phase_step_label(flow, p) for p in C.PHASES}
+    flow = L.gradient_flow(runs, layer_data)
+    flow_models = L.flow_by_model(flow)
+    responses = L.responses(runs, layer_data)
+    acts = L.activations(runs, layer_data)
+    acts_models = L.flow_by_model(acts)
+    logged = C.scalars(runs)
+    phase_labels = {p: L.phase_step_label(flow, p) for p in L.PHASES}
 
     files: list[Path] = []
     skipped: list[str] = []
@@ -115,27 +119,32 @@ def build_report(
             "Dashed lines: training error; bold lines: test error. Left: plain nets; right: ResNets. "
             "With several seeds, the mean over seeds (shaded: test-error min–max).",
             1.0, curves_figure, curves, palette, notes, look)  # fmt: skip
-    else:
+    elif logged.empty:
         skipped.append("training curves: no run has evaluated yet")
+    if not logged.empty:
+        job("scalars", "Logged scalars",
+            "What the runs of your own loop logged with rec.log, against the step: one panel per name, "
+            "one line per run.",
+            0.8, scalars_figure, logged, look)  # fmt: skip
     if models["train_mean"].notna().any():
         job("final_error", "Final error vs depth",
             "Final training and test error against depth. Open circles, dashed: plain; filled squares, solid: "
             "ResNet; ×: a run did not finish. Errorbars: std over seeds (when several).",
             0.8, finals_figure, models, palette, look, notes)  # fmt: skip
-    for phase in C.PHASES:
+    for phase in L.PHASES:
         if flow_models.empty or not (flow_models["phase"] == phase).any():
             continue
         job(f"gradient_flow_{phase}", f"Gradient flow, {phase} ({phase_labels[phase]})",
             "Per-layer gradient norms along depth (layer 1 = first conv, last = classifier), log scale. "
-            "Top: ‖∂L/∂W‖ of each main-path conv/fc weight; bottom: ‖∂L/∂h‖ at each conv output. "
-            "Geometric mean over seeds.",
+            "Top: ‖∂L/∂W‖ of each main-path conv/fc weight (every weight matrix of other models); bottom: "
+            "‖∂L/∂h‖ at each conv output (conv and linear outputs of other models). Geometric mean over seeds.",
             1.5, flow_figure, flow_models, phase, phase_labels[phase], palette, notes, look)  # fmt: skip
     maps = []
     by_key = {C.run_key(r): r for r in runs}
     for row in table.to_dict("records"):
         frame = layer_data.frames.get(row["run"])
         if frame is not None:
-            m = C.gradient_heatmap(by_key[row["run"]], frame)
+            m = L.gradient_heatmap(by_key[row["run"]], frame)
             if not m.empty:
                 maps.append((row, m))
     seeds = sorted({int(row["seed"]) for row, _ in maps})
@@ -148,6 +157,12 @@ def build_report(
             "(x, in recording order; the schedule is denser early). One log colour scale for all runs"
             f"{' and seeds' if len(seeds) > 1 else ''}; grey: non-finite.",
             2.0, heatmap_figure, these, look, value_range, title)  # fmt: skip
+    if not acts_models.empty:
+        job("activations", "Activations along depth",
+            "Std of the output of each residual block (zoo nets) or of each watched layer (other models) along "
+            "depth, at initialization, early in training and at its end (rows); log scale, geometric mean over "
+            "seeds. Sampled on the first examples of a batch, except at BatchNorms.",
+            1.2, activation_figure, acts_models, palette, notes, look)  # fmt: skip
     if not responses.empty:
         job("layer_responses", "Layer responses (Fig. 7 style)",
             "Std of each BN output (after BN, before ReLU) at the last recorded step. Top: layers in their "
@@ -173,8 +188,12 @@ def build_report(
         write_csv(out_dir / "data" / "gradient_flow.csv", flow, files)
     if not responses.empty:
         write_csv(out_dir / "data" / "layer_responses.csv", responses, files)
+    if not acts.empty:
+        write_csv(out_dir / "data" / "activations.csv", acts, files)
+    if not logged.empty:
+        write_csv(out_dir / "data" / "scalars.csv", logged, files)
 
-    sentences = SUM.summarize(models, flow_models, responses, phase_labels)
+    sentences = SUM.summarize(models, flow_models, responses, phase_labels, C.nonfinite(runs))
     md = MD.report(runs, table, finals, models, figures, skipped, layer_data, warnings, sentences, out_dir)
     md += MD.analyses(entries, analysis_figures, out_dir)
     write_text(out_dir / "report.md", md, files)

@@ -123,3 +123,39 @@ def finals_figure(models: pd.DataFrame, palette: dict, style: Style, notes: dict
         handles.append(Line2D([], [], ls="none", marker="x", color="0.15", ms=6 * w, mew=1.0 * w, label="not finished"))
     axes[1].legend(handles=handles, loc="best")
     return fig
+
+
+SCALAR_PANELS = 6  # at most this many logged scalars get a panel (the first ones logged)
+
+
+def scalars_figure(scalars: pd.DataFrame, style: Style):
+    """The scalars runs of someone's own loop logged (``rec.log``) against the step: one
+    panel per name, one line per run; a log y axis for positive values spanning over two
+    decades (losses)."""
+    names = list(dict.fromkeys(scalars["name"]))[:SCALAR_PANELS]
+    ncols = min(3, len(names))
+    nrows = -(-len(names) // ncols)
+    fig = new_figure(style.full_width, style.panel_height * (0.3 + 1.05 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    runs = list(dict.fromkeys(scalars["run"]))
+    firsts = scalars.drop_duplicates("run").set_index("run")
+    seeds = firsts.groupby("label")["seed"].nunique()
+    label = {r: firsts.loc[r, "label"] + (f" s{firsts.loc[r, 'seed']}" if seeds[firsts.loc[r, "label"]] > 1 else "")
+             for r in runs}  # fmt: skip
+    w = style.rc.get("lines.linewidth", 1.0)
+    for ax, name in zip(axes.ravel(), names):
+        d = scalars[scalars["name"] == name]
+        for i, run in enumerate(runs):
+            line = d[d["run"] == run].sort_values("step")
+            if len(line):
+                ax.plot(line["step"], line["value"], color=f"C{i % 10}", lw=w, label=label[run],
+                        marker="." if len(line) <= 30 else None, ms=3 * w)  # fmt: skip
+        v = d["value"].to_numpy(dtype=float)
+        if (v > 0).all() and v.max() > 100 * v.min():
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("step")
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    axes[0, 0].legend(loc="best")
+    return fig

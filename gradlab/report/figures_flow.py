@@ -1,4 +1,5 @@
-"""Gradient flow along depth (per phase of training) and the layer × step heatmap."""
+"""Gradient flow along depth (per phase of training), activations along depth, and the
+layer × step heatmap."""
 
 from __future__ import annotations
 
@@ -32,6 +33,20 @@ def flow_figure(flow_models: pd.DataFrame, phase: str, step_label: str, palette:
     axes = fig.subplots(len(stats), len(families), sharex=True, sharey="row", squeeze=False)
     depth_panels(axes, sub, stats, families, palette, lambda family, depth: legend_label(family, depth, notes), style)
     fig.suptitle(f"Gradient flow {PHASE_TITLES.get(phase, phase)} ({step_label})")
+    return fig
+
+
+def activation_figure(acts_models: pd.DataFrame, palette: dict, notes: dict, style: Style):
+    """Rows: init, early, end; columns: one per family; one line per depth of the std of
+    each block's (or probe point's) output along depth; log y shared along a row."""
+    phases = [p for p in PHASE_TITLES if (acts_models["stat"] == p).any()]
+    families = fam.ordered(acts_models["family"])
+    fig = new_figure(style.full_width, style.panel_height * (0.35 + 0.9 * len(phases)))
+    axes = fig.subplots(len(phases), len(families), sharex="col", sharey="row", squeeze=False)
+    ylabels = {p: f"output std,\n{PHASE_TITLES[p].replace(' training', '')}" for p in phases}
+    depth_panels(axes, acts_models, phases, families, palette, lambda family, depth: legend_label(family, depth, notes),
+                 style, xlabel="block or layer (1 = input side)", ylabels=ylabels)  # fmt: skip
+    fig.suptitle("Activations along depth")
     return fig
 
 

@@ -155,6 +155,24 @@ def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> l
             s = (f"{when}{f' ({step})' if step else ''}, {what} from the last conv layer to the first "
                  f"{' and '.join(parts)}.")
             out.append(s)
+    return out + other_flow_sentences(flow_models)
+
+
+def other_flow_sentences(flow_models: pd.DataFrame) -> list[str]:
+    """The same first-to-last ratios for every model of the other families (someone's own
+    models, gradlab.watch), each at its own first and last recorded step."""
+    others = flow_models[~flow_models["family"].isin((PLAIN, RESNET))]
+    out = []
+    for stat, what in ((S.GRAD_NORM, "‖∂L/∂W‖"), (S.ACT_GRAD_NORM, "‖∂L/∂h‖")):
+        for phase, when in (("init", "At the first recorded step"), ("end", "At the last recorded step")):
+            f = others[(others["stat"] == stat) & (others["phase"] == phase)]
+            parts = []
+            for label, line in f.groupby("label", sort=False):
+                ratio = first_last_ratio(line)
+                if ratio is not None:
+                    parts.append(f"{trend_word(ratio)} in {label} (step {int(line['step'].max()):,})")
+            if parts:
+                out.append(f"{when}, {what} from the last layer to the first {'; '.join(parts)}.")
     return out
 
 
@@ -193,26 +211,36 @@ def response_sentences(responses: pd.DataFrame) -> list[str]:
     return out
 
 
+def nonfinite_sentences(nonfinite: list[dict]) -> list[str]:
+    """Where each run first saw a non-finite value (the recorder's finding, in status.json)."""
+    return [f"In {n['label']}, the first non-finite {n['what']} was in {n['layer']} at step {n['step']:,}."
+            for n in nonfinite]  # fmt: skip
+
+
 def summarize(
     models: pd.DataFrame,
     flow_models: pd.DataFrame | None = None,
     responses: pd.DataFrame | None = None,
     phase_labels: dict[str, str] | None = None,
+    nonfinite: list[dict] = (),
 ) -> list[str]:
     """Sentences for report.md, each backed by the numbers it quotes."""
     out = []
-    if models.empty or not models["train_mean"].notna().any():
-        return ["No run has evaluated yet: there are no final errors to compare."]
-    if (models["n"] > 1).any():
+    evaluated = not models.empty and models["train_mean"].notna().any()
+    if evaluated and (models["n"] > 1).any():
         out.append(
             "Final errors are means over seeds; a difference counts only when larger than the seed spread "
             "(sqrt(std_a² + std_b²))."
         )
-    out += degradation_sentences(models)
+    if evaluated:
+        out += degradation_sentences(models)
     if flow_models is not None:
         out += flow_sentences(flow_models, phase_labels or {})
     if responses is not None:
         out += response_sentences(responses)
+    out += nonfinite_sentences(list(nonfinite))
+    if not evaluated:  # (runs of someone's own loop need not log errors at all)
+        return out or ["No run has evaluated yet: there are no final errors to compare."]
     unfinished = models[models["note"] != ""]
     if not unfinished.empty:
         out.append(

@@ -202,10 +202,17 @@ class Recorder:
         self._arm(self.schedule(self._step))
         return self
 
-    def stop(self) -> None:
-        """Remove every hook and flush what is left; a run directory is marked done. The
-        frames stay readable."""
-        self._finish(runs.DONE)
+    def stop(self, error: BaseException | None = None) -> None:
+        """Remove every hook and flush what is left. A run directory is marked done, or, when
+        the loop ended with ``error``, failed (interrupted for a KeyboardInterrupt) with its
+        message. The frames stay readable."""
+        if not self._started or self._stopped:
+            return
+        if error is None:
+            self._finish(runs.DONE)
+        else:
+            state = runs.INTERRUPTED if isinstance(error, KeyboardInterrupt) else runs.FAILED
+            self._finish(state, f"{type(error).__name__}: {error}")
 
     def __enter__(self) -> "Recorder":
         if not self._started:
@@ -213,15 +220,9 @@ class Recorder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self._finish(runs.DONE)
-        else:  # the loop raised: a run directory says so
-            state = runs.INTERRUPTED if issubclass(exc_type, KeyboardInterrupt) else runs.FAILED
-            self._finish(state, f"{exc_type.__name__}: {exc}")
+        self.stop(exc)
 
     def _finish(self, state: str, message: str = "") -> None:
-        if not self._started or self._stopped:
-            return
         self._arm(False)
         try:
             self.flush()

@@ -1,0 +1,37 @@
+"""What the loop callbacks share: the recorder they start, where its run directory goes,
+and the trainer's own scalars as numbers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from gradlab.recorder import Recorder
+
+__all__ = ["RECORDER_DEFAULTS", "numbers", "start_recorder"]
+
+# the recorder's own defaults (gradlab.watch), for the callbacks' signatures
+RECORDER_DEFAULTS = {"every": 50, "dense_until": 100, "dense_every": 1}
+
+
+def start_recorder(model, run_dir, default_dir: Path, step: int, options: dict) -> Recorder:
+    """A started Recorder on ``model`` writing ``run_dir`` (None: ``default_dir``), its
+    counter at ``step`` (a resumed fit), with the callback's recorder ``options``."""
+    options = dict(options)
+    resume = options.pop("resume", step > 0)
+    rec = Recorder(model, run_dir=Path(run_dir) if run_dir is not None else default_dir, resume=resume, **options)
+    rec.start()
+    if step > 0:
+        rec.set_step(step)
+    return rec
+
+
+def numbers(metrics: dict) -> dict[str, float]:
+    """The finite numbers among a trainer's logged values (0-dim tensors read once)."""
+    out = {}
+    for key, value in (metrics or {}).items():
+        if hasattr(value, "numel") and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[str(key)] = float(value)
+    return out

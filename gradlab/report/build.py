@@ -116,8 +116,8 @@ def build_report(
 
     if not curves.empty:
         job("curves", "Training curves (Fig. 6 style)",
-            "Dashed lines: training error; bold lines: test error. Left: plain nets; right: ResNets. "
-            "With several seeds, the mean over seeds (shaded: test-error min–max).",
+            "Dashed lines: training error; bold lines: test error. One panel per family (plain nets, ResNets, "
+            "or a run's own name). With several seeds, the mean over seeds (shaded: test-error min–max).",
             1.0, curves_figure, curves, palette, notes, look)  # fmt: skip
     elif logged.empty:
         skipped.append("training curves: no run has evaluated yet")

@@ -179,3 +179,20 @@ def test_median_interval_is_the_order_statistics_of_the_binomial_table():
         tail = sum(math.comb(n, i) for i in range(k)) / 2**n  # P(fewer than k below the median)
         wider = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
         assert hi == n - k and tail <= 0.025 < wider  # the narrowest interval with >= 95 % coverage
+
+
+def test_lightning_rows_time_a_bare_lightning_step_against_the_callback(monkeypatch, tmp_path):
+    pytest.importorskip("lightning.pytorch")
+    monkeypatch.chdir(tmp_path)  # Lightning's folders go to a temporary directory, not here
+    result = run_overhead(device="cpu", with_wandb=False, with_lightning=True, **TINY)
+    lightning = result["lightning"]
+    assert set(lightning["variants"]) == {"lightning", "lightning+gradlab"}
+    for v in lightning["variants"].values():
+        assert v["n"] == 2 and v["median_s"] > 0 and v["images_per_s"] > 0
+    assert lightning["ratio"] > 0 and lightning["round_ratios"]["n"] == 2
+    assert list(tmp_path.iterdir()) == []
+    res = CliRunner().invoke(cli, ["bench", "overhead", "--model", "resnet8", "--steps", "1", "--repeats", "2",
+                                   "--batch-size", "4", "--warmup", "0", "--device", "cpu", "--no-wandb",
+                                   "--lightning"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "lightning+gradlab" in res.output and "x lightning round by round" in res.output

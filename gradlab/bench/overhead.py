@@ -93,6 +93,7 @@ def run_overhead(
     device: str = "auto",
     warmup: int = 2,
     with_wandb: bool = True,
+    with_lightning: bool = False,
     every: int = 1,
     reduce_at: str = "auto",
     stats: Sequence[str] | None = None,
@@ -105,7 +106,9 @@ def run_overhead(
     quartiles and min step time in seconds, images/s) and ``ratios`` (median step time over
     bare's). A variant that cannot run (wandb missing or failing) is listed under
     ``skipped`` with the reason. ``stats``: the statistics gradlab records (None: all
-    default ones), to measure what a selection costs.
+    default ones), to measure what a selection costs. ``with_lightning``: also time a bare
+    Lightning step against one with gradlab's Lightning callback (gradlab.bench.
+    lightning_overhead), under ``lightning``.
     """
     import gradlab
     from gradlab.models import build
@@ -186,6 +189,22 @@ def run_overhead(
                 with contextlib.suppress(Exception):
                     run.finish(quiet=True)
 
+    lightning = None
+    if with_lightning:
+        try:
+            from gradlab.bench.lightning_overhead import run_lightning_overhead
+
+            nets = {"lightning": copy.deepcopy(base), "lightning+gradlab": copy.deepcopy(base)}
+            lightning = run_lightning_overhead(nets, x, y, steps, repeats, warmup, every, dev, progress)
+        except ImportError as e:  # lightning is an optional extra
+            skipped["lightning"] = f"{type(e).__name__}: {e} (pip install 'gradlab[lightning]')"
+        else:
+            for v in lightning["variants"].values():
+                v["images_per_s"] = batch_size / v["median_s"]
+            lv = lightning["variants"]
+            lightning["ratio"] = lv["lightning+gradlab"]["median_s"] / lv["lightning"]["median_s"]
+            lightning["round_ratios"] = _spread(lightning["round_ratios"])
+
     summary = {}
     for name in variants:
         s = summarize(timings.steps[name])
@@ -221,6 +240,7 @@ def run_overhead(
         },
         "gradlab_rows": rows,
         "skipped": skipped,
+        "lightning": lightning,
     }
 
 
@@ -248,9 +268,20 @@ def format_result(result: dict) -> str:
         lines.append("")
         lines.append("x bare round by round (each round's median over bare's in the same round):")
         for name, r in spreads.items():
-            ci = r.get("ci95")
-            ci = f"95% CI of the median {ci[0]:.3f}-{ci[1]:.3f}" if ci else "too few rounds for a 95% CI (--repeats 6 or more)"
-            lines.append(
-                f"  {name:<8} median {r['median']:.3f}, min {r['min']:.3f}, max {r['max']:.3f} ({r['n']} rounds; {ci})"
-            )
+            lines.append(f"  {name:<8} {_spread_text(r)}")
+    lightning = result.get("lightning")
+    if lightning:
+        lines += ["", f"Lightning: {lightning['settings']}",
+                  f"{'variant':<18}{'median ms':>10}{'p25 ms':>10}{'p75 ms':>10}{'img/s':>10}{'x lightning':>13}"]
+        for name, v in lightning["variants"].items():
+            ratio = lightning["ratio"] if name != "lightning" else 1.0
+            lines.append(f"{name:<18}{v['median_s'] * 1e3:>10.1f}{v['p25_s'] * 1e3:>10.1f}{v['p75_s'] * 1e3:>10.1f}"
+                         f"{v['images_per_s']:>10.1f}{ratio:>13.3f}")
+        lines.append("  x lightning round by round: " + _spread_text(lightning["round_ratios"]))
     return "\n".join(lines)
+
+
+def _spread_text(r: dict) -> str:
+    ci = r.get("ci95")
+    ci = f"95% CI of the median {ci[0]:.3f}-{ci[1]:.3f}" if ci else "too few rounds for a 95% CI (--repeats 6 or more)"
+    return f"median {r['median']:.3f}, min {r['min']:.3f}, max {r['max']:.3f} ({r['n']} rounds; {ci})"

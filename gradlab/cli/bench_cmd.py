@@ -43,13 +43,16 @@ def _progress_printer():
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @click.option("--every", default=1, show_default=True, type=click.IntRange(1), help="gradlab records every N-th step.")
 @click.option("--no-wandb", is_flag=True, help="Skip the wandb.watch variant.")
+@click.option("--lightning", "with_lightning", is_flag=True,
+              help="Also time a bare Lightning step against one with gradlab's Lightning callback (needs lightning).")
 @click.option("--reduce-at", type=click.Choice(REDUCE_AT), default="auto", show_default=True,
               help="Where gradlab reduces: in each hook, or deferred to step() (auto: step on CUDA, hooks on CPU).")
 @click.option("--stats", "stats_csv", default=None, metavar="NAMES",
               help="Comma-separated statistics gradlab records, to measure what a selection costs "
               f"(default: all of {', '.join(S.DEFAULT_STATS)}).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
-def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb, reduce_at, stats_csv, json_path):
+def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb, with_lightning, reduce_at, stats_csv,
+             json_path):
     """Training-step time bare vs gradlab (every step) vs wandb.watch, interleaved in one process.
 
     \b
@@ -57,6 +60,8 @@ def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb,
       gradlab bench overhead --model resnet56 --batch-size 128 --steps 3 --repeats 6
     What the gradient norms along depth cost alone:
       gradlab bench overhead --stats act_grad_norm --no-wandb
+    What gradlab's Lightning callback costs over a bare Lightning step:
+      gradlab bench overhead --lightning --no-wandb
     """
     from gradlab.bench.overhead import format_result, run_overhead
 
@@ -70,6 +75,7 @@ def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb,
             device=device,
             warmup=warmup,
             with_wandb=not no_wandb,
+            with_lightning=with_lightning,
             every=every,
             reduce_at=reduce_at,
             stats=None if stats_csv is None else [n.strip() for n in stats_csv.split(",") if n.strip()],

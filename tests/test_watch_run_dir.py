@@ -200,3 +200,39 @@ def test_spec_json_is_plain_json(tmp_path):
     spec = json.loads((tmp_path / "run" / runs.SPEC).read_text())
     assert spec["recorder"]["schedule"] == {"every": 1, "dense_until": 100, "dense_every": 1}
     assert spec["env"]["torch"] == torch.__version__
+
+
+def test_zoo_runs_and_user_runs_share_one_report(tmp_path):
+    from gradlab.bench import synthetic_runs
+
+    synthetic_runs.make_run(tmp_path / "runs", "plain", 20, n_records=6)
+    synthetic_runs.make_run(tmp_path / "runs", "resnet", 20, n_records=6)
+    model = TinyTransformer()
+    with gradlab.watch(model, every=2, run_dir=tmp_path / "runs" / "mine" / "tiny") as rec:
+        train(rec, model, 4)
+    result = build_report([tmp_path / "runs"], tmp_path / "out", formats="png", workers=1)
+    table = pd.read_csv(tmp_path / "out" / "data" / "runs.csv")
+    assert sorted(table["label"]) == ["ResNet-20", "plain-20", "tiny"]
+    flow = pd.read_csv(tmp_path / "out" / "data" / "gradient_flow.csv")
+    assert set(flow["label"]) == {"ResNet-20", "plain-20", "tiny"}
+    assert any("degradation" in s or "ResNet-20" in s for s in result.summary) and any("tiny" in s for s in result.summary)
+
+
+def test_trackers_follow_a_user_run(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gradlab.tracking import TensorBoardTracker, layer_key
+
+    model = TinyTransformer()
+    with gradlab.watch(model, every=2, run_dir=tmp_path / "runs" / "exp" / "tiny",
+                       callbacks=[TensorBoardTracker(tmp_path / "tb")]) as rec:  # fmt: skip
+        train(rec, model, 4)
+    events = EventAccumulator(str(tmp_path / "tb" / "exp" / "tiny"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert "metrics/train_loss" in tags
+    head = rec.frame().query("stat == 'grad_norm' and layer == 'head.weight'")
+    key = layer_key("grad_norm", int(head["index"].iloc[0]), "head.weight")
+    assert [e.step for e in events.Scalars(key)] == head["step"].tolist()
+    assert events.Scalars(key)[-1].value == pytest.approx(head["value"].iloc[-1], rel=1e-6)

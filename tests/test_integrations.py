@@ -110,6 +110,37 @@ def test_lightning_run_that_raises_is_marked_failed(tmp_path):
     assert sorted(run.layers["step"].unique()) == [0, 1, 2]
 
 
+def test_lightning_callback_writes_tensorboard_events_when_asked(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gradlab.integrations.lightning import GradlabCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = small_net()
+
+        def training_step(self, batch, batch_idx):
+            loss = F.cross_entropy(self.net(batch[0]), batch[1])
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    x, y = batches()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    callback = GradlabCallback(tmp_path / "exp" / "small", every=1, tensorboard=tmp_path / "tb")
+    pl.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, log_every_n_steps=1, callbacks=[callback]).fit(Module(), loader)
+    events = EventAccumulator(str(tmp_path / "tb" / "exp" / "small"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert "metrics/train_loss" in tags and any(t.startswith("grad_norm/") and t.endswith("net.0.weight") for t in tags)
+
+
 def test_transformers_callback_records_the_gradients_the_optimizer_steps_with(tmp_path):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")

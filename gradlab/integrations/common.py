@@ -16,9 +16,15 @@ RECORDER_DEFAULTS = {"every": 50, "dense_until": 100, "dense_every": 1}
 
 def start_recorder(model, run_dir, default_dir: Path, step: int, options: dict) -> Recorder:
     """A started Recorder on ``model`` writing ``run_dir`` (None: ``default_dir``), its
-    counter at ``step`` (a resumed fit), with the callback's recorder ``options``."""
+    counter at ``step`` (a resumed fit), with the callback's recorder ``options``; option
+    ``tensorboard=DIR`` adds a gradlab.tracking.TensorBoardTracker writing under DIR."""
     options = dict(options)
     resume = options.pop("resume", step > 0)
+    tensorboard = options.pop("tensorboard", None)
+    if tensorboard is not None:
+        from gradlab.tracking import TensorBoardTracker, check_log_dir
+
+        options["callbacks"] = [*options.get("callbacks", ()), TensorBoardTracker(check_log_dir(tensorboard))]
     rec = Recorder(model, run_dir=Path(run_dir) if run_dir is not None else default_dir, resume=resume, **options)
     rec.start()
     if step > 0:

@@ -25,7 +25,8 @@ class GradlabCallback(pl.Callback):
 
     run_dir: where the run directory goes (default: ``gradlab`` under the trainer's log
     directory); every other keyword is the recorder's (``every``, ``stats``, ``include``,
-    ``exclude``, ``name``, ``config``, ``callbacks`` for W&B/TensorBoard trackers, ...).
+    ``exclude``, ``name``, ``config``, ``callbacks`` for W&B/TensorBoard trackers, ...);
+    ``tensorboard=DIR`` also writes TensorBoard event files under DIR.
     """
 
     def __init__(self, run_dir: str | Path | None = None, **recorder_options):

@@ -27,7 +27,8 @@ class GradlabCallback(TrainerCallback):
 
     run_dir: where the run directory goes (default: ``gradlab`` under the Trainer's
     ``output_dir``); every other keyword is the recorder's (``every``, ``stats``,
-    ``include``, ``exclude``, ``name``, ``config``, ``callbacks`` for trackers, ...).
+    ``include``, ``exclude``, ``name``, ``config``, ``callbacks`` for trackers, ...);
+    ``tensorboard=DIR`` also writes TensorBoard event files under DIR.
     """
 
     def __init__(self, run_dir: str | Path | None = None, **recorder_options):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from gradlab import families as fam
 from gradlab import models, runs
 from gradlab.config import Preset, RunSpec, make_run_spec
 from gradlab.errors import ConfigError
@@ -18,9 +19,18 @@ from gradlab.launch import make_launcher
 
 
 def plan(preset: Preset, depths, families, seeds, **overrides) -> list[RunSpec]:
-    """One RunSpec per (family, depth, seed), shallow first so results arrive early."""
+    """One RunSpec per (family, depth, seed), shallow first so results arrive early.
+    Stochastic depth (model option drop_path) goes to the residual families only."""
     names = [(d, f, models.model_name(f, d, preset.compare.arch)) for d in depths for f in families]
-    return [make_run_spec(name, preset, seed=s, **overrides) for d, f, name in sorted(names) for s in seeds]
+    return [make_run_spec(name, preset, seed=s, **_for_family(f, overrides)) for d, f, name in sorted(names)
+            for s in seeds]  # fmt: skip
+
+
+def _for_family(family: str, overrides: dict) -> dict:
+    options = overrides.get("model_options") or {}
+    if options.get("drop_path") and not fam.get(family).residual:  # a plain net has no branch to drop
+        return {**overrides, "model_options": {**options, "drop_path": None}}
+    return overrides
 
 
 @dataclass

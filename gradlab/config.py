@@ -16,8 +16,10 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from gradlab.families import names as family_names
 from gradlab.errors import ConfigError
+from gradlab.families import PAPER
+from gradlab.models import info as model_info
+from gradlab.models import options as model_options
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,6 +32,9 @@ class ModelSpec:
     name: str = "resnet20"
     shortcut: str | None = None  # CIFAR family: "A" (default), "B", "C"
     zero_init_residual: bool = False
+    norm: str = "bn"  # CIFAR plain nets and ResNets: "none" drops every BatchNorm (gradlab.models.options)
+    act: str = "relu"  # CIFAR plain nets and ResNets: "tanh" or "sigmoid" on the main path
+    drop_path: float = 0.0  # residual CIFAR-layout nets: stochastic depth, the last block's drop probability
     weights: str | None = None  # fine-tuning: "torchvision" or a state-dict file (gradlab.finetune)
     freeze: str = "none"  # fine-tuning: none | backbone | all-but-last-stage
 
@@ -99,6 +104,7 @@ class RunSpec:
             parts.append(f"opt{self.model.shortcut}")
         if self.model.zero_init_residual:
             parts.append("zinit")
+        parts += model_options.run_tags(self.model.norm, self.model.act, self.model.drop_path)
         if self.model.weights:  # fine-tuned runs get their own directory: resnet50-ft-frozen-s0
             parts.append("ft")
         if _FREEZE_TAGS.get(self.model.freeze):
@@ -114,7 +120,7 @@ class RunSpec:
 @dataclass(frozen=True)
 class CompareSpec:
     depths: tuple[int, ...] = (20, 56, 110)
-    families: tuple[str, ...] = family_names()
+    families: tuple[str, ...] = PAPER
     seeds: tuple[int, ...] = (0,)
     arch: str = "cifar"  # which nets plain{d}/resnet{d} name: cifar (6n+2), imagenet (18..152) or preact
 
@@ -288,6 +294,7 @@ def make_run_spec(
     recipe_spec = scale_recipe(preset.recipe, steps)
     recipe_spec = validate_recipe(replace(recipe_spec, **{k: v for k, v in (recipe or {}).items() if v is not None}))
     model_spec = ModelSpec(name=model, **{k: v for k, v in (model_options or {}).items() if v is not None})
+    check_model(model_spec)
     if model_spec.freeze not in FREEZE_CHOICES:
         raise ConfigError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, not {model_spec.freeze!r}")
     if model_spec.freeze != "none" and not model_spec.weights:
@@ -303,6 +310,13 @@ def make_run_spec(
         compile=compile or compile_mode is not None,
         compile_mode=_compile_mode(compile_mode),
     )
+
+
+def check_model(spec: ModelSpec) -> None:
+    """The model name and its options, checked before any run directory exists (ModelError)."""
+    meta = model_info(spec.name)
+    model_options.checked(meta.family, meta.arch, meta.name, spec.norm, spec.act, spec.drop_path,
+                          spec.zero_init_residual)
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

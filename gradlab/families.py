@@ -1,11 +1,14 @@
 """The families of networks gradlab compares at matched depth: the one place they are named.
 
-A family is what a model name starts with (``plain56``, ``resnet56``) and what spec.json's
-``model.family`` says. Everything that lists, orders, validates, labels or marks families
-asks this registry: the CLI and presets (``--families``), the planner, the analyses, the
-report's figures, tables and summary. He et al. 2015 (arXiv 1512.03385) compare two:
-plain nets and their residual twins. A new family is one :func:`register` call here (its
-model lives in ``gradlab.models``, whose name grammar reads the family names from here).
+A family is what a model name starts with (``plain56``, ``resnet56``, ``fixup56``) and what
+spec.json's ``model.family`` says. Everything that lists, orders, validates, labels or marks
+families asks this registry: the CLI and presets (``--families``), the planner, the
+analyses, the report's figures, tables and summary. He et al. 2015 (arXiv 1512.03385)
+compare two: plain nets and their residual twins. The later remedies for training deep
+nets without (or beyond) BatchNorm follow: Fixup (Zhang, Dauphin & Ma 2019), ReZero
+(Bachlechner et al. 2020), SkipInit (De & Smith 2020) and NF-ResNets (Brock, De & Smith
+2021). A new family is one :func:`register` call here (its model lives in
+``gradlab.models``, whose name grammar reads the family names from here).
 
 This module imports nothing of torch or matplotlib: the report side uses it too.
 """
@@ -13,18 +16,20 @@ This module imports nothing of torch or matplotlib: the report side uses it too.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from gradlab.errors import ConfigError
 
 __all__ = [
+    "PAPER",
     "PLAIN",
     "RESNET",
     "Family",
     "check",
     "get",
     "is_known",
+    "keyed",
     "label",
     "names",
     "ordered",
@@ -34,6 +39,7 @@ __all__ = [
 ]
 
 PLAIN, RESNET = "plain", "resnet"
+PAPER = (PLAIN, RESNET)  # He et al. 2015's comparison: the default wherever families are chosen
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,9 @@ class Family:
     so "ResNet-56" as in the paper); panel_title: over a figure panel of the family's
     nets; residual: whether its blocks have identity shortcuts; marker, linestyle and
     filled: how its lines and points look in every figure (matplotlib names); with_depth:
-    whether a label names the depth (a run of someone's own model is labelled by its name).
+    whether a label names the depth (a run of someone's own model is labelled by its name);
+    archs: the zoo architectures that build the family (gradlab.models.registry.ARCHES);
+    variant: the build options a run changed ("no norm, sigmoid"), named in its label.
     """
 
     name: str
@@ -55,10 +63,13 @@ class Family:
     linestyle: str = "-"
     filled: bool = True
     with_depth: bool = True
+    archs: tuple[str, ...] = ("cifar",)
+    variant: str = ""
 
     def label(self, depth: int) -> str:
-        """The model's label in figures and tables: "plain-20", "ResNet-56"."""
-        return f"{self.title}-{depth}" if self.with_depth else self.title
+        """The model's label in figures and tables: "plain-20", "ResNet-56", "plain-56 (no norm)"."""
+        label = f"{self.title}-{depth}" if self.with_depth else self.title
+        return f"{label} ({self.variant})" if self.variant else label
 
 
 _REGISTRY: dict[str, Family] = {}
@@ -72,9 +83,16 @@ def register(family: Family) -> Family:
     return family
 
 
-# plain: open circles on dashed lines; ResNet: filled squares on solid lines
-register(Family(PLAIN, "plain", "plain networks", residual=False, marker="o", linestyle="--", filled=False))
-register(Family(RESNET, "ResNet", "ResNets", residual=True, marker="s", linestyle="-", filled=True))
+ALL_ARCHES = ("cifar", "preact", "imagenet", "seed")
+# plain: open circles on dashed lines; ResNet: filled squares on solid lines; the remedies:
+# filled markers of their own on dash-dotted or dotted lines
+register(Family(PLAIN, "plain", "plain networks", residual=False, marker="o", linestyle="--", filled=False,
+                archs=ALL_ARCHES))
+register(Family(RESNET, "ResNet", "ResNets", residual=True, marker="s", linestyle="-", filled=True, archs=ALL_ARCHES))
+register(Family("fixup", "Fixup", "Fixup ResNets (no BN)", residual=True, marker="D", linestyle="-."))
+register(Family("rezero", "ReZero", "ReZero ResNets", residual=True, marker="^", linestyle=":"))
+register(Family("skipinit", "SkipInit", "SkipInit ResNets (no BN)", residual=True, marker="v", linestyle="-."))
+register(Family("nfresnet", "NF-ResNet", "NF-ResNets (no BN)", residual=True, marker="P", linestyle=":"))
 
 
 def names() -> tuple[str, ...]:
@@ -90,16 +108,28 @@ def is_known(name: str) -> bool:
 _OTHER_MARKERS = ("^", "D", "v", "P", "X", "*", "<", ">")
 
 
+def keyed(name: str, variant: str = "") -> str:
+    """The key of a family with build options (``keyed("plain", "no norm")`` is
+    "plain (no norm)"): runs that differ only in their options are told apart by it."""
+    return f"{name} ({variant})" if variant else name
+
+
 def get(name: str) -> Family:
-    """The registered family, or a look for a name gradlab does not know (the name a user
-    gave a run of their own model, gradlab.watch(run_dir=...)): labelled and titled by that
-    name, a marker of its own, solid lines."""
+    """The registered family; for a key with options ("plain (no norm, sigmoid)"), its
+    family's look with the options named and a marker of its own; or a look for a name
+    gradlab does not know (the name a user gave a run of their own model,
+    gradlab.watch(run_dir=...)): labelled and titled by that name, a marker of its own."""
     family = _REGISTRY.get(name)
-    if family is None:
-        name = str(name)
-        marker = _OTHER_MARKERS[zlib.crc32(name.encode()) % len(_OTHER_MARKERS)]
-        family = Family(name, name, name, residual=False, marker=marker, with_depth=False)
-    return family
+    if family is not None:
+        return family
+    name = str(name)
+    marker = _OTHER_MARKERS[zlib.crc32(name.encode()) % len(_OTHER_MARKERS)]
+    base, sep, variant = name.partition(" (")
+    if sep and variant.endswith(")") and base in _REGISTRY:
+        variant = variant[:-1]
+        look = _REGISTRY[base]
+        return replace(look, name=name, panel_title=f"{look.panel_title} ({variant})", marker=marker, variant=variant)
+    return Family(name, name, name, residual=False, marker=marker, with_depth=False)
 
 
 def label(name: str, depth: int) -> str:
@@ -108,16 +138,19 @@ def label(name: str, depth: int) -> str:
 
 
 def ordered(present: Iterable[str]) -> list[str]:
-    """The families in ``present`` (without repeats): registered ones in registry order,
-    then any others in the order they came."""
-    present = list(dict.fromkeys(present))
-    return [f for f in _REGISTRY if f in present] + [f for f in present if f not in _REGISTRY]
+    """The families in ``present`` (without repeats) in :func:`sort_key` order, those of
+    equal rank in the order they came."""
+    return sorted(dict.fromkeys(present), key=sort_key)
 
 
-def sort_key(name: str) -> int:
-    """Position of a family in tables and figures (unknown families last)."""
+def sort_key(name: str) -> float:
+    """Position of a family in tables and figures: registry order, a family with options
+    right after its own, unknown names last."""
     order = list(_REGISTRY)
-    return order.index(name) if name in _REGISTRY else len(order)
+    base = str(name).partition(" (")[0]
+    if name in _REGISTRY:
+        return float(order.index(name))
+    return order.index(base) + 0.5 if base in _REGISTRY else float(len(order))
 
 
 def check(families: Iterable[str], what: str = "families") -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from typing import Callable
 import pandas as pd
 
 from gradlab.errors import RunDirError
+from gradlab.families import keyed
 
 FORMAT_VERSION = 1
 
@@ -158,6 +159,12 @@ class Run:
     @property
     def family(self) -> str:
         return self.model.get("family", "?")
+
+    @property
+    def family_key(self) -> str:
+        """The family with the build options the run changed ("plain (no norm, sigmoid)"):
+        what the report groups and labels by, so that such runs are told apart."""
+        return keyed(self.family, str(self.model.get("variant") or ""))
 
     @property
     def depth(self) -> int:

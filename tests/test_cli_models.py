@@ -27,7 +27,8 @@ def test_lists_every_named_model():
     assert rows["preresnet164"][3:6] == ["164", "54", "1.7M"]
     assert rows["resnet18"][3:] == ["18", "8", "11.7M", "1.8G"]
     assert rows["seedresnet2"][3:5] == ["6", "2"]
-    assert len(rows) == 34
+    assert rows["fixup56"][1:5] == ["cifar", "fixup", "56", "27"] and rows["nfresnet110"][2] == "nfresnet"
+    assert len(rows) == 34 + 4 * 3  # the four remedies at depths 20, 56 and 110
     assert "3×224×224" in result.output
 
 

@@ -25,6 +25,13 @@ CASES = [
     ("plain50", {}, (3, 64, 64)),
     ("seedresnet2", {}, None),
     ("seedplain3", {}, (3, 12, 12)),
+    ("plain20", {"norm": "none"}, None),
+    ("resnet20", {"norm": "none"}, (3, 8, 8)),
+    ("fixup20", {}, None),
+    ("rezero20", {}, None),
+    ("skipinit20", {}, (1, 8, 8)),
+    ("nfresnet20", {}, None),
+    ("nfresnet56", {}, (3, 8, 8)),
 ]
 
 

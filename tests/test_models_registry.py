@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from gradlab import families
 from gradlab.errors import ConfigError, GradlabError, ModelError
 from gradlab.models import ModelInfo, ProbePoint, build, describe, info, names
 
@@ -16,7 +17,7 @@ def test_names_per_family_in_order():
     assert names("cifar") == [
         "resnet20", "plain20", "resnet32", "plain32", "resnet44", "plain44",
         "resnet56", "plain56", "resnet110", "plain110", "resnet1202", "plain1202",
-    ]
+    ] + [f"{f}{d}" for f in ("fixup", "rezero", "skipinit", "nfresnet") for d in (20, 56, 110)]
     assert names("preact") == [
         "preresnet110", "preplain110", "preresnet164", "preplain164", "preresnet1001", "preplain1001",
     ]
@@ -34,8 +35,11 @@ def test_names_bad_family():
 def test_info_of_every_named_model(name):
     i = info(name)
     assert isinstance(i, ModelInfo) and i.name == name
-    assert i.family in ("resnet", "plain") and i.arch in ("cifar", "preact", "imagenet", "seed")
-    assert info(i.twin).twin == name and info(i.twin).family != i.family
+    assert i.family in families.names() and i.arch in ("cifar", "preact", "imagenet", "seed")
+    if i.family in families.PAPER:  # plain nets and ResNets are each other's twins
+        assert info(i.twin).twin == name and info(i.twin).family != i.family
+    else:  # a remedy's twin is the plain net of its depth
+        assert info(i.twin).family == "plain" and info(i.twin).arch == i.arch
     assert (info(i.twin).depth, info(i.twin).blocks) == (i.depth, i.blocks)
 
 

@@ -32,6 +32,7 @@ from gradlab import families as fam
 from gradlab import stat_names as S
 from gradlab.along_depth import first_last_ratio, positive_logs
 from gradlab.environment import describe
+from gradlab.models.options import variant_text
 from gradlab.models.probe_points import CONV, FC
 from gradlab.recorder.recorder import watch
 from gradlab.analyses.result import ProbeResult
@@ -78,11 +79,12 @@ def layer_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> pd.Da
 
 
 def seed_mean(layers: pd.DataFrame) -> pd.DataFrame:
-    """Geometric mean over seeds per (family, depth, model, stat, position); n = seeds used."""
+    """Geometric mean over seeds per (family, depth, model, stat, position); n = seeds used.
+    A norm that underflowed to 0 in float32 (a vanished gradient) makes the mean 0."""
     keys = ["family", "depth", "model", "stat", "position", "kind", "layer"]
-    g = layers.assign(logv=positive_logs(layers["value"])).groupby(keys, sort=True)
-    out = g.agg(logv=("logv", "mean"), n=("logv", "count")).reset_index()
-    out["value"] = np.exp(out.pop("logv"))
+    g = layers.assign(logv=positive_logs(layers["value"]), zero=layers["value"] == 0).groupby(keys, sort=True)
+    out = g.agg(logv=("logv", "mean"), n=("logv", "count"), zero=("zero", "any")).reset_index()
+    out["value"] = np.where(out.pop("zero"), 0.0, np.exp(out.pop("logv")))
     return out
 
 
@@ -103,24 +105,27 @@ def first_last_ratios(by_model: pd.DataFrame) -> pd.DataFrame:
 
 def init_gradients(
     depths=(20, 56, 110),
-    families=fam.names(),
+    families=fam.PAPER,
     seeds=(0, 1, 2),
     batch_size: int = 128,
     dataset: str = "digits",
     data_dir: str | None = None,
     device: str = "auto",
     progress: bool | None = None,
+    model_options: dict | None = None,
 ) -> ProbeResult:
     """Gradient norms along depth at init for every (family, depth), averaged over seeds.
 
     Tables: "layers" (one row per seed and layer), "by_model" (geometric mean over seeds)
     and "ratios" (first/last conv layer per model and stat). Seed s sets both the weights
     and which examples form the batch. progress: a bar on stderr (None: only on a terminal).
+    model_options: build options of every net (gradlab.models.options: norm, act, ...).
     """
     sweep = Sweep.plan(depths, families, seeds, batch_size, dataset, data_dir, device)
     start = time.perf_counter()
     parts = [layer_gradients(model, batch.x, batch.y).assign(family=family, depth=depth, model=name, seed=seed)
-             for family, depth, name, seed, model, batch in sweep.models("probe gradients", progress)]
+             for family, depth, name, seed, model, batch
+             in sweep.models("probe gradients", progress, **(model_options or {}))]
     elapsed = time.perf_counter() - start
     layers = pd.concat(parts, ignore_index=True)
     layers = layers[["family", "depth", "model", "seed", *LAYER_COLUMNS]].astype({"depth": np.int64, "seed": np.int64})
@@ -132,6 +137,8 @@ def init_gradients(
         "inputs": "real",
         "mode": "train (BatchNorm with batch statistics)",
         "loss": "cross_entropy",
+        "model_options": dict(model_options or {}),
+        "variant": variant_text(model_options or {}),
         "elapsed_s": round(elapsed, 2),
     }
     env = describe(sweep.device)

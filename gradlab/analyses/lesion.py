@@ -178,7 +178,8 @@ def load_trained(run: R.Run, device: torch.device, data_cache: dict | None = Non
     m = spec["model"]
     model = models.build(m["name"], num_classes=int(data_info.get("num_classes", ds.num_classes)),
                          in_channels=int(data_info.get("shape", ds.shape)[0]), shortcut=m.get("shortcut"),
-                         zero_init_residual=bool(m.get("zero_init_residual", False)))  # fmt: skip
+                         zero_init_residual=bool(m.get("zero_init_residual", False)), norm=m.get("norm", "bn"),
+                         act=m.get("act", "relu"), drop_path=float(m.get("drop_path", 0.0)))  # fmt: skip
     state = load_checkpoint(run.path / R.CHECKPOINT, device)
     try:
         model.load_state_dict(state["model"])

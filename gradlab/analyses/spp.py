@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from gradlab import families as fam
 from gradlab.environment import describe
+from gradlab.models.options import variant_text
 from gradlab.errors import ModelError
 from gradlab.models.probe_points import BLOCK, BRANCH
 from gradlab.analyses.result import ProbeResult
@@ -100,7 +101,7 @@ def block_signals(model: nn.Module, x: torch.Tensor) -> pd.DataFrame:
 
 def signal_propagation(
     depths=(20, 56, 110),
-    families=fam.names(),
+    families=fam.PAPER,
     seeds=(0, 1, 2),
     inputs: str = "gaussian",
     batch_size: int = 128,
@@ -109,16 +110,18 @@ def signal_propagation(
     device: str = "auto",
     zero_init_residual: bool = False,
     progress: bool | None = None,
+    model_options: dict | None = None,
 ) -> ProbeResult:
     """SPP statistics for every (family, depth, seed); tables "spp" (per seed) and
     "by_model" (mean over seeds). inputs: "gaussian" (N(0, 1) in the dataset's image shape,
     no files needed) or "real" (a normalized training batch). Seed s sets the weights and
-    the batch. progress: a bar on stderr (None: only on a terminal)."""
+    the batch. progress: a bar on stderr (None: only on a terminal). model_options: build
+    options of every net (gradlab.models.options: norm, act, drop_path)."""
     sweep = Sweep.plan(depths, families, seeds, batch_size, dataset, data_dir, device, inputs)
     start = time.perf_counter()
     parts = [block_signals(model, batch.x).assign(family=family, depth=depth, model=name, seed=seed)
              for family, depth, name, seed, model, batch
-             in sweep.models("probe spp", progress, zero_init_residual=zero_init_residual)]
+             in sweep.models("probe spp", progress, zero_init_residual=zero_init_residual, **(model_options or {}))]
     elapsed = time.perf_counter() - start
     spp = pd.concat(parts, ignore_index=True)
     spp = spp[["family", "depth", "model", "seed", *BLOCK_COLUMNS]].astype(
@@ -131,6 +134,8 @@ def signal_propagation(
         "dataset": dataset,
         "inputs": inputs,
         "zero_init_residual": bool(zero_init_residual),
+        "model_options": dict(model_options or {}),
+        "variant": variant_text(model_options or {}),
         "mode": "train (BatchNorm with batch statistics)",
         "elapsed_s": round(elapsed, 2),
     }

@@ -51,7 +51,7 @@ import torch
 from gradlab.bench.throughput import setup_trainer, trainer_step
 from gradlab.bench.timing import describe_environment, environment_line, synchronize, timed_call
 from gradlab.bench.workers import WorkerPool
-from gradlab.families import names as family_names
+from gradlab.families import PAPER
 from gradlab.config import RunSpec
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
@@ -120,7 +120,7 @@ def _worker(conn, spec: RunSpec, threads: int, warmup: int) -> None:
         conn.recv()  # None: done
 
 
-def run_paper(depths=(20, 56, 110), families=family_names(), batch_size: int = 128, seconds: float = 20.0,
+def run_paper(depths=(20, 56, 110), families=PAPER, batch_size: int = 128, seconds: float = 20.0,
               warmup: int = 3, device: str = "auto", compile_mode: str | None = None, total_steps: int = 64000,
               progress: Callable[[str, int, int], None] | None = None, images: int = 50_000) -> dict:
     """Minutes the paper's comparison (every family x depth, `total_steps` each) takes on this

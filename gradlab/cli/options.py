@@ -44,6 +44,15 @@ def run_options(f):
         click.option("--batch-size", type=int, default=None, help="Mini-batch size."),
         click.option("--lr", type=float, default=None, help="Base learning rate."),
         click.option("--no-record", is_flag=True, help="Do not record per-layer statistics."),
+        click.option("--norm", type=click.Choice(("bn", "none")), default=None,
+                     help="CIFAR plain nets and ResNets: none drops every BatchNorm (He init stays)."),
+        click.option("--act", type=click.Choice(("relu", "tanh", "sigmoid")), default=None,
+                     help="CIFAR plain nets and ResNets: the main path's nonlinearity."),
+        click.option("--drop-path", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help="Stochastic depth on residual nets: the last block is dropped with this probability "
+                          "in training, block l of L with P*l/L."),
+        click.option("--zero-init-residual", is_flag=True, default=None,
+                     help="Each residual branch's last BN gamma starts at 0 (Goyal et al. 2017)."),
         click.option("--runs-dir", type=click.Path(), default="runs", show_default=True,
                      help="Where run directories go (<runs-dir>/<experiment>/<run>)."),
         click.option("--experiment", default=None, help="Experiment name (default: <preset>-<dataset>)."),
@@ -85,6 +94,8 @@ def spec_overrides(opts: dict) -> dict:
         "data": {"name": opts["dataset"], "data_dir": opts["data_dir"], "val_split": opts["val_split"],
                  "image_size": opts["image_size"]},
         "recipe": {"batch_size": opts["batch_size"], "lr": opts["lr"], "record": False if opts["no_record"] else None},
+        "model_options": {"norm": opts["norm"], "act": opts["act"], "drop_path": opts["drop_path"],
+                          "zero_init_residual": opts["zero_init_residual"] or None},
     }
 
 

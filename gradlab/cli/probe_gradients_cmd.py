@@ -8,13 +8,14 @@ from pathlib import Path
 import click
 
 from gradlab.cli.main import CONTEXT_SETTINGS
-from gradlab.cli.probe_options import prepare_out, probe_options, report_done, seeds_from
+from gradlab.cli.probe_options import model_options_from, prepare_out, probe_options, report_done, seeds_from
 
 
 @click.command("gradients", context_settings=CONTEXT_SETTINGS)
 @click.option("--depths", default="20,56,110", show_default=True,
-              help="CIFAR depths (6n+2), comma-separated; 20,56,110,218,1202 took 26 s on 2 idle cores.")
-@click.option("--families", default="plain,resnet", show_default=True, help="plain, resnet or both.")
+              help="CIFAR depths (6n+2), comma-separated.")
+@click.option("--families", default="plain,resnet", show_default=True,
+              help="Comma-separated: plain, resnet, fixup, rezero, skipinit, nfresnet.")
 @probe_options
 def gradients(depths: str, families: str, **opts) -> None:
     """Gradient norms along depth in freshly initialized plain nets and ResNets.
@@ -29,6 +30,7 @@ def gradients(depths: str, families: str, **opts) -> None:
     Examples:
       gradlab probe gradients                                   # 20, 56, 110 on digits, seconds on a CPU
       gradlab probe gradients --depths 20,56,110,218,1202 --seeds 0
+      gradlab probe gradients --families plain --norm none --act sigmoid --out runs/probes/gradients-sigmoid
       gradlab report runs/probes/gradients-digits --out reports/init
     """
     from gradlab import families as fam
@@ -41,6 +43,7 @@ def gradients(depths: str, families: str, **opts) -> None:
     out = prepare_out(opts["out"], opts["formats"], KIND, Path("runs/probes") / f"gradients-{opts['dataset']}")
     start = time.perf_counter()
     result = init_gradients(depth_list, family_list, seeds, batch_size=opts["batch_size"], dataset=opts["dataset"],
-                            data_dir=opts["data_dir"], device=opts["device"], progress=opts["progress"])  # fmt: skip
+                            data_dir=opts["data_dir"], device=opts["device"], progress=opts["progress"],
+                            model_options=model_options_from(opts))  # fmt: skip
     result.save(out)
     report_done(out, opts["formats"], opts["style"], time.perf_counter() - start)

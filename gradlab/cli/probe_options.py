@@ -44,6 +44,10 @@ def probe_options(f):
         click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True,
                      help="Examples in the batch."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--norm", type=click.Choice(("bn", "none")), default=None,
+                     help="Plain nets and ResNets without BatchNorm (none)."),
+        click.option("--act", type=click.Choice(("relu", "tanh", "sigmoid")), default=None,
+                     help="Plain nets and ResNets with another nonlinearity on the main path."),
         click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
                      help="Result folder (refused if it holds anything but this kind of analysis)."),
     ]  # fmt: skip
@@ -60,6 +64,11 @@ def prepare_out(out: Path | None, formats: str, kind: str, default: Path) -> Pat
 
     parse_formats(formats)
     return check_out_dir(out if out is not None else default, kind)
+
+
+def model_options_from(opts: dict) -> dict:
+    """The build options given (--norm, --act), for every net of the sweep."""
+    return {k: opts[k] for k in ("norm", "act") if opts.get(k) is not None}
 
 
 def seeds_from(opts: dict) -> tuple[int, ...]:

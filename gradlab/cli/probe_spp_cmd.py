@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from gradlab.cli.main import CONTEXT_SETTINGS
-from gradlab.cli.probe_options import prepare_out, probe_options, report_done, seeds_from
+from gradlab.cli.probe_options import model_options_from, prepare_out, probe_options, report_done, seeds_from
 
 
 @click.command("spp", context_settings=CONTEXT_SETTINGS)
 @click.option("--depths", default="20,56,110", show_default=True, help="CIFAR depths (6n+2), comma-separated.")
-@click.option("--families", default="plain,resnet", show_default=True, help="plain, resnet or both.")
+@click.option("--families", default="plain,resnet", show_default=True,
+              help="Comma-separated: plain, resnet, fixup, rezero, skipinit, nfresnet.")
 @click.option("--inputs", type=click.Choice(["gaussian", "real"]), default="gaussian", show_default=True,
               help="gaussian: N(0, 1) in the dataset's image shape (no files needed); real: a training batch.")
 @click.option("--zero-init-residual", is_flag=True,
@@ -32,6 +33,7 @@ def spp(depths: str, families: str, inputs: str, zero_init_residual: bool, **opt
       gradlab probe spp                                 # Gaussian inputs, 20/56/110, seconds on a CPU
       gradlab probe spp --inputs real --dataset digits --out runs/probes/spp-real
       gradlab probe spp --zero-init-residual --out runs/probes/spp-zero-init
+      gradlab probe spp --families resnet,nfresnet --depths 56 --out runs/probes/spp-nf
     """
     from gradlab import families as fam
     from gradlab.cli.options import parse_int_list
@@ -44,6 +46,7 @@ def spp(depths: str, families: str, inputs: str, zero_init_residual: bool, **opt
     start = time.perf_counter()
     result = signal_propagation(depth_list, family_list, seeds, inputs=inputs, batch_size=opts["batch_size"],
                                 dataset=opts["dataset"], data_dir=opts["data_dir"], device=opts["device"],
-                                zero_init_residual=zero_init_residual, progress=opts["progress"])  # fmt: skip
+                                zero_init_residual=zero_init_residual, progress=opts["progress"],
+                                model_options=model_options_from(opts))  # fmt: skip
     result.save(out)
     report_done(out, opts["formats"], opts["style"], time.perf_counter() - start)

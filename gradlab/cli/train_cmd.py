@@ -48,8 +48,9 @@ def train(ctx, model, seed, progress, weights, freeze, nproc, **opts):
         from pathlib import Path
 
         weights = str(Path(weights).expanduser().resolve())  # the same run from any working directory
-    spec = make_run_spec(model, preset_from(opts), seed=seed, model_options={"weights": weights, "freeze": freeze},
-                         **spec_overrides(opts))
+    overrides = spec_overrides(opts)
+    overrides["model_options"].update(weights=weights, freeze=freeze)
+    spec = make_run_spec(model, preset_from(opts), seed=seed, **overrides)
     world = World.from_env()
     if nproc is not None and nproc > 1:
         if world.enabled:

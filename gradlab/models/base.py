@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
+import torch
 import torch.nn as nn
 
 from gradlab import families
@@ -50,9 +51,23 @@ class ResidualBlock(nn.Module):
         # Whether a ReLU is applied to F(x) itself: true for post-activation plain twins,
         # false when F(x) is added to the shortcut or when the block has no final ReLU.
         self.relu_after_branch = relu_after_branch
+        self.drop_prob = 0.0  # stochastic depth (Huang et al. 2016): see add_branch
 
     def extra_repr(self) -> str:
-        return f"residual={self.residual}"
+        return f"residual={self.residual}" + (f", drop_prob={self.drop_prob:g}" if self.drop_prob else "")
+
+    def add_branch(self, branch: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """``shortcut + F(x)``; with stochastic depth (Huang et al. 2016), in training F(x) is
+        dropped for the whole batch with probability ``drop_prob`` (the block is the
+        shortcut), and in eval it is scaled by the survival probability ``1 - drop_prob``."""
+        p = self.drop_prob
+        if p:
+            if self.training:
+                if torch.rand(()) < p:  # a CPU draw: no device sync
+                    return shortcut
+            else:
+                branch = branch * (1 - p)
+        return shortcut + branch
 
     def zero_init_last(self) -> None:
         """Make F(x) zero at init so that the block starts as (almost) the identity."""
@@ -81,17 +96,20 @@ class ResidualBlock(nn.Module):
 class ZooModel(nn.Module):
     """Base class of every model built by ``gradlab.models.build``.
 
-    Attributes: ``arch`` ("cifar" | "preact" | "imagenet" | "seed"), ``family``
-    ("resnet" | "plain"), ``depth`` (weighted layers on the main path), ``blocks``.
+    Attributes: ``arch`` ("cifar" | "preact" | "imagenet" | "seed"), ``family`` (a name
+    in gradlab.families: "resnet", "plain", "fixup", ...), ``depth`` (weighted layers on
+    the main path), ``blocks``, ``options`` (the build options that differ from the
+    defaults, e.g. ``{"norm": "none"}``: gradlab.models.build sets them).
     """
 
     arch: str = ""
 
-    def __init__(self, residual: bool):
+    def __init__(self, residual: bool, family: str | None = None):
         super().__init__()
-        self.family = families.RESNET if residual else families.PLAIN
+        self.family = family or (families.RESNET if residual else families.PLAIN)
         self.depth = 0
         self.blocks = 0
+        self.options: dict = {}
         self._probe_points: tuple[ProbePoint, ...] = ()
 
     def stem_points(self) -> Iterable[Point]:

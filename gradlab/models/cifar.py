@@ -9,7 +9,10 @@ linear classifier. Shortcut options at stage transitions (§3.3):
     C  1x1 conv + BN projection on every block
 
 The plain twin has exactly the same modules minus the shortcut (with option A: the same
-parameters, name for name).
+parameters, name for name). The classic failure modes are options: ``norm="none"`` drops
+every BatchNorm (the convs get biases; He init stays), ``act="tanh"|"sigmoid"`` replaces
+the ReLUs of the main path; ``drop_path`` is stochastic depth (Huang et al. 2016).
+:class:`CifarNet` is the layout the later remedies (gradlab.models.remedies) share.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gradlab.models.base import BN, CONV, FC, Point, ResidualBlock, ZooModel
-from gradlab.models.layers import conv1x1, conv3x3, init_weights
+from gradlab.models.layers import ACTIVATIONS, batch_norm, conv1x1, conv3x3, init_weights
 
 SHORTCUTS = ("A", "B", "C")
 WIDTHS = (16, 32, 64)
@@ -50,35 +53,93 @@ def make_shortcut(in_channels: int, out_channels: int, stride: int, option: str)
     return nn.Identity()
 
 
+def layers_of(conv_bn: list[tuple[str, str]], act: str, last_act: bool) -> tuple[tuple[str, str, bool], ...]:
+    """``main_layers`` of a branch: (attribute, kind, relu_after) for each present module,
+    relu_after where a ReLU (not another activation) comes next."""
+    relu = act == "relu"
+    out = []
+    for i, (attr, kind) in enumerate(conv_bn):
+        nxt = conv_bn[i + 1][1] if i + 1 < len(conv_bn) else None
+        out.append((attr, kind, relu and nxt != BN and (i + 1 < len(conv_bn) or last_act)))
+    return tuple(out)
+
+
 class BasicBlock(ResidualBlock):
-    """conv3x3-BN-ReLU-conv3x3-BN, then relu(F(x) + shortcut(x)); plain twin: relu(F(x))."""
+    """conv3x3-BN-act-conv3x3-BN, then act(F(x) + shortcut(x)); plain twin: act(F(x)).
+    Without norm: conv3x3-act-conv3x3 (convs with biases)."""
 
-    main_layers = (("conv1", CONV, False), ("bn1", BN, True), ("conv2", CONV, False), ("bn2", BN, False))
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int, residual: bool, shortcut: str):
-        super().__init__(residual, relu_after_branch=not residual)
-        self.conv1 = conv3x3(in_channels, out_channels, stride)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = conv3x3(out_channels, out_channels)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+    def __init__(self, in_channels: int, out_channels: int, stride: int, residual: bool, shortcut: str,
+                 norm: str = "bn", act: str = "relu"):  # fmt: skip
+        super().__init__(residual, relu_after_branch=not residual and act == "relu")
+        self.act = ACTIVATIONS[act]
+        bias = norm == "none"
+        self.conv1 = conv3x3(in_channels, out_channels, stride, bias=bias)
+        self.bn1 = batch_norm(out_channels, norm)
+        self.conv2 = conv3x3(out_channels, out_channels, bias=bias)
+        self.bn2 = batch_norm(out_channels, norm)
         self.branch_out = nn.Identity()
         self.shortcut = make_shortcut(in_channels, out_channels, stride, shortcut) if residual else None
+        present = [(a, k) for a, k in (("conv1", CONV), ("bn1", BN), ("conv2", CONV), ("bn2", BN)) if getattr(self, a)]
+        self.main_layers = layers_of(present, act, last_act=False)
+        self.relu_output = act == "relu"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.branch_out(self.bn2(self.conv2(out)))
+        out = self.conv1(x)
+        out = self.act(out if self.bn1 is None else self.bn1(out))
+        out = self.conv2(out)
+        out = self.branch_out(out if self.bn2 is None else self.bn2(out))
         if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return F.relu(out)
+            out = self.add_branch(out, self.shortcut(x))
+        return self.act(out)
 
     def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn2.weight)
+        nn.init.zeros_(self.bn2.weight if self.bn2 is not None else self.conv2.weight)
 
 
-class CifarResNet(ZooModel):
-    """A CIFAR ResNet (``residual=True``) or plain net with ``n`` blocks per stage."""
+class CifarNet(ZooModel):
+    """The CIFAR layout: a stem, three stages of ``n`` blocks (16/32/64 channels, stride 2
+    into stages 2 and 3), global average pooling and a classifier. Subclasses say what a
+    block is (:meth:`block`) and may change the stem and head."""
 
     arch = "cifar"
+
+    def __init__(self, n: int, residual: bool, num_classes: int, in_channels: int, drop_path: float = 0.0,
+                 family: str | None = None):  # fmt: skip
+        super().__init__(residual, family)
+        self.build_stem(in_channels, WIDTHS[0])
+        stages, width, count = [], WIDTHS[0], 0
+        for i, out in enumerate(WIDTHS):
+            blocks = []
+            for j in range(n):
+                blocks.append(self.block(width if j == 0 else out, out, 2 if (i > 0 and j == 0) else 1, i, j, n))
+                count += 1
+                blocks[-1].drop_prob = drop_path * count / (3 * n) if residual else 0.0  # Huang et al.: p_l = P l / L
+            stages.append(nn.Sequential(*blocks))
+            width = out
+        self.layer1, self.layer2, self.layer3 = stages
+        self.fc = nn.Linear(WIDTHS[-1], num_classes)
+
+    def build_stem(self, in_channels: int, width: int) -> None:
+        raise NotImplementedError
+
+    def block(self, in_channels: int, out_channels: int, stride: int, stage: int, index: int, n: int) -> ResidualBlock:
+        raise NotImplementedError
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's output, pooled over space (what the classifier sees)."""
+        return x.mean((2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(self.pooled(x))
+
+    def head_points(self):
+        return [Point("fc", FC)]
+
+
+class CifarResNet(CifarNet):
+    """A CIFAR ResNet (``residual=True``) or plain net with ``n`` blocks per stage."""
 
     def __init__(
         self,
@@ -88,33 +149,32 @@ class CifarResNet(ZooModel):
         num_classes: int = 10,
         in_channels: int = 3,
         zero_init_residual: bool = False,
+        norm: str = "bn",
+        act: str = "relu",
+        drop_path: float = 0.0,
     ):
-        super().__init__(residual)
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, not {shortcut!r}")
-        self.shortcut_option = shortcut
-        self.conv1 = conv3x3(in_channels, WIDTHS[0])
-        self.bn1 = nn.BatchNorm2d(WIDTHS[0])
-        stages, width = [], WIDTHS[0]
-        for i, out in enumerate(WIDTHS):
-            blocks = [
-                BasicBlock(width if j == 0 else out, out, 2 if (i > 0 and j == 0) else 1, residual, shortcut)
-                for j in range(n)
-            ]
-            stages.append(nn.Sequential(*blocks))
-            width = out
-        self.layer1, self.layer2, self.layer3 = stages
-        self.fc = nn.Linear(WIDTHS[-1], num_classes)
+        self.shortcut_option, self.norm, self.act_name = shortcut, norm, act
+        super().__init__(n, residual, num_classes, in_channels, drop_path)
         init_weights(self)
         self._finish(zero_init_residual)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(x.mean((2, 3)))
+    def build_stem(self, in_channels: int, width: int) -> None:
+        self.conv1 = conv3x3(in_channels, width, bias=self.norm == "none")
+        self.bn1 = batch_norm(width, self.norm)
+        self.act = ACTIVATIONS[self.act_name]
+
+    def block(self, in_channels, out_channels, stride, stage, index, n) -> ResidualBlock:
+        return BasicBlock(in_channels, out_channels, stride, self.family == "resnet", self.shortcut_option,
+                          self.norm, self.act_name)  # fmt: skip
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        return self.act(x if self.bn1 is None else self.bn1(x))
 
     def stem_points(self):
-        return [Point("conv1", CONV, bn_next=True), Point("bn1", BN, relu_after=True)]
-
-    def head_points(self):
-        return [Point("fc", FC)]
+        relu = self.act_name == "relu"
+        if self.bn1 is None:
+            return [Point("conv1", CONV, relu_after=relu)]
+        return [Point("conv1", CONV, bn_next=True), Point("bn1", BN, relu_after=relu)]

@@ -23,11 +23,12 @@ class _Tally:
         self.params = 0
         self.macs = 0
 
-    def conv(self, out: int, k: int, stride: int = 1, bias: bool = False, at=None):
-        """A k x k conv with padding k // 2; ``at`` = the input shape of a side path."""
+    def conv(self, out: int, k: int, stride: int = 1, bias: bool = False, at=None, gain: bool = False):
+        """A k x k conv with padding k // 2; ``at`` = the input shape of a side path; ``gain``:
+        a standardized conv's gain per output channel."""
         c, h, w = at or self.shape
         h, w = (h + 2 * (k // 2) - k) // stride + 1, (w + 2 * (k // 2) - k) // stride + 1
-        self.params += c * out * k * k + (out if bias else 0)
+        self.params += c * out * k * k + (out if bias else 0) + (out if gain else 0)
         self.macs += h * w * c * out * k * k
         if at is None:
             self.shape = (out, h, w)
@@ -51,20 +52,32 @@ def _stride(stage: int, block: int) -> int:
     return 2 if stage > 0 and block == 0 else 1
 
 
-def _cifar(t: _Tally, residual: bool, shortcut: str, n: int) -> None:
-    t.conv(16, 3)
-    t.bn()
+def _cifar(t: _Tally, family: str, shortcut: str, n: int, norm: str = "bn") -> None:
+    """The CIFAR layout of every family (gradlab.models.cifar, gradlab.models.remedies)."""
+    residual = family == "resnet"
+    bn = norm == "bn" and family not in ("fixup", "skipinit", "nfresnet")
+    bias = not bn and family != "fixup"  # convs without a BatchNorm get biases, Fixup's scalar ones
+    ws = family == "nfresnet"  # scaled weight standardization: a gain per output channel
+    t.conv(16, 3, bias=bias, gain=ws)
+    if bn:
+        t.bn()
+    t.params += 2 if family == "fixup" else 0  # the stem's and the head's scalar biases
     for i, width in enumerate((16, 32, 64)):
         for j in range(n):
             x, stride = t.shape, _stride(i, j)
-            t.conv(width, 3, stride)
-            t.bn()
-            t.conv(width, 3)
-            t.bn()
+            t.conv(width, 3, stride, bias=bias, gain=ws)
+            if bn:
+                t.bn()
+            t.conv(width, 3, bias=bias, gain=ws)
+            if bn:
+                t.bn()
             changes = stride != 1 or x[0] != width
             if residual and (shortcut == "C" or (shortcut == "B" and changes)):
                 t.conv(width, 1, stride, at=x)
                 t.bn(width)
+            if ws and changes:
+                t.conv(width, 1, stride, at=x, bias=True, gain=True)
+            t.params += {"fixup": 5, "rezero": 1, "skipinit": 1}.get(family, 0)  # scalar biases, scale, alpha
 
 
 def _preact(t: _Tally, residual: bool, n: int, bottleneck: bool) -> None:
@@ -125,6 +138,7 @@ def complexity(
     in_channels: int | None = None,
     shortcut: str | None = None,
     input_size: tuple[int, int, int] | None = None,
+    norm: str = "bn",
 ) -> tuple[int, int]:
     """(trainable parameters, MACs for one input) of a named model, computed from its
     architecture. Defaults: the family's input size and class count (1000 for ImageNet
@@ -135,7 +149,7 @@ def complexity(
     residual = meta.family == "resnet"
     args = arch_args(name)
     if meta.arch == "cifar":
-        _cifar(t, residual, (shortcut or "A").upper(), **args)
+        _cifar(t, meta.family, (shortcut or "A").upper(), norm=norm, **args)
     elif meta.arch == "preact":
         _preact(t, residual, **args)
     elif meta.arch == "imagenet":

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from gradlab import families
 from gradlab.errors import ConfigError, ModelError
+from gradlab.models import options as model_options
 
 if TYPE_CHECKING:  # torch is imported by build() only
     from torch import nn
@@ -32,6 +33,7 @@ NUM_CLASSES = {"cifar": 10, "preact": 10, "imagenet": 1000, "seed": 10}  # each 
 COMPARE_ARCHES = ("cifar", "imagenet", "preact")  # what a preset's [compare] arch may name
 
 CIFAR_NAMED = (20, 32, 44, 56, 110, 1202)
+REMEDY_NAMED = (20, 56, 110)  # the depths `gradlab models` lists for the later remedies
 PREACT = {110: (False, 18), 164: (True, 18), 1001: (True, 111)}  # depth -> (bottleneck, n)
 IMAGENET = {  # depth -> (bottleneck, blocks per stage)
     18: (False, (2, 2, 2, 2)),
@@ -104,9 +106,13 @@ def _resolve(name: str) -> _Resolved:
     if m is None:
         raise _unknown(name)
     prefix, family, number = m.group(1) or "", m.group(2), int(m.group(3))
-    residual = families.get(family).residual
-    other = families.PLAIN if residual else families.RESNET
+    fam = families.get(family)
+    residual = fam.residual
+    other = families.PLAIN if residual else families.RESNET  # the twin: same layers, shortcuts or not
     what = "ResNets" if residual else "plain nets"
+    if fam.archs == ("cifar",) and prefix in ("pre", "seed"):
+        raise ModelError(f"{fam.title} nets exist in the CIFAR layout only: {family}{{d}} with d = 6n+2 "
+                         f"(e.g. {family}20, {family}56); {name} is not one")  # fmt: skip
 
     if prefix == "seed":
         if number < 1:
@@ -130,7 +136,7 @@ def _resolve(name: str) -> _Resolved:
                          INPUT_SIZES["preact"], f"pre{other}{number}")
         return _Resolved(meta, {"n": n, "bottleneck": bottleneck})
 
-    if not prefix and number in IMAGENET:
+    if not prefix and number in IMAGENET and "imagenet" in fam.archs:
         bottleneck, layers = IMAGENET[number]
         meta = ModelInfo(f"{family}{number}", "imagenet", family, number, sum(layers),
                          INPUT_SIZES["imagenet"], f"{other}{number}")
@@ -145,19 +151,29 @@ def _resolve(name: str) -> _Resolved:
         )
     n = (number - 2) // 6
     # The bare names of depths 50 and 152 mean the ImageNet nets: keep the prefix there.
-    canon = prefix if number in IMAGENET else ""
-    meta = ModelInfo(f"{canon}{family}{number}", "cifar", family, number, 3 * n,
-                     INPUT_SIZES["cifar"], f"{canon}{other}{number}")
+    canon = prefix if number in IMAGENET and "imagenet" in fam.archs else ""
+    twin = f"{'cifar-' if number in IMAGENET else ''}{other}{number}"  # (the twins have ImageNet nets)
+    meta = ModelInfo(f"{canon}{family}{number}", "cifar", family, number, 3 * n, INPUT_SIZES["cifar"], twin)
     return _Resolved(meta, {"n": n})
 
 
-def _construct(arch: str, args: dict, residual, num_classes, in_channels, shortcut, zero_init_residual):
+def _construct(meta: ModelInfo, args: dict, num_classes, in_channels, shortcut, zero_init_residual, options: dict):
+    arch, residual = meta.arch, meta.family == families.RESNET
     common = dict(residual=residual, num_classes=num_classes, in_channels=in_channels,
                   zero_init_residual=zero_init_residual)
+    if meta.family not in families.PAPER:  # the remedies: their own nets in the CIFAR layout
+        from gradlab.models.remedies import FixupResNet, GatedResNet, NFResNet
+
+        size = dict(num_classes=num_classes, in_channels=in_channels, drop_path=options.get("drop_path", 0.0))
+        if meta.family == "fixup":
+            return FixupResNet(args["n"], **size)
+        if meta.family == "nfresnet":
+            return NFResNet(args["n"], **size)
+        return GatedResNet(args["n"], meta.family, "bn" if meta.family == "rezero" else "none", **size)
     if arch == "cifar":
         from gradlab.models.cifar import CifarResNet
 
-        return CifarResNet(args["n"], shortcut=shortcut or "A", **common)
+        return CifarResNet(args["n"], shortcut=shortcut or "A", **common, **options)
     if arch == "preact":
         from gradlab.models.preact import PreActResNet
 
@@ -183,8 +199,9 @@ def names(family: str | None = None) -> list[str]:
     if family is not None and family not in ARCHES:
         raise ModelError(f"unknown model family {family!r}; choose one of {', '.join(ARCHES)}")
     twins = (families.RESNET, families.PLAIN)
+    remedies = [f for f in families.names() if f not in twins and "cifar" in families.get(f).archs]
     listed = {
-        "cifar": [f"{f}{d}" for d in CIFAR_NAMED for f in twins],
+        "cifar": [f"{f}{d}" for d in CIFAR_NAMED for f in twins] + [f"{f}{d}" for f in remedies for d in REMEDY_NAMED],
         "preact": [f"pre{f}{d}" for d in PREACT for f in twins],
         "imagenet": [f"{f}{d}" for d in IMAGENET for f in twins],
         "seed": [f"seed{f}{k}" for k in SEED_NAMED for f in twins],
@@ -233,6 +250,9 @@ def build(
     in_channels: int | None = None,
     shortcut: str | None = None,
     zero_init_residual: bool = False,
+    norm: str = "bn",
+    act: str = "relu",
+    drop_path: float = 0.0,
 ) -> nn.Module:
     """Build a freshly initialised model by name.
 
@@ -243,6 +263,8 @@ def build(
         the option is checked but changes nothing there.
     zero_init_residual: zero the last BN gamma of each residual branch (the last conv for
         pre-activation and seed blocks). Plain twins have no residual branch and ignore it.
+    norm, act, drop_path: the CIFAR nets without BatchNorm, with tanh or sigmoid, with
+        stochastic depth (gradlab.models.options says which net takes which).
     """
     resolved = _resolve(name)
     meta = resolved.info
@@ -267,16 +289,13 @@ def build(
                 f"C (projection everywhere), not {shortcut!r}"
             )
         shortcut = shortcut.upper()
-    model = _construct(
-        meta.arch,
-        resolved.args,
-        residual=families.get(meta.family).residual,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        shortcut=shortcut,
-        zero_init_residual=bool(zero_init_residual),
-    )
+    if shortcut is not None and meta.family not in families.PAPER:
+        raise ModelError(f"{meta.name} has its own shortcuts; leave shortcut unset")
+    options = model_options.checked(meta.family, meta.arch, meta.name, norm, act, drop_path, bool(zero_init_residual))
+    model = _construct(meta, resolved.args, num_classes, in_channels, shortcut, bool(zero_init_residual), options)
     model.name = meta.name
+    model.options = {**options, **({"shortcut": shortcut} if shortcut not in (None, "A") else {}),
+                     **({"zero_init_residual": True} if zero_init_residual else {})}  # fmt: skip
     return model
 
 
@@ -304,6 +323,8 @@ def describe(model: nn.Module, name: str, input_size: tuple[int, ...] | None = N
         "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "input_size": list(input_size or (_in_channels(model), *meta.input_size[1:])),
         "twin": meta.twin,
+        "options": dict(getattr(model, "options", {})),
+        "variant": model_options.variant_text(getattr(model, "options", {})),
         "probe_points": [p.to_dict() for p in model.probe_points()],
     }
 

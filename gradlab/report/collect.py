@@ -77,10 +77,10 @@ def run_table(runs: list[R.Run]) -> pd.DataFrame:
                 "path": str(run.path),
                 "experiment": run.spec.get("experiment", ""),
                 "model": model.get("name", ""),
-                "family": run.family,
+                "family": run.family_key,
                 "depth": run.depth,
                 "seed": run_seed(run),
-                "label": fam.label(run.family, run.depth),
+                "label": fam.label(run.family_key, run.depth),
                 "params": int(model.get("params", 0) or 0),
                 "state": run.state,
                 "step": int(run.status.get("step", 0) or 0),
@@ -136,7 +136,7 @@ def curves(runs: list[R.Run]) -> pd.DataFrame:
             }
         )
         part.insert(0, "run", run_key(run))
-        part.insert(1, "family", run.family)
+        part.insert(1, "family", run.family_key)
         part.insert(2, "depth", run.depth)
         part.insert(3, "seed", run_seed(run))
         parts.append(part)
@@ -240,10 +240,10 @@ def by_model(finals_frame: pd.DataFrame, table: pd.DataFrame | None = None) -> p
 def identity(run: R.Run) -> dict:
     return {
         "run": run_key(run),
-        "family": run.family,
+        "family": run.family_key,
         "depth": run.depth,
         "seed": run_seed(run),
-        "label": fam.label(run.family, run.depth),
+        "label": fam.label(run.family_key, run.depth),
     }
 
 
@@ -254,5 +254,5 @@ def nonfinite(runs: list[R.Run]) -> list[dict]:
     for run in runs:
         found = run.status.get("nonfinite")
         if isinstance(found, dict) and {"what", "layer", "step"} <= set(found):
-            out.append({"label": fam.label(run.family, run.depth), **{k: found[k] for k in ("what", "layer", "step")}})
+            out.append({"label": fam.label(run.family_key, run.depth), **{k: found[k] for k in ("what", "layer", "step")}})
     return out

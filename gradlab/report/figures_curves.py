@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from gradlab import families as fam
-from gradlab.report.style import Style, face, iteration_axis, legend_label, new_figure, nice_ceiling
+from gradlab.report.style import Style, face, iteration_axis, legend_label, new_figure, nice_ceiling, panel_grid
 from gradlab.report.wording import pct
 
 
@@ -18,8 +18,12 @@ def curves_figure(curves: pd.DataFrame, palette: dict, notes: dict, style: Style
     min–max over seeds shaded.
     """
     families = fam.ordered(curves["family"])
-    fig = new_figure(style.full_width, style.panel_height * 1.35)
-    axes = np.atleast_1d(fig.subplots(1, len(families), sharey=True, squeeze=False)[0])
+    nrows, ncols = panel_grid(len(families))
+    fig = new_figure(style.full_width, style.panel_height * (0.35 + nrows))
+    grid = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[len(families):]:
+        ax.set_visible(False)
     max_step = float(curves["step"].max()) if len(curves) else 0.0
     # scale y to the errors after the first 10 % of training, as the paper crops at 20 %
     late = curves[curves["step"] >= 0.1 * max_step]
@@ -61,24 +65,29 @@ def curves_figure(curves: pd.DataFrame, palette: dict, notes: dict, style: Style
         ax.set_xlim(0, max_step if max_step > 0 else 1)
         iteration_axis(ax, max_step)
     axes[0].set_ylim(0, top)
-    axes[0].set_ylabel("error (%)")
+    for row in grid:
+        row[0].set_ylabel("error (%)")
     return fig
 
 
 def finals_figure(models: pd.DataFrame, palette: dict, style: Style, notes: dict | None = None):
     """Final training and test error against depth, plain vs ResNet (errorbars: std over seeds).
 
-    Models with an unfinished run (keys of `notes`) are crossed out.
+    Models with an unfinished run (keys of `notes`) are crossed out. With more than two
+    families, each family's points are shifted a little along depth so none hides another.
     """
     notes = notes or {}
-    fig = new_figure(style.single_width, style.panel_height * 1.3)
+    families = fam.ordered(models["family"])
+    wide = len(families) > 2
+    fig = new_figure(style.full_width if wide else style.single_width, style.panel_height * (1.6 if wide else 1.3))
     axes = fig.subplots(1, 2, sharey=True)
     depths = sorted(models["depth"].unique())
     w = style.rc.get("lines.linewidth", 1.0)
     for ax, which, title in zip(axes, ("train", "test"), ("training error", "test error")):
-        for family in fam.ordered(models["family"]):
+        for k, family in enumerate(families):
             sub = models[models["family"] == family].sort_values("depth")
-            x = sub["depth"].to_numpy(dtype=float)
+            shift = 1.06 ** (k - (len(families) - 1) / 2) if wide else 1.0  # a log axis: a factor
+            x = sub["depth"].to_numpy(dtype=float) * shift
             y = pct(sub[f"{which}_mean"].to_numpy(dtype=float))
             err = pct(sub[f"{which}_std"].fillna(0).to_numpy(dtype=float))
             ax.plot(x, y, ls=fam.get(family).linestyle, color="0.35", lw=0.9 * w, zorder=1)
@@ -99,7 +108,7 @@ def finals_figure(models: pd.DataFrame, palette: dict, style: Style, notes: dict
         ax.minorticks_off()
         lo, hi = min(depths), max(depths)
         if min(depths) > 0:
-            ax.set_xlim(lo / 1.25, hi * 1.25)
+            ax.set_xlim(lo / (1.4 if wide else 1.25), hi * (1.4 if wide else 1.25))
         ax.set_xlabel("depth (layers)")
     axes[0].set_ylabel("final error (%)")
     axes[0].set_ylim(bottom=0)
@@ -114,14 +123,14 @@ def finals_figure(models: pd.DataFrame, palette: dict, style: Style, notes: dict
             mec="0.35",
             lw=0.9 * w,
             ms=4.5 * w,
-            label=fam.get(f).title,
+            label=fam.get(f).title + (f" ({fam.get(f).variant})" if fam.get(f).variant else ""),
         )  # fmt: skip
-        for f in fam.ordered(models["family"])
-        if fam.is_known(f)
+        for f in families
+        if fam.get(f).with_depth  # (runs of someone's own model are named in the table)
     ]
     if any((f, int(d)) in notes for f, d in zip(models["family"], models["depth"])):
         handles.append(Line2D([], [], ls="none", marker="x", color="0.15", ms=6 * w, mew=1.0 * w, label="not finished"))
-    axes[1].legend(handles=handles, loc="best")
+    axes[1].legend(handles=handles, loc="best", fontsize="x-small" if wide else None)
     return fig
 
 

@@ -12,7 +12,7 @@ from matplotlib.colors import LogNorm
 
 from gradlab import families as fam
 from gradlab import stat_names as S
-from gradlab.report.style import HEATMAP_CMAP, Style, legend_label, new_figure
+from gradlab.report.style import HEATMAP_CMAP, Style, family_rows, legend_label, new_figure
 
 STAT_LABELS = {
     S.GRAD_NORM: "‖∂L/∂W‖",
@@ -29,9 +29,10 @@ def flow_figure(flow_models: pd.DataFrame, phase: str, step_label: str, palette:
     sub = flow_models[flow_models["phase"] == phase]
     stats = [s for s in (S.GRAD_NORM, S.ACT_GRAD_NORM) if (sub["stat"] == s).any()]
     families = fam.ordered(sub["family"])
-    fig = new_figure(style.full_width, style.panel_height * (0.35 + 1.05 * len(stats)))
-    axes = fig.subplots(len(stats), len(families), sharex=True, sharey="row", squeeze=False)
-    depth_panels(axes, sub, stats, families, palette, lambda family, depth: legend_label(family, depth, notes), style)
+    axes = panels(stats, families, style, 1.05, sharex=True)
+    depth_panels(axes, sub, stats, families, palette, lambda family, depth: legend_label(family, depth, notes), style,
+                 rows=family_rows(families))  # fmt: skip
+    fig = axes[0, 0].figure
     fig.suptitle(f"Gradient flow {PHASE_TITLES.get(phase, phase)} ({step_label})")
     return fig
 
@@ -41,13 +42,26 @@ def activation_figure(acts_models: pd.DataFrame, palette: dict, notes: dict, sty
     each block's (or probe point's) output along depth; log y shared along a row."""
     phases = [p for p in PHASE_TITLES if (acts_models["stat"] == p).any()]
     families = fam.ordered(acts_models["family"])
-    fig = new_figure(style.full_width, style.panel_height * (0.35 + 0.9 * len(phases)))
-    axes = fig.subplots(len(phases), len(families), sharex="col", sharey="row", squeeze=False)
+    axes = panels(phases, families, style, 0.9, sharex="col")
+    fig = axes[0, 0].figure
     ylabels = {p: f"output std,\n{PHASE_TITLES[p].replace(' training', '')}" for p in phases}
     depth_panels(axes, acts_models, phases, families, palette, lambda family, depth: legend_label(family, depth, notes),
-                 style, xlabel="block or layer (1 = input side)", ylabels=ylabels)  # fmt: skip
+                 style, xlabel="block or layer (1 = input side)", ylabels=ylabels, rows=family_rows(families))  # fmt: skip
     fig.suptitle("Activations along depth")
     return fig
+
+
+def panels(rows: list, families: list[str], style: Style, height: float, **share):
+    """Axes [row, family] for a figure of ``rows`` (statistics or phases) × ``families``,
+    y shared along a row: a column per family, or, with more than WIDE families, a row per
+    family (returned transposed, so that callers index it the same way)."""
+    if not family_rows(families):
+        fig = new_figure(style.full_width, style.panel_height * (0.35 + height * len(rows)))
+        return fig.subplots(len(rows), len(families), sharey="row", squeeze=False, **share)
+    fig = new_figure(style.full_width, style.panel_height * (0.35 + 0.8 * len(families)))
+    axes = fig.subplots(len(families), len(rows), sharey="col", squeeze=False,
+                        sharex=share.get("sharex") and "col")  # fmt: skip
+    return axes.T
 
 
 def depth_lines(ax, frame: pd.DataFrame, x: str, palette: dict, label: Callable[[int], str], w: float) -> None:
@@ -61,10 +75,12 @@ def depth_lines(ax, frame: pd.DataFrame, x: str, palette: dict, label: Callable[
 
 def depth_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str], palette: dict,
                  label: Callable[[str, int], str], style: Style, x: str = "position",
-                 xlabel: str = "layer (1 = input side)", ylabels: dict | None = None, log: bool = True) -> None:
+                 xlabel: str = "layer (1 = input side)", ylabels: dict | None = None, log: bool = True,
+                 rows: bool = False) -> None:
     """Statistics along depth: axes[r, c] gets stat r of family c, one line per depth
     (value against column ``x``), log y unless ``log`` is False, titles on the top row and
-    labels on the edges (``ylabels``: stat -> label; default: the gradient-flow ones)."""
+    labels on the edges (``ylabels``: stat -> label; default: the gradient-flow ones);
+    ``rows``: the axes are a row per family, given transposed (:func:`panels`)."""
     w = style.rc.get("lines.linewidth", 1.0)
     ylabels = STAT_LABELS if ylabels is None else ylabels
     for r, stat in enumerate(stats):
@@ -77,9 +93,9 @@ def depth_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str
             if r == 0:
                 ax.set_title(fam.get(family).panel_title)
                 ax.legend(loc="best")
-            if r == len(stats) - 1:
+            if (c if rows else r) == (len(families) if rows else len(stats)) - 1:
                 ax.set_xlabel(xlabel)
-            if c == 0:
+            if rows or c == 0:
                 ax.set_ylabel(ylabels[stat])
 
 
@@ -103,12 +119,15 @@ def heatmap_figure(maps: list[tuple[dict, pd.DataFrame]], style: Style, value_ra
     """
     families = fam.ordered(r["family"] for r, _ in maps)
     depths = sorted({int(r["depth"]) for r, _ in maps})
-    fig = new_figure(style.full_width, style.panel_height * (0.45 + 0.95 * len(depths)))
-    axes = fig.subplots(len(depths), len(families), squeeze=False)
+    by_family = family_rows(families)  # rows are families, columns depths
+    shape = (len(families), len(depths)) if by_family else (len(depths), len(families))
+    fig = new_figure(style.full_width, style.panel_height * (0.45 + 0.95 * shape[0]))
+    axes = fig.subplots(*shape, squeeze=False)
     vmin, vmax = value_range or heatmap_range(maps)
     norm = LogNorm(vmin=vmin, vmax=vmax)
     cmap = mpl.colormaps[HEATMAP_CMAP].with_extremes(bad="0.75")
     cell = [(depths.index(int(row["depth"])), families.index(row["family"])) for row, _ in maps]
+    cell = [(c, r) for r, c in cell] if by_family else cell
     used = set(cell)
     image = None
     for (row, m), (r, c) in zip(maps, cell):
@@ -126,8 +145,8 @@ def heatmap_figure(maps: list[tuple[dict, pd.DataFrame]], style: Style, value_ra
         ax.set_ylabel("layer")
         if (r + 1, c) not in used:  # the lowest panel of its column
             ax.set_xlabel("step")
-    for r in range(len(depths)):
-        for c in range(len(families)):
+    for r in range(shape[0]):
+        for c in range(shape[1]):
             if (r, c) not in used:
                 axes[r, c].set_axis_off()
     if image is not None:

@@ -71,7 +71,8 @@ def figure(analysis: Analysis, style: Style):
 def _context(analysis: Analysis) -> str:
     s = analysis.settings
     seeds = len(s.get("seeds", [])) or "?"
-    return f"{s.get('dataset', '?')}, batch {s.get('batch_size', '?')}, {seeds} seed{'s' if seeds != 1 else ''}"
+    variant = f", {s['variant']}" if s.get("variant") else ""
+    return f"{s.get('dataset', '?')}, batch {s.get('batch_size', '?')}, {seeds} seed{'s' if seeds != 1 else ''}{variant}"
 
 
 def title(analysis: Analysis) -> str:

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from gradlab import families as fam
-from gradlab.report.style import Style, legend_label, new_figure
+from gradlab.report.figures_flow import panels
+from gradlab.report.style import Style, family_rows, legend_label
 
 
 # stds spanning more than this factor get a log y axis: on a linear one, a plain net whose
@@ -29,8 +30,8 @@ def responses_figure(responses: pd.DataFrame, palette: dict, notes: dict, style:
     logarithmic when the stds span more than LOG_SPAN (see log_scale_for).
     """
     families = fam.ordered(responses["family"])
-    fig = new_figure(style.full_width, style.panel_height * 2.3)
-    axes = fig.subplots(2, len(families), sharey="row", squeeze=False)
+    axes = panels(["original", "sorted"], families, style, 1.1)
+    fig = axes[0, 0].figure
     w = style.rc.get("lines.linewidth", 1.0)
     for c, family in enumerate(families):
         sub = responses[responses["family"] == family]
@@ -48,8 +49,8 @@ def responses_figure(responses: pd.DataFrame, palette: dict, notes: dict, style:
         axes[1, c].set_xlabel("layer index (sorted by magnitude)")
         axes[0, c].legend(loc="best")
     log = log_scale_for(responses["value"])
-    axes[0, 0].set_ylabel("std (log scale)" if log else "std")
-    axes[1, 0].set_ylabel("std (log scale)" if log else "std")
+    for ax in axes[:, :1].ravel() if not family_rows(families) else axes.ravel():
+        ax.set_ylabel("std (log scale)" if log else "std")
     right = float(responses["position"].max()) + 1 if len(responses) else 1.0
     for ax in axes.ravel():  # one x range everywhere so equal depths line up
         if log:

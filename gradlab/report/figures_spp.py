@@ -46,6 +46,7 @@ def _context(analysis: Analysis) -> str:
         what += f" shaped like {s['dataset']}"
     seeds = len(s.get("seeds", [])) or "?"
     zero = ", zero-init residual" if s.get("zero_init_residual") else ""
+    zero += f", {s['variant']}" if s.get("variant") else ""
     return f"{what}, batch {s.get('batch_size', '?')}, {seeds} seed{'s' if seeds != 1 else ''}{zero}"
 
 

@@ -112,6 +112,20 @@ def depth_palette(depths: Iterable[int]) -> dict[int, str]:
     return {d: _COLORS[i % len(_COLORS)] for i, d in enumerate(ordered)}
 
 
+WIDE = 3  # families side by side at most; with more, a figure gives each family a row
+
+
+def family_rows(families: list[str]) -> bool:
+    """Whether a figure with a column per family turns into a row per family (more than WIDE)."""
+    return len(families) > WIDE
+
+
+def panel_grid(n: int) -> tuple[int, int]:
+    """(rows, columns) for ``n`` panels, at most WIDE columns."""
+    cols = min(max(n, 1), WIDE)
+    return -(-max(n, 1) // cols), cols
+
+
 def legend_label(family: str, depth: int, notes: dict) -> str:
     """A model's label ("ResNet-56"), with what happened to it if it did not finish."""
     note = notes.get((family, depth), "")

@@ -14,6 +14,7 @@ import pandas as pd
 
 from gradlab import stat_names as S
 from gradlab.along_depth import first_last_ratio
+from gradlab import families as fam
 from gradlab.families import PLAIN, RESNET
 from gradlab.report.wording import fmt_pair, fmt_pct, fmt_std, pct, trend_word
 
@@ -41,9 +42,11 @@ def _tol_words(a: pd.Series, b: pd.Series, tol: float) -> str:
 
 
 def degradation_sentences(models: pd.DataFrame) -> list[str]:
-    """Deepest vs shallowest plain net, the same for ResNets, and both at a shared depth."""
+    """Deepest vs shallowest net of every family (plain nets read as degradation, residual
+    families as whether depth still helps), then each residual family against the plain
+    nets at a shared depth."""
     out = []
-    for family in (PLAIN, RESNET):
+    for family in fam.ordered(models["family"]):
         sub = models[(models["family"] == family) & models["train_mean"].notna()].sort_values("depth")
         done = sub[finished(sub)]
         if len(done) >= 2:  # compare finished models; unfinished ones are listed on their own
@@ -59,7 +62,7 @@ def degradation_sentences(models: pd.DataFrame) -> list[str]:
             tb, ta = fmt_pair(b["test_mean"], a["test_mean"])
             test = f" Test error: {tb} vs {ta}."
         caveat = _caveat(a, b)
-        if family == PLAIN:
+        if not fam.get(family).residual:
             if diff > tol:
                 s = f"{b['label']} ends with higher training error ({xb}) than {a['label']} ({xa}): degradation{caveat}."
             elif diff < -tol:
@@ -98,9 +101,18 @@ def finished(models: pd.DataFrame) -> pd.Series:
 
 
 def paired_sentences(models: pd.DataFrame) -> list[str]:
-    """Plain vs ResNet at the deepest depth both were trained at (finished ones preferred)."""
-    plain = models[models["family"] == PLAIN].set_index("depth")
-    res = models[models["family"] == RESNET].set_index("depth")
+    """Each residual family against the plain nets with the same options, at the deepest
+    depth both were trained at (finished ones preferred)."""
+    out = []
+    for family in fam.ordered(models["family"]):
+        partner = fam.keyed(PLAIN, fam.get(family).variant)
+        if fam.get(family).residual and partner in set(models["family"]):
+            out += _paired(models[models["family"] == partner].set_index("depth"),
+                           models[models["family"] == family].set_index("depth"))  # fmt: skip
+    return out
+
+
+def _paired(plain: pd.DataFrame, res: pd.DataFrame) -> list[str]:
     shared = sorted(set(plain.index) & set(res.index))
     shared = [d for d in shared if np.isfinite(plain.loc[d, "train_mean"]) and np.isfinite(res.loc[d, "train_mean"])]
     if not shared:
@@ -131,19 +143,19 @@ def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> l
         f = flow_models[flow_models["stat"] == stat]
         if f.empty:
             continue
-        depths = {fam: set(f.loc[f["family"] == fam, "depth"]) for fam in (PLAIN, RESNET)}
+        depths = {family: set(f.loc[f["family"] == family, "depth"]) for family in (PLAIN, RESNET)}
         shared = depths[PLAIN] & depths[RESNET]
         for phase in ("init", "end") if stat == S.GRAD_NORM else ("init",):
             ratios = {}
-            for fam in (PLAIN, RESNET):
-                pool = shared or depths[fam]
+            for family in (PLAIN, RESNET):
+                pool = shared or depths[family]
                 if not pool:
                     continue
                 d = max(pool)
-                line = f[(f["family"] == fam) & (f["depth"] == d) & (f["phase"] == phase)]
+                line = f[(f["family"] == family) & (f["depth"] == d) & (f["phase"] == phase)]
                 ratio = first_last_ratio(line)
                 if ratio is not None:
-                    ratios[fam] = (line["label"].iloc[0], ratio)
+                    ratios[family] = (line["label"].iloc[0], ratio)
             if not ratios:
                 continue
             when = "At initialization" if phase == "init" else "At the end of training"

@@ -44,6 +44,8 @@ def fmt_ratio(x: float) -> str:
 
 def trend_word(ratio: float) -> str:
     """How a gradient norm changes from the output side to the input side."""
+    if ratio == 0:
+        return "vanishes entirely (to 0 in float32, below about 1e-23 per element)"
     if ratio >= FLOW_FACTOR:
         return f"grows {fmt_ratio(ratio)}× (exploding towards the input)"
     if ratio <= 1 / FLOW_FACTOR:

@@ -3,7 +3,9 @@
 lr is divided by `gamma` at each milestone. Networks of `warmup_min_depth` layers and
 deeper start at `warmup_lr` until the running training error falls below
 `warmup_exit_err` (about 400 iterations on CIFAR), then go back to `lr` — which the
-common PyTorch port forgets to do.
+common PyTorch port forgets to do. The warm-up is the paper's rule for its own nets:
+``warmup=False`` leaves it out for the later remedies (Fixup and the others exist to train
+deep nets without it; Fixup's zero-initialized start cannot even leave at the small rate).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from gradlab.config import Recipe
 
 
 class StepLR:
-    def __init__(self, recipe: Recipe, depth: int):
+    def __init__(self, recipe: Recipe, depth: int, warmup: bool = True):
         self.recipe = recipe
-        self.warms = depth >= recipe.warmup_min_depth and recipe.warmup_lr != recipe.lr
+        self.warms = warmup and depth >= recipe.warmup_min_depth and recipe.warmup_lr != recipe.lr
         self.warmup_exit_step: int | None = None if self.warms else 0
 
     @property

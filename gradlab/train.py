@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from gradlab import data as datasets
+from gradlab import families
 from gradlab import models, runs
 from gradlab.callbacks import Callback, CallbackList
 from gradlab.checkpoint import load_latest, rotate, save_checkpoint
@@ -114,11 +115,11 @@ class Trainer:
             if ds.val_y is not None:
                 self.eval_sets["val"] = (ds.val_x.to(self.device), ds.val_y.to(self.device))
         self.optimizer = torch.optim.SGD(
-            [p for p in self.model.parameters() if p.requires_grad],  # frozen (fine-tuning) ones stay out
+            self.model.param_groups(),  # frozen (fine-tuning) parameters stay out; Fixup's scalars at lr/10
             lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
             nesterov=recipe.nesterov, **({"fused": True} if self.cuda else {"foreach": True}),
         )
-        self.lr = StepLR(recipe, self.model_info["depth"])
+        self.lr = StepLR(recipe, self.model_info["depth"], warmup=self.model_info["family"] in families.PAPER)
         parallel = self.world.wrap(self.model, self.device)  # DistributedDataParallel, or the model itself
         self.eager_forward = parallel
         self.forward = torch.compile(parallel, mode=spec.compile_mode) if spec.compile else parallel
@@ -304,7 +305,7 @@ class Trainer:
         acc = self.acc
         lr = self.lr.lr(step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         x, y = self.loader.batch(step)
         # Recorded steps run eagerly: the recorder's hooks would make compiled code break its
         # graph at every probe point and recompile whenever they come and go.

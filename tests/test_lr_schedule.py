@@ -36,3 +36,9 @@ def test_steps_override_scales_milestones():
     r = scale_recipe(Recipe(), 6400)
     assert r.steps == 6400 and r.milestones == (3200, 4800)
     assert r.eval_every == 40 and r.checkpoint_every == 400
+
+
+def test_the_remedies_train_without_the_papers_warm_up():
+    s = StepLR(Recipe(), depth=110, warmup=False)
+    assert not s.warming and s.lr(0) == Recipe().lr
+

@@ -175,3 +175,18 @@ def test_every_family_trains_on_digits_and_describes_itself(tmp_path):
         assert run.family == info(name).family and run.model["options"] == options
         assert run.family_key == ("plain (no norm, tanh)" if options else info(name).family)
         assert not run.layers.empty
+
+
+def test_fixup_trains_its_scalars_at_a_tenth_of_the_learning_rate(tmp_path):
+    from gradlab.train import Trainer
+
+    groups = build("fixup8").param_groups()
+    assert groups[1]["lr_scale"] == 0.1 and all(p.numel() == 1 for p in groups[1]["params"])
+    assert len(groups[1]["params"]) == 2 + 5 * 3  # stem and head biases, 4 biases and a scale per block
+    assert len(build("resnet8").param_groups()) == 1
+    spec = make_run_spec("fixup8", load_preset("quick"), steps=2, recipe={"batch_size": 16})
+    trainer = Trainer(spec, tmp_path, progress=False)
+    trainer._setup()
+    trainer.train_step(0)
+    lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+    assert lrs == pytest.approx([spec.recipe.lr, spec.recipe.lr / 10])

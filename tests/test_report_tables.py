@@ -182,3 +182,13 @@ def test_gradient_flow_is_not_compared_across_different_depths():
     (sentence,) = SUM.flow_sentences(pd.DataFrame(rows), {})
     assert ("shrinks 100× (vanishing towards the input) in plain-20 and changes 0.9× (within 2×: neither "
             "vanishing nor exploding) in ResNet-56.") in sentence
+
+
+def test_equal_layer_responses_are_not_called_smaller():
+    rows = [("plain", 8, 1.0), ("resnet", 8, 1.0), ("plain", 20, 1.7), ("resnet", 20, 0.99)]
+    responses = pd.DataFrame([{"family": f, "depth": d, "value": v} for f, d, v in rows])
+    (sentence, _) = SUM.response_sentences(responses)
+    assert "ResNet-8 1.00 vs plain-8 1.00" in sentence
+    assert "smaller for the residual nets at depth 20 only, about the same at depth 8" in sentence
+    equal = responses.assign(value=1.0)
+    assert "about the same at every depth" in SUM.response_sentences(equal)[0]

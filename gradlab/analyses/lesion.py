@@ -121,6 +121,10 @@ def _usable(run: R.Run) -> R.Run:
     if run.spec["run"]["data"].get("name") == "imagefolder":
         raise RunDirError(f"{run.path} trained on imagefolder data, whose test set streams from disk; lesion reads "
                           f"in-memory datasets only (cifar10/100, mnist, fashion-mnist, digits, synthetic)")
+    if run.family == fam.PLAIN and (run.model.get("options") or {}).get("act", "relu") != "relu":
+        raise ModelError(f"{run.path} is a plain net with {run.model['options']['act']}: deleting a layer leaves "
+                         "that activation applied to the layer's input, which is no identity; lesions need "
+                         "ReLU nets")  # fmt: skip
     if not fam.is_known(run.family):
         raise ModelError(f"{run.path} trained a {run.family!r} model; lesions need a plain or residual "
                          f"zoo model (resnet/plain, preresnet/preplain, seedresnet/seedplain)")  # fmt: skip

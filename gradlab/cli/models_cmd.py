@@ -7,7 +7,7 @@ import click
 from gradlab.models.registry import ARCHES, INPUT_SIZES, NUM_CLASSES
 
 ARCH_NOTES = {
-    "cifar": "He et al. 2015 §4.2, option A shortcuts",
+    "cifar": "He et al. 2015 §4.2, option A shortcuts; also Fixup, ReZero, SkipInit, NF-ResNet",
     "preact": "He et al. 2016, pre-activation",
     "imagenet": "He et al. 2015 Table 1, torchvision layout",
     "seed": "the seed article's 5×5/3×3 block",
@@ -28,9 +28,11 @@ def models(family: str | None) -> None:
     default size (3×32×32 cifar and preact, 3×224×224 imagenet, 1×28×28 seed).
     Parameters count 10 classes (1000 for imagenet).
 
-    Besides the listed names, any CIFAR depth 6n+2 >= 8 builds (resnet{d}, plain{d}),
-    and so does seedresnet{k}/seedplain{k} for any k >= 1. resnet50 and resnet152 are
-    the ImageNet nets; the CIFAR nets of those depths are cifar-resnet50/cifar-resnet152.
+    Besides the listed names, any CIFAR depth 6n+2 >= 8 builds (resnet{d}, plain{d}, and
+    the later remedies fixup{d}, rezero{d}, skipinit{d}, nfresnet{d}), and so does
+    seedresnet{k}/seedplain{k} for any k >= 1. resnet50 and resnet152 are the ImageNet nets;
+    the CIFAR nets of those depths are cifar-resnet50/cifar-resnet152. The CIFAR plain nets
+    and ResNets also build without BatchNorm or with tanh/sigmoid (train --norm, --act).
     """
     from gradlab.models.complexity import complexity
     from gradlab.units import format_macs, format_params

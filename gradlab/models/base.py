@@ -139,6 +139,12 @@ class ZooModel(nn.Module):
         self.blocks = len(blocks)
         self.depth = sum(1 for p in layout if p.role == "main" and p.kind in (CONV, FC))
 
+    def param_groups(self) -> list[dict]:
+        """The optimizer's parameter groups: the trainable parameters, and where a paper
+        trains some at another rate, their group with an ``lr_scale`` (the trainer's
+        learning rate times it)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def probe_points(self) -> list[ProbePoint]:
         """Probe points in depth (forward) order; ``index`` is the position in this list."""
         return list(self._probe_points)

@@ -71,7 +71,9 @@ class FixupBlock(ResidualBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.conv1(x + self.bias1a) + self.bias1b)
         out = self.branch_out(self.conv2(out + self.bias2a) * self.scale + self.bias2b)
-        return F.relu(self.add_branch(out, self.shortcut(x)))
+        # (the authors' downsampling shortcut sees x + bias1a, as conv1 does)
+        shortcut = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(x + self.bias1a)
+        return F.relu(self.add_branch(out, shortcut))
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv2.weight)
@@ -92,6 +94,14 @@ class FixupResNet(CifarNet):
                 nn.init.zeros_(self.fc.weight)
                 nn.init.zeros_(self.fc.bias)
         self._finish(False)
+
+    def param_groups(self) -> list[dict]:
+        """The scalar biases and multipliers at a tenth of the learning rate, as the authors'
+        CIFAR training does."""
+        scalars = {id(p) for n, p in self.named_parameters() if p.numel() == 1 and ("bias" in n or "scale" in n)}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": [p for p in trainable if id(p) not in scalars]},
+                {"params": [p for p in trainable if id(p) in scalars], "lr_scale": 0.1}]  # fmt: skip
 
     def build_stem(self, in_channels: int, width: int) -> None:
         self.conv1 = conv3x3(in_channels, width)

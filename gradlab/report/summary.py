@@ -203,13 +203,18 @@ def response_sentences(responses: pd.DataFrame) -> list[str]:
     shared = sorted(set(plain.index) & set(res.index))
     if shared:
         pairs = ", ".join(f"ResNet-{d} {fmt_std(res[d])} vs plain-{d} {fmt_std(plain[d])}" for d in shared)
-        smaller = [res[d] < plain[d] for d in shared]
-        if all(smaller):
+        # smaller only beyond RESPONSE_TOLERANCE: equal responses (1.00 vs 1.00) are not smaller
+        smaller = [d for d in shared if res[d] < (1 - RESPONSE_TOLERANCE) * plain[d]]
+        same = [d for d in shared if d not in smaller and res[d] <= (1 + RESPONSE_TOLERANCE) * plain[d]]
+        if len(smaller) == len(shared):
             verdict = "smaller for the residual nets at every depth, as in Fig. 7 of He et al. (residual functions stay closer to zero)"
-        elif not any(smaller):
-            verdict = "not smaller for the residual nets at any depth, unlike Fig. 7 of He et al."
+        elif smaller:
+            verdict = (f"smaller for the residual nets at depth {', '.join(map(str, smaller))} only"
+                       + (f", about the same at depth {', '.join(map(str, same))}" if same else ""))
+        elif len(same) == len(shared):
+            verdict = f"about the same at every depth (within {RESPONSE_TOLERANCE:.0%}), unlike Fig. 7 of He et al."
         else:
-            verdict = "smaller for the residual nets at some depths only"
+            verdict = "not smaller for the residual nets at any depth, unlike Fig. 7 of He et al."
         out.append(f"Mean layer-response std at the end of training: {pairs}; {verdict}.")
     if len(res) >= 2:
         a, b = res.index.min(), res.index.max()

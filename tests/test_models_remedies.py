@@ -175,6 +175,13 @@ def test_every_family_trains_on_digits_and_describes_itself(tmp_path):
         assert run.family == info(name).family and run.model["options"] == options
         assert run.family_key == ("plain (no norm, tanh)" if options else info(name).family)
         assert not run.layers.empty
+    from gradlab.analyses.lesion import collect_runs, lesion
+
+    found, _ = collect_runs([tmp_path])
+    table = lesion(found, device="cpu", progress=False)["lesion"]
+    residual = table[table["family"] != "plain"]
+    assert set(residual["family"]) == {"fixup", "rezero", "skipinit", "nfresnet"}
+    assert residual["deleted"].all() and residual["test_err"].between(0, 1).all()  # every block, its branch zeroed
 
 
 def test_fixup_trains_its_scalars_at_a_tenth_of_the_learning_rate(tmp_path):

@@ -207,6 +207,27 @@ def test_flow_by_model_is_a_geometric_mean_over_seeds(tmp_path):
     assert out["n"].iloc[0] == 3
 
 
+def test_a_gradient_exactly_zero_in_every_seed_is_marked_and_said(tmp_path):
+    from gradlab.report.summary import summarize
+
+    rows = [  # Fixup-like: the classifier starts at zero, so nothing before it gets a gradient at step 0
+        dict(run=f"fixup20-s{seed}", family="fixup", depth=20, seed=seed, label="Fixup-20", phase="init", step=0,
+             stat=S.GRAD_NORM, position=pos, kind=kind, layer=f"l{pos}", value=value)
+        for seed in (0, 1)
+        for pos, kind, value in ((1, "conv", 0.0), (2, "conv", 0.0 if seed == 0 else 1e-3), (3, "fc", 0.5))
+    ]  # fmt: skip
+    out = L.flow_by_model(pd.DataFrame(rows)).sort_values("position")
+    assert list(out["zero"]) == [True, False, False]  # zero in one seed only is not "exactly 0"
+    assert np.isnan(out["value"].iloc[0]) and out["value"].iloc[1] == pytest.approx(1e-3)
+    models = pd.DataFrame(columns=["train_mean"])
+    said = [s for s in summarize(models, out, None, {}) if "exactly 0" in s]
+    assert said == [
+        "At the first recorded step, ‖∂L/∂W‖ is exactly 0 at 1 of 3 layers in Fixup-20 (step 0): a zero-initialized "
+        "layer or gate blocks it, so no first-to-last ratio is given there."
+    ]
+    assert not any("from the last layer to the first" in s for s in summarize(models, out, None, {}))
+
+
 def test_runs_without_probe_points_fall_back_to_the_rows_kind_and_index(tmp_path):
     path = F.make_run(tmp_path, "plain", 20)
     spec = json.loads((path / R.SPEC).read_text())

@@ -22,6 +22,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from gradlab import families as fam
 from gradlab.errors import ReportError
 from gradlab.report import analyses as A
 from gradlab.report import collect as C
@@ -128,8 +129,8 @@ def build_report(
             0.8, scalars_figure, logged, look)  # fmt: skip
     if models["train_mean"].notna().any():
         job("final_error", "Final error vs depth",
-            "Final training and test error against depth. Open circles, dashed: plain; filled squares, solid: "
-            "ResNet; ×: a run did not finish. Errorbars: std over seeds (when several).",
+            "Final training and test error against depth. " + _family_marks(table)
+            + "; ×: a run did not finish. Errorbars: std over seeds (when several).",
             0.8, finals_figure, models, palette, look, notes)  # fmt: skip
     for phase in L.PHASES:
         if flow_models.empty or not (flow_models["phase"] == phase).any():
@@ -200,6 +201,15 @@ def build_report(
     files.insert(0, files.pop())
     summary = sentences + [s for e in entries for s in e.sentences]
     return ReportResult(out_dir=out_dir, files=files, warnings=warnings, summary=summary, table=models)
+
+
+def _family_marks(table) -> str:
+    """How the final-error figure tells families apart, for its caption."""
+    families = set(table["family"])
+    if families <= {fam.PLAIN, fam.RESNET}:
+        return "Open circles, dashed: plain; filled squares, solid: ResNet"
+    text = "One marker and line style per family (legend), one colour per depth"
+    return text + ("; a depth's markers side by side" if len(families) > 2 else "")
 
 
 def _analyses_only_report(entries, jobs, out_dir: Path, formats, look, workers, warnings) -> ReportResult:

@@ -66,10 +66,12 @@ def panels(rows: list, families: list[str], style: Style, height: float, **share
 
 def depth_lines(ax, frame: pd.DataFrame, x: str, palette: dict, label: Callable[[int], str], w: float) -> None:
     """One line per depth of ``frame`` (value against column ``x``), in the depth's colour;
-    dots on short lines, shallow nets drawn on top."""
+    dots on short lines (counting drawable points: a lone one would not show), shallow nets
+    drawn on top."""
     for depth in sorted(frame["depth"].unique()):
         line = frame[frame["depth"] == depth].sort_values(x)
-        ax.plot(line[x], line["value"], color=palette[int(depth)], lw=w, marker="." if len(line) <= 30 else None,
+        short = line["value"].notna().sum() <= 30
+        ax.plot(line[x], line["value"], color=palette[int(depth)], lw=w, marker="." if short else None,
                 ms=3 * w, label=label(int(depth)), zorder=2 + 1 / (1 + depth))
 
 
@@ -90,6 +92,7 @@ def depth_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str
             depth_lines(ax, d, x, palette, lambda depth, f=family: label(f, depth), w)
             if log:
                 ax.set_yscale("log")
+                _note_zeros(ax, d)
             if r == 0:
                 ax.set_title(fam.get(family).panel_title)
                 ax.legend(loc="best")
@@ -97,6 +100,17 @@ def depth_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str
                 ax.set_xlabel(xlabel)
             if rows or c == 0:
                 ax.set_ylabel(ylabels[stat])
+
+
+def _note_zeros(ax, frame: pd.DataFrame) -> None:
+    """Say in the panel how many layers of each depth are exactly 0 (zero-initialized
+    branches, gates or classifiers block the gradient at step 0): a log axis drops them."""
+    if "zero" not in frame or not frame["zero"].any():
+        return
+    counts = frame.groupby("depth")["zero"].agg(["sum", "size"])
+    parts = [f"{int(z)} of {n}" for z, n in zip(counts["sum"], counts["size"]) if z]
+    ax.text(0.03, 0.5, f"exactly 0, not drawn:\n{', '.join(parts)} layers", transform=ax.transAxes,
+            fontsize="small", ha="left", va="center", color="0.3")
 
 
 def heatmap_range(maps: list[tuple[dict, pd.DataFrame]]) -> tuple[float, float]:

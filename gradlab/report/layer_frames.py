@@ -297,13 +297,15 @@ def responses(runs: list[R.Run], data: LayerData) -> pd.DataFrame:
 
 def flow_by_model(flow: pd.DataFrame) -> pd.DataFrame:
     """Gradient flow (or activations) averaged over seeds (geometric mean) per (family,
-    depth, phase, stat, position)."""
+    depth, phase, stat, position). ``zero``: the value is exactly 0 in every seed (a
+    zero-initialized layer or gate blocks the gradient), which a log axis cannot show."""
     if flow.empty:
-        return flow.assign(n=pd.Series(dtype=np.int64))
-    f = flow.assign(logv=positive_logs(flow["value"]))
+        return flow.assign(n=pd.Series(dtype=np.int64), zero=pd.Series(dtype=bool))
+    f = flow.assign(logv=positive_logs(flow["value"]), zero=flow["value"] == 0)
     keys = [k for k in ("family", "depth", "label", "phase", "stat", "position", "kind") if k in flow]
     g = f.groupby(keys, sort=True, dropna=False)
-    out = g.agg(logv=("logv", "mean"), step=("step", "max"), n=("run", "nunique")).reset_index()
+    out = g.agg(logv=("logv", "mean"), step=("step", "max"), n=("run", "nunique"), zero=("zero", "all"))
+    out = out.reset_index()
     out["value"] = np.exp(out.pop("logv"))
     return out
 

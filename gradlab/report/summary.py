@@ -167,7 +167,7 @@ def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> l
             s = (f"{when}{f' ({step})' if step else ''}, {what} from the last conv layer to the first "
                  f"{' and '.join(parts)}.")
             out.append(s)
-    return out + other_flow_sentences(flow_models)
+    return out + other_flow_sentences(flow_models) + zero_gradient_sentences(flow_models)
 
 
 def other_flow_sentences(flow_models: pd.DataFrame) -> list[str]:
@@ -185,6 +185,25 @@ def other_flow_sentences(flow_models: pd.DataFrame) -> list[str]:
                     parts.append(f"{trend_word(ratio)} in {label} (step {int(line['step'].max()):,})")
             if parts:
                 out.append(f"{when}, {what} from the last layer to the first {'; '.join(parts)}.")
+    return out
+
+
+def zero_gradient_sentences(flow_models: pd.DataFrame) -> list[str]:
+    """Where a gradient norm is exactly 0 (a zero-initialized classifier, gate or last BN of
+    a branch blocks it: Fixup, ReZero, SkipInit, --zero-init-residual), say so: a
+    first-to-last ratio is then undefined, and the log-scale figure leaves those layers out."""
+    if "zero" not in flow_models or not flow_models["zero"].any():
+        return []
+    out = []
+    for stat, what in ((S.GRAD_NORM, "‖∂L/∂W‖"), (S.ACT_GRAD_NORM, "‖∂L/∂h‖")):
+        for phase, when in (("init", "At the first recorded step"), ("early", "Early in training"),
+                            ("end", "At the last recorded step")):  # fmt: skip
+            f = flow_models[(flow_models["stat"] == stat) & (flow_models["phase"] == phase)]
+            parts = [f"{int(line['zero'].sum())} of {len(line)} layers in {label} (step {int(line['step'].max()):,})"
+                     for label, line in f.groupby("label", sort=False) if line["zero"].any()]  # fmt: skip
+            if parts:
+                out.append(f"{when}, {what} is exactly 0 at {'; '.join(parts)}: a zero-initialized layer or gate "
+                           "blocks it, so no first-to-last ratio is given there.")  # fmt: skip
     return out
 
 

@@ -124,9 +124,11 @@ class World:
             return model
         ids = [device.index] if device.type == "cuda" else None
         ddp = nn.parallel.DistributedDataParallel
+        # a block that stochastic depth drops leaves its parameters without a gradient that step
+        unused = {"find_unused_parameters": getattr(model, "drop_rng", None) is not None}
         if "forward_sync_buffers" in inspect.signature(ddp).parameters:  # newer torch: broadcast_buffers deprecated
-            return ddp(model, device_ids=ids, forward_sync_buffers=False)
-        return ddp(model, device_ids=ids, broadcast_buffers=False)
+            return ddp(model, device_ids=ids, forward_sync_buffers=False, **unused)
+        return ddp(model, device_ids=ids, broadcast_buffers=False, **unused)
 
     def describe(self, batch_size: int, batchnorm: str | None) -> dict:
         """What spec.json records about the data-parallel setup."""

@@ -307,6 +307,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         x, y = self.loader.batch(step)
+        self.model.seed_drops(self.spec.seed, step)
         # Recorded steps run eagerly: the recorder's hooks would make compiled code break its
         # graph at every probe point and recompile whenever they come and go.
         recording = self.recorder is not None and self.recorder.recording

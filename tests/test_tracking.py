@@ -16,8 +16,8 @@ from gradlab.train import train
 from tests.wandb_records import offline_runs, read_offline_run
 
 
-def spec(steps=20):
-    return make_run_spec("resnet8", load_preset("quick"), steps=steps,
+def spec(steps=20, model="resnet8", **options):
+    return make_run_spec(model, load_preset("quick"), steps=steps, model_options=options,
                          recipe={"batch_size": 32, "eval_every": 10, "checkpoint_every": 10})
 
 
@@ -42,6 +42,18 @@ def test_one_offline_wandb_run_per_gradlab_run_with_config_group_tags_and_metric
     assert logged["summary"]["final_test_err"] == pytest.approx(metrics["test_err"].iloc[-1])
     assert logged["summary"]["state"] == "done"
     assert json.loads((result.run_dir / ID_FILE).read_text())["id"] == run.run_id
+
+
+def test_a_remedy_family_with_build_options_is_tagged_with_them(tmp_path):
+    tracker = WandbTracker("offline", project="gradlab-test", directory=tmp_path / "wb")
+    result = train(spec(10, "rezero8", drop_path=0.5), tmp_path / "runs", progress=False, callbacks=[tracker])
+    (folder,) = offline_runs(tmp_path / "wb")
+    logged = read_offline_run(folder)
+    assert {"rezero", "depth8", "drop-path 0.5"} <= set(logged["run"].tags)
+    assert logged["config"]["model"]["options"] == {"drop_path": 0.5}
+    keys = {k for h in logged["history"] for k in h}
+    gate = {"grad_norm/007.layer1.0.alpha", "weight_norm/007.layer1.0.alpha"}  # ReZero's gate, as any weight
+    assert result.state == "done" and gate | {"branch_ratio/007.layer1.0"} <= keys
 
 
 class StopAt(Callback):

@@ -13,9 +13,9 @@ from gradlab.errors import RunDirError
 from gradlab.train import train
 
 
-def quick_spec(model="resnet8", steps=40, **recipe):
+def quick_spec(model="resnet8", steps=40, model_options=None, **recipe):
     recipe = {"eval_every": 10, "checkpoint_every": 20, "batch_size": 32, **recipe}
-    return make_run_spec(model, load_preset("quick"), steps=steps, recipe=recipe)
+    return make_run_spec(model, load_preset("quick"), steps=steps, recipe=recipe, model_options=model_options)
 
 
 def test_run_directory_round_trip(tmp_path):
@@ -79,12 +79,13 @@ class StopAt(Callback):
             raise KeyboardInterrupt
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
-    spec = quick_spec(steps=40)  # checkpoints at 20 and 40
+@pytest.mark.parametrize("options", [None, {"drop_path": 0.5}], ids=["resnet8", "stochastic-depth"])
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, options):
+    spec = quick_spec(steps=40, model_options=options)  # checkpoints at 20 and 40
     full = train(spec, tmp_path / "a", progress=False)
     with pytest.raises(KeyboardInterrupt):
         train(spec, tmp_path / "b", progress=False, callbacks=[StopAt(30)])
-    b = full.run_dir.parent.parent.parent / "b" / "quick-digits" / "resnet8-s0"
+    b = tmp_path / "b" / full.run_dir.relative_to(tmp_path / "a")
     assert json.loads((b / runs.STATUS).read_text())["state"] == "interrupted"
     resumed = train(spec, tmp_path / "b", progress=False)
     assert resumed.state == runs.DONE

@@ -182,3 +182,18 @@ def test_resuming_from_a_checkpoint_between_evaluations_keeps_the_global_running
     assert resumed.step.tolist() == whole.step.tolist() == [0, 6]
     pd.testing.assert_series_equal(resumed["train_loss"], whole["train_loss"], rtol=1e-5)
     assert resumed["train_err"].fillna(-1).tolist() == whole["train_err"].fillna(-1).tolist()
+
+
+def test_stochastic_depth_drops_the_same_blocks_on_every_rank(work):
+    spec = make_run_spec("resnet20", load_preset(path=work / "tiny.toml"), device="cpu",
+                         model_options={"drop_path": 0.5})  # fmt: skip
+    single = train(spec, work / "single-dp", progress=False).run_dir
+    p = run(gradlab_cmd() + ARGS + ["--config", "tiny.toml", "--runs-dir", "nproc-dp", "--nproc", "2",
+                                    "--drop-path", "0.5"], work)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    parallel = work / "nproc-dp" / single.relative_to(work / "single-dp")
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=True)["model"] for d in (single, parallel))
+    for k, v in a.items():  # ranks that dropped different blocks would neither agree nor match this
+        torch.testing.assert_close(b[k], v, rtol=1e-4, atol=1e-6, msg=k)
+    kept = torch.load(work / "single" / RUN / "checkpoint.pt", weights_only=True)["model"]
+    assert not all(torch.equal(kept[k], v) for k, v in a.items())  # and blocks were dropped

@@ -18,7 +18,7 @@ from gradlab.cli.probe_options import model_options_from, prepare_out, probe_opt
               help="Comma-separated: plain, resnet, fixup, rezero, skipinit, nfresnet.")
 @probe_options
 def gradients(depths: str, families: str, **opts) -> None:
-    """Gradient norms along depth in freshly initialized plain nets and ResNets.
+    """Gradient norms along depth in freshly initialized nets of each family (--families).
 
     For each net and seed: one forward/backward of cross-entropy on a real batch in
     training mode; ||dL/dW|| of every main-path conv/fc weight and ||dL/dh|| at every conv

@@ -52,6 +52,7 @@ class ResidualBlock(nn.Module):
         # false when F(x) is added to the shortcut or when the block has no final ReLU.
         self.relu_after_branch = relu_after_branch
         self.drop_prob = 0.0  # stochastic depth (Huang et al. 2016): see add_branch
+        self.drop_rng: torch.Generator | None = None  # the model's, reseeded every step (ZooModel.seed_drops)
 
     def extra_repr(self) -> str:
         return f"residual={self.residual}" + (f", drop_prob={self.drop_prob:g}" if self.drop_prob else "")
@@ -63,7 +64,7 @@ class ResidualBlock(nn.Module):
         p = self.drop_prob
         if p:
             if self.training:
-                if torch.rand(()) < p:  # a CPU draw: no device sync
+                if torch.rand((), generator=self.drop_rng) < p:  # a CPU draw: no device sync
                     return shortcut
             else:
                 branch = branch * (1 - p)
@@ -111,6 +112,14 @@ class ZooModel(nn.Module):
         self.blocks = 0
         self.options: dict = {}
         self._probe_points: tuple[ProbePoint, ...] = ()
+        self.drop_rng: torch.Generator | None = None  # stochastic depth's draws, when a block drops
+
+    def seed_drops(self, seed: int, step: int) -> None:
+        """Make stochastic depth's draws for this step a function of (seed, step), as the
+        batches are: a resumed run drops the blocks the uninterrupted one would have, and
+        every data-parallel rank drops the same ones (no-op without stochastic depth)."""
+        if self.drop_rng is not None:
+            self.drop_rng.manual_seed((seed << 32) + step)
 
     def stem_points(self) -> Iterable[Point]:
         return ()
@@ -124,6 +133,11 @@ class ZooModel(nn.Module):
     def _finish(self, zero_init_residual: bool) -> None:
         """Call at the end of ``__init__``: zero-init, then fix depth, blocks, probe points."""
         blocks = self.residual_blocks()
+        dropping = [block for _, block in blocks if block.drop_prob]
+        if dropping:
+            self.drop_rng = torch.Generator()
+            for block in dropping:
+                block.drop_rng = self.drop_rng
         if zero_init_residual:
             for _, block in blocks:
                 if block.residual:  # a plain twin has no residual branch to zero

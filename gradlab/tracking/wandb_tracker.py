@@ -1,7 +1,7 @@
 """Weights & Biases tracking. All W&B code of gradlab lives here.
 
 One W&B run per gradlab run: config = the resolved spec, group = the experiment,
-job_type = train, tags = family, depth, arch, dataset. Every metric is plotted against
+job_type = train, tags = family, depth, arch, dataset and build options ("no norm", "sigmoid"). Every metric is plotted against
 gradlab's own `step`. Scalars go out at the evaluation cadence; per-layer statistics at
 the recorder's flush cadence, one `log` call per recorded step, under stable names such
 as `grad_norm/007.layer1.0.conv1.weight`. The W&B run id is kept in the run directory
@@ -84,7 +84,7 @@ class WandbTracker(Callback):
             group=spec.get("experiment"),
             job_type="train",
             tags=[t for t in (model.get("family"), f"depth{model.get('depth')}", model.get("arch"),
-                              spec.get("data", {}).get("name")) if t],
+                              spec.get("data", {}).get("name"), *model.get("variant", "").split(", ")) if t],
             config=spec,
             dir=self.directory,
             mode=self.mode,

@@ -110,6 +110,7 @@ def test_error_close_name_suggests():
         ("plain4", "plain8"),
         ("cifar-resnet18", "cifar-resnet14 or cifar-resnet20"),
         ("", "unknown model"),
+        ("vgg16", r"fixup\{d\}/rezero\{d\}/skipinit\{d\}/nfresnet\{d\} \(CIFAR"),  # every family named
     ],
 )
 def test_errors(name, text):

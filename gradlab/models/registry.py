@@ -90,9 +90,12 @@ def _nearest_cifar(family: str, depth: int, prefix: str) -> str:
 def _unknown(name: str) -> ModelError:
     hint = difflib.get_close_matches(name, names(), n=2, cutoff=0.6)
     did_you_mean = f" Did you mean {' or '.join(hint)}?" if hint else ""
+    remedies = [f for f in families.names() if f not in (families.RESNET, families.PLAIN)
+                and "cifar" in families.get(f).archs]  # fmt: skip
     return ModelError(
         f"unknown model {name!r}.{did_you_mean} Models are: resnet{{d}}/plain{{d}} (CIFAR with "
         f"d = 6n+2 >= 8, e.g. resnet20; ImageNet with d in 18, 34, 50, 101, 152), "
+        f"{'/'.join(f + '{d}' for f in remedies)} (CIFAR, d = 6n+2 >= 8), "
         f"preresnet{{d}}/preplain{{d}} (d in 110, 164, 1001), seedresnet{{k}}/seedplain{{k}} "
         f"(k >= 1). Run `gradlab models` to list the named models."
     )

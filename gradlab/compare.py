@@ -13,8 +13,10 @@ from typing import Callable
 
 from gradlab import families as fam
 from gradlab import models, runs
+from gradlab.models.complexity import complexity
 from gradlab.config import Preset, RunSpec, make_run_spec
 from gradlab.errors import ConfigError
+from gradlab.folders import check_output_folder
 from gradlab.launch import make_launcher
 
 
@@ -48,8 +50,10 @@ class CompareResult:
 
 
 def cost(spec: RunSpec) -> float:
-    """Relative cost of a run, for the ETA: iterations x batch x depth."""
-    return spec.recipe.steps * spec.recipe.batch_size * max(models.info(spec.model.name).depth, 1)
+    """Relative cost of a run, for the ETA: iterations x batch x the model's multiply-adds
+    per input (analytic, at the architecture's own input size)."""
+    _, macs = complexity(spec.model.name, shortcut=spec.model.shortcut, norm=spec.model.norm)
+    return spec.recipe.steps * spec.recipe.batch_size * max(macs, 1)
 
 
 def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path | None = None, jobs: int = 1,
@@ -62,7 +66,8 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
     gradlab.launch. wait=False submits the runs (a launcher with `submit`, such as
     SubmititLauncher) and returns at once with `submitted` filled in and no report.
     """
-    runs_dir = Path(runs_dir)
+    runs_dir = check_output_folder(runs_dir, "--runs-dir")
+    out = check_output_folder(out or Path("reports") / specs[0].experiment, "--out")  # before any training
     dirs = [runs.run_dir_for(s, runs_dir) for s in specs]
     todo = [s for s, d in zip(specs, dirs) if _state(d) not in runs.FINISHED_STATES]
     result = CompareResult(run_dirs=dirs)
@@ -96,7 +101,6 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
         launcher.run(todo, runs_dir, on_start, on_done)
     from gradlab.report import build_report
 
-    out = Path(out) if out else Path("reports") / specs[0].experiment
     report = build_report([d for d in dirs if (d / runs.SPEC).exists()], out, formats=formats, style=style)
     result.report = report
     result.report_dir, result.report_warnings = report.out_dir, list(report.warnings)

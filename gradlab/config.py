@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
+import math
 import sys
 import types
 import typing
@@ -231,7 +232,12 @@ def load_preset(name: str | None = None, path: str | Path | None = None) -> Pres
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        return parse_preset(path.read_text(), str(path))
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not a UTF-8 text file; give a TOML preset such as "
+                              f"experiments/quick.toml") from None
+        return parse_preset(text, str(path))
     available = presets()
     if name is None:
         name = "paper"
@@ -257,11 +263,43 @@ def scale_recipe(recipe: Recipe, steps: int | None) -> Recipe:
     )
 
 
+MAX_SEED = 2**32 - 1  # numpy's bound; a (seed, step) pair then fits torch's 64-bit generator seed
+
+
+def check_seed(seed) -> int:
+    """A seed as an int: a whole number from 0 to MAX_SEED, else a ConfigError."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED}, such as 0; got {seed}")
+    return seed
+
+
+def check_experiment(name: str) -> str:
+    """An experiment name: one folder inside the runs folder, never a path out of it."""
+    if (not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name
+            or name.startswith("~")):  # fmt: skip
+        raise ConfigError(f"--experiment must be a folder name inside --runs-dir, such as quick-digits; "
+                          f"{name!r} is a path (use --runs-dir to choose where runs go)")
+    return name
+
+
 def validate_recipe(recipe: Recipe) -> Recipe:
+    floats = {f.name: getattr(recipe, f.name) for f in fields(recipe) if isinstance(getattr(recipe, f.name), float)}
+    for name, value in floats.items():
+        if not math.isfinite(value):
+            what = "learning rate" if name == "lr" else name
+            raise ConfigError(f"{what} must be a finite number, got {value}")
+    beyond = [m for m in recipe.milestones if m > recipe.steps]
     checks = [
         (recipe.steps > 0, f"steps must be positive, got {recipe.steps}"),
         (recipe.batch_size > 0, f"batch size must be positive, got {recipe.batch_size}"),
         (recipe.lr > 0, f"learning rate must be positive, got {recipe.lr}"),
+        (recipe.warmup_lr > 0, f"warmup_lr must be positive, got {recipe.warmup_lr}"),
+        (0 < recipe.warmup_exit_err <= 1, f"warmup_exit_err is an error rate in (0, 1], got {recipe.warmup_exit_err}"),
+        (0 < recipe.gamma <= 1, f"gamma multiplies the learning rate at each milestone: give a number in (0, 1] "
+                                f"such as 0.1, not {recipe.gamma}"),
+        (all(m > 0 for m in recipe.milestones), f"milestones are steps, so positive: {recipe.milestones}"),
+        (not beyond, f"milestone {beyond[0] if beyond else ''} is beyond the {recipe.steps} steps of the run; "
+                     f"give milestones up to {recipe.steps} (or none: milestones = [])"),
         (recipe.eval_every > 0, f"eval_every must be positive, got {recipe.eval_every}"),
         (recipe.checkpoint_every > 0, f"checkpoint_every must be positive, got {recipe.checkpoint_every}"),
         (recipe.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {recipe.keep_checkpoints}"),
@@ -304,8 +342,8 @@ def make_run_spec(
         model=model_spec,
         data=data_spec,
         recipe=recipe_spec,
-        seed=seed,
-        experiment=experiment or f"{preset.name}-{data_spec.name}",
+        seed=check_seed(seed),
+        experiment=check_experiment(experiment or f"{preset.name}-{data_spec.name}"),
         device=device,
         compile=compile or compile_mode is not None,
         compile_mode=_compile_mode(compile_mode),

@@ -82,17 +82,40 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path, fields: dict[str, type | tuple[type, ...]] | None = None) -> dict:
+    """A JSON object from ``path``; ``fields``: key -> the type its value must have when
+    present. Anything else is a RunDirError naming the file and what is wrong with it."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             obj = json.load(f)
+    except UnicodeDecodeError as e:
+        raise RunDirError(f"{path} is not UTF-8 text (byte {e.start}); the file is damaged") from e
     except json.JSONDecodeError as e:
         raise RunDirError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); the file is damaged") from e
     except OSError as e:
         raise RunDirError(f"cannot read {path}: {e.strerror}") from e
     if not isinstance(obj, dict):
         raise RunDirError(f"{path} should hold a JSON object, found {type(obj).__name__}")
+    for key, kind in (fields or {}).items():
+        value = obj.get(key)
+        if key in obj and (not isinstance(value, kind) or isinstance(value, bool) and bool not in _tuple(kind)):
+            raise RunDirError(f"{path}: '{key}' is {value!r}, not {_kind_name(kind)}; the file is damaged")
     return obj
+
+
+def _tuple(kind) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind) -> str:
+    names = {dict: "an object", list: "a list", str: "text", int: "a whole number", float: "a number"}
+    return " or ".join(names.get(k, k.__name__) for k in _tuple(kind))
+
+
+SPEC_FIELDS = {"name": str, "experiment": str, "seed": int, "model": dict, "run": dict, "data": dict,
+               "recipe": dict, "env": dict, "format_version": int}
+STATUS_FIELDS = {"state": str, "step": int, "total_steps": int, "message": str, "pid": int,
+                 "diverged_step": int}
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
@@ -204,14 +227,14 @@ def read_run(path: Path) -> Run:
         raise RunDirError(f"{path} is not a directory; pass a run directory (one holding {SPEC})")
     if not (path / SPEC).is_file():
         raise RunDirError(f"{path} is not a run directory: it has no {SPEC}")
-    spec = read_json(path / SPEC)
+    spec = read_json(path / SPEC, SPEC_FIELDS)
     version = spec.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise RunDirError(
             f"{path} was written by a newer gradlab (run format {version}, this gradlab reads up to "
             f"{FORMAT_VERSION}); upgrade gradlab with `pip install -U gradlab`"
         )
-    status = read_json(path / STATUS) if (path / STATUS).exists() else {"state": PENDING, "step": 0}
+    status = read_json(path / STATUS, STATUS_FIELDS) if (path / STATUS).exists() else {"state": PENDING, "step": 0}
     metrics = read_parquet(path / METRICS) if (path / METRICS).exists() else pd.DataFrame(columns=METRIC_COLUMNS)
     return Run(path=path, spec=spec, status=status, metrics=metrics)
 
@@ -294,12 +317,15 @@ LOCK = "lock"
 class RunLock:
     """One trainer per run directory: a lock file holding pid and host.
 
-    A lock left by a dead process on this host is stale and taken over.
+    A lock left by a dead process on this host is stale and taken over. Folders the lock
+    had to create are removed on release if nothing else was written into them (a run
+    rejected before it started leaves no empty run directory behind).
     """
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK
         self.held = False
+        self.created: list[Path] = []  # folders made by acquire, deepest first
 
     def _owner(self) -> dict:
         try:
@@ -312,7 +338,9 @@ class RunLock:
 
         from gradlab.errors import RunLockedError
 
+        missing = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.created = missing
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}
         for _ in range(2):
             try:
@@ -340,6 +368,12 @@ class RunLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+        for folder in self.created:
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+        self.created = []
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

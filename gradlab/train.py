@@ -32,6 +32,7 @@ from gradlab.data.loader import DeviceLoader
 from gradlab.lr_schedule import StepLR
 from gradlab.progress import progress_bar
 from gradlab.run_record import check_existing, spec_record
+from gradlab.folders import check_output_folder
 
 
 @dataclass
@@ -67,7 +68,7 @@ class Trainer:
         # handler installed before (a launcher's: submitit requeues the job; gradlab.interrupt)
         self.handoff = tuple(handoff)
         self.recipe = validate_recipe(spec.recipe)
-        self.run_dir = runs.run_dir_for(spec, runs_dir)
+        self.run_dir = runs.run_dir_for(spec, check_output_folder(runs_dir, "--runs-dir"))
         self.existing = check_existing(self.run_dir, spec)
         # data-parallel under torchrun: rank 0 alone writes files and runs callbacks (gradlab.distributed)
         self.world = World.from_env()

@@ -32,3 +32,44 @@ def test_runs_lists_trained_and_submitted_runs(tmp_path):
 def test_runs_on_an_empty_folder_says_so(tmp_path):
     out = CliRunner().invoke(cli, ["runs", str(tmp_path)])
     assert out.exit_code == 0 and f"no runs under {tmp_path}" in out.output
+
+
+DAMAGE = {  # a run's file -> bytes that once gave a traceback (and stopped the whole listing)
+    "non-UTF-8 spec": (runs.SPEC, b'{"name": "\xff\xfe"}'),
+    "model is a number": (runs.SPEC, b'{"name": "x", "model": 5}'),
+    "step is text": (runs.STATUS, b'{"state": "done", "step": "abc", "total_steps": 100}'),
+    "non-UTF-8 status": (runs.STATUS, b"\x80\x81"),
+}
+
+
+def test_a_damaged_run_is_marked_and_the_others_are_listed(tmp_path):
+    root = tmp_path / "runs"
+    damaged = {}
+    for depth, (case, (name, data)) in zip((14, 20, 26, 32), DAMAGE.items()):
+        path = make_run(root, "plain", depth, steps=100, experiment="quick-digits")
+        (path / name).write_bytes(data)
+        damaged[path.name] = case
+    make_run(root, "resnet", 8, steps=100, experiment="quick-digits")
+    out = CliRunner().invoke(cli, ["runs", str(root)])
+    assert out.exit_code == 0 and "Traceback" not in out.output, out.output
+    lines = out.output.splitlines()
+    assert any("resnet8-s0" in line and "done" in line for line in lines)
+    for name, case in damaged.items():
+        (line,) = [line for line in lines if name in line]
+        assert "unreadable" in line, (case, line)
+    report = CliRunner().invoke(cli, ["report", str(root), "--out", str(tmp_path / "rep"), "--formats", "png"])
+    assert report.exit_code == 0 and "Traceback" not in report.output, report.output
+    assert (tmp_path / "rep" / "report.md").exists()
+
+
+def test_runs_are_listed_by_experiment_then_depth_not_as_text(tmp_path):
+    root = tmp_path / "runs"
+    for depth in (14, 8, 110):
+        make_run(root, "plain", depth, steps=100, experiment="quick-digits")
+    long_name = make_run(root, "resnet", 8, steps=100, experiment="an-experiment-with-a-rather-long-name")
+    out = CliRunner().invoke(cli, ["runs", str(root)])
+    names = [line.split()[0] for line in out.output.splitlines()[2:]]
+    assert names == [f"an-experiment-with-a-rather-long-name/{long_name.name}", "quick-digits/plain8-s0",
+                     "quick-digits/plain14-s0", "quick-digits/plain110-s0"]
+    header, rule, *rows = out.output.splitlines()
+    assert len({row.index(" done") for row in rows}) == 1  # one column, however long the names

@@ -104,7 +104,7 @@ def test_bad_arguments_are_clear_errors_before_any_work():
         init_gradients(depths=(20, 57), seeds=(0,), progress=False)
     with pytest.raises(ConfigError, match="families"):
         init_gradients(depths=(20,), families=("plain", "dense"), progress=False)
-    with pytest.raises(ConfigError, match="seeds"):
+    with pytest.raises(ConfigError, match="seed must be a whole number"):
         init_gradients(depths=(20,), seeds=(-1,), progress=False)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from gradlab import families as fam
 from gradlab.environment import resolve_device
+from gradlab.config import check_seed
 from gradlab.errors import ConfigError
 from gradlab.models import build, model_name
 from gradlab.analyses.init_inputs import ProbeBatch, probe_batch
@@ -18,11 +19,11 @@ __all__ = ["Sweep", "check_seeds"]
 
 
 def check_seeds(seeds) -> tuple[int, ...]:
-    """Seeds as a tuple; a clear ConfigError before any work for junk."""
+    """Seeds as a tuple; a clear ConfigError before any work for junk (gradlab.config.check_seed)."""
     seeds = tuple(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise ConfigError(f"seeds must be whole numbers >= 0, e.g. 0,1,2; got {', '.join(map(str, seeds)) or 'none'}")
-    return seeds
+    if not seeds:
+        raise ConfigError("no seeds given; give at least one, such as 0,1,2")
+    return tuple(check_seed(s) for s in seeds)
 
 
 @dataclass

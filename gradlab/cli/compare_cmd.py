@@ -61,9 +61,11 @@ def launcher_from(launcher, jobs, wait, partition, gpus_per_run, cpus_per_run, t
 
 @click.command()
 @click.option("--depths", default=None, help="Comma-separated depths, e.g. 20,56,110 (default: the preset's).")
-@click.option("--families", default=None, help="plain, resnet or both (default: plain,resnet).")
+@click.option("--families", default=None,
+              help="Comma-separated: plain, resnet, fixup, rezero, skipinit, nfresnet (default: the preset's, "
+                   "plain,resnet).")
 @click.option("--seeds", default=None, help="Comma-separated seeds, e.g. 0,1,2 (default: 0).")
-@click.option("--out", type=click.Path(), default=None, help="Report folder (default: reports/<experiment>).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Report folder (default: reports/<experiment>).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs trained at once (worker processes share the CPU threads or the GPU).")
 @click.option("--formats", default="pdf,png", show_default=True, help="Figure formats.")
@@ -96,9 +98,9 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
     from gradlab.compare import plan
 
     preset = preset_from(opts)
-    depths = parse_int_list(depths, "depths") if depths else preset.compare.depths
-    families = fam.parse(families) if families else preset.compare.families
-    seeds = parse_int_list(seeds, "seeds") if seeds else preset.compare.seeds
+    depths = parse_int_list(depths, "depths") if depths is not None else preset.compare.depths
+    families = fam.parse(families) if families is not None else preset.compare.families
+    seeds = parse_int_list(seeds, "seeds") if seeds is not None else preset.compare.seeds
     fmt = tuple(f.strip() for f in formats.split(",") if f.strip())
     bad = [f for f in fmt if f not in ("pdf", "png", "svg")]
     if bad or not fmt:

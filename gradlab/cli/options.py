@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import click
 
-from gradlab.config import COMPILE_MODES
+from gradlab.config import COMPILE_MODES, check_seed
 from gradlab.data import DATASETS
 from gradlab.errors import ConfigError
 
 
 def parse_int_list(text: str, what: str) -> tuple[int, ...]:
-    """'20,56,110' -> (20, 56, 110); junk is a clear error."""
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
-    if not items:
-        raise ConfigError(f"--{what} is empty; give a comma-separated list such as 20,56,110")
+    """'20,56,110' -> (20, 56, 110); an empty list or item, junk or a repeat is a clear error
+    (seeds are checked as seeds: whole numbers from 0)."""
+    example = "0,1,2" if what == "seeds" else "20,56,110"
+    raw = [t.strip() for t in str(text).split(",")]
+    if not any(raw):
+        raise ConfigError(f"--{what} is empty; give a comma-separated list such as {example}")
+    if not all(raw):
+        raise ConfigError(f"--{what} has an empty item in '{text}'; give a comma-separated list such as {example}")
     out = []
-    for t in items:
+    for t in raw:
         if not t.lstrip("-").isdigit():
-            raise ConfigError(f"--{what}: '{t}' is not a whole number; give a comma-separated list such as 20,56,110")
-        out.append(int(t))
+            raise ConfigError(f"--{what}: '{t}' is not a whole number; give a comma-separated list such as {example}")
+        out.append(check_seed(int(t)) if what == "seeds" else int(t))
     if len(set(out)) != len(out):
         raise ConfigError(f"--{what} lists a value twice: {text}")
     return tuple(out)
@@ -53,7 +57,7 @@ def run_options(f):
                           "in training, block l of L with P*l/L."),
         click.option("--zero-init-residual", is_flag=True, default=None,
                      help="Each residual branch's last BN gamma starts at 0 (Goyal et al. 2017)."),
-        click.option("--runs-dir", type=click.Path(), default="runs", show_default=True,
+        click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True,
                      help="Where run directories go (<runs-dir>/<experiment>/<run>)."),
         click.option("--experiment", default=None, help="Experiment name (default: <preset>-<dataset>)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 
@@ -25,20 +27,27 @@ def runs(runs_dir):
     if not found and not problems and not queued:
         click.echo(f"no runs under {runs_dir}")
         return
-    header = f"{'run':<40} {'state':<11} {'step':>13} {'train err':>9} {'test err':>9}"
+    rows = [(f"{run.spec.get('experiment', '?')}/{run.name}", run) for run in found]
+    rows.sort(key=lambda row: _natural(row[0]))
+    waiting = [(f"{path.parent.name}/{path.name}", record) for path, record in queued]
+    width = max([len(name) for name, _ in rows + waiting] + [len(str(p)) for p, _ in problems] + [3])
+    header = f"{'run':<{width}} {'state':<11} {'step':>13} {'train err':>9} {'test err':>9}"
     click.echo(header)
     click.echo("-" * len(header))
-    for run in found:
-        name = f"{run.spec.get('experiment', '?')}/{run.name}"
+    for name, run in rows:
         step = f"{run.status.get('step', 0)}/{run.status.get('total_steps', '?')}"
-        click.echo(f"{name:<40} {run.state:<11} {step:>13} {_pct(run.final('train_err')):>9} "
+        click.echo(f"{name:<{width}} {run.state:<11} {step:>13} {_pct(run.final('train_err')):>9} "
                    f"{_pct(run.final('test_err')):>9}")
-    for path, record in queued:  # a job was submitted; the run has not started
-        name = f"{path.parent.name}/{path.name}"
+    for name, record in waiting:  # a job was submitted; the run has not started
         job = f"{record.get('launcher', '?')} job {record.get('job_id', '?')}, submitted {record.get('submitted', '?')}"
-        click.echo(f"{name:<40} {'submitted':<11} {'-':>13} {job}")
+        click.echo(f"{name:<{width}} {'submitted':<11} {'-':>13} {job}")
     for path, message in problems:
-        click.echo(f"{str(path):<40} {'unreadable':<11} {message}")
+        click.echo(f"{str(path):<{width}} {'unreadable':<11} {message}")
+
+
+def _natural(text: str) -> list:
+    """Sort key that compares the numbers in a name as numbers: plain8 before plain14."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
 
 
 def _pct(x: float) -> str:

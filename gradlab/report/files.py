@@ -15,6 +15,7 @@ import pandas as pd
 
 from gradlab import runs as R
 from gradlab.errors import ReportError
+from gradlab.folders import check_output_folder
 
 SUPPORTED_FORMATS = ("pdf", "png", "svg")
 DEFAULT_FORMATS = ("pdf", "png")
@@ -36,13 +37,7 @@ def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
 
 def check_out_dir(out_dir: Path) -> Path:
     """``out_dir`` if a report may be written there (a folder, or a path that can become one)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ReportError(f"--out {out_dir} is an existing file, not a folder; pass a folder path for the report")
-    for parent in out_dir.parents:
-        if parent.exists() and not parent.is_dir():
-            raise ReportError(f"cannot create report folder {out_dir}: {parent} is a file")
-    return out_dir
+    return check_output_folder(out_dir, "--out", ReportError)
 
 
 def default_out_dir(runs: list[R.Run], root: Path = Path("reports")) -> Path:

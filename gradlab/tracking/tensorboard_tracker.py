@@ -21,6 +21,7 @@ import pandas as pd
 
 from gradlab.callbacks import Callback
 from gradlab.tracking.common import TrackingError, finite, layer_key
+from gradlab.folders import check_output_folder
 
 METRICS_GROUP = "metrics"
 
@@ -52,7 +53,7 @@ class TensorBoardTracker(Callback):
     """Writes each run's scalars and layer statistics to TensorBoard event files under `log_dir`."""
 
     def __init__(self, log_dir: str | Path):
-        self.log_dir = Path(log_dir)
+        self.log_dir = check_output_folder(log_dir, "--tensorboard")  # before any run starts
         self.writer = None
         self.last_step = 0
 

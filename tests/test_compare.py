@@ -10,7 +10,7 @@ from gradlab.cli.main import cli
 from gradlab.cli.options import parse_int_list
 from gradlab.compare import compare, plan
 from gradlab.families import parse as parse_families
-from gradlab.config import load_preset
+from gradlab.config import load_preset, make_run_spec
 from gradlab.errors import ConfigError, ModelError
 
 SMALL = {"steps": 12, "recipe": {"batch_size": 32, "eval_every": 6, "checkpoint_every": 6}}
@@ -75,3 +75,14 @@ def test_cli_compare_with_two_jobs(tmp_path):
     assert out.exit_code == 0, out.output
     states = {p.parent.name: json.loads(p.read_text())["state"] for p in (tmp_path / "runs").rglob(runs.STATUS)}
     assert states == {"plain8-s0": "done", "resnet8-s0": "done"}
+
+
+def test_the_eta_weighs_runs_by_their_multiply_adds_not_their_depth():
+    from gradlab.compare import cost
+
+    preset = load_preset("quick")
+    spec = {name: make_run_spec(name, preset) for name in ("resnet20", "resnet56", "resnet18")}
+    assert cost(spec["resnet56"]) / cost(spec["resnet20"]) == pytest.approx(3.1, rel=0.03)  # 27 blocks against 9
+    assert cost(spec["resnet18"]) > 30 * cost(spec["resnet20"])  # fewer layers, 224x224 inputs
+    longer = make_run_spec("resnet20", preset, steps=600)
+    assert cost(longer) == pytest.approx(2 * cost(spec["resnet20"]))

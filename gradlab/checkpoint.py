@@ -22,9 +22,7 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated zip, unpickling refusal, ...
-        raise RunDirError(
-            f"{path} cannot be read ({type(e).__name__}: {e}); delete it to restart the run from step 0"
-        ) from e
+        raise RunDirError(f"{path} cannot be read ({type(e).__name__}: {e}); the file is damaged") from e
 
 
 def archived(run_dir: Path) -> list[Path]:
@@ -50,6 +48,7 @@ def load_latest(run_dir: Path, device: torch.device) -> dict | None:
             return load_checkpoint(path, device)
         except RunDirError as e:
             if i + 1 == len(candidates):
-                raise
-            log.warning("%s; resuming from the older %s instead", e, candidates[i + 1].name)
+                every = "it" if len(candidates) == 1 else f"all {len(candidates)} checkpoints"
+                raise RunDirError(f"{e}; to restart the run from step 0, delete {every} in {run_dir}") from e
+            log.warning("warning: %s; resuming from the older %s instead", e, candidates[i + 1].name)
     return None

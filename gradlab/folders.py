@@ -15,12 +15,12 @@ def check_output_folder(path: str | Path, option: str, error: type[GradlabError]
     which ``option`` to change and why."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
-        raise error(f"{option} {path} is an existing file, not a folder; pass a folder path")
+        raise error(f"{option} {path} is an existing file, not a folder; give a folder (it is created if missing)")
     for parent in (path, *path.parents):
         if not parent.exists():
             continue
         if not parent.is_dir():
-            raise error(f"cannot create {option} {path}: {parent} is a file")
+            raise error(f"cannot create {option} {path}: it lies under {parent}, which is a file; give a folder")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise error(f"cannot write {option} {path}: {parent} is not writable by you; pass another folder")
         break

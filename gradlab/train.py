@@ -273,9 +273,8 @@ class Trainer:
                 done % STOP_CHECK_EVERY == 0 and self.world.agree(stop.requested))
             if done % recipe.checkpoint_every == 0 or done == total:
                 self._checkpoint()
-                if self.world.main:
-                    runs.write_status(self.run_dir, runs.RUNNING if done < total else runs.DONE, done, total,
-                                      **self._compile_status())
+                if self.world.main and done < total:
+                    runs.write_status(self.run_dir, runs.RUNNING, done, total, **self._compile_status())
             elif stopping:
                 self._checkpoint()
             if stopping and done < total:
@@ -283,6 +282,10 @@ class Trainer:
                 by = stop.name or "a signal to another process"
                 raise RunInterrupted(f"{self.spec.name} stopped by {by} at step {done} after writing a "
                                      f"checkpoint; rerun the same command to resume", stop.exit_code)
+        # also when the final checkpoint was there already (a process that died before
+        # writing this): the rerun that resumes at the last step repairs the status
+        if self.world.main:
+            runs.write_status(self.run_dir, runs.DONE, self.step, total, **self._compile_status())
         self.callbacks.on_end(self.run_dir, runs.DONE, "")
         return RunResult(self.run_dir, runs.DONE, self.step)
 

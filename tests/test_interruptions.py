@@ -102,6 +102,7 @@ def test_sigint_and_sigterm_checkpoint_mark_interrupted_and_exit_cleanly(tmp_pat
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     assert "Traceback" not in err and "rerun the same command to resume" in err
+    assert "stopped: " in err and "Error" not in err  # a clean stop is not an error
     status = json.loads((run_dir / runs.STATUS).read_text())
     assert status["state"] == "interrupted"
     assert torch.load(run_dir / runs.CHECKPOINT, weights_only=True)["step"] == status["step"]
@@ -145,5 +146,40 @@ def test_keep_last_k_checkpoints_and_resume_past_a_damaged_one(tmp_path, caplog)
     truncate_file(run_dir / runs.CHECKPOINT)  # the step-30 checkpoint, as a full disk would leave it
     with caplog.at_level("WARNING"):
         assert train(s, tmp_path / "b", progress=False).state == runs.DONE
-    assert "resuming from the older checkpoint-00000020.pt" in caplog.text
+    assert "warning: " in caplog.text and "resuming from the older checkpoint-00000020.pt" in caplog.text
+    assert "delete" not in caplog.text  # it resumes: no advice to start over
     same_run(full.run_dir, run_dir)
+
+
+def test_a_resumed_run_says_from_which_step(tmp_path):
+    from click.testing import CliRunner
+
+    from gradlab.callbacks import Callback
+    from gradlab.cli.main import cli
+
+    class StopAt(Callback):
+        def on_eval(self, run_dir, row):
+            if row["step"] == 10:
+                raise KeyboardInterrupt
+
+    s = make_run_spec("resnet8", load_preset("quick"), steps=20)
+    with pytest.raises(KeyboardInterrupt):
+        train(s, tmp_path, progress=False, callbacks=[StopAt()])
+    step = torch.load(tmp_path / s.experiment / s.name / runs.CHECKPOINT, weights_only=True)["step"]
+    out = CliRunner().invoke(cli, ["train", "resnet8", "--preset", "quick", "--steps", "20", "--runs-dir",
+                                   str(tmp_path), "--wandb", "disabled"])
+    assert out.exit_code == 0, out.output
+    assert f"resnet8-s0: resuming from step {step} of 20" in out.output and 0 < step < 20
+
+
+def test_unreadable_checkpoints_name_what_to_delete(tmp_path):
+    from gradlab.bench.synthetic_runs import truncate_file
+    from gradlab.errors import RunDirError
+
+    s = make_run_spec("resnet8", load_preset("quick"), steps=20)
+    result = train(s, tmp_path, progress=False)
+    status = json.loads((result.run_dir / runs.STATUS).read_text())
+    runs.write_json(result.run_dir / runs.STATUS, {**status, "state": runs.INTERRUPTED})
+    truncate_file(result.run_dir / runs.CHECKPOINT)
+    with pytest.raises(RunDirError, match="cannot be read .*; to restart the run from step 0, delete it in"):
+        train(s, tmp_path, progress=False)

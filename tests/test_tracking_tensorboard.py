@@ -128,7 +128,7 @@ def test_cli_refuses_a_file_as_the_tensorboard_folder_before_training(tmp_path):
                                    "--tensorboard", str(taken), "--runs-dir", str(tmp_path / "runs")])
     assert out.exit_code != 0
     assert isinstance(out.exception, SystemExit) and "Traceback" not in out.output
-    assert f"{taken} is a file" in out.output and "give a folder" in out.output
+    assert f"{taken} is an existing file" in out.output and "give a folder" in out.output
     assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
 
 

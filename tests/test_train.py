@@ -110,6 +110,31 @@ def test_divergence_is_a_state_not_an_exception(tmp_path):
     assert status["nonfinite"]["layer"] and status["nonfinite"]["step"] <= status["diverged_step"]
 
 
+@pytest.mark.parametrize("record", [True, False])
+def test_a_diverged_run_is_noted_at_the_step_its_status_names(tmp_path, record):
+    from gradlab.report.collect import state_note
+
+    result = train(quick_spec("plain8", steps=30, lr=1e6, record=record), tmp_path, progress=False)
+    (run,) = runs.load(tmp_path)
+    assert result.state == runs.DIVERGED
+    assert state_note(run) == f"diverged @ step {run.status['diverged_step']}"
+
+
+def test_a_run_that_died_before_its_final_status_is_repaired_by_a_rerun(tmp_path):
+    spec = quick_spec(steps=20)
+    done = train(spec, tmp_path, progress=False)
+    status = json.loads((done.run_dir / runs.STATUS).read_text())
+    # the process died after the final checkpoint, before status.json said done
+    runs.write_json(done.run_dir / runs.STATUS, {**status, "state": runs.RUNNING, "pid": 2**22 + 1})
+    assert runs.read_run(done.run_dir).state == "crashed"
+    again = train(spec, tmp_path, progress=False)
+    assert again.state == runs.DONE and again.step == 20
+    repaired = runs.read_run(done.run_dir)
+    assert repaired.state == runs.DONE and repaired.status["step"] == 20
+    pd.testing.assert_frame_equal(repaired.metrics.drop(columns=["images_per_s", "time_s"]),
+                                  runs.read_parquet(done.run_dir / runs.METRICS).drop(columns=["images_per_s", "time_s"]))
+
+
 def test_a_scheduler_exit_marks_the_run_interrupted_and_it_resumes(tmp_path):
     """submitit ends a preempted or timed-out job with sys.exit after requeueing it."""
 

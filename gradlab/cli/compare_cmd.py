@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from gradlab.cli.options import preset_from, run_options, spec_overrides, trackers_from
+from gradlab.cli.options import ResumeNotice, preset_from, run_options, spec_overrides, trackers_from
 from gradlab.launch import LAUNCHERS
 
 
@@ -107,12 +107,12 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
         raise click.BadParameter(f"unknown format {', '.join(bad) or '(none)'}; use pdf, png or svg", param_hint="--formats")
     where = launcher_from(launcher, jobs, wait, partition, gpus_per_run, cpus_per_run, timeout_min,
                           array_parallelism)
+    trackers = trackers_from(opts)  # checked before anything is printed or trained
     specs = plan(preset, depths, families, seeds, **spec_overrides(opts))
     first = specs[0]
     click.echo(f"compare: {len(specs)} runs ({', '.join(families)} x depths {', '.join(map(str, depths))} x "
                f"seeds {', '.join(map(str, seeds))}) on {first.data.name}, {first.recipe.steps} steps each "
                f"-> {opts['runs_dir']}/{first.experiment}", err=True)
-    trackers = trackers_from(opts)
     notify = functools.partial(click.echo, err=True)
     launch = None
     if where is not None:
@@ -121,7 +121,7 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
         launch = SubmititLauncher(**where, callbacks=trackers, notify=notify)
         launch.check_available()
     result = run_compare(specs, opts["runs_dir"], out=out, jobs=jobs, formats=fmt, style=style, progress=progress,
-                         notify=notify, callbacks=trackers, launcher=launch, wait=wait)
+                         notify=notify, callbacks=trackers + [ResumeNotice()], launcher=launch, wait=wait)
     if not wait:
         _echo_submitted(result, opts["runs_dir"], first.experiment, out)
         return

@@ -10,7 +10,7 @@ import importlib.util
 import click
 
 from gradlab import __version__
-from gradlab.errors import GradlabError
+from gradlab.errors import GradlabError, RunInterrupted
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -51,6 +51,9 @@ class LazyGroup(click.Group):
         # A GradlabError is the user's to fix: show its message, not a traceback.
         try:
             return super().invoke(ctx)
+        except RunInterrupted as e:  # a clean stop, not an error: say where and how to go on
+            click.echo(f"stopped: {e}", err=True)
+            raise SystemExit(e.exit_code) from None
         except GradlabError as e:
             error = click.ClickException(str(e))
             error.exit_code = getattr(e, "exit_code", 1)
@@ -72,7 +75,7 @@ def cli():
     \b
     Start here:
       gradlab models                                  the model zoo
-      gradlab compare --depths 20,56,110 --preset quick   offline, ~5 min on a laptop
+      gradlab compare --depths 20,56,110 --preset quick   the paper's experiment on digits, offline
     """
 
 

@@ -3,8 +3,11 @@ comma-separated lists of numbers several commands take (--depths, --seeds)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from gradlab.callbacks import Callback
 from gradlab.config import COMPILE_MODES, check_seed
 from gradlab.data import DATASETS
 from gradlab.errors import ConfigError
@@ -121,3 +124,16 @@ def trackers_from(opts: dict) -> list:
         check_credentials(mode)
         trackers.append(WandbTracker(mode, project=opts["wandb_project"], entity=opts["wandb_entity"]))
     return trackers
+
+
+class ResumeNotice(Callback):
+    """Says on stderr that a run resumes, and from where: "resnet56-s0: resuming from step
+    2000 of 64000"."""
+
+    def on_start(self, run_dir, spec: dict, resumed: bool) -> None:
+        if resumed:
+            from gradlab import runs
+
+            status = runs.read_json(Path(run_dir) / runs.STATUS)
+            click.echo(f"{spec.get('name', Path(run_dir).name)}: resuming from step {status.get('step', '?')} "
+                       f"of {status.get('total_steps', '?')}", err=True)

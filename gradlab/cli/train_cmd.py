@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from gradlab.cli.options import preset_from, run_options, spec_overrides, trackers_from
+from gradlab.cli.options import ResumeNotice, preset_from, run_options, spec_overrides, trackers_from
 from gradlab.config import FREEZE_CHOICES, TORCHVISION_WEIGHTS
 
 
@@ -51,6 +51,7 @@ def train(ctx, model, seed, progress, weights, freeze, nproc, **opts):
     overrides = spec_overrides(opts)
     overrides["model_options"].update(weights=weights, freeze=freeze)
     spec = make_run_spec(model, preset_from(opts), seed=seed, **overrides)
+    callbacks = trackers_from(opts) + [ResumeNotice()]  # checked before anything is printed or trained
     world = World.from_env()
     if nproc is not None and nproc > 1:
         if world.enabled:
@@ -62,7 +63,7 @@ def train(ctx, model, seed, progress, weights, freeze, nproc, **opts):
                    f"-> {opts['runs_dir']}/{spec.experiment}/{spec.name}", err=True)
     from gradlab.train import train as train_run
 
-    result = train_run(spec, opts["runs_dir"], progress=progress, callbacks=trackers_from(opts))
+    result = train_run(spec, opts["runs_dir"], progress=progress, callbacks=callbacks)
     from gradlab import runs
 
     if world.main:

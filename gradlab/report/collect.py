@@ -54,8 +54,10 @@ def state_note(run: R.Run) -> str:
     if state == R.DONE:
         return ""
     if state == R.DIVERGED:
+        # the step whose loss was non-finite (recorded or not); the recorder may have seen
+        # a non-finite gradient earlier, which the run's message names
         nonfinite = run.status.get("nonfinite") or {}
-        where = nonfinite.get("step", step)
+        where = run.status.get("diverged_step", nonfinite.get("step", step))
         return f"diverged @ step {where}" if where is not None else "diverged"
     if state == R.PENDING:
         return "pending"

@@ -33,13 +33,7 @@ def check_log_dir(log_dir: str | Path) -> Path:
     if importlib.util.find_spec("tensorboard") is None:
         raise TrackingError("--tensorboard needs the tensorboard package; install it with "
                             "`pip install 'gradlab[tensorboard]'` (or `pip install tensorboard`)")
-    for folder in (path, *path.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                what = "is a file" if folder == path else f"lies under {folder}, which is a file"
-                raise TrackingError(f"--tensorboard {log_dir}: {path} {what}; give a folder (it is created "
-                                    f"if missing), e.g. --tensorboard runs/tensorboard")
-            break
+    check_output_folder(path, "--tensorboard", TrackingError)
     return path
 
 
@@ -53,7 +47,7 @@ class TensorBoardTracker(Callback):
     """Writes each run's scalars and layer statistics to TensorBoard event files under `log_dir`."""
 
     def __init__(self, log_dir: str | Path):
-        self.log_dir = check_output_folder(log_dir, "--tensorboard")  # before any run starts
+        self.log_dir = Path(log_dir)
         self.writer = None
         self.last_step = 0
 

@@ -15,7 +15,36 @@ log = logging.getLogger(__name__)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    def write(tmp):
+        with open(tmp, "wb") as f:  # closed even when the disk fills, so its space comes back
+            out = _WriteErrors(f)
+            try:
+                torch.save(state, out)
+            except Exception:
+                if out.error is not None:  # torch reports a failed write as a RuntimeError
+                    raise out.error from None
+                raise
+
+    atomic_write(path, write)
+
+
+class _WriteErrors:
+    """A binary file for torch.save that keeps the first OSError of a write (a full disk),
+    which torch's zip writer would otherwise turn into an opaque RuntimeError."""
+
+    def __init__(self, f):
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:

@@ -21,6 +21,11 @@ class RunDirError(GradlabError):
     """A run directory that cannot be read, or would be overwritten."""
 
 
+class DiskFullError(RunDirError):
+    """A file could not be written for lack of space (or over a file-size limit); what was
+    on disk before is intact."""
+
+
 class RecorderError(GradlabError):
     """Misuse of the recorder, e.g. watching a model twice."""
 

@@ -12,8 +12,10 @@ Every write is atomic (temp file in the same folder, then rename).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,7 +24,7 @@ from typing import Callable
 
 import pandas as pd
 
-from gradlab.errors import RunDirError
+from gradlab.errors import DiskFullError, RunDirError
 from gradlab.families import keyed
 
 FORMAT_VERSION = 1
@@ -52,19 +54,38 @@ METRIC_COLUMNS = ["step", "epoch", "lr", "train_loss", "train_err", "test_err", 
 LAYER_COLUMNS = ["step", "layer", "index", "kind", "stat", "value"]
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a quota, a file-size limit
+
+
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path) on a temp file beside `path`, then rename it into place."""
+    """Call write(tmp_path) on a temp file beside `path`, then rename it into place: the
+    old file stays whole until the new one is. A full disk is a DiskFullError naming the
+    file and the free space (the temp file is removed, so that space is given back)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _no_space(path, e) if e.errno in NO_SPACE else e from None
     os.close(fd)
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            raise _no_space(path, e) from None
         raise
+
+
+def _no_space(path: Path, error: OSError) -> DiskFullError:
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MB free there, not enough for it"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(f"cannot write {path}: {error.strerror} ({free}); free some space or choose another "
+                         f"folder, then rerun: what was written before is intact")
 
 
 def write_json(path: Path, obj: dict) -> None:

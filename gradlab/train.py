@@ -26,7 +26,7 @@ from gradlab.checkpoint import load_latest, rotate, save_checkpoint
 from gradlab.config import RunSpec, validate_recipe
 from gradlab.distributed import World
 from gradlab.environment import describe, resolve_device
-from gradlab.errors import RunInterrupted
+from gradlab.errors import DiskFullError, RunInterrupted
 from gradlab.interrupt import StopRequest, graceful_stop
 from gradlab.data.loader import DeviceLoader
 from gradlab.lr_schedule import StepLR
@@ -218,7 +218,10 @@ class Trainer:
             else:
                 message = f"{type(e).__name__}: {e}"
             if self.world.main:
-                runs.write_status(self.run_dir, state, self.step, total, message)
+                try:
+                    runs.write_status(self.run_dir, state, self.step, total, message)
+                except DiskFullError:  # it stays "running", shown as crashed; a rerun resumes
+                    pass
             self.callbacks.on_end(self.run_dir, state, message)
             raise
         finally:

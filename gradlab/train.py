@@ -8,6 +8,7 @@ running loss and error, the divergence flag and the recorder's buffers are tenso
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import sys
 import time
@@ -33,6 +34,8 @@ from gradlab.lr_schedule import StepLR
 from gradlab.progress import progress_bar
 from gradlab.run_record import check_existing, spec_record
 from gradlab.folders import check_output_folder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -156,6 +159,12 @@ class Trainer:
         self.world.check_same(-1 if state is None else int(state["step"]), "the step to resume from")
         if state is None:
             return
+        threads = state.get("threads")
+        if threads is not None and not self.cuda and threads != torch.get_num_threads() and self.world.main:
+            log.warning("warning: %s was checkpointed at step %d with %d CPU thread(s) and resumes with %d: CPU "
+                        "sums then round differently, so it will not match an uninterrupted run exactly; resume "
+                        "with OMP_NUM_THREADS=%d for that", self.spec.name, int(state["step"]), threads,
+                        torch.get_num_threads(), threads)  # fmt: skip
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr.load_state_dict(state["lr"])
@@ -416,6 +425,8 @@ class Trainer:
             "lr": self.lr.state_dict(),
             "acc": acc,
         }
+        if not self.cuda:
+            state["threads"] = torch.get_num_threads()  # CPU sums round by thread count (_resume)
         if self.recorder is not None:
             state["recorder"] = self.recorder.state_dict()
         rotate(self.run_dir, self.last_checkpoint, self.recipe.keep_checkpoints)

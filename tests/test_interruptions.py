@@ -183,3 +183,27 @@ def test_unreadable_checkpoints_name_what_to_delete(tmp_path):
     truncate_file(result.run_dir / runs.CHECKPOINT)
     with pytest.raises(RunDirError, match="cannot be read .*; to restart the run from step 0, delete it in"):
         train(s, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_resume_at_another_thread_count_is_warned_about(tmp_path, caplog, threads):
+    from gradlab.callbacks import Callback
+
+    class StopAt(Callback):
+        def on_eval(self, run_dir, row):
+            if row["step"] == 10:
+                raise KeyboardInterrupt
+
+    s = make_run_spec("resnet8", load_preset("quick"), steps=20, device="cpu")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with pytest.raises(KeyboardInterrupt):
+            train(s, tmp_path, progress=False, callbacks=[StopAt()])
+        torch.set_num_threads(threads)
+        with caplog.at_level("WARNING"):
+            assert train(s, tmp_path, progress=False).state == runs.DONE
+    finally:
+        torch.set_num_threads(before)
+    warned = "with 1 CPU thread(s) and resumes with 2" in caplog.text and "OMP_NUM_THREADS=1" in caplog.text
+    assert warned == (threads == 2)

@@ -15,7 +15,7 @@ from gradlab import families as fam
 from gradlab import models, runs
 from gradlab.models.complexity import complexity
 from gradlab.config import Preset, RunSpec, make_run_spec
-from gradlab.errors import ConfigError
+from gradlab.errors import ConfigError, RunLockedError
 from gradlab.folders import check_output_folder
 from gradlab.launch import make_launcher
 
@@ -79,11 +79,23 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
     total_cost = sum(cost(s) for s in todo)
     clock = {"start": time.perf_counter(), "done": 0.0, "started": 0}
 
+    planned, started = len(todo), set()
+
     def on_start(spec: RunSpec) -> None:
+        if spec.name in started:  # after waiting for another process that held it
+            notify(f"{spec.name}: free again; reusing or resuming it")
+            return
+        started.add(spec.name)
         clock["started"] += 1
-        notify(f"[{clock['started']}/{len(todo)}] {spec.name}: {spec.recipe.steps} steps{_eta(clock, total_cost)}")
+        notify(f"[{clock['started']}/{planned}] {spec.name}: {spec.recipe.steps} steps{_eta(clock, total_cost)}")
+
+    locked: list[RunSpec] = []  # runs another process is training: waited for, then reused
 
     def on_done(spec: RunSpec, outcome) -> None:
+        if isinstance(outcome, RunLockedError):
+            locked.append(spec)
+            notify(f"{spec.name}: {outcome}; taken up again once it is free")
+            return
         clock["done"] += cost(spec)
         if isinstance(outcome, Exception):
             result.outcomes[spec.name] = f"failed ({type(outcome).__name__}: {outcome})"
@@ -97,14 +109,39 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
             raise ConfigError("not waiting needs a launcher that submits jobs: --launcher slurm or submitit-local")
         result.submitted = launcher.submit(todo, runs_dir, on_start) if todo else []
         return result
-    if todo:
+    while todo:
         launcher.run(todo, runs_dir, on_start, on_done)
+        todo, locked[:] = list(locked), []
+        for spec in todo:  # the other process finishes it (reused) or stops (resumed here)
+            runs.RunLock(runs.run_dir_for(spec, runs_dir)).wait_free(notify)
+    _report(result, [d for d in dirs if (d / runs.SPEC).exists()], out, formats, style, notify)
+    return result
+
+
+def _report(result: CompareResult, run_dirs: list[Path], out: Path, formats, style: str, notify) -> None:
+    """Build the report, one compare at a time: one that waited for another's report
+    keeps it when no run has changed since (the report is written once)."""
     from gradlab.report import build_report
 
-    report = build_report([d for d in dirs if (d / runs.SPEC).exists()], out, formats=formats, style=style)
+    lock = runs.RunLock(out.parent, f".{out.name}.lock", doing="written")
+    waited = lock.acquire_waiting(notify)
+    try:
+        if waited and _newer_than_runs(out / "report.md", run_dirs):
+            notify(f"{out / 'report.md'} was written by another compare since these runs last changed; kept")
+            result.report_dir = out
+            return
+        report = build_report(run_dirs, out, formats=formats, style=style)
+    finally:
+        lock.release()
     result.report = report
     result.report_dir, result.report_warnings = report.out_dir, list(report.warnings)
-    return result
+
+
+def _newer_than_runs(report_md: Path, run_dirs: list[Path]) -> bool:
+    if not report_md.exists():
+        return False
+    changed = [f.stat().st_mtime for d in run_dirs for f in (d / runs.STATUS, d / runs.METRICS) if f.exists()]
+    return report_md.stat().st_mtime >= max(changed, default=0.0)
 
 
 def _state(run_dir: Path) -> str:

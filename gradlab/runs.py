@@ -25,6 +25,7 @@ from typing import Callable
 import pandas as pd
 
 from gradlab.errors import DiskFullError, RunDirError
+from gradlab.run_lock import LOCK, RunLock, pid_alive  # noqa: F401 (RunLock, LOCK: where runs are)
 from gradlab.families import keyed
 
 FORMAT_VERSION = 1
@@ -191,7 +192,7 @@ class Run:
     def state(self) -> str:
         """The status state, with a stale "running" told apart from a live one."""
         state = self.status.get("state", PENDING)
-        if state == RUNNING and not _pid_alive(self.status.get("pid")):
+        if state == RUNNING and not pid_alive(self.status.get("pid")):
             return "crashed"
         return state
 
@@ -227,18 +228,6 @@ class Run:
         if column not in self.metrics or self.metrics[column].dropna().empty:
             return float("nan")
         return float(self.metrics[column].dropna().iloc[-1])
-
-
-def _pid_alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_run(path: Path) -> Run:
@@ -330,74 +319,3 @@ def load_all(paths) -> tuple[list[Run], list[tuple[Path, str]]]:
         except RunDirError as e:
             problems.append((d, str(e)))
     return runs, problems
-
-
-LOCK = "lock"
-
-
-class RunLock:
-    """One trainer per run directory: a lock file holding pid and host.
-
-    A lock left by a dead process on this host is stale and taken over. Folders the lock
-    had to create are removed on release if nothing else was written into them (a run
-    rejected before it started leaves no empty run directory behind).
-    """
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / LOCK
-        self.held = False
-        self.created: list[Path] = []  # folders made by acquire, deepest first
-
-    def _owner(self) -> dict:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
-
-    def acquire(self) -> "RunLock":
-        import socket
-
-        from gradlab.errors import RunLockedError
-
-        missing = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.created = missing
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                owner = self._owner()
-                same_host = owner.get("host") == me["host"]
-                if owner and same_host and not _pid_alive(owner.get("pid")):
-                    self.path.unlink(missing_ok=True)  # stale: its process is gone
-                    continue
-                if not owner:  # being written right now, or damaged
-                    raise RunLockedError(f"{self.path.parent} is locked ({self.path} is unreadable); "
-                                         f"if no gradlab process is training it, delete {self.path}")
-                raise RunLockedError(
-                    f"{self.path.parent.name} is being trained by pid {owner.get('pid')} on {owner.get('host')} "
-                    f"(since {owner.get('since')}); wait for it, or delete {self.path} if that process is gone"
-                )
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            return self
-        raise RunLockedError(f"could not take over the stale lock {self.path}; delete it and retry")
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-        for folder in self.created:
-            try:
-                folder.rmdir()  # only when empty
-            except OSError:
-                break
-        self.created = []
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()

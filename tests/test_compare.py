@@ -86,3 +86,51 @@ def test_the_eta_weighs_runs_by_their_multiply_adds_not_their_depth():
     assert cost(spec["resnet18"]) > 30 * cost(spec["resnet20"])  # fewer layers, 224x224 inputs
     longer = make_run_spec("resnet20", preset, steps=600)
     assert cost(longer) == pytest.approx(2 * cost(spec["resnet20"]))
+
+
+def test_two_compares_on_one_runs_dir_share_the_runs_and_both_succeed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "gradlab", "compare", "--depths", "8,14", "--preset", "quick", "--steps", "40",
+           "--batch-size", "32", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"),
+           "--formats", "png", "--wandb", "disabled", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+        assert "failed" not in err and "did not finish" not in err
+    found = runs.load(tmp_path / "runs")
+    assert sorted(r.name for r in found) == ["plain14-s0", "plain8-s0", "resnet14-s0", "resnet8-s0"]
+    for run in found:  # each trained by one process, once: one row per evaluation
+        assert run.state == runs.DONE and run.metrics["step"].is_unique, run.name
+    assert "plain-14" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_a_compare_that_waited_for_anothers_report_keeps_it(tmp_path):
+    import threading
+    import time
+
+    from gradlab.run_lock import RunLock
+
+    specs = plan(load_preset("quick"), (8,), ("plain", "resnet"), (0,), **SMALL)
+    out = tmp_path / "report"
+    compare(specs, tmp_path / "runs", out=out, formats=("png",), progress=False)
+    lock = RunLock(out.parent, f".{out.name}.lock", doing="written").acquire()
+
+    def the_other_compare():
+        time.sleep(1.0)
+        (out / "report.md").write_text("written by the other compare\n")
+        lock.release()
+
+    other = threading.Thread(target=the_other_compare)
+    other.start()
+    messages = []
+    result = compare(specs, tmp_path / "runs", out=out, formats=("png",), progress=False, notify=messages.append)
+    other.join()
+    assert (out / "report.md").read_text() == "written by the other compare\n"  # not written twice
+    assert any("waiting for" in m for m in messages) and any("kept" in m for m in messages)
+    assert result.report_dir == out and result.report is None

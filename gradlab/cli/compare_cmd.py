@@ -127,7 +127,7 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
         return
     from gradlab.tracking import WandbTracker, log_report
 
-    for tracker in (t for t in trackers if isinstance(t, WandbTracker)):
+    for tracker in (t for t in trackers if isinstance(t, WandbTracker) and result.report is not None):
         log_report(result.report, first.experiment, tracker.mode, tracker.project, tracker.entity)
     for warning in result.report_warnings:
         click.echo(f"warning: {warning}", err=True)

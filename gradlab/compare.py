@@ -16,7 +16,9 @@ from gradlab import models, runs
 from gradlab.models.complexity import complexity
 from gradlab.config import Preset, RunSpec, make_run_spec
 from gradlab.errors import ConfigError, RunLockedError
+from gradlab.environment import resolve_device
 from gradlab.folders import check_output_folder
+from gradlab.memory import check_fits
 from gradlab.launch import make_launcher
 
 
@@ -103,6 +105,9 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
             result.outcomes[spec.name] = outcome.state
         notify(f"{spec.name}: {result.outcomes[spec.name]}")
 
+    if launcher is None:  # here: every run must fit (jobs of them at once) before the first starts
+        for spec in todo:
+            check_fits(spec, resolve_device(spec.device), runs_at_once=jobs)
     launcher = launcher or make_launcher(jobs, progress, callbacks)
     if not wait:
         if not hasattr(launcher, "submit"):

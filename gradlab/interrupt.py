@@ -1,6 +1,7 @@
 """Graceful stops: SIGINT/SIGTERM finish the current step, then the trainer checkpoints.
 
-A second Ctrl-C while stopping raises KeyboardInterrupt at once, as usual.
+A second SIGINT or SIGTERM while stopping ends the step at once (StopNow, a
+KeyboardInterrupt): the run is marked interrupted and resumes from its last checkpoint.
 
 Hand-off signals (e.g. submitit's preemption/timeout signal, USR2) also stop at the end of
 the step; after the checkpoint, `StopRequest.hand_back()` calls the handler that was
@@ -13,6 +14,15 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+
+
+class StopNow(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: stop now, mid-step, without a checkpoint."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + signum
 
 
 class StopRequest:
@@ -50,8 +60,8 @@ def graceful_stop(handoff: tuple[int, ...] = ()):
         return
 
     def handler(signum, frame):
-        if stop.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if stop.requested and signum in (signal.SIGINT, signal.SIGTERM):
+            raise StopNow(signum)
         stop.signum = signum
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, *handoff)}

@@ -28,12 +28,13 @@ from gradlab.config import RunSpec, validate_recipe
 from gradlab.distributed import World
 from gradlab.environment import describe, resolve_device
 from gradlab.errors import DiskFullError, RunInterrupted
-from gradlab.interrupt import StopRequest, graceful_stop
+from gradlab.interrupt import StopNow, StopRequest, graceful_stop
 from gradlab.data.loader import DeviceLoader
 from gradlab.lr_schedule import StepLR
 from gradlab.progress import progress_bar
 from gradlab.run_record import check_existing, spec_record
 from gradlab.folders import check_output_folder
+from gradlab.memory import check_fits
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class Trainer:
         self.callbacks = CallbackList((callbacks or []) if self.world.main else [])
         self.device = self.world.device_for(resolve_device(spec.device))
         self.cuda = self.device.type == "cuda"
+        # before anything is built: a run that cannot fit is refused, not left to exhaust the machine
+        check_fits(spec, self.device, runs_at_once=1 if self.cuda else self.world.size)
         self._dataset = dataset
         self._pretrained = None  # fine-tuning: the state dict to start from (fetched in run())
 
@@ -219,7 +222,11 @@ class Trainer:
             # way after requeueing a preempted or timed-out job, which then resumes the run)
             interrupted = isinstance(e, (KeyboardInterrupt, RunInterrupted, SystemExit))
             state = runs.INTERRUPTED if interrupted else runs.FAILED
-            if isinstance(e, RunInterrupted):
+            if isinstance(e, StopNow):
+                message = (f"{self.spec.name} stopped at once by a second {e} during step "
+                           f"{self.step + 1}, without a checkpoint; rerun the same command to resume from the last "
+                           f"checkpoint (step {self.last_checkpoint or 0})")
+            elif isinstance(e, RunInterrupted):
                 message = str(e)
             elif isinstance(e, SystemExit):
                 message = (f"the process was told to exit (code {e.code}) at step {self.step}, e.g. by a job "
@@ -232,6 +239,8 @@ class Trainer:
                 except DiskFullError:  # it stays "running", shown as crashed; a rerun resumes
                     pass
             self.callbacks.on_end(self.run_dir, state, message)
+            if isinstance(e, StopNow):
+                raise RunInterrupted(message, e.exit_code) from None
             raise
         finally:
             if bar is not None:

@@ -207,3 +207,42 @@ def test_a_resume_at_another_thread_count_is_warned_about(tmp_path, caplog, thre
         torch.set_num_threads(before)
     warned = "with 1 CPU thread(s) and resumes with 2" in caplog.text and "OMP_NUM_THREADS=1" in caplog.text
     assert warned == (threads == 2)
+
+
+SLOW_STEPS = """
+preset = "slow-steps"
+[data]
+name = "synthetic"
+synthetic_shape = [3, 32, 32]
+synthetic_size = 1024
+[recipe]
+steps = 50
+batch_size = 256
+milestones = []
+eval_every = 50
+checkpoint_every = 2
+"""
+
+
+def test_a_second_sigterm_ends_the_step_at_once(tmp_path):
+    """The first SIGTERM waits for the end of the step (seconds here: ResNet-110 at batch
+    256); a second one, moments later, stops mid-step without writing a checkpoint."""
+    cfg = tmp_path / "slow.toml"
+    cfg.write_text(SLOW_STEPS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train", "resnet110", "--config", str(cfg), "--device",
+                             "cpu", "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--wandb", "disabled"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    run_dir = tmp_path / "runs" / "slow-steps-synthetic" / "resnet110-s0"
+    wait_for_step(run_dir, 2, proc, timeout=300)  # the first checkpoint: step 3 is under way
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "stopped: " in err and "at once by a second SIGTERM" in err
+    status = json.loads((run_dir / runs.STATUS).read_text())
+    assert status["state"] == runs.INTERRUPTED and "without a checkpoint" in status["message"]
+    kept = torch.load(run_dir / runs.CHECKPOINT, weights_only=True)["step"]
+    assert kept == 2 and f"last checkpoint (step {kept})" in status["message"]  # step 3 never finished
+    assert not (run_dir / runs.LOCK).exists()

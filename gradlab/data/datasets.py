@@ -55,6 +55,23 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("GRADLAB_DATA", Path.home() / ".cache" / "gradlab" / "data"))
 
 
+# training images and their (C, H, W) of the datasets that live on the device whole
+PLANNED = {"cifar10": (50_000, (3, 32, 32)), "cifar100": (50_000, (3, 32, 32)), "mnist": (60_000, (1, 28, 28)),
+           "fashion-mnist": (60_000, (1, 28, 28)), "digits": (1_437, (1, 8, 8))}
+
+
+def planned_shape(spec: DataSpec) -> tuple[int, tuple[int, int, int]]:
+    """(training images held on the device, (C, H, W) of one input) of a dataset, known
+    without loading it; imagefolder streams from disk, so it holds none."""
+    if spec.name == "synthetic":
+        return spec.synthetic_size, tuple(spec.synthetic_shape)
+    if spec.name == "imagefolder":
+        return 0, (3, spec.image_size, spec.image_size)
+    if spec.name not in PLANNED:
+        raise DataError(f"unknown dataset '{spec.name}'; choose one of: {', '.join(DATASETS)}")
+    return PLANNED[spec.name]
+
+
 def load(spec: DataSpec, verify: bool = True) -> Dataset:
     """Load the dataset named by `spec`. `verify=False` skips torchvision's MD5 check.
 

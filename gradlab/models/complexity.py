@@ -22,6 +22,7 @@ class _Tally:
         self.shape = shape
         self.params = 0
         self.macs = 0
+        self.outputs = 0  # elements of every conv output for one input (what training keeps)
 
     def conv(self, out: int, k: int, stride: int = 1, bias: bool = False, at=None, gain: bool = False):
         """A k x k conv with padding k // 2; ``at`` = the input shape of a side path; ``gain``:
@@ -30,6 +31,7 @@ class _Tally:
         h, w = (h + 2 * (k // 2) - k) // stride + 1, (w + 2 * (k // 2) - k) // stride + 1
         self.params += c * out * k * k + (out if bias else 0) + (out if gain else 0)
         self.macs += h * w * c * out * k * k
+        self.outputs += out * h * w
         if at is None:
             self.shape = (out, h, w)
 
@@ -143,6 +145,17 @@ def complexity(
     """(trainable parameters, MACs for one input) of a named model, computed from its
     architecture. Defaults: the family's input size and class count (1000 for ImageNet
     nets, 10 otherwise), shortcut option A for CIFAR nets."""
+    t = _tally(name, num_classes, in_channels, shortcut, input_size, norm)
+    return t.params, t.macs
+
+
+def conv_outputs(name: str, input_size: tuple[int, int, int], shortcut: str | None = None, norm: str = "bn") -> int:
+    """Elements of all conv outputs of a named model for one input of ``input_size`` (C, H,
+    W): the scale of the activations training keeps for the backward pass."""
+    return _tally(name, None, None, shortcut, input_size, norm).outputs
+
+
+def _tally(name, num_classes, in_channels, shortcut, input_size, norm) -> _Tally:
     meta: ModelInfo = info(name)
     c, h, w = input_size or meta.input_size
     t = _Tally((in_channels or c, h, w))
@@ -157,7 +170,7 @@ def complexity(
     else:
         _seed(t, residual, **args)
     t.head(num_classes or meta.num_classes)
-    return t.params, t.macs
+    return t
 
 
 def count_params(model) -> int:

@@ -67,3 +67,30 @@ def test_presets_ship_inside_the_wheel(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "gradlab/experiments/cifar10_paper.toml" in names
     assert "gradlab/experiments/digits_quick.toml" in names
+
+
+def test_gradlab_presets_lists_every_preset_with_its_description_and_file():
+    from click.testing import CliRunner
+
+    from gradlab.cli.main import cli
+    from gradlab.config import presets
+
+    out = CliRunner().invoke(cli, ["presets"])
+    assert out.exit_code == 0, out.output
+    for name, p in presets().items():
+        assert f"{name}: {p.description}" in out.output
+        assert f"{p.recipe.steps:,} steps, batch {p.recipe.batch_size}" in out.output and p.source in out.output
+    verbose = CliRunner().invoke(cli, ["presets", "-v"]).output
+    assert "warmup_min_depth = 110" in verbose and "[compare] depths = (20, 56, 110)" in verbose
+
+
+def test_every_command_help_has_examples():
+    from click.testing import CliRunner
+
+    from gradlab.cli.main import COMMANDS, cli
+
+    for name in COMMANDS:
+        if name in ("probe", "bench"):  # groups: their subcommands carry the examples
+            continue
+        text = CliRunner().invoke(cli, [name, "-h"]).output
+        assert "Example" in text, name

@@ -17,9 +17,10 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 # name -> (module, attribute, one-line help shown in `gradlab --help`)
 COMMANDS = {
     "models": ("gradlab.cli.models_cmd", "models", "List the model zoo with depths and sizes."),
+    "presets": ("gradlab.cli.presets_cmd", "presets", "List the presets (--preset NAME) and what they set."),
     "train": ("gradlab.cli.train_cmd", "train", "Train one model into a run directory."),
     "runs": ("gradlab.cli.runs_cmd", "runs", "List run directories with status and errors."),
-    "compare": ("gradlab.cli.compare_cmd", "compare", "Train plain vs residual nets and report."),
+    "compare": ("gradlab.cli.compare_cmd", "compare", "Train nets of several families at matched depths and report."),
     "report": ("gradlab.cli.report_cmd", "report", "Build paper-style figures from runs."),
     "probe": ("gradlab.cli.probe_cmd", "probe", "At-init analyses: gradient flow, signal propagation, shattering."),
     "lesion": ("gradlab.cli.lesion_cmd", "lesion", "Delete layers or blocks of trained nets one at a time (Veit et al.)."),

@@ -33,6 +33,11 @@ def models(family: str | None) -> None:
     seedresnet{k}/seedplain{k} for any k >= 1. resnet50 and resnet152 are the ImageNet nets;
     the CIFAR nets of those depths are cifar-resnet50/cifar-resnet152. The CIFAR plain nets
     and ResNets also build without BatchNorm or with tanh/sigmoid (train --norm, --act).
+
+    \b
+    Examples:
+      gradlab models                     # every family
+      gradlab models --family cifar      # plain/ResNet-20...1202 and the remedies
     """
     from gradlab.models.complexity import complexity
     from gradlab.units import format_macs, format_params

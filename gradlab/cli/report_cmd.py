@@ -28,8 +28,15 @@ from gradlab.report.style import STYLES
 def report(runs: tuple[Path, ...], out: Path | None, formats: str, style: str) -> None:
     """Build paper-style figures, a Table-6-style table and a summary from RUNS.
 
-    RUNS are run directories or folders holding them (e.g. runs/degradation). A run
-    that cannot be read is skipped with a warning; the report is built from the others.
+    RUNS are run directories or folders holding them (e.g. runs/degradation), and the
+    result folders of `gradlab probe` and `gradlab lesion`. A run that cannot be read is
+    skipped with a warning; the report is built from the others.
+
+    \b
+    Examples:
+      gradlab report runs/quick-digits                       # -> reports/quick-digits
+      gradlab report runs/quick-digits runs/probes --out reports/all --formats png
+      gradlab report runs/my-model --style notebook          # a run of gradlab.watch
     """
     from gradlab.report.build import build_report
     from gradlab.report.files import check_out_dir, parse_formats

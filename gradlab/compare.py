@@ -61,11 +61,11 @@ def cost(spec: RunSpec) -> float:
 def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path | None = None, jobs: int = 1,
             formats=("pdf", "png"), style: str = "paper", progress: bool | None = None,
             notify: Callable[[str], None] = lambda message: None, callbacks: list | None = None,
-            launcher=None, wait: bool = True) -> CompareResult:
+            launcher=None, wait: bool = True, threads: int | None = None) -> CompareResult:
     """Train every planned run that is not finished, then build the report.
 
-    launcher: where runs execute (default: this process, or `jobs` local workers); see
-    gradlab.launch. wait=False submits the runs (a launcher with `submit`, such as
+    launcher: where runs execute (default: this process, or `jobs` local workers sharing
+    ``threads`` CPU threads, default all); see gradlab.launch. wait=False submits the runs (a launcher with `submit`, such as
     SubmititLauncher) and returns at once with `submitted` filled in and no report.
     """
     runs_dir = check_output_folder(runs_dir, "--runs-dir")
@@ -108,7 +108,7 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
     if launcher is None:  # here: every run must fit (jobs of them at once) before the first starts
         for spec in todo:
             check_fits(spec, resolve_device(spec.device), runs_at_once=jobs)
-    launcher = launcher or make_launcher(jobs, progress, callbacks)
+    launcher = launcher or make_launcher(jobs, progress, callbacks, threads)
     if not wait:
         if not hasattr(launcher, "submit"):
             raise ConfigError("not waiting needs a launcher that submits jobs: --launcher slurm or submitit-local")

@@ -62,12 +62,13 @@ def _train_in_worker(spec: RunSpec, runs_dir: str, threads: int, callbacks: list
 class LocalPool:
     """`jobs` runs at a time in worker processes; the CPU threads are shared out among them."""
 
-    def __init__(self, jobs: int, callbacks: list | None = None):
+    def __init__(self, jobs: int, callbacks: list | None = None, threads: int | None = None):
         self.jobs = jobs
         self.callbacks = callbacks
+        self.threads = threads  # shared out among the workers; default: every core
 
     def run(self, specs: list[RunSpec], runs_dir: Path, on_start: OnStart, on_done: OnDone) -> None:
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        threads = max(1, (self.threads or os.cpu_count() or 1) // self.jobs)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx) as pool:
             futures = {}
@@ -89,10 +90,11 @@ class LocalPool:
                 on_done(spec, outcome)
 
 
-def make_launcher(jobs: int = 1, progress: bool | None = None, callbacks: list | None = None):
+def make_launcher(jobs: int = 1, progress: bool | None = None, callbacks: list | None = None,
+                  threads: int | None = None):
     if jobs < 1:
         raise GradlabError(f"--jobs must be at least 1, got {jobs}")
-    return InProcess(progress, callbacks) if jobs == 1 else LocalPool(jobs, callbacks)
+    return InProcess(progress, callbacks) if jobs == 1 else LocalPool(jobs, callbacks, threads)
 
 
 # -- submitit: SLURM job arrays, or the same path with local subprocesses ----------------

@@ -177,6 +177,31 @@ def concurrency(model, runs, batch_size, steps, repeats, device, json_path):
     _write_json(json_path, result)
 
 
+@bench.command("busy")
+@click.option("--model", default="resnet20", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True, help="Timed steps per variant and round.")
+@click.option("--repeats", type=click.IntRange(min=1), default=4, show_default=True, help="Rounds.")
+@click.option("--hogs", type=click.IntRange(min=1), default=1, show_default=True, help="Busy processes started beside.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
+def busy(model, batch_size, steps, repeats, hogs, json_path):
+    """Training steps beside busy processes: all threads against the count gradlab chooses.
+
+    \b
+    Example:
+      gradlab bench busy                  # resnet20, one busy process, a minute on 2 cores
+    """
+    from gradlab.bench.busy import format_result, run_busy
+
+    progress, close = _progress_printer()
+    try:
+        result = run_busy(model, batch_size, steps, repeats, hogs, progress=progress)
+    finally:
+        close()
+    click.echo(format_result(result))
+    _write_json(json_path, result)
+
+
 @bench.command("paper")
 @click.option("--depths", default="20,56,110", show_default=True, help="CIFAR depths (6n+2), comma-separated.")
 @click.option("--families", default="plain,resnet", show_default=True, help="plain, resnet or both.")

@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from gradlab.cli.options import ResumeNotice, preset_from, run_options, spec_overrides, trackers_from
+from gradlab.cli.options import ResumeNotice, cpu_threads, preset_from, run_options, spec_overrides, trackers_from
 from gradlab.launch import LAUNCHERS
 
 
@@ -120,8 +120,10 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
 
         launch = SubmititLauncher(**where, callbacks=trackers, notify=notify)
         launch.check_available()
+    threads = cpu_threads(opts) if launch is None else None  # a cluster's jobs choose their own
     result = run_compare(specs, opts["runs_dir"], out=out, jobs=jobs, formats=fmt, style=style, progress=progress,
-                         notify=notify, callbacks=trackers + [ResumeNotice()], launcher=launch, wait=wait)
+                         notify=notify, callbacks=trackers + [ResumeNotice()], launcher=launch, wait=wait,
+                         threads=threads)
     if not wait:
         _echo_submitted(result, opts["runs_dir"], first.experiment, out)
         return

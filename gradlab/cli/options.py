@@ -64,6 +64,9 @@ def run_options(f):
                      help="Where run directories go (<runs-dir>/<experiment>/<run>)."),
         click.option("--experiment", default=None, help="Experiment name (default: <preset>-<dataset>)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="CPU threads to train with (default: the cores other processes leave free; also "
+                          "GRADLAB_THREADS or OMP_NUM_THREADS)."),
         click.option("--compile", "compile_", is_flag=True,
                      help="torch.compile the model (recorded steps run eagerly; compile time is reported apart)."),
         click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default=None,
@@ -137,3 +140,17 @@ class ResumeNotice(Callback):
             status = runs.read_json(Path(run_dir) / runs.STATUS)
             click.echo(f"{spec.get('name', Path(run_dir).name)}: resuming from step {status.get('step', '?')} "
                        f"of {status.get('total_steps', '?')}", err=True)
+
+
+def cpu_threads(opts: dict) -> int:
+    """Set and return the CPU threads to train with (gradlab.threads.choose_threads),
+    saying once on stderr when a busy machine leaves fewer cores free."""
+    import torch
+
+    from gradlab.threads import choose_threads
+
+    threads, note = choose_threads(opts["threads"], torch.get_num_threads())
+    torch.set_num_threads(threads)
+    if note:
+        click.echo(f"note: {note}", err=True)
+    return threads

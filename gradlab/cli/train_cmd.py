@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from gradlab.cli.options import ResumeNotice, preset_from, run_options, spec_overrides, trackers_from
+from gradlab.cli.options import ResumeNotice, cpu_threads, preset_from, run_options, spec_overrides, trackers_from
 from gradlab.config import FREEZE_CHOICES, TORCHVISION_WEIGHTS
 
 
@@ -61,6 +61,7 @@ def train(ctx, model, seed, progress, weights, freeze, nproc, **opts):
         click.echo(f"{spec.name}: {spec.data.name}, {spec.recipe.steps} steps, batch {spec.recipe.batch_size}"
                    f"{f' over {world.size} processes' if world.enabled else ''} "
                    f"-> {opts['runs_dir']}/{spec.experiment}/{spec.name}", err=True)
+    cpu_threads(opts)
     from gradlab.train import train as train_run
 
     result = train_run(spec, opts["runs_dir"], progress=progress, callbacks=callbacks)

@@ -132,6 +132,8 @@ def test_damaged_and_undrawable_folders_are_warnings(tmp_path, monkeypatch):
     good = gradients_folder(tmp_path / "a" / "good")
     bad_json = spp_folder(tmp_path / "a" / "bad-json")
     (bad_json / ANALYSIS).write_text("{ not json")
+    not_utf8 = spp_folder(tmp_path / "a" / "not-utf8")
+    (not_utf8 / ANALYSIS).write_bytes(b'\xff\xfe{"kind": "probe-spp"}')  # once a traceback
     no_table = spp_folder(tmp_path / "a" / "no-table")
     (no_table / "by_model.parquet").unlink()
     no_column = write_analysis(tmp_path / "a" / "no-column", "probe-spp", {},
@@ -142,6 +144,7 @@ def test_damaged_and_undrawable_folders_are_warnings(tmp_path, monkeypatch):
     assert [e.analysis.path for e in entries] == [good]
     text = "\n".join(warnings)
     assert f"unreadable analysis {bad_json}" in text and "not valid JSON" in text
+    assert f"unreadable analysis {not_utf8}" in text and "not UTF-8 text" in text
     assert f"{no_table} lacks by_model.parquet" in text
     assert "lacks column(s) depth, block, stage, stat" in text and str(no_column) in text
     assert f"analysis {lesion} (lesion) skipped" in text and "no figure for that kind" in text

@@ -57,6 +57,7 @@ CASES = {
     "binary config": (["train", "resnet8", "--config", "{cfg_binary}"], "not a UTF-8 text file"),
     "runs dir is a file": (["train", "resnet8", "--preset", "quick", "--runs-dir", "{notes}"], "is a file"),
     "compare runs dir is a file": (["compare", "--preset", "quick", "--runs-dir", "{notes}"], "is a file"),
+    "compare out is a file": (["compare", "--depths", "8", "--preset", "quick", "--out", "{notes}"], "is a file"),
     "experiment escapes": (["train", "resnet8", "--preset", "quick", "--experiment", "../x"], "--experiment"),
     "experiment absolute": (["train", "resnet8", "--preset", "quick", "--experiment", "{missing}"], "--experiment"),
     "compare experiment escapes": (["compare", "--preset", "quick", "--experiment", "a/b"], "--experiment"),

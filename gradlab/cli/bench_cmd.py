@@ -189,7 +189,7 @@ def busy(model, batch_size, steps, repeats, hogs, json_path):
 
     \b
     Example:
-      gradlab bench busy                  # resnet20, one busy process, a minute on 2 cores
+      gradlab bench busy                  # resnet20 beside one busy process
     """
     from gradlab.bench.busy import format_result, run_busy
 

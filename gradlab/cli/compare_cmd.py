@@ -86,7 +86,7 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
 
     \b
     Examples:
-      gradlab compare --depths 20,56,110 --preset quick      # offline, digits, minutes on a CPU
+      gradlab compare --depths 20,56,110 --preset quick      # offline, digits
       gradlab compare --depths 20,32,44,56 --preset paper --data-dir ~/data   # CIFAR-10 (GPU)
       gradlab compare --depths 20,56,110 --preset paper --data-dir ~/data --launcher slurm --no-wait
       gradlab compare --depths 8 --preset quick --launcher submitit-local   # the job path, here

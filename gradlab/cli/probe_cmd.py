@@ -21,5 +21,5 @@ def probe():
     """Analyses of freshly initialized plain and residual networks.
 
     Each writes a result folder (analysis.json, Parquet tables, its figure) that
-    `gradlab report` can include. Seconds to a minute on a CPU.
+    `gradlab report` can include.
     """

@@ -28,7 +28,7 @@ def gradients(depths: str, families: str, **opts) -> None:
 
     \b
     Examples:
-      gradlab probe gradients                                   # 20, 56, 110 on digits, seconds on a CPU
+      gradlab probe gradients                                   # 20, 56, 110 on digits
       gradlab probe gradients --depths 20,56,110,218,1202 --seeds 0
       gradlab probe gradients --families plain --norm none --act sigmoid --out runs/probes/gradients-sigmoid
       gradlab report runs/probes/gradients-digits --out reports/init

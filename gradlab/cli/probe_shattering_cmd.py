@@ -31,7 +31,7 @@ def shattering(max_depth: int, width: int, points: int, seeds: int, batch_norm: 
 
     Fully-connected ReLU nets (1-D input, width 200, He init, BN) as in Balduzzi et al.
     2017: how correlated df/dx is at neighbouring and at distant inputs, with the
-    predicted decay rates 2^-L (plain) and 1/sqrt(L) (residual). Seconds on a CPU.
+    predicted decay rates 2^-L (plain) and 1/sqrt(L) (residual).
 
     \b
     Example:

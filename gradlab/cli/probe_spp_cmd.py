@@ -30,7 +30,7 @@ def spp(depths: str, families: str, inputs: str, zero_init_residual: bool, **opt
 
     \b
     Examples:
-      gradlab probe spp                                 # Gaussian inputs, 20/56/110, seconds on a CPU
+      gradlab probe spp                                 # Gaussian inputs, 20/56/110
       gradlab probe spp --inputs real --dataset digits --out runs/probes/spp-real
       gradlab probe spp --zero-init-residual --out runs/probes/spp-zero-init
       gradlab probe spp --families resnet,nfresnet --depths 56 --out runs/probes/spp-nf

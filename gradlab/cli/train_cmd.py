@@ -34,7 +34,7 @@ def train(ctx, model, seed, progress, weights, freeze, nproc, **opts):
 
     \b
     Examples:
-      gradlab train resnet20 --preset quick            # digits, offline, ~1 min on a CPU
+      gradlab train resnet20 --preset quick            # digits, offline
       gradlab train plain56 --preset paper --data-dir ~/data   # CIFAR-10, the paper's recipe
       gradlab train resnet56 --preset paper --nproc 4  # one run on 4 GPUs (or 4 CPU processes)
       torchrun --nproc_per_node=4 -m gradlab train resnet56 --preset paper   # the same

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from gradlab.config import RunSpec
 from gradlab.data.datasets import planned_shape
+from gradlab.data.loader import check_batch
 from gradlab.errors import ConfigError
 from gradlab.models import info
 from gradlab.models.complexity import complexity, conv_outputs
@@ -73,6 +74,9 @@ def available(device) -> tuple[int | None, str]:
 def check_fits(spec: RunSpec, device, runs_at_once: int = 1) -> MemoryEstimate:
     """Refuse (ConfigError) a run whose lower estimate exceeds the memory available on
     ``device`` (``runs_at_once`` such runs sharing it); else return the estimate."""
+    images, _ = planned_shape(spec.data)
+    if images:  # the more useful message first: a batch larger than the data
+        check_batch(spec.recipe.batch_size, images - spec.data.val_split, spec.data.name)
     need = estimate(spec)
     free, where = available(device)
     if free is not None and need.total * runs_at_once > free:

@@ -56,6 +56,13 @@ def eval_batches(x_uint8: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std
         yield xb, y[start:start + batch_size].to(device, non_blocking=True)
 
 
+def check_batch(batch_size: int, images: int, name: str) -> None:
+    """A batch must fit in one epoch of the training set (DataError otherwise)."""
+    if batch_size > images:
+        raise DataError(f"batch size {batch_size} is larger than the {images} training images of {name}; "
+                        f"use --batch-size {images} or less")
+
+
 class DeviceLoader:
     """Training batches by global step, drawn without replacement within each epoch.
 
@@ -67,9 +74,7 @@ class DeviceLoader:
     def __init__(self, data: Dataset, batch_size: int, seed: int, device: torch.device,
                  channels_last: bool = False, augment: Augment | None = None, rank: int = 0, world_size: int = 1):
         n = len(data.train_y)
-        if batch_size > n:
-            raise DataError(f"batch size {batch_size} is larger than the {n} training images of {data.name}; "
-                            f"use --batch-size {n} or less")
+        check_batch(batch_size, n, data.name)
         self.shard_size = shard_size(batch_size, world_size)
         self.shard_start = rank * self.shard_size
         self.device = device

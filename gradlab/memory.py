@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 
 from gradlab.config import RunSpec
-from gradlab.data.datasets import planned_shape
+from gradlab.data.datasets import planned
 from gradlab.data.loader import check_batch
 from gradlab.errors import ConfigError
 from gradlab.models import info
@@ -40,10 +40,8 @@ class MemoryEstimate:
 
 def estimate(spec: RunSpec) -> MemoryEstimate:
     """The lower estimate for one run of ``spec`` (its model, batch size and dataset)."""
-    images, shape = planned_shape(spec.data)
-    meta = info(spec.model.name)
-    num_classes = spec.data.num_classes if spec.data.name == "synthetic" else 100 if spec.data.name == "cifar100" else 10
-    num_classes = num_classes if spec.data.name != "imagefolder" else meta.num_classes
+    images, shape, classes = planned(spec.data)
+    num_classes = classes or info(spec.model.name).num_classes  # imagefolder: the architecture's default
     params, _ = complexity(spec.model.name, num_classes=num_classes, in_channels=shape[0], shortcut=spec.model.shortcut,
                            input_size=shape, norm=spec.model.norm)  # fmt: skip
     outputs = conv_outputs(spec.model.name, shape, spec.model.shortcut, spec.model.norm)
@@ -74,7 +72,7 @@ def available(device) -> tuple[int | None, str]:
 def check_fits(spec: RunSpec, device, runs_at_once: int = 1) -> MemoryEstimate:
     """Refuse (ConfigError) a run whose lower estimate exceeds the memory available on
     ``device`` (``runs_at_once`` such runs sharing it); else return the estimate."""
-    images, _ = planned_shape(spec.data)
+    images = planned(spec.data).images
     if images:  # the more useful message first: a batch larger than the data
         check_batch(spec.recipe.batch_size, images - spec.data.val_split, spec.data.name)
     need = estimate(spec)

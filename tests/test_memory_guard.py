@@ -57,3 +57,13 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     need = estimate(spec)
     assert need.activations > 0.9 * GB  # the batch dominates: 1M conv outputs per image, kept twice
     assert 0.5 * peak < need.total < peak  # low, but not uselessly so
+
+
+def test_the_planned_size_of_digits_is_what_loading_it_gives():
+    from gradlab.config import DataSpec
+    from gradlab.data import load
+    from gradlab.data.datasets import planned
+
+    spec = DataSpec(name="digits")
+    ds = load(spec)
+    assert planned(spec) == (len(ds.train_y), ds.shape, ds.num_classes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -55,18 +56,26 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("GRADLAB_DATA", Path.home() / ".cache" / "gradlab" / "data"))
 
 
-# training images and their (C, H, W) of the datasets that live on the device whole
-PLANNED = {"cifar10": (50_000, (3, 32, 32)), "cifar100": (50_000, (3, 32, 32)), "mnist": (60_000, (1, 28, 28)),
-           "fashion-mnist": (60_000, (1, 28, 28)), "digits": (1_437, (1, 8, 8))}
+class Planned(NamedTuple):
+    """A dataset's size known without loading it (for gradlab.memory's estimate)."""
+
+    images: int  # training images held on the device; 0 for imagefolder, streamed from disk
+    shape: tuple[int, int, int]  # (C, H, W) of one input
+    classes: int | None  # None where only the folders on disk say (imagefolder)
 
 
-def planned_shape(spec: DataSpec) -> tuple[int, tuple[int, int, int]]:
-    """(training images held on the device, (C, H, W) of one input) of a dataset, known
-    without loading it; imagefolder streams from disk, so it holds none."""
+# the datasets that live on the device whole
+PLANNED = {"cifar10": Planned(50_000, (3, 32, 32), 10), "cifar100": Planned(50_000, (3, 32, 32), 100),
+           "mnist": Planned(60_000, (1, 28, 28), 10), "fashion-mnist": Planned(60_000, (1, 28, 28), 10),
+           "digits": Planned(1_437, (1, 8, 8), 10)}
+
+
+def planned(spec: DataSpec) -> Planned:
+    """What the dataset of ``spec`` will hold, without loading it."""
     if spec.name == "synthetic":
-        return spec.synthetic_size, tuple(spec.synthetic_shape)
+        return Planned(spec.synthetic_size, tuple(spec.synthetic_shape), spec.num_classes)
     if spec.name == "imagefolder":
-        return 0, (3, spec.image_size, spec.image_size)
+        return Planned(0, (3, spec.image_size, spec.image_size), None)
     if spec.name not in PLANNED:
         raise DataError(f"unknown dataset '{spec.name}'; choose one of: {', '.join(DATASETS)}")
     return PLANNED[spec.name]

@@ -20,6 +20,7 @@ from gradlab.environment import resolve_device
 from gradlab.folders import check_output_folder
 from gradlab.memory import check_fits
 from gradlab.launch import make_launcher
+from gradlab.run_lock import RunLock
 
 
 def plan(preset: Preset, depths, families, seeds, **overrides) -> list[RunSpec]:
@@ -118,7 +119,7 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
         launcher.run(todo, runs_dir, on_start, on_done)
         todo, locked[:] = list(locked), []
         for spec in todo:  # the other process finishes it (reused) or stops (resumed here)
-            runs.RunLock(runs.run_dir_for(spec, runs_dir)).wait_free(notify)
+            RunLock(runs.run_dir_for(spec, runs_dir)).wait_free(notify)
     _report(result, [d for d in dirs if (d / runs.SPEC).exists()], out, formats, style, notify)
     return result
 
@@ -128,7 +129,7 @@ def _report(result: CompareResult, run_dirs: list[Path], out: Path, formats, sty
     keeps it when no run has changed since (the report is written once)."""
     from gradlab.report import build_report
 
-    lock = runs.RunLock(out.parent, f".{out.name}.lock", doing="written")
+    lock = RunLock(out.parent, f".{out.name}.lock", doing="written")
     waited = lock.acquire_waiting(notify)
     try:
         if waited and _newer_than_runs(out / "report.md", run_dirs):

@@ -49,12 +49,17 @@ class RunLock:
         except (OSError, json.JSONDecodeError):
             return {}
 
+    @staticmethod
+    def _stale(owner: dict) -> bool:
+        """Left by a process on this host that is gone."""
+        return bool(owner) and owner.get("host") == socket.gethostname() and not pid_alive(owner.get("pid"))
+
     def holder(self) -> dict | None:
         """Who holds the lock now (pid, host, since), or None when it is free or stale."""
         if not self.path.exists():
             return None
         owner = self._owner()
-        if owner and owner.get("host") == socket.gethostname() and not pid_alive(owner.get("pid")):
+        if self._stale(owner):
             return None
         return owner or {"pid": "?", "host": "?", "since": "?"}
 
@@ -69,9 +74,8 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 owner = self._owner()
-                same_host = owner.get("host") == me["host"]
-                if owner and same_host and not pid_alive(owner.get("pid")):
-                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                if self._stale(owner):
+                    self.path.unlink(missing_ok=True)
                     continue
                 if not owner:  # being written right now, or damaged
                     raise RunLockedError(f"{self.path.parent} is locked ({self.path} is unreadable); "

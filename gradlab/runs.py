@@ -25,7 +25,7 @@ from typing import Callable
 import pandas as pd
 
 from gradlab.errors import DiskFullError, RunDirError
-from gradlab.run_lock import LOCK, RunLock, pid_alive  # noqa: F401 (RunLock, LOCK: where runs are)
+from gradlab.run_lock import pid_alive
 from gradlab.families import keyed
 
 FORMAT_VERSION = 1

@@ -35,6 +35,7 @@ from gradlab.progress import progress_bar
 from gradlab.run_record import check_existing, spec_record
 from gradlab.folders import check_output_folder
 from gradlab.memory import check_fits
+from gradlab.run_lock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class Trainer:
             from gradlab import finetune
 
             self._pretrained = finetune.load_state(self.spec.model)  # before the run directory exists
-        lock = runs.RunLock(self.run_dir) if self.world.main else contextlib.nullcontext()
+        lock = RunLock(self.run_dir) if self.world.main else contextlib.nullcontext()
         with self.world.started(self.device), lock:
             if self.existing is not None:
                 status = runs.read_json(self.run_dir / runs.STATUS) if (self.run_dir / runs.STATUS).exists() else {}

@@ -16,6 +16,7 @@ from gradlab import runs
 from gradlab.config import load_preset, make_run_spec
 from gradlab.errors import RunLockedError
 from gradlab.train import train
+from gradlab.run_lock import LOCK
 
 ARGS = ["resnet8", "--preset", "quick", "--steps", "60", "--batch-size", "32", "--device", "cpu"]
 TIMING = ["images_per_s", "time_s"]
@@ -106,7 +107,7 @@ def test_sigint_and_sigterm_checkpoint_mark_interrupted_and_exit_cleanly(tmp_pat
     status = json.loads((run_dir / runs.STATUS).read_text())
     assert status["state"] == "interrupted"
     assert torch.load(run_dir / runs.CHECKPOINT, weights_only=True)["step"] == status["step"]
-    assert not (run_dir / runs.LOCK).exists()
+    assert not (run_dir / LOCK).exists()
     train(s, tmp_path / "runs", progress=False)
     same_run(ref_dir, run_dir)
 
@@ -115,7 +116,7 @@ def test_a_live_lock_refuses_and_a_stale_lock_is_taken_over(tmp_path):
     s = spec()
     run_dir = tmp_path / s.experiment / s.name
     run_dir.mkdir(parents=True)
-    lock = run_dir / runs.LOCK
+    lock = run_dir / LOCK
     lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "since": "now"}))
     with pytest.raises(RunLockedError, match=f"being trained by pid {os.getppid()}"):
         train(s, tmp_path, progress=False)
@@ -245,4 +246,4 @@ def test_a_second_sigterm_ends_the_step_at_once(tmp_path):
     assert status["state"] == runs.INTERRUPTED and "without a checkpoint" in status["message"]
     kept = torch.load(run_dir / runs.CHECKPOINT, weights_only=True)["step"]
     assert kept == 2 and f"last checkpoint (step {kept})" in status["message"]  # step 3 never finished
-    assert not (run_dir / runs.LOCK).exists()
+    assert not (run_dir / LOCK).exists()

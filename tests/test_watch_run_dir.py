@@ -15,6 +15,7 @@ from gradlab import runs
 from gradlab import stat_names as S
 from gradlab.errors import RecorderError, RunDirError
 from gradlab.report import build_report
+from gradlab.run_lock import LOCK
 
 # out_proj of MultiheadAttention does not run as a module; the recorder says so (tested below)
 pytestmark = pytest.mark.filterwarnings("ignore:gradlab.*did not run as a module:RuntimeWarning")
@@ -108,7 +109,7 @@ def test_a_crash_inside_the_loop_leaves_a_readable_failed_run(tmp_path):
     run = runs.read_run(tmp_path / "run")
     assert run.state == runs.FAILED and run.status["message"] == "RuntimeError: out of patience"
     assert sorted(run.layers["step"].unique()) == [0, 1, 2] and len(run.metrics) == 3
-    assert not (tmp_path / "run" / runs.LOCK).exists()
+    assert not (tmp_path / "run" / LOCK).exists()
     result = build_report([tmp_path / "run"], tmp_path / "out", formats="png", workers=1)
     assert "failed" in result.report.read_text()
 

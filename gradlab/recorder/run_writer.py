@@ -20,6 +20,7 @@ from gradlab import runs
 from gradlab.callbacks import CallbackList
 from gradlab.errors import RecorderError, RunDirError
 from gradlab.models.probe_points import CONV, FC
+from gradlab.run_lock import LOCK, RunLock
 
 __all__ = ["SOURCE", "RunWriter", "metrics_row", "model_description"]
 
@@ -54,7 +55,7 @@ class RunWriter:
         self.prior_metrics: pd.DataFrame | None = None
         self.last_step = -1  # the highest step recorded or logged
         self.last_write = 0.0
-        self._lock = runs.RunLock(self.run_dir)
+        self._lock = RunLock(self.run_dir)
         self._open = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -150,7 +151,7 @@ class RunWriter:
                     f"{d} already holds a run ({status.get('state', 'pending')} at step {status.get('step', 0)}); "
                     "pass resume=True to continue it or overwrite=True to replace it, or choose another run_dir")
             return old
-        if d.is_dir() and any(p.name != runs.LOCK for p in d.iterdir()):
+        if d.is_dir() and any(p.name != LOCK for p in d.iterdir()):
             raise RunDirError(f"{d} is not empty and holds no gradlab run; it is left untouched: choose another run_dir")
         return None
 

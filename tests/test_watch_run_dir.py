@@ -88,6 +88,23 @@ def test_a_user_loop_writes_a_run_directory_that_the_report_draws(tmp_path):
     assert "enc.layers.0.self_attn.in_proj_weight" in set(weights["layer"])  # along depth, not at -1
 
 
+def test_reading_the_frame_again_rewrites_no_file_when_nothing_new_was_recorded(tmp_path):
+    torch.manual_seed(0)
+    model = TinyTransformer(layers=1)
+    with gradlab.watch(model, every=1, run_dir=tmp_path / "run") as rec:
+        train(rec, model, 2)
+        rec.frame()
+        files = [tmp_path / "run" / f for f in (runs.LAYERS, runs.METRICS, runs.STATUS)]
+        before = [f.stat().st_ino for f in files]  # every write replaces the file (runs.atomic_write)
+        rec.frame()
+        rec.histograms()
+        assert [f.stat().st_ino for f in files] == before
+        train(rec, model, 1, start=2)
+        rec.frame()
+        assert all(f.stat().st_ino != b for f, b in zip(files, before))  # new rows: written again
+    assert runs.read_run(tmp_path / "run").status["step"] == 2
+
+
 def test_two_runs_side_by_side_are_labelled_by_their_names(tmp_path):
     for name, norm_first in (("post-LN", False), ("pre-LN", True)):
         torch.manual_seed(0)

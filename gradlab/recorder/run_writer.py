@@ -55,6 +55,7 @@ class RunWriter:
         self.prior_metrics: pd.DataFrame | None = None
         self.last_step = -1  # the highest step recorded or logged
         self.last_write = 0.0
+        self._written = (0, 0)  # (layer rows, metrics rows) in the files now: skip a write that adds none
         self._lock = RunLock(self.run_dir)
         self._open = False
 
@@ -111,6 +112,9 @@ class RunWriter:
         (then ``logged``) and status.json; tell the trackers about ``new_rows``."""
         if not self._open:
             return
+        self.last_write = time.monotonic()
+        if (len(rows), len(logged)) == self._written:  # nothing new since the last write
+            return
         if len(rows):
             self.last_step = max(self.last_step, int(rows["step"].max()))
         layers = _after_prior(self.prior_layers, rows)
@@ -120,7 +124,7 @@ class RunWriter:
         if len(metrics):
             runs.write_parquet(self.run_dir / runs.METRICS, _metric_columns(metrics))
         self._write_status(runs.RUNNING)
-        self.last_write = time.monotonic()
+        self._written = (len(rows), len(logged))
         if len(new_rows):
             self.callbacks.on_layers(self.run_dir, new_rows)
 

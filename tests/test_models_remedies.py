@@ -182,6 +182,12 @@ def test_every_family_trains_on_digits_and_describes_itself(tmp_path):
     residual = table[table["family"] != "plain"]
     assert set(residual["family"]) == {"fixup", "rezero", "skipinit", "nfresnet"}
     assert residual["deleted"].all() and residual["test_err"].between(0, 1).all()  # every block, its branch zeroed
+    from types import SimpleNamespace
+
+    from gradlab.report.figures_lesion import caption
+
+    text = caption(SimpleNamespace(tables={"lesion": table}))
+    assert text.count("its branch F(x) set to zero") == 4  # one per remedy panel (the tanh net is skipped)
 
 
 def test_fixup_trains_its_scalars_at_a_tenth_of_the_learning_rate(tmp_path):

@@ -34,14 +34,14 @@ POSITIONS = {
     "layer": "x: the layer's position among the net's weighted layers, 1 = the stem conv",
     "block": "x: the block's position, 1 = input side",
 }
-HOW = {
-    (fam.PLAIN, "layer"): "its conv, with the BN and ReLU that belong to it, replaced by the identity, possible only "
-                        "where the layer keeps the shape (gaps: strided or channel-changing layers; the stem conv "
-                        "and the classifier are never deleted)",
-    (fam.PLAIN, "block"): "replaced by the identity, possible only where it keeps the shape (gaps: downsampling "
-                        "blocks)",
-    (fam.RESNET, "block"): "its branch F(x) set to zero, which leaves its shortcut (open markers: downsampling "
-                         "blocks, deleted through their projection or padding)",
+HOW = {  # (residual family, unit): how the unit is deleted (gradlab.analyses.lesion.deletions)
+    (False, "layer"): "its conv, with the BN and ReLU that belong to it, replaced by the identity, possible only "
+                      "where the layer keeps the shape (gaps: strided or channel-changing layers; the stem conv "
+                      "and the classifier are never deleted)",
+    (False, "block"): "replaced by the identity, possible only where it keeps the shape (gaps: downsampling "
+                      "blocks)",
+    (True, "block"): "its branch F(x) set to zero, which leaves its shortcut (open markers: downsampling "
+                     "blocks, deleted through their projection or padding)",
 }  # fmt: skip
 
 
@@ -96,7 +96,7 @@ def figure(analysis: Analysis, style: Style):
         ax.set_yscale("log")
         ax.set_title(f"{fam.get(family).panel_title}: one {unit} deleted")
         ax.set_xlabel(X_LABELS.get(unit, f"deleted {unit}"))
-        ax.legend(loc="upper right" if family != "plain" else "lower right", fontsize="x-small")
+        ax.legend(loc="upper right" if fam.get(family).residual else "lower right", fontsize="x-small")
     axes[0].set_ylabel("test error (%)")
     axes[0].set_ylim(top=max(100.0, chance * 1.2))
     fig.suptitle(f"Deleting single {title_units(data)} of trained nets (lesion study, Veit et al. 2016)")
@@ -120,7 +120,7 @@ def caption(analysis: Analysis) -> str:
     panels = []
     for family in fam.ordered(data["family"]):
         unit = _unit(data, family)
-        how = HOW.get((family, unit), "deleted")
+        how = HOW.get((fam.get(family).residual, unit), "deleted")
         where = POSITIONS.get(unit, f"x: the deleted {unit}")
         panel = fam.get(family).panel_title
         panels.append(f"{panel[:1].upper()}{panel[1:]}: one {unit} deleted at a time ({where}), {how}")

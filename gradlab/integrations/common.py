@@ -3,15 +3,12 @@ and the trainer's own scalars as numbers."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from gradlab.recorder import Recorder
+from gradlab.tracking.common import finite
 
-__all__ = ["RECORDER_DEFAULTS", "numbers", "start_recorder"]
-
-# the recorder's own defaults (gradlab.watch), for the callbacks' signatures
-RECORDER_DEFAULTS = {"every": 50, "dense_until": 100, "dense_every": 1}
+__all__ = ["numbers", "start_recorder"]
 
 
 def start_recorder(model, run_dir, default_dir: Path, step: int, options: dict) -> Recorder:
@@ -38,6 +35,6 @@ def numbers(metrics: dict) -> dict[str, float]:
     for key, value in (metrics or {}).items():
         if hasattr(value, "numel") and value.numel() == 1:
             value = value.item()
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if finite(value):
             out[str(key)] = float(value)
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from gradlab.integrations.common import RECORDER_DEFAULTS, numbers, start_recorder
+from gradlab.integrations.common import numbers, start_recorder
 
 __all__ = ["GradlabCallback"]
 
@@ -31,7 +31,7 @@ class GradlabCallback(pl.Callback):
 
     def __init__(self, run_dir: str | Path | None = None, **recorder_options):
         self.run_dir = run_dir
-        self.options = {**RECORDER_DEFAULTS, **recorder_options}
+        self.options = dict(recorder_options)
         self.recorder = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from gradlab.integrations.common import RECORDER_DEFAULTS, numbers, start_recorder
+from gradlab.integrations.common import numbers, start_recorder
 
 __all__ = ["GradlabCallback"]
 
@@ -33,7 +33,7 @@ class GradlabCallback(TrainerCallback):
 
     def __init__(self, run_dir: str | Path | None = None, **recorder_options):
         self.run_dir = run_dir
-        self.options = {**RECORDER_DEFAULTS, **recorder_options}
+        self.options = dict(recorder_options)
         self.recorder = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):

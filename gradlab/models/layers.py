@@ -11,7 +11,6 @@ import torch.nn.functional as F
 # the main path's nonlinearity (``act=``): ReLU as in the papers, or the saturating ones whose
 # derivative (at most 1/4 for the sigmoid) makes gradients vanish with depth
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
-NORMS = ("bn", "none")
 # Var(gamma * relu(x)) = 1 for x ~ N(0, 1): the ReLU of NF-ResNets (Brock et al. 2021, sec. 3)
 RELU_GAMMA = math.sqrt(2 / (1 - 1 / math.pi))
 

@@ -27,7 +27,7 @@ from gradlab.models import options as model_options
 if TYPE_CHECKING:  # torch is imported by build() only
     from torch import nn
 
-ARCHES = ("cifar", "preact", "imagenet", "seed")
+ARCHES = families.ALL_ARCHES  # the zoo architectures, in listing order
 INPUT_SIZES = {"cifar": (3, 32, 32), "preact": (3, 32, 32), "imagenet": (3, 224, 224), "seed": (1, 28, 28)}
 NUM_CLASSES = {"cifar": 10, "preact": 10, "imagenet": 1000, "seed": 10}  # each architecture's dataset
 COMPARE_ARCHES = ("cifar", "imagenet", "preact")  # what a preset's [compare] arch may name
@@ -87,11 +87,15 @@ def _nearest_cifar(family: str, depth: int, prefix: str) -> str:
     return " or ".join(f"{prefix}{family}{d}" for d in options)
 
 
+def _remedy_families() -> list[str]:
+    """The families beyond the paper's twins that build CIFAR-layout nets (fixup, rezero, ...)."""
+    return [f for f in families.names() if f not in families.PAPER and "cifar" in families.get(f).archs]
+
+
 def _unknown(name: str) -> ModelError:
     hint = difflib.get_close_matches(name, names(), n=2, cutoff=0.6)
     did_you_mean = f" Did you mean {' or '.join(hint)}?" if hint else ""
-    remedies = [f for f in families.names() if f not in (families.RESNET, families.PLAIN)
-                and "cifar" in families.get(f).archs]  # fmt: skip
+    remedies = _remedy_families()
     return ModelError(
         f"unknown model {name!r}.{did_you_mean} Models are: resnet{{d}}/plain{{d}} (CIFAR with "
         f"d = 6n+2 >= 8, e.g. resnet20; ImageNet with d in 18, 34, 50, 101, 152), "
@@ -202,7 +206,7 @@ def names(family: str | None = None) -> list[str]:
     if family is not None and family not in ARCHES:
         raise ModelError(f"unknown model family {family!r}; choose one of {', '.join(ARCHES)}")
     twins = (families.RESNET, families.PLAIN)
-    remedies = [f for f in families.names() if f not in twins and "cifar" in families.get(f).archs]
+    remedies = _remedy_families()
     listed = {
         "cifar": [f"{f}{d}" for d in CIFAR_NAMED for f in twins] + [f"{f}{d}" for f in remedies for d in REMEDY_NAMED],
         "preact": [f"pre{f}{d}" for d in PREACT for f in twins],

@@ -22,9 +22,8 @@ from gradlab.errors import RecorderError, RunDirError
 from gradlab.models.probe_points import CONV, FC
 from gradlab.run_lock import LOCK, RunLock
 
-__all__ = ["SOURCE", "RunWriter", "metrics_row", "model_description"]
+__all__ = ["RunWriter", "metrics_row", "model_description"]
 
-SOURCE = runs.WATCH_SOURCE
 OWN_FILES = (runs.SPEC, runs.STATUS, runs.METRICS, runs.LAYERS)
 
 
@@ -78,7 +77,7 @@ class RunWriter:
                 "format_version": runs.FORMAT_VERSION,
                 "name": self.name,
                 "experiment": self.run_dir.resolve().parent.name,
-                "source": SOURCE,
+                "source": runs.WATCH_SOURCE,
                 "model": model_info,
                 "config": self.config,
                 "recorder": recorder_info,
@@ -182,7 +181,7 @@ class RunWriter:
         self._lock.release()
 
 
-def model_description(name: str, inner, targets, source: str = SOURCE) -> dict:
+def model_description(name: str, inner, targets) -> dict:
     """spec.json's ``model`` for a watched module: what the report needs to draw it along depth."""
     points = sorted(targets.points, key=lambda p: p.index)
     return {
@@ -195,7 +194,7 @@ def model_description(name: str, inner, targets, source: str = SOURCE) -> dict:
         "probe_points": [p.to_dict() for p in points],
         "parameters": [{"name": p.name, "index": p.index, "kind": p.kind, "shape": list(p.param.shape)}
                        for p in targets.params],  # fmt: skip
-        "source": source,
+        "source": runs.WATCH_SOURCE,
     }
 
 

@@ -61,9 +61,3 @@ def read_runs(run_dirs: list[Path]) -> tuple[list[R.Run], list[str]]:
             run.report_key = str(run.path)
     return runs, warnings
 
-
-def load_runs(run_paths) -> tuple[list[R.Run], list[str]]:
-    """Every readable run under the paths (deduplicated), and one warning per problem."""
-    run_dirs, _, warnings = find(run_paths)
-    runs, problems = read_runs(run_dirs)
-    return runs, warnings + problems

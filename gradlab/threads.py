@@ -59,6 +59,12 @@ def choose_threads(threads: int | None, default: int) -> tuple[int, str | None]:
     asked = requested_threads(threads)
     if asked is not None:
         return asked, None
+    return free_threads(default)
+
+
+def free_threads(default: int) -> tuple[int, str | None]:
+    """(``default`` less the cores other processes keep busy right now, at least 1; a note
+    to say once when that is fewer than ``default``, else None)."""
     busy = busy_cores()
     cores = os.cpu_count() or default
     if busy is None:

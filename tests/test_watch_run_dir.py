@@ -153,8 +153,10 @@ def test_an_existing_run_directory_needs_resume_or_overwrite(tmp_path):
         gradlab.watch(model, run_dir=tmp_path / "other")
     with pytest.raises(RecorderError, match="exclude each other"):
         gradlab.watch(model, run_dir=tmp_path / "x", resume=True, overwrite=True)
-    with pytest.raises(RunDirError, match="is a file"):
+    with pytest.raises(RunDirError, match="is an existing file, not a folder"):
         gradlab.watch(model, run_dir=tmp_path / "other" / "notes.txt")
+    with pytest.raises(RunDirError, match="lies under .*notes.txt, which is a file"):
+        gradlab.watch(model, run_dir=tmp_path / "other" / "notes.txt" / "run")
 
 
 def test_log_takes_numbers_and_tensors_and_refuses_anything_else():

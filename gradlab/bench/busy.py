@@ -16,10 +16,10 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
+from gradlab.bench.concurrency import single_step
 from gradlab.bench.timing import describe_environment, environment_line, summarize, timed_call
-from gradlab.threads import choose_threads
+from gradlab.threads import free_threads
 
 __all__ = ["format_result", "run_busy"]
 
@@ -32,15 +32,7 @@ def _step_fn(model_name: str, batch_size: int):
 
     torch.manual_seed(0)
     model = build(model_name, num_classes=10, in_channels=1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(batch_size, 1, 8, 8), torch.randint(0, 10, (batch_size,))
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    return step
+    return single_step(model, torch.randn(batch_size, 1, 8, 8), torch.randint(0, 10, (batch_size,)))
 
 
 def run_busy(model: str = "resnet20", batch_size: int = 64, steps: int = 5, repeats: int = 4, hogs: int = 1,
@@ -63,8 +55,7 @@ def run_busy(model: str = "resnet20", batch_size: int = 64, steps: int = 5, repe
             procs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(hogs)]
             try:
                 time.sleep(0.5)
-                threads, _ = choose_threads(None, all_threads) if "OMP_NUM_THREADS" not in os.environ else (
-                    all_threads, None)
+                threads, _ = free_threads(all_threads)  # what the commands choose when not told
                 chosen.append(threads)
                 order = [(VARIANTS[1], all_threads), (VARIANTS[2], threads)]
                 for variant, n in order if r % 2 == 0 else order[::-1]:

@@ -19,6 +19,7 @@ import pandas as pd
 from gradlab import runs
 from gradlab.callbacks import CallbackList
 from gradlab.errors import RecorderError, RunDirError
+from gradlab.folders import check_output_folder
 from gradlab.models.probe_points import CONV, FC
 from gradlab.run_lock import LOCK, RunLock
 
@@ -143,9 +144,7 @@ class RunWriter:
     def _check_dir(self) -> dict | None:
         """The spec.json of a run already in run_dir (None: a new run); an error when the
         folder may not be written."""
-        d = self.run_dir
-        if d.exists() and not d.is_dir():
-            raise RunDirError(f"run_dir {d} is a file; give a folder for the run directory")
+        d = check_output_folder(self.run_dir, "run_dir", RunDirError)
         if (d / runs.SPEC).is_file():
             old = runs.read_json(d / runs.SPEC)
             if not (self.resume or self.overwrite):

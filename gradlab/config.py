@@ -39,6 +39,12 @@ class ModelSpec:
     weights: str | None = None  # fine-tuning: "torchvision" or a state-dict file (gradlab.finetune)
     freeze: str = "none"  # fine-tuning: none | backbone | all-but-last-stage
 
+    def build_options(self) -> dict:
+        """The keywords of gradlab.models.build this spec sets (besides name and data shape):
+        one list for the trainer and for whatever rebuilds a trained run's model."""
+        return {"shortcut": self.shortcut, "zero_init_residual": self.zero_init_residual, "norm": self.norm,
+                "act": self.act, "drop_path": self.drop_path}
+
 
 TORCHVISION_WEIGHTS = "torchvision"
 # none; backbone = all but the classifier; all-but-last-stage = all but the last stage and the classifier

@@ -94,8 +94,7 @@ class Trainer:
         ds = self._dataset or datasets.load(spec.data)
         self.data = ds
         self.model = models.build(spec.model.name, num_classes=ds.num_classes, in_channels=ds.shape[0],
-                                  shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual,
-                                  norm=spec.model.norm, act=spec.model.act, drop_path=spec.model.drop_path)
+                                  **spec.model.build_options())
         self.model_info = models.describe(self.model, spec.model.name, input_size=ds.shape)
         if spec.model.weights:
             from gradlab import finetune

@@ -58,7 +58,7 @@ from gradlab import families as fam
 from gradlab import models
 from gradlab import runs as R
 from gradlab.checkpoint import load_checkpoint
-from gradlab.config import DataSpec
+from gradlab.config import DataSpec, ModelSpec
 from gradlab.environment import describe, resolve_device
 from gradlab.errors import ConfigError, ModelError, RunDirError
 from gradlab.data.loader import eval_batches
@@ -172,23 +172,21 @@ def load_trained(run: R.Run, device: torch.device, data_cache: dict | None = Non
     data_info = run.spec.get("data", {})
     try:
         data_spec = DataSpec(**{**spec["data"], "synthetic_shape": tuple(spec["data"].get("synthetic_shape", ()))})
+        model_spec = ModelSpec(**spec["model"])
     except TypeError as e:
-        raise RunDirError(f"{run.path / R.SPEC} has a data spec this gradlab cannot read ({e})") from e
+        raise RunDirError(f"{run.path / R.SPEC} has a data or model spec this gradlab cannot read ({e})") from e
     cache = {} if data_cache is None else data_cache
     if data_spec not in cache:  # the dataset and its channel statistics (a pass over all of it), once
         loaded = datasets.load(data_spec)
         cache[data_spec] = loaded, loaded.channel_stats()
     ds, stats = cache[data_spec]
-    m = spec["model"]
-    model = models.build(m["name"], num_classes=int(data_info.get("num_classes", ds.num_classes)),
-                         in_channels=int(data_info.get("shape", ds.shape)[0]), shortcut=m.get("shortcut"),
-                         zero_init_residual=bool(m.get("zero_init_residual", False)), norm=m.get("norm", "bn"),
-                         act=m.get("act", "relu"), drop_path=float(m.get("drop_path", 0.0)))  # fmt: skip
+    model = models.build(model_spec.name, num_classes=int(data_info.get("num_classes", ds.num_classes)),
+                         in_channels=int(data_info.get("shape", ds.shape)[0]), **model_spec.build_options())
     state = load_checkpoint(run.path / R.CHECKPOINT, device)
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as e:
-        raise RunDirError(f"{run.path / R.CHECKPOINT} does not hold the weights of {m['name']} ({e}); "
+        raise RunDirError(f"{run.path / R.CHECKPOINT} does not hold the weights of {model_spec.name} ({e}); "
                           f"was the run directory edited by hand?") from e  # fmt: skip
     model.to(device).eval()
     mean, std = (t.to(device) for t in stats)

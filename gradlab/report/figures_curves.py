@@ -142,8 +142,7 @@ def scalars_figure(scalars: pd.DataFrame, style: Style):
     panel per name, one line per run; a log y axis for positive values spanning over two
     decades (losses)."""
     names = list(dict.fromkeys(scalars["name"]))[:SCALAR_PANELS]
-    ncols = min(3, len(names))
-    nrows = -(-len(names) // ncols)
+    nrows, ncols = panel_grid(len(names))
     fig = new_figure(style.full_width, style.panel_height * (0.3 + 1.05 * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     runs = list(dict.fromkeys(scalars["run"]))

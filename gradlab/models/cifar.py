@@ -83,11 +83,15 @@ class BasicBlock(ResidualBlock):
         self.main_layers = layers_of(present, act, last_act=False)
         self.relu_output = act == "relu"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x): conv3x3-[BN]-act-conv3x3-[BN]."""
         out = self.conv1(x)
         out = self.act(out if self.bn1 is None else self.bn1(out))
         out = self.conv2(out)
-        out = self.branch_out(out if self.bn2 is None else self.bn2(out))
+        return self.branch_out(out if self.bn2 is None else self.bn2(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.branch(x)
         if self.shortcut is not None:
             out = self.add_branch(out, self.shortcut(x))
         return self.act(out)
@@ -99,9 +103,12 @@ class BasicBlock(ResidualBlock):
 class CifarNet(ZooModel):
     """The CIFAR layout: a stem, three stages of ``n`` blocks (16/32/64 channels, stride 2
     into stages 2 and 3), global average pooling and a classifier. Subclasses say what a
-    block is (:meth:`block`) and may change the stem and head."""
+    block is (:meth:`block`) and may change the stem (by default conv3x3-[BN]-act, after
+    ``norm`` and ``act_name``) and head."""
 
     arch = "cifar"
+    norm = "bn"  # subclasses may set these before building: the default stem follows them
+    act_name = "relu"
 
     def __init__(self, n: int, residual: bool, num_classes: int, in_channels: int, drop_path: float = 0.0,
                  family: str | None = None):  # fmt: skip
@@ -120,7 +127,19 @@ class CifarNet(ZooModel):
         self.fc = nn.Linear(WIDTHS[-1], num_classes)
 
     def build_stem(self, in_channels: int, width: int) -> None:
-        raise NotImplementedError
+        self.conv1 = conv3x3(in_channels, width, bias=self.norm == "none")
+        self.bn1 = batch_norm(width, self.norm)
+        self.act = ACTIVATIONS[self.act_name]
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        return self.act(x if self.bn1 is None else self.bn1(x))
+
+    def stem_points(self):
+        relu = self.act_name == "relu"
+        if self.bn1 is None:
+            return [Point("conv1", CONV, relu_after=relu)]
+        return [Point("conv1", CONV, bn_next=True), Point("bn1", BN, relu_after=relu)]
 
     def block(self, in_channels: int, out_channels: int, stride: int, stage: int, index: int, n: int) -> ResidualBlock:
         raise NotImplementedError
@@ -160,21 +179,6 @@ class CifarResNet(CifarNet):
         init_weights(self)
         self._finish(zero_init_residual)
 
-    def build_stem(self, in_channels: int, width: int) -> None:
-        self.conv1 = conv3x3(in_channels, width, bias=self.norm == "none")
-        self.bn1 = batch_norm(width, self.norm)
-        self.act = ACTIVATIONS[self.act_name]
-
     def block(self, in_channels, out_channels, stride, stage, index, n) -> ResidualBlock:
         return BasicBlock(in_channels, out_channels, stride, self.family == "resnet", self.shortcut_option,
                           self.norm, self.act_name)  # fmt: skip
-
-    def stem(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        return self.act(x if self.bn1 is None else self.bn1(x))
-
-    def stem_points(self):
-        relu = self.act_name == "relu"
-        if self.bn1 is None:
-            return [Point("conv1", CONV, relu_after=relu)]
-        return [Point("conv1", CONV, bn_next=True), Point("bn1", BN, relu_after=relu)]

@@ -27,19 +27,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gradlab.models.base import BN, CONV, Point, ResidualBlock
-from gradlab.models.cifar import CifarNet, PadShortcut, layers_of
-from gradlab.models.layers import RELU_GAMMA, WSConv2d, batch_norm, conv3x3, init_weights
+from gradlab.models.base import CONV, Point, ResidualBlock
+from gradlab.models.cifar import BasicBlock, CifarNet, make_shortcut
+from gradlab.models.layers import RELU_GAMMA, WSConv2d, conv3x3, init_weights
 
 __all__ = ["FixupResNet", "GatedResNet", "NFResNet", "NF_ALPHA", "fixup_scale", "nf_expected_variances"]
 
 NF_ALPHA = 0.2
-
-
-def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
-    if stride != 1 or in_channels != out_channels:
-        return PadShortcut(out_channels - in_channels, stride)
-    return nn.Identity()
 
 
 def _scalar(value: float) -> nn.Parameter:
@@ -66,7 +60,7 @@ class FixupBlock(ResidualBlock):
         self.conv1 = conv3x3(in_channels, out_channels, stride)
         self.conv2 = conv3x3(out_channels, out_channels)
         self.branch_out = nn.Identity()
-        self.shortcut = _shortcut(in_channels, out_channels, stride)
+        self.shortcut = make_shortcut(in_channels, out_channels, stride, "A")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.conv1(x + self.bias1a) + self.bias1b)
@@ -124,31 +118,18 @@ class FixupResNet(CifarNet):
 # ---------------------------------------------------------------------------- ReZero, SkipInit
 
 
-class GatedBlock(ResidualBlock):
-    """shortcut(x) + alpha * F(x), F = conv3x3-[BN]-ReLU-conv3x3-[BN], alpha starting at 0,
-    no ReLU after the addition (ReZero with BN, SkipInit without; convs then have biases)."""
-
-    relu_output = False
+class GatedBlock(BasicBlock):
+    """shortcut(x) + alpha * F(x): the ResNet's block (F = conv3x3-[BN]-ReLU-conv3x3-[BN],
+    shortcut A) with a gate alpha starting at 0 and no ReLU after the addition (ReZero with
+    BN, SkipInit without; convs then have biases)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str):
-        super().__init__(residual=True, relu_after_branch=False)
-        bias = norm == "none"
-        self.conv1 = conv3x3(in_channels, out_channels, stride, bias=bias)
-        self.bn1 = batch_norm(out_channels, norm)
-        self.conv2 = conv3x3(out_channels, out_channels, bias=bias)
-        self.bn2 = batch_norm(out_channels, norm)
+        super().__init__(in_channels, out_channels, stride, residual=True, shortcut="A", norm=norm)
         self.alpha = _scalar(0)
-        self.branch_out = nn.Identity()
-        self.shortcut = _shortcut(in_channels, out_channels, stride)
-        present = [(a, k) for a, k in (("conv1", CONV), ("bn1", BN), ("conv2", CONV), ("bn2", BN)) if getattr(self, a)]
-        self.main_layers = layers_of(present, "relu", last_act=False)
+        self.relu_output = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(x)
-        out = F.relu(out if self.bn1 is None else self.bn1(out))
-        out = self.conv2(out)
-        out = self.branch_out(out if self.bn2 is None else self.bn2(out))
-        return self.add_branch(self.alpha * out, self.shortcut(x))
+        return self.add_branch(self.alpha * self.branch(x), self.shortcut(x))
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.alpha)
@@ -164,21 +145,8 @@ class GatedResNet(CifarNet):
         init_weights(self)
         self._finish(False)
 
-    def build_stem(self, in_channels: int, width: int) -> None:
-        self.conv1 = conv3x3(in_channels, width, bias=self.norm == "none")
-        self.bn1 = batch_norm(width, self.norm)
-
     def block(self, in_channels, out_channels, stride, stage, index, n) -> ResidualBlock:
         return GatedBlock(in_channels, out_channels, stride, self.norm)
-
-    def stem(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        return F.relu(x if self.bn1 is None else self.bn1(x))
-
-    def stem_points(self):
-        if self.bn1 is None:
-            return [Point("conv1", CONV, relu_after=True)]
-        return [Point("conv1", CONV, bn_next=True), Point("bn1", BN, relu_after=True)]
 
 
 # ---------------------------------------------------------------------------- NF-ResNet

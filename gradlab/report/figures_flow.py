@@ -13,11 +13,7 @@ from matplotlib.colors import LogNorm
 from gradlab import families as fam
 from gradlab import stat_names as S
 from gradlab.report.style import HEATMAP_CMAP, Style, family_rows, legend_label, new_figure
-
-STAT_LABELS = {
-    S.GRAD_NORM: "‖∂L/∂W‖",
-    S.ACT_GRAD_NORM: "‖∂L/∂h‖",
-}
+from gradlab.report.wording import FLOW_STATS as STAT_LABELS
 PHASE_TITLES = {"init": "at initialization", "early": "early in training", "end": "end of training"}
 
 

@@ -215,6 +215,12 @@ def phase_steps(steps, total: int) -> dict[str, int]:
     return {p: out[p] for p in PHASES if p in out}
 
 
+def _by_phase(run: R.Run, rows: pd.DataFrame):
+    """(phase, the rows of its step in depth order) for each phase of ``run`` in ``rows``."""
+    for phase, step in phase_steps(rows["step"].unique(), total_steps(run)).items():
+        yield phase, rows[rows["step"] == step].sort_values("position")
+
+
 def gradient_flow(runs: list[R.Run], data: LayerData) -> pd.DataFrame:
     """Per-layer gradient norms at init, early and end of every run with layer data.
 
@@ -232,11 +238,8 @@ def gradient_flow(runs: list[R.Run], data: LayerData) -> pd.DataFrame:
         for stat, rows in ((S.GRAD_NORM, weight_grad_rows(run, frame)), (S.ACT_GRAD_NORM, act_grad_rows(run, frame))):
             if rows.empty:
                 continue
-            steps = phase_steps(rows["step"].unique(), total_steps(run))
-            for phase, step in steps.items():
-                part = rows[rows["step"] == step].sort_values("position")
-                part = part.assign(phase=phase, stat=stat, kind=part["position"].map(kinds), **identity(run))
-                parts.append(part)
+            for phase, part in _by_phase(run, rows):
+                parts.append(part.assign(phase=phase, stat=stat, kind=part["position"].map(kinds), **identity(run)))
     if not parts:
         return pd.DataFrame(columns=cols)
     return pd.concat(parts, ignore_index=True)[cols]
@@ -255,8 +258,7 @@ def activations(runs: list[R.Run], data: LayerData) -> pd.DataFrame:
         rows = _select(frame, S.ACT_STD, layer_map(run, frame).act_pos)
         if rows.empty:
             continue
-        for phase, step in phase_steps(rows["step"].unique(), total_steps(run)).items():
-            part = rows[rows["step"] == step].sort_values("position")
+        for phase, part in _by_phase(run, rows):
             parts.append(part.assign(phase=phase, stat=phase, **identity(run)))
     if not parts:
         return pd.DataFrame(columns=cols)

@@ -16,7 +16,7 @@ from gradlab import stat_names as S
 from gradlab.along_depth import first_last_ratio
 from gradlab import families as fam
 from gradlab.families import PLAIN, RESNET
-from gradlab.report.wording import fmt_pair, fmt_pct, fmt_std, pct, trend_word
+from gradlab.report.wording import FLOW_STATS, fmt_pair, fmt_pct, fmt_std, pct, trend_word
 
 SINGLE_RUN_TOLERANCE = 0.005  # 0.5 percentage points, as a fraction
 RESPONSE_TOLERANCE = 0.05  # mean responses within 5 % are "about the same"
@@ -139,7 +139,7 @@ def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> l
     if flow_models.empty:
         return []
     out = []
-    for stat, what in ((S.GRAD_NORM, "‖∂L/∂W‖"), (S.ACT_GRAD_NORM, "‖∂L/∂h‖")):
+    for stat, what in FLOW_STATS.items():
         f = flow_models[flow_models["stat"] == stat]
         if f.empty:
             continue
@@ -175,7 +175,7 @@ def other_flow_sentences(flow_models: pd.DataFrame) -> list[str]:
     models, gradlab.watch), each at its own first and last recorded step."""
     others = flow_models[~flow_models["family"].isin((PLAIN, RESNET))]
     out = []
-    for stat, what in ((S.GRAD_NORM, "‖∂L/∂W‖"), (S.ACT_GRAD_NORM, "‖∂L/∂h‖")):
+    for stat, what in FLOW_STATS.items():
         for phase, when in (("init", "At the first recorded step"), ("end", "At the last recorded step")):
             f = others[(others["stat"] == stat) & (others["phase"] == phase)]
             parts = []
@@ -195,7 +195,7 @@ def zero_gradient_sentences(flow_models: pd.DataFrame) -> list[str]:
     if "zero" not in flow_models or not flow_models["zero"].any():
         return []
     out = []
-    for stat, what in ((S.GRAD_NORM, "‖∂L/∂W‖"), (S.ACT_GRAD_NORM, "‖∂L/∂h‖")):
+    for stat, what in FLOW_STATS.items():
         for phase, when in (("init", "At the first recorded step"), ("early", "Early in training"),
                             ("end", "At the last recorded step")):  # fmt: skip
             f = flow_models[(flow_models["stat"] == stat) & (flow_models["phase"] == phase)]

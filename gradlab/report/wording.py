@@ -6,6 +6,10 @@ reads the same everywhere. Errors are stored as fractions and shown as percent.
 
 from __future__ import annotations
 
+from gradlab import stat_names as S
+
+# the gradient norms along depth, as figures and sentences name them
+FLOW_STATS = {S.GRAD_NORM: "‖∂L/∂W‖", S.ACT_GRAD_NORM: "‖∂L/∂h‖"}
 FLOW_FACTOR = 2.0  # gradient-flow ratios closer to 1 than this are "neither vanishing nor exploding"
 
 

@@ -119,13 +119,9 @@ class StepHooks:
         for j in self.fed_out:  # a fed point's output that its BatchNorm never took
             self._unpair(self.points[j])
         self.fed_out.clear()
-        self.vals = list(self.template)
         self.numel = [0] * len(self.points)
         self.seen.clear()
-        self.bn_stats.clear()
-        self.bn_grads.clear()
-        if self.deferred is not None:
-            self.deferred.clear()
+        self.discard()
 
     def discard(self) -> None:
         """Drop stray values of a forward that ran unarmed (none are expected)."""

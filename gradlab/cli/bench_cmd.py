@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gradlab import stat_names as S
+from gradlab.cli.shared_options import formats_option
 from gradlab.config import COMPILE_MODES, REDUCE_AT
 
 
@@ -136,13 +137,13 @@ def throughput(models, batch_size, steps, repeats, workers, device, compile_, co
 
 @bench.command("report")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(1))
-@click.option("--formats", default="pdf,png", show_default=True)
+@formats_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
 def report(repeats, formats, json_path):
     """Time and peak memory of a report at paper scale (6 runs x 64k steps, synthetic run directories)."""
     from gradlab.bench.report_bench import format_result, run_report_bench
 
-    result = run_report_bench(repeats, formats)
+    result = run_report_bench(repeats, ",".join(formats))
     click.echo(format_result(result))
     _write_json(json_path, result)
 

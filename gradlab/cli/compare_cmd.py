@@ -7,6 +7,7 @@ import functools
 import click
 
 from gradlab.cli.options import ResumeNotice, cpu_threads, preset_from, run_options, spec_overrides, trackers_from
+from gradlab.cli.shared_options import formats_option, style_option
 from gradlab.launch import LAUNCHERS
 
 
@@ -68,8 +69,8 @@ def launcher_from(launcher, jobs, wait, partition, gpus_per_run, cpus_per_run, t
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Report folder (default: reports/<experiment>).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs trained at once (worker processes share the CPU threads or the GPU).")
-@click.option("--formats", default="pdf,png", show_default=True, help="Figure formats.")
-@click.option("--style", type=click.Choice(["paper", "notebook"]), default="paper", show_default=True)
+@formats_option
+@style_option
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
 @launcher_options
 @run_options
@@ -101,10 +102,6 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
     depths = parse_int_list(depths, "depths") if depths is not None else preset.compare.depths
     families = fam.parse(families) if families is not None else preset.compare.families
     seeds = parse_int_list(seeds, "seeds") if seeds is not None else preset.compare.seeds
-    fmt = tuple(f.strip() for f in formats.split(",") if f.strip())
-    bad = [f for f in fmt if f not in ("pdf", "png", "svg")]
-    if bad or not fmt:
-        raise click.BadParameter(f"unknown format {', '.join(bad) or '(none)'}; use pdf, png or svg", param_hint="--formats")
     where = launcher_from(launcher, jobs, wait, partition, gpus_per_run, cpus_per_run, timeout_min,
                           array_parallelism)
     trackers = trackers_from(opts)  # checked before anything is printed or trained
@@ -121,7 +118,7 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
         launch = SubmititLauncher(**where, callbacks=trackers, notify=notify)
         launch.check_available()
     threads = cpu_threads(opts) if launch is None else None  # a cluster's jobs choose their own
-    result = run_compare(specs, opts["runs_dir"], out=out, jobs=jobs, formats=fmt, style=style, progress=progress,
+    result = run_compare(specs, opts["runs_dir"], out=out, jobs=jobs, formats=formats, style=style, progress=progress,
                          notify=notify, callbacks=trackers + [ResumeNotice()], launcher=launch, wait=wait,
                          threads=threads)
     if not wait:

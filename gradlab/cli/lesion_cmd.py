@@ -18,7 +18,7 @@ from gradlab.cli.probe_options import output_options, prepare_out, report_done
               help="What plain nets lose per deletion (residual nets always lose one block).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, auto, cuda or cuda:N.")
 @output_options
-def lesion(runs: tuple[Path, ...], out: Path | None, plain_unit: str, device: str, formats: str,
+def lesion(runs: tuple[Path, ...], out: Path | None, plain_unit: str, device: str, formats: tuple[str, ...],
            style: str, progress: bool | None) -> None:
     """Test error of trained nets with each layer (plain) or block (residual) deleted in turn.
 
@@ -37,7 +37,7 @@ def lesion(runs: tuple[Path, ...], out: Path | None, plain_unit: str, device: st
     from gradlab.analyses.lesion import lesion as measure
 
     found, warnings = collect_runs(list(runs))
-    out = prepare_out(out, formats, KIND, default_out_dir(found) if out is None else out)
+    out = prepare_out(out, KIND, default_out_dir(found) if out is None else out)
     for w in warnings:
         click.secho(f"warning: {w}", fg="yellow", err=True)
     start = time.perf_counter()

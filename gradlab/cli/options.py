@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gradlab.callbacks import Callback
+from gradlab.cli.shared_options import norm_act_options
 from gradlab.config import COMPILE_MODES, check_seed
 from gradlab.data import DATASETS
 from gradlab.errors import ConfigError
@@ -51,10 +52,7 @@ def run_options(f):
         click.option("--batch-size", type=int, default=None, help="Mini-batch size."),
         click.option("--lr", type=float, default=None, help="Base learning rate."),
         click.option("--no-record", is_flag=True, help="Do not record per-layer statistics."),
-        click.option("--norm", type=click.Choice(("bn", "none")), default=None,
-                     help="CIFAR plain nets and ResNets: none drops every BatchNorm (He init stays)."),
-        click.option("--act", type=click.Choice(("relu", "tanh", "sigmoid")), default=None,
-                     help="CIFAR plain nets and ResNets: the main path's nonlinearity."),
+        norm_act_options,
         click.option("--drop-path", type=click.FloatRange(0, 1, max_open=True), default=None,
                      help="Stochastic depth on residual nets: the last block is dropped with this probability "
                           "in training, block l of L with P*l/L."),

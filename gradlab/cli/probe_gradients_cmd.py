@@ -40,7 +40,7 @@ def gradients(depths: str, families: str, **opts) -> None:
     depth_list = parse_int_list(depths, "depths")
     family_list = fam.parse(families)
     seeds = seeds_from(opts)
-    out = prepare_out(opts["out"], opts["formats"], KIND, Path("runs/probes") / f"gradients-{opts['dataset']}")
+    out = prepare_out(opts["out"], KIND, Path("runs/probes") / f"gradients-{opts['dataset']}")
     start = time.perf_counter()
     result = init_gradients(depth_list, family_list, seeds, batch_size=opts["batch_size"], dataset=opts["dataset"],
                             data_dir=opts["data_dir"], device=opts["device"], progress=opts["progress"],

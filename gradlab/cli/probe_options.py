@@ -2,7 +2,7 @@
 
     @probe_options                       # or @output_options (figures, progress) alone
     def command(..., **opts):
-        out = prepare_out(opts["out"], opts["formats"], kind, default)   # checked before any work
+        out = prepare_out(opts["out"], kind, default)                  # checked before any work
         ...                                                            # compute, then result.save(out)
         report_done(out, opts["formats"], opts["style"], elapsed)        # draws, prints where and what
 """
@@ -14,17 +14,15 @@ from pathlib import Path
 import click
 
 from gradlab.cli.options import parse_int_list
+from gradlab.cli.shared_options import formats_option, norm_act_options, style_option
 from gradlab.analyses.init_inputs import DATASETS
-from gradlab.report.style import STYLES
 
 
 def output_options(f):
     """Figure formats and style, progress bar: what every analysis command shares."""
     options = [
-        click.option("--formats", default="pdf,png", show_default=True,
-                     help="Figure formats, comma-separated (pdf, png, svg)."),
-        click.option("--style", type=click.Choice(STYLES), default="paper", show_default=True,
-                     help="paper: 7-9 pt fonts at print size; notebook: bigger."),
+        formats_option,
+        style_option,
         click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -44,10 +42,7 @@ def probe_options(f):
         click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True,
                      help="Examples in the batch."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--norm", type=click.Choice(("bn", "none")), default=None,
-                     help="Plain nets and ResNets without BatchNorm (none)."),
-        click.option("--act", type=click.Choice(("relu", "tanh", "sigmoid")), default=None,
-                     help="Plain nets and ResNets with another nonlinearity on the main path."),
+        norm_act_options,
         click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
                      help="Result folder (refused if it holds anything but this kind of analysis)."),
     ]  # fmt: skip
@@ -56,13 +51,11 @@ def probe_options(f):
     return output_options(f)
 
 
-def prepare_out(out: Path | None, formats: str, kind: str, default: Path) -> Path:
-    """The result folder (`out`, else `default`), checked with the formats before any work,
-    so that a refusal costs nothing."""
+def prepare_out(out: Path | None, kind: str, default: Path) -> Path:
+    """The result folder (`out`, else `default`), checked before any work, so that a refusal
+    costs nothing (--formats was checked as it was parsed)."""
     from gradlab.analysis_dirs import check_out_dir
-    from gradlab.report.files import parse_formats
 
-    parse_formats(formats)
     return check_out_dir(out if out is not None else default, kind)
 
 
@@ -75,7 +68,7 @@ def seeds_from(opts: dict) -> tuple[int, ...]:
     return parse_int_list(opts["seeds"], "seeds")
 
 
-def report_done(out: Path, formats: str, style: str, elapsed: float) -> None:
+def report_done(out: Path, formats: tuple[str, ...], style: str, elapsed: float) -> None:
     """Draw the folder's figure, then print the folder, the figure files and the summary."""
     from gradlab.report.analyses import analysis_sentences, draw_analysis
 

@@ -26,7 +26,7 @@ from gradlab.cli.probe_options import output_options, prepare_out, report_done
               help="Result folder [default: runs/probes/shattering].")
 @output_options
 def shattering(max_depth: int, width: int, points: int, seeds: int, batch_norm: bool, max_lag: int | None,
-               out: Path | None, formats: str, style: str, progress: bool | None) -> None:  # fmt: skip
+               out: Path | None, formats: tuple[str, ...], style: str, progress: bool | None) -> None:  # fmt: skip
     """Input-gradients of random plain and residual nets over a line of inputs, against depth.
 
     Fully-connected ReLU nets (1-D input, width 200, He init, BN) as in Balduzzi et al.
@@ -40,7 +40,7 @@ def shattering(max_depth: int, width: int, points: int, seeds: int, batch_norm: 
     from gradlab.analyses.shattering import KIND, ShatteringSettings
     from gradlab.analyses.shattering import shattering as measure
 
-    out = prepare_out(out, formats, KIND, Path("runs/probes/shattering"))
+    out = prepare_out(out, KIND, Path("runs/probes/shattering"))
     settings = ShatteringSettings(max_depth=max_depth, width=width, points=points, seeds=seeds,
                                   batch_norm=batch_norm, max_lag=max_lag)  # fmt: skip
     start = time.perf_counter()

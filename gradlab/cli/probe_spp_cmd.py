@@ -42,7 +42,7 @@ def spp(depths: str, families: str, inputs: str, zero_init_residual: bool, **opt
     depth_list = parse_int_list(depths, "depths")
     family_list = fam.parse(families)
     seeds = seeds_from(opts)
-    out = prepare_out(opts["out"], opts["formats"], KIND, Path("runs/probes") / f"spp-{inputs}")
+    out = prepare_out(opts["out"], KIND, Path("runs/probes") / f"spp-{inputs}")
     start = time.perf_counter()
     result = signal_propagation(depth_list, family_list, seeds, inputs=inputs, batch_size=opts["batch_size"],
                                 dataset=opts["dataset"], data_dir=opts["data_dir"], device=opts["device"],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from gradlab.report.style import STYLES
+from gradlab.cli.shared_options import formats_option, style_option
 
 
 @click.command("report")
@@ -15,17 +15,9 @@ from gradlab.report.style import STYLES
     "--out", "-o", "out", type=click.Path(path_type=Path), default=None,
     help="Report folder [default: reports/<experiment of the runs>, or reports/report].",
 )  # fmt: skip
-@click.option(
-    "--formats", default="pdf,png", show_default=True, help="Figure formats, comma-separated (pdf, png, svg)."
-)
-@click.option(
-    "--style",
-    type=click.Choice(STYLES),
-    default="paper",
-    show_default=True,
-    help="paper: 7-9 pt fonts at print size; notebook: bigger.",
-)
-def report(runs: tuple[Path, ...], out: Path | None, formats: str, style: str) -> None:
+@formats_option
+@style_option
+def report(runs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...], style: str) -> None:
     """Build paper-style figures, a Table-6-style table and a summary from RUNS.
 
     RUNS are run directories or folders holding them (e.g. runs/degradation), and the
@@ -39,9 +31,8 @@ def report(runs: tuple[Path, ...], out: Path | None, formats: str, style: str) -
       gradlab report runs/my-model --style notebook          # a run of gradlab.watch
     """
     from gradlab.report.build import build_report
-    from gradlab.report.files import check_out_dir, parse_formats
+    from gradlab.report.files import check_out_dir
 
-    parse_formats(formats)
     if out is not None:
         check_out_dir(out)
     result = build_report(list(runs), out, formats=formats, style=style)

@@ -1,0 +1,84 @@
+"""Options several commands take, each declared once here with one parser.
+
+    @formats_option     --formats pdf,png -> ("pdf", "png")      compare, report, analyze ..., lesion, bench report
+    @style_option       --style paper|notebook                    compare, report, analyze ..., lesion
+    @norm_act_options   --norm bn|none, --act relu|tanh|sigmoid   train, compare, analyze gradients|spp
+
+The valid formats and styles are the report side's (gradlab.report.files, gradlab.report.style),
+read when a value is checked or a help page is shown: importing a command costs neither
+pandas nor matplotlib (`gradlab bench -h` stays quick), and nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import click
+
+from gradlab.models.options import ACTS, NORMS
+
+
+def _report_formats() -> tuple[str, ...]:
+    from gradlab.report.files import SUPPORTED_FORMATS
+
+    return SUPPORTED_FORMATS
+
+
+def _report_styles() -> tuple[str, ...]:
+    from gradlab.report.style import STYLES
+
+    return STYLES
+
+
+class FigureFormats(click.ParamType):
+    """'pdf,png' -> ('pdf', 'png'); an unknown format or an empty item is a usage error
+    naming the valid formats (case and a leading dot are ignored, repeats dropped)."""
+
+    name = "formats"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{'|'.join(_report_formats())}],..."
+
+    def convert(self, value, param, ctx) -> tuple[str, ...]:
+        if isinstance(value, tuple):  # already parsed
+            return value
+        valid = _report_formats()
+        hint = f"choose from {', '.join(valid)}, comma-separated (e.g. --formats pdf,png)"
+        items = [t.strip().lower().lstrip(".") for t in str(value).split(",")]
+        if not any(items):
+            self.fail(f"no figure format given; {hint}", param, ctx)
+        if not all(items):
+            self.fail(f"empty item in {value!r}; {hint}", param, ctx)
+        bad = [t for t in items if t not in valid]
+        if bad:
+            self.fail(f"unknown figure format {', '.join(map(repr, bad))}; {hint}", param, ctx)
+        return tuple(dict.fromkeys(items))
+
+
+class ReportStyle(click.Choice):
+    """click.Choice over the report side's styles, read when first needed."""
+
+    def __init__(self) -> None:  # no super().__init__: `choices` is read lazily below
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return _report_styles()
+
+
+def formats_option(f):
+    """--formats: figure formats, parsed into a tuple (see FigureFormats)."""
+    return click.option("--formats", type=FigureFormats(), default="pdf,png", show_default=True,
+                        help="Figure formats, comma-separated.")(f)
+
+
+def style_option(f):
+    """--style: the report theme."""
+    return click.option("--style", type=ReportStyle(), default="paper", show_default=True,
+                        help="paper: 7-9 pt fonts at print size; notebook: bigger.")(f)
+
+
+def norm_act_options(f):
+    """--norm and --act: the CIFAR plain nets' and ResNets' failure-mode build options."""
+    f = click.option("--act", type=click.Choice(ACTS), default=None,
+                     help="CIFAR plain nets and ResNets: the main path's nonlinearity.")(f)
+    return click.option("--norm", type=click.Choice(NORMS), default=None,
+                        help="CIFAR plain nets and ResNets: none drops every BatchNorm (He init stays).")(f)

@@ -32,8 +32,8 @@ def test_lists_every_named_model():
     assert "3×224×224" in result.output
 
 
-def test_family_filter():
-    result = CliRunner().invoke(cli, ["models", "--family", "imagenet"])
+def test_arch_filter():
+    result = CliRunner().invoke(cli, ["models", "--arch", "imagenet"])
     assert result.exit_code == 0, result.output
     rows = _rows(result.output)
     assert list(rows) == [f"{f}{d}" for d in (18, 34, 50, 101, 152) for f in ("resnet", "plain")]
@@ -41,12 +41,23 @@ def test_family_filter():
     assert set(r[1] for r in rows.values()) == {"imagenet"}
 
 
-def test_bad_family_is_a_usage_error():
-    result = CliRunner().invoke(cli, ["models", "--family", "mnist"])
+def test_family_is_the_old_name_of_arch_and_says_so():
+    old = CliRunner().invoke(cli, ["models", "--family", "imagenet"])
+    new = CliRunner().invoke(cli, ["models", "--arch", "imagenet"])
+    assert old.exit_code == 0, old.output
+    assert old.stderr == "note: `gradlab models --family` is now `--arch`\n" and new.stderr == ""
+    assert old.stdout == new.stdout
+    both = CliRunner().invoke(cli, ["models", "--family", "imagenet", "--arch", "cifar"])
+    assert both.exit_code == 2 and "give --arch only" in both.output
+
+
+def test_bad_arch_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["models", "--arch", "mnist"])
     assert result.exit_code == 2
     assert "cifar" in result.output and "imagenet" in result.output
 
 
 def test_help():
     result = CliRunner().invoke(cli, ["models", "-h"])
-    assert result.exit_code == 0 and "--family" in result.output and "MACs" in result.output
+    assert result.exit_code == 0 and "--arch" in result.output and "MACs" in result.output
+    assert "--family" not in result.output  # the old name works but is not shown

@@ -14,17 +14,26 @@ ARCH_NOTES = {
 }
 
 
+def _family_is_now_arch(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        click.echo("note: `gradlab models --family` is now `--arch`", err=True)
+    return value
+
+
 @click.command("models", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--family",
+    "--arch",
     type=click.Choice(ARCHES),
     default=None,
-    help="Only this family of models (default: all).",
+    help="Only this architecture: cifar, preact, imagenet or seed",
 )
-def models(family: str | None) -> None:
+@click.option(  # its old name (a family is plain, resnet, fixup, ...: `gradlab compare --families`)
+    "--family", "old_arch", type=click.Choice(ARCHES), default=None, hidden=True, callback=_family_is_now_arch
+)
+def models(arch: str | None, old_arch: str | None) -> None:
     """List the model zoo: depth, residual blocks, parameters and MACs.
 
-    MACs are the conv and linear multiply-accumulates for one input of the family's
+    MACs are the conv and linear multiply-accumulates for one input of the architecture's
     default size (3×32×32 cifar and preact, 3×224×224 imagenet, 1×28×28 seed).
     Parameters count 10 classes (1000 for imagenet).
 
@@ -36,16 +45,20 @@ def models(family: str | None) -> None:
 
     \b
     Examples:
-      gradlab models                     # every family
-      gradlab models --family cifar      # plain/ResNet-20...1202 and the remedies
+      gradlab models                     # every architecture
+      gradlab models --arch cifar        # plain/ResNet-20...1202 and the remedies
     """
+    if old_arch is not None:
+        if arch not in (None, old_arch):
+            raise click.UsageError("--family is the old name of --arch; give --arch only")
+        arch = old_arch
     from gradlab.models.complexity import complexity
     from gradlab.units import format_macs, format_params
     from gradlab.models.registry import info, names
 
     header = ("name", "arch", "family", "depth", "blocks", "params", "MACs")
     rows = []
-    for name in names(family):
+    for name in names(arch):
         meta = info(name)
         params, macs = complexity(name)
         rows.append((name, meta.arch, meta.family, str(meta.depth), str(meta.blocks),
@@ -61,7 +74,7 @@ def models(family: str | None) -> None:
     for row in rows:
         click.echo(line(row))
     click.echo()
-    for arch in ARCHES if family is None else (family,):
-        size = "×".join(map(str, INPUT_SIZES[arch]))
-        click.echo(f"{arch:<9} {ARCH_NOTES[arch]}; {size} input, {NUM_CLASSES[arch]} classes")
+    for shown in ARCHES if arch is None else (arch,):
+        size = "×".join(map(str, INPUT_SIZES[shown]))
+        click.echo(f"{shown:<9} {ARCH_NOTES[shown]}; {size} input, {NUM_CLASSES[shown]} classes")
     click.echo("MACs: conv and linear multiply-accumulates for one input. See `gradlab models -h`.")

@@ -15,7 +15,7 @@ from gradlab.cli.shared_options import FigureFormats, formats_option, norm_act_o
 COMMANDS = {
     "compare": ["compare", "--preset", "quick", "--out", "{out}"],
     "report": ["report", "runs", "--out", "{out}"],
-    "analyze": ["probe", "gradients", "--out", "{out}"],
+    "analyze": ["analyze", "gradients", "--out", "{out}"],
     "lesion": ["lesion", "runs", "--out", "{out}"],
     "bench report": ["bench", "report"],
 }

@@ -1,4 +1,4 @@
-"""`gradlab probe gradients`: known answers, plain vs residual direction, the CLI."""
+"""`gradlab analyze gradients`: known answers, plain vs residual direction, the CLI."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def test_gaussian_inputs_take_the_shape_of_the_real_data():
 
 
 def invoke(*args):
-    return CliRunner().invoke(cli, ["probe", "gradients", *map(str, args)])
+    return CliRunner().invoke(cli, ["analyze", "gradients", *map(str, args)])
 
 
 def test_cli_writes_a_folder_with_settings_figure_and_summary(tmp_path):

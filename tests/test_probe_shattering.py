@@ -79,7 +79,7 @@ def test_bad_settings_are_clear_errors():
         ShatteringSettings(max_depth=4, example_depths=(9,)).validated()
 
 
-SMALL = ["probe", "shattering", "--max-depth", "6", "--width", "16", "--points", "32", "--seeds", "2",
+SMALL = ["analyze", "shattering", "--max-depth", "6", "--width", "16", "--points", "32", "--seeds", "2",
          "--max-lag", "4", "--formats", "png"]  # fmt: skip
 
 
@@ -97,6 +97,17 @@ def test_cli_writes_an_analysis_folder_with_its_figure(tmp_path):
     assert again.exit_code == 0, again.output
 
 
+def test_the_old_name_probe_works_the_same_and_says_the_new_one(tmp_path):
+    new = CliRunner().invoke(cli, SMALL + ["--out", str(tmp_path / "new")])
+    old = CliRunner().invoke(cli, ["probe", *SMALL[1:], "--out", str(tmp_path / "old")])
+    assert old.exit_code == 0, old.output
+    assert old.stderr == "note: `gradlab probe` is now `gradlab analyze`\n" and "note:" not in new.stderr
+    assert read_analysis(tmp_path / "old").tables["pairs"].equals(read_analysis(tmp_path / "new").tables["pairs"])
+    assert old.stdout.splitlines()[2:] == new.stdout.splitlines()[2:]  # after "wrote ... in N s" and the figure
+    listed = CliRunner().invoke(cli, ["--help"]).output
+    assert "analyze" in listed and "probe" not in listed
+
+
 def test_cli_refuses_a_folder_holding_something_else_and_leaves_it_alone(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
@@ -109,7 +120,7 @@ def test_cli_refuses_a_folder_holding_something_else_and_leaves_it_alone(tmp_pat
 
 def test_cli_bad_option_is_a_clear_error_and_writes_nothing(tmp_path):
     out = tmp_path / "x"
-    result = CliRunner().invoke(cli, ["probe", "shattering", "--points", "8", "--max-lag", "8", "--out", str(out)])
+    result = CliRunner().invoke(cli, ["analyze", "shattering", "--points", "8", "--max-lag", "8", "--out", str(out)])
     assert result.exit_code != 0 and "max_lag" in result.output
     assert not out.exists()
 

@@ -1,4 +1,4 @@
-"""`gradlab probe spp`: channel statistics, identity blocks, plain vs residual, the CLI."""
+"""`gradlab analyze spp`: channel statistics, identity blocks, plain vs residual, the CLI."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_real_inputs_and_non_zoo_models():
 
 
 def invoke(*args):
-    return CliRunner().invoke(cli, ["probe", "spp", *map(str, args)])
+    return CliRunner().invoke(cli, ["analyze", "spp", *map(str, args)])
 
 
 def test_cli_writes_the_folder_and_its_figure(tmp_path):

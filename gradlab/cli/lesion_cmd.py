@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gradlab.cli.probe_options import output_options, prepare_out, report_done
+from gradlab.cli.analysis_options import output_options, prepare_out, report_done
 
 
 @click.command("lesion")

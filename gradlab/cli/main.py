@@ -22,30 +22,39 @@ COMMANDS = {
     "runs": ("gradlab.cli.runs_cmd", "runs", "List run directories with status and errors."),
     "compare": ("gradlab.cli.compare_cmd", "compare", "Train nets of several families at matched depths and report."),
     "report": ("gradlab.cli.report_cmd", "report", "Build paper-style figures from runs."),
-    "probe": ("gradlab.cli.probe_cmd", "probe", "At-init analyses: gradient flow, signal propagation, shattering."),
+    "analyze": ("gradlab.cli.analyze_cmd", "analyze",
+                "At-init analyses: gradient flow, signal propagation, shattering."),
     "lesion": ("gradlab.cli.lesion_cmd", "lesion", "Delete layers or blocks of trained nets one at a time (Veit et al.)."),
     "bench": ("gradlab.cli.bench_cmd", "bench", "Measure speed and overhead side by side."),
 }
 
+# old names that still work (each says its new name on stderr), left out of help and docs/cli.md
+OLD_NAMES = {
+    "probe": ("gradlab.cli.analyze_cmd", "probe", "Old name of `gradlab analyze`."),
+}
+
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported when used: name -> (module, attribute, help)."""
+    """A group whose subcommands are imported when used: name -> (module, attribute, help);
+    `hidden_commands` (same form) work but are not listed."""
 
-    def __init__(self, *args, lazy_commands: dict | None = None, **kwargs):
+    def __init__(self, *args, lazy_commands: dict | None = None, hidden_commands: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy_commands = COMMANDS if lazy_commands is None else lazy_commands
+        self.hidden_commands = hidden_commands or {}
 
     def list_commands(self, ctx):
         return [n for n in self.lazy_commands if self._available(n)]
 
     def _available(self, name):
-        module = self.lazy_commands[name][0]
+        module = {**self.hidden_commands, **self.lazy_commands}[name][0]
         return importlib.util.find_spec(module) is not None
 
     def get_command(self, ctx, name):
-        if name not in self.lazy_commands or not self._available(name):
+        known = {**self.hidden_commands, **self.lazy_commands}
+        if name not in known or not self._available(name):
             return None
-        module, attr, _ = self.lazy_commands[name]
+        module, attr, _ = known[name]
         return getattr(importlib.import_module(module), attr)
 
     def invoke(self, ctx):
@@ -67,7 +76,7 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
+@click.group(cls=LazyGroup, hidden_commands=OLD_NAMES, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", "-V", prog_name="gradlab")
 def cli():
     """gradlab: paired plain/residual networks, gradient-flow recording and

@@ -21,7 +21,7 @@ def report(runs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...], s
     """Build paper-style figures, a Table-6-style table and a summary from RUNS.
 
     RUNS are run directories or folders holding them (e.g. runs/degradation), and the
-    result folders of `gradlab probe` and `gradlab lesion`. A run that cannot be read is
+    result folders of `gradlab analyze` and `gradlab lesion`. A run that cannot be read is
     skipped with a warning; the report is built from the others.
 
     \b

@@ -1,4 +1,4 @@
-"""`gradlab probe spp`: signal propagation plots (Brock et al. 2021) at init."""
+"""`gradlab analyze spp`: signal propagation plots (Brock et al. 2021) at init."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from gradlab.cli.main import CONTEXT_SETTINGS
-from gradlab.cli.probe_options import model_options_from, prepare_out, probe_options, report_done, seeds_from
+from gradlab.cli.analysis_options import at_init_options, model_options_from, prepare_out, report_done, seeds_from
 
 
 @click.command("spp", context_settings=CONTEXT_SETTINGS)
@@ -19,7 +19,7 @@ from gradlab.cli.probe_options import model_options_from, prepare_out, probe_opt
               help="gaussian: N(0, 1) in the dataset's image shape (no files needed); real: a training batch.")
 @click.option("--zero-init-residual", is_flag=True,
               help="Zero the last BN of each residual branch, so every block starts as the identity.")
-@probe_options
+@at_init_options
 def spp(depths: str, families: str, inputs: str, zero_init_residual: bool, **opts) -> None:
     """Signal propagation plots of freshly initialized ResNets and their plain twins.
 
@@ -30,10 +30,10 @@ def spp(depths: str, families: str, inputs: str, zero_init_residual: bool, **opt
 
     \b
     Examples:
-      gradlab probe spp                                 # Gaussian inputs, 20/56/110
-      gradlab probe spp --inputs real --dataset digits --out runs/probes/spp-real
-      gradlab probe spp --zero-init-residual --out runs/probes/spp-zero-init
-      gradlab probe spp --families resnet,nfresnet --depths 56 --out runs/probes/spp-nf
+      gradlab analyze spp                                 # Gaussian inputs, 20/56/110
+      gradlab analyze spp --inputs real --dataset digits --out runs/probes/spp-real
+      gradlab analyze spp --zero-init-residual --out runs/probes/spp-zero-init
+      gradlab analyze spp --families resnet,nfresnet --depths 56 --out runs/probes/spp-nf
     """
     from gradlab import families as fam
     from gradlab.cli.options import parse_int_list

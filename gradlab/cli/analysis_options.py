@@ -1,6 +1,7 @@
-"""Options and output shared by the `gradlab probe ...` commands (one definition for all).
+"""Options and output shared by the commands that write analysis folders (`gradlab analyze
+...`, `gradlab lesion`), one definition for all.
 
-    @probe_options                       # or @output_options (figures, progress) alone
+    @at_init_options                     # or @output_options (figures, progress) alone
     def command(..., **opts):
         out = prepare_out(opts["out"], kind, default)                  # checked before any work
         ...                                                            # compute, then result.save(out)
@@ -30,8 +31,8 @@ def output_options(f):
     return f
 
 
-def probe_options(f):
-    """Data, seeds, batch, device and output folder of the at-init probes, plus output_options."""
+def at_init_options(f):
+    """Data, seeds, batch, device and output folder of the at-init analyses, plus output_options."""
     options = [
         click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
                      help="Dataset whose batch (or image shape) is used; digits works offline."),

@@ -1,4 +1,4 @@
-"""`gradlab probe shattering`: shattered gradients along a line of inputs (Balduzzi et al. 2017)."""
+"""`gradlab analyze shattering`: shattered gradients along a line of inputs (Balduzzi et al. 2017)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gradlab.cli.probe_options import output_options, prepare_out, report_done
+from gradlab.cli.analysis_options import output_options, prepare_out, report_done
 
 
 @click.command("shattering")
@@ -35,7 +35,7 @@ def shattering(max_depth: int, width: int, points: int, seeds: int, batch_norm: 
 
     \b
     Example:
-      gradlab probe shattering --max-depth 50 --seeds 10 --out runs/probes/shattering
+      gradlab analyze shattering --max-depth 50 --seeds 10 --out runs/probes/shattering
     """
     from gradlab.analyses.shattering import KIND, ShatteringSettings
     from gradlab.analyses.shattering import shattering as measure

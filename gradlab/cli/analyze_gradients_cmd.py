@@ -1,4 +1,4 @@
-"""`gradlab probe gradients`: per-layer gradient norms at init, plain vs residual."""
+"""`gradlab analyze gradients`: per-layer gradient norms at init, plain vs residual."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from gradlab.cli.main import CONTEXT_SETTINGS
-from gradlab.cli.probe_options import model_options_from, prepare_out, probe_options, report_done, seeds_from
+from gradlab.cli.analysis_options import at_init_options, model_options_from, prepare_out, report_done, seeds_from
 
 
 @click.command("gradients", context_settings=CONTEXT_SETTINGS)
@@ -16,7 +16,7 @@ from gradlab.cli.probe_options import model_options_from, prepare_out, probe_opt
               help="CIFAR depths (6n+2), comma-separated.")
 @click.option("--families", default="plain,resnet", show_default=True,
               help="Comma-separated: plain, resnet, fixup, rezero, skipinit, nfresnet.")
-@probe_options
+@at_init_options
 def gradients(depths: str, families: str, **opts) -> None:
     """Gradient norms along depth in freshly initialized nets of each family (--families).
 
@@ -28,9 +28,9 @@ def gradients(depths: str, families: str, **opts) -> None:
 
     \b
     Examples:
-      gradlab probe gradients                                   # 20, 56, 110 on digits
-      gradlab probe gradients --depths 20,56,110,218,1202 --seeds 0
-      gradlab probe gradients --families plain --norm none --act sigmoid --out runs/probes/gradients-sigmoid
+      gradlab analyze gradients                                   # 20, 56, 110 on digits
+      gradlab analyze gradients --depths 20,56,110,218,1202 --seeds 0
+      gradlab analyze gradients --families plain --norm none --act sigmoid --out runs/probes/gradients-sigmoid
       gradlab report runs/probes/gradients-digits --out reports/init
     """
     from gradlab import families as fam

@@ -14,7 +14,13 @@ from gradlab.config import COMPILE_MODES, REDUCE_AT
 
 @click.group("bench")
 def bench():
-    """Measure speed and overhead side by side (results vary by machine; nothing is asserted)."""
+    """Measure speed and overhead side by side (results vary by machine; nothing is asserted).
+
+    \b
+    Examples:
+      gradlab bench throughput --models resnet20 --steps 5 --repeats 3
+      gradlab bench overhead --stats act_grad_norm --no-wandb
+    """
 
 
 def _progress_printer():
@@ -140,7 +146,12 @@ def throughput(models, batch_size, steps, repeats, workers, device, compile_, co
 @formats_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
 def report(repeats, formats, json_path):
-    """Time and peak memory of a report at paper scale (6 runs x 64k steps, synthetic run directories)."""
+    """Time and peak memory of a report at paper scale (6 runs x 64k steps, synthetic run directories).
+
+    \b
+    Example:
+      gradlab bench report --repeats 1 --formats png --json report-bench.json
+    """
     from gradlab.bench.report_bench import format_result, run_report_bench
 
     result = run_report_bench(repeats, ",".join(formats))

@@ -18,6 +18,7 @@ import pandas as pd
 
 from gradlab import runs as R
 from gradlab.errors import RunDirError
+from gradlab.file_io import read_json, read_parquet, write_json, write_parquet
 
 ANALYSIS = "analysis.json"
 FORMAT_VERSION = 1
@@ -68,7 +69,7 @@ def check_out_dir(out_dir: Path, kind: str) -> Path:
     if R.is_run_dir(out_dir):
         raise RunDirError(f"{out_dir} is a training run directory; it is left untouched: choose another --out")
     if is_analysis_dir(out_dir):
-        old = R.read_json(out_dir / ANALYSIS).get("kind")
+        old = read_json(out_dir / ANALYSIS).get("kind")
         if old != kind:
             raise RunDirError(f"{out_dir} holds a '{old}' analysis; it is left untouched: choose another --out")
     elif out_dir.is_dir() and any(out_dir.iterdir()):
@@ -84,13 +85,13 @@ def write_analysis(out_dir: Path, kind: str, settings: dict, tables: dict[str, p
     out_dir.mkdir(parents=True, exist_ok=True)
     old = out_dir / ANALYSIS
     if old.exists():  # rewriting: the folder reads as incomplete until the new analysis.json lands
-        stale = set(R.read_json(old).get("tables", [])) - set(tables)
+        stale = set(read_json(old).get("tables", [])) - set(tables)
         old.unlink()
         for name in stale:
             (out_dir / f"{name}.parquet").unlink(missing_ok=True)
     for name, frame in tables.items():
-        R.write_parquet(out_dir / f"{name}.parquet", frame)
-    R.write_json(out_dir / ANALYSIS, {
+        write_parquet(out_dir / f"{name}.parquet", frame)
+    write_json(out_dir / ANALYSIS, {
         "format_version": FORMAT_VERSION,
         "kind": kind,
         "created": R.now_iso(),
@@ -106,7 +107,7 @@ def read_analysis(path: Path) -> Analysis:
     path = Path(path)
     if not is_analysis_dir(path):
         raise RunDirError(f"{path} is not an analysis folder: it has no {ANALYSIS}")
-    meta = R.read_json(path / ANALYSIS)
+    meta = read_json(path / ANALYSIS)
     version = meta.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise RunDirError(f"{path} was written by a newer gradlab (analysis format {version}); upgrade gradlab")
@@ -117,7 +118,7 @@ def read_analysis(path: Path) -> Analysis:
         table = path / f"{name}.parquet"
         if not table.is_file():
             raise RunDirError(f"{path} lacks {table.name}, which {ANALYSIS} lists; run the analysis again")
-        tables[name] = R.read_parquet(table)
+        tables[name] = read_parquet(table)
     return Analysis(path=path, meta=meta, tables=tables)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from gradlab.errors import RunDirError
-from gradlab.runs import CHECKPOINT, atomic_write
+from gradlab.file_io import atomic_write
+from gradlab.runs import CHECKPOINT
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from gradlab.models.complexity import complexity
 from gradlab.config import Preset, RunSpec, make_run_spec
 from gradlab.errors import ConfigError, RunLockedError
 from gradlab.environment import resolve_device
-from gradlab.folders import check_output_folder
+from gradlab.output_folders import check_output_folder
 from gradlab.memory import check_fits
 from gradlab.launch import make_launcher
 from gradlab.run_lock import RunLock
@@ -152,7 +152,7 @@ def _newer_than_runs(report_md: Path, run_dirs: list[Path]) -> bool:
 
 def _state(run_dir: Path) -> str:
     try:
-        return runs.read_json(run_dir / runs.STATUS).get("state", runs.PENDING)
+        return runs.read_status(run_dir).get("state", runs.PENDING)
     except Exception:
         return runs.PENDING
 

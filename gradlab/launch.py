@@ -21,6 +21,7 @@ from typing import Callable
 
 from gradlab import runs
 from gradlab.config import RunSpec
+from gradlab.file_io import read_json, write_json
 from gradlab.errors import ConfigError, GradlabError, LauncherError, RunDirError, RunLockedError
 
 OnStart = Callable[[RunSpec], None]
@@ -259,7 +260,7 @@ class SubmititLauncher:
                 paths = _job_paths(record)
                 record.update(stdout=str(paths.stdout), stderr=str(paths.stderr))
                 sub = Submission(spec, runs.run_dir_for(spec, runs_dir), record, new=True, job=job)
-                runs.write_json(sub.run_dir / SUBMITTED, record)
+                write_json(sub.run_dir / SUBMITTED, record)
                 on_start(spec)
                 out.append(sub)
         return out
@@ -285,7 +286,7 @@ def live_job(run_dir: Path) -> tuple[dict, str] | None:
     if not path.exists():
         return None
     try:
-        record = runs.read_json(path)
+        record = read_json(path)
         state = job_state(record)
     except (RunDirError, KeyError, ValueError):
         return None  # damaged: nothing to go on, so submit again (the run lock still guards the run)

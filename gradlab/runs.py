@@ -2,31 +2,31 @@
 
     <run>/spec.json        resolved run spec, model description, environment
     <run>/status.json      state, step, total_steps, message, divergence info
-    <run>/metrics.parquet  one row per evaluation
+    <run>/metrics.parquet  one row per evaluation or rec.log call: step, named scalars
     <run>/layers.parquet   long format: step, layer, index, kind, stat, value
     <run>/checkpoint.pt    written and read by the trainer only
 
-This module never imports torch: the report side reads runs through it.
-Every write is atomic (temp file in the same folder, then rename).
+The two tables are append-only: while a run is live its rows are parts beside the file
+(``layers.parts/``), compacted into it when a session ends (gradlab.run_tables, which
+reads both alike). One module writes a run directory, for the trainer and for anyone's
+loop: gradlab.recorder.run_writer. This module never imports torch: the report side
+reads runs through it. Every write is atomic (gradlab.file_io).
 """
 
 from __future__ import annotations
 
-import errno
-import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
-from gradlab.errors import DiskFullError, RunDirError
-from gradlab.run_lock import pid_alive
+from gradlab import run_tables
+from gradlab.errors import RunDirError
 from gradlab.families import keyed
+from gradlab.file_io import read_json, write_json
+from gradlab.run_lock import pid_alive
 
 FORMAT_VERSION = 1
 
@@ -38,6 +38,7 @@ SPEC, STATUS, METRICS, LAYERS, CHECKPOINT = (
     "checkpoint.pt",
 )
 WATCH_SOURCE = "gradlab.watch"  # spec.json "source" of a run written from someone's own loop
+TRAIN_SOURCE = "gradlab.train"  # ... and of one of gradlab's trainer (older runs have no "source")
 SUBMITTED = "submitted.json"  # the job last submitted for the run (gradlab.launch), before and while it trains
 
 # status.json "state" values
@@ -55,96 +56,10 @@ METRIC_COLUMNS = ["step", "epoch", "lr", "train_loss", "train_err", "test_err", 
 LAYER_COLUMNS = ["step", "layer", "index", "kind", "stat", "value"]
 
 
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a quota, a file-size limit
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path) on a temp file beside `path`, then rename it into place: the
-    old file stays whole until the new one is. A full disk is a DiskFullError naming the
-    file and the free space (the temp file is removed, so that space is given back)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise _no_space(path, e) if e.errno in NO_SPACE else e from None
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno in NO_SPACE:
-            raise _no_space(path, e) from None
-        raise
-
-
-def _no_space(path: Path, error: OSError) -> DiskFullError:
-    try:
-        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MB free there, not enough for it"
-    except OSError:
-        free = "free space unknown"
-    return DiskFullError(f"cannot write {path}: {error.strerror} ({free}); free some space or choose another "
-                         f"folder, then rerun: what was written before is intact")
-
-
-def write_json(path: Path, obj: dict) -> None:
-    def _write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_write(path, _write)
-
-
-def write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-
-
-def read_json(path: Path, fields: dict[str, type | tuple[type, ...]] | None = None) -> dict:
-    """A JSON object from ``path``; ``fields``: key -> the type its value must have when
-    present. Anything else is a RunDirError naming the file and what is wrong with it."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except UnicodeDecodeError as e:
-        raise RunDirError(f"{path} is not UTF-8 text (byte {e.start}); the file is damaged") from e
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); the file is damaged") from e
-    except OSError as e:
-        raise RunDirError(f"cannot read {path}: {e.strerror}") from e
-    if not isinstance(obj, dict):
-        raise RunDirError(f"{path} should hold a JSON object, found {type(obj).__name__}")
-    for key, kind in (fields or {}).items():
-        value = obj.get(key)
-        if key in obj and (not isinstance(value, kind) or isinstance(value, bool) and bool not in _tuple(kind)):
-            raise RunDirError(f"{path}: '{key}' is {value!r}, not {_kind_name(kind)}; the file is damaged")
-    return obj
-
-
-def _tuple(kind) -> tuple:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _kind_name(kind) -> str:
-    names = {dict: "an object", list: "a list", str: "text", int: "a whole number", float: "a number"}
-    return " or ".join(names.get(k, k.__name__) for k in _tuple(kind))
-
-
 SPEC_FIELDS = {"name": str, "experiment": str, "seed": int, "model": dict, "run": dict, "data": dict,
                "recipe": dict, "env": dict, "format_version": int}
 STATUS_FIELDS = {"state": str, "step": int, "total_steps": int, "message": str, "pid": int,
                  "diverged_step": int}
-
-
-def read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises several unrelated types for damaged files
-        raise RunDirError(f"{path} cannot be read as Parquet ({type(e).__name__}: {e}); the file is damaged") from e
 
 
 def now_iso() -> str:
@@ -163,6 +78,12 @@ def write_status(run_dir: Path, state: str, step: int, total_steps: int, message
     }
     write_json(Path(run_dir) / STATUS, status)
     return status
+
+
+def read_status(run_dir: Path) -> dict:
+    """status.json of a run, checked (a run not yet started: pending at step 0)."""
+    path = Path(run_dir) / STATUS
+    return read_json(path, STATUS_FIELDS) if path.is_file() else {"state": PENDING, "step": 0}
 
 
 def run_dir_for(spec, runs_dir: str | Path) -> Path:
@@ -219,9 +140,14 @@ class Run:
     def layers(self) -> pd.DataFrame:
         """Per-layer statistics (long format); empty frame when none were recorded."""
         if self._layers is None:
-            path = self.path / LAYERS
-            self._layers = read_parquet(path) if path.exists() else pd.DataFrame(columns=LAYER_COLUMNS)
+            layers = run_tables.read(self.path / LAYERS)
+            self._layers = layers if layers is not None else pd.DataFrame(columns=LAYER_COLUMNS)
         return self._layers
+
+    @property
+    def has_layers(self) -> bool:
+        """Whether layer statistics were written (recording was on and has flushed)."""
+        return run_tables.exists(self.path / LAYERS)
 
     def final(self, column: str) -> float:
         """Last non-missing value of a metrics column, NaN if none."""
@@ -244,8 +170,10 @@ def read_run(path: Path) -> Run:
             f"{path} was written by a newer gradlab (run format {version}, this gradlab reads up to "
             f"{FORMAT_VERSION}); upgrade gradlab with `pip install -U gradlab`"
         )
-    status = read_json(path / STATUS, STATUS_FIELDS) if (path / STATUS).exists() else {"state": PENDING, "step": 0}
-    metrics = read_parquet(path / METRICS) if (path / METRICS).exists() else pd.DataFrame(columns=METRIC_COLUMNS)
+    status = read_status(path)
+    metrics = run_tables.read(path / METRICS)
+    if metrics is None:
+        metrics = pd.DataFrame(columns=METRIC_COLUMNS)
     return Run(path=path, spec=spec, status=status, metrics=metrics)
 
 

@@ -8,6 +8,7 @@ import pytest
 from gradlab import runs
 from gradlab.analysis_dirs import ANALYSIS, find_analysis_dirs, read_analysis, write_analysis
 from gradlab.errors import RunDirError
+from gradlab.file_io import write_json
 
 
 def frame(n):
@@ -33,7 +34,7 @@ def test_refuses_folders_holding_something_else_and_leaves_them_alone(tmp_path):
     with pytest.raises(RunDirError, match="not empty"):
         write_analysis(other, "probe-spp", {}, {"spp": frame(1)})
     run = tmp_path / "run"
-    runs.write_json(run / runs.SPEC, {"name": "r"})
+    write_json(run / runs.SPEC, {"name": "r"})
     with pytest.raises(RunDirError, match="training run directory"):
         write_analysis(run, "probe-spp", {}, {"spp": frame(1)})
     write_analysis(tmp_path / "g", "probe-gradients", {}, {"layers": frame(1)})

@@ -13,7 +13,7 @@ from gradlab.cli.main import cli
 from gradlab.compare import plan
 from gradlab.config import DataSpec, load_preset
 from gradlab.errors import DataError
-from gradlab.data.folders import FolderLoader, epoch_plan
+from gradlab.data.image_folders import FolderLoader, epoch_plan
 
 CLASSES = ("cat", "dog", "eel")
 
@@ -148,7 +148,7 @@ def test_cli_compare_trains_resnet18_on_a_tiny_tree_with_the_fig4_preset(tree, t
     record = json.loads((run_dir / runs.SPEC).read_text())
     assert record["data"]["shape"] == [3, 32, 32] and record["data"]["train_size"] == 18
     assert record["model"]["name"] == "resnet18"
-    metrics = runs.read_parquet(run_dir / runs.METRICS)
+    metrics = runs.read_run(run_dir).metrics
     assert metrics["step"].tolist() == [0, 1, 2] and metrics["test_err"].between(0, 1).all()
     assert (tmp_path / "report" / "report.md").exists()
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gradlab import runs
+from gradlab.file_io import read_json
 from gradlab.config import load_preset, make_run_spec
 
 STEPS = 40  # --steps 40 of the quick preset: a checkpoint every 13 steps, an evaluation every 3
@@ -58,7 +59,7 @@ def assert_failed_cleanly(proc, run_dir: Path, why: str) -> None:
     assert f"cannot write {run_dir}" in error and why in error and "free some space" in error
     assert not list(run_dir.glob(".*.tmp"))  # the partial file is gone, and its space with it
     json.loads((run_dir / runs.SPEC).read_text())
-    runs.read_parquet(run_dir / runs.METRICS)
+    runs.read_run(run_dir).metrics
 
 
 def test_a_file_size_limit_fails_the_run_cleanly_and_keeps_the_last_checkpoint(tmp_path):
@@ -71,7 +72,7 @@ def test_a_file_size_limit_fails_the_run_cleanly_and_keeps_the_last_checkpoint(t
 
     proc = gradlab_train(tmp_path, limit_bytes=2**20)  # the next checkpoint cannot be written
     assert_failed_cleanly(proc, run_dir, "File too large")
-    status = runs.read_json(run_dir / runs.STATUS)
+    status = read_json(run_dir / runs.STATUS)
     assert status["state"] == runs.FAILED and "cannot write" in status["message"]
     kept = torch.load(run_dir / runs.CHECKPOINT, weights_only=True)
     assert kept["step"] == before["step"]
@@ -80,7 +81,7 @@ def test_a_file_size_limit_fails_the_run_cleanly_and_keeps_the_last_checkpoint(t
     again = gradlab_train(tmp_path)  # room again: the run resumes and finishes
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming from step {before['step']} of {STEPS}" in again.stderr
-    assert runs.read_json(run_dir / runs.STATUS)["state"] == runs.DONE
+    assert read_json(run_dir / runs.STATUS)["state"] == runs.DONE
 
 
 @pytest.fixture()
@@ -99,4 +100,4 @@ def test_a_full_disk_fails_the_run_cleanly(tiny_disk):
     proc = gradlab_train(tiny_disk)
     run_dir = runs.run_dir_for(make_run_spec("resnet20", load_preset("quick"), steps=STEPS), tiny_disk)
     assert_failed_cleanly(proc, run_dir, "No space left on device")
-    assert runs.read_json(run_dir / runs.STATUS)["state"] == runs.FAILED
+    assert read_json(run_dir / runs.STATUS)["state"] == runs.FAILED

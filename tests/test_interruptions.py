@@ -15,6 +15,7 @@ import torch
 from gradlab import runs
 from gradlab.config import load_preset, make_run_spec
 from gradlab.errors import RunLockedError
+from gradlab.file_io import write_json
 from gradlab.train import train
 from gradlab.run_lock import LOCK
 
@@ -180,7 +181,7 @@ def test_unreadable_checkpoints_name_what_to_delete(tmp_path):
     s = make_run_spec("resnet8", load_preset("quick"), steps=20)
     result = train(s, tmp_path, progress=False)
     status = json.loads((result.run_dir / runs.STATUS).read_text())
-    runs.write_json(result.run_dir / runs.STATUS, {**status, "state": runs.INTERRUPTED})
+    write_json(result.run_dir / runs.STATUS, {**status, "state": runs.INTERRUPTED})
     truncate_file(result.run_dir / runs.CHECKPOINT)
     with pytest.raises(RunDirError, match="cannot be read .*; to restart the run from step 0, delete it in"):
         train(s, tmp_path, progress=False)

@@ -155,12 +155,12 @@ def test_a_preempted_job_checkpoints_where_it_stopped_and_its_requeued_job_resum
     executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
     executor.update_parameters(timeout_min=5)
     job = executor.submit(_TrainTask(), spec, str(runs_dir), 1, [StartLog(log)])
-    metrics = runs_dir / spec.experiment / spec.name / runs.METRICS
+    run_dir = runs_dir / spec.experiment / spec.name
     deadline = time.time() + 120
-    while not (metrics.exists() and len(runs.read_parquet(metrics)) >= 2):  # past step 20
+    while not ((run_dir / runs.STATUS).exists() and len(runs.read_run(run_dir).metrics) >= 2):  # past step 20
         assert time.time() < deadline and not job.done(), job.stderr()
         time.sleep(0.2)
-    pid = json.loads((metrics.parent / runs.STATUS).read_text())["pid"]  # the task's process
+    pid = json.loads((run_dir / runs.STATUS).read_text())["pid"]  # the task's process
     os.kill(pid, signal.SIGUSR2)  # what SLURM sends before a timeout or on preemption (submitit's default)
     result = job.result()
     assert result.state == runs.DONE and result.step == 400

@@ -199,7 +199,6 @@ def test_fixup_trains_its_scalars_at_a_tenth_of_the_learning_rate(tmp_path):
     assert len(build("resnet8").param_groups()) == 1
     spec = make_run_spec("fixup8", load_preset("quick"), steps=2, recipe={"batch_size": 16})
     trainer = Trainer(spec, tmp_path, progress=False)
-    trainer._setup()
     trainer.train_step(0)
-    lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+    lrs = [g["lr"] for g in trainer.parts.optimizer.param_groups]
     assert lrs == pytest.approx([spec.recipe.lr, spec.recipe.lr / 10])

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from gradlab import runs as R
+from gradlab.file_io import write_json
 from gradlab.report import ReportError, build_report
 from gradlab.report import collect as C
 from gradlab.report.figures_curves import curves_figure
@@ -155,7 +156,7 @@ def test_newer_format_is_named(tmp_path):
     F.make_run(tmp_path / "runs", "plain", 20, layers=False)
     newer = F.make_run(tmp_path / "runs", "plain", 56, layers=False)
     spec = json.loads((newer / R.SPEC).read_text())
-    R.write_json(newer / R.SPEC, {**spec, "format_version": 99})
+    write_json(newer / R.SPEC, {**spec, "format_version": 99})
     result = build_report([tmp_path / "runs"], tmp_path / "out", formats="png", workers=1)
     assert any(str(newer) in w and "newer gradlab" in w for w in result.warnings)
 

@@ -11,6 +11,7 @@ import pytest
 
 from gradlab import runs as R
 from gradlab import stat_names as S
+from gradlab.file_io import write_json
 from gradlab.report import collect as C
 from gradlab.report import layer_frames as L
 
@@ -232,7 +233,7 @@ def test_runs_without_probe_points_fall_back_to_the_rows_kind_and_index(tmp_path
     path = F.make_run(tmp_path, "plain", 20)
     spec = json.loads((path / R.SPEC).read_text())
     del spec["model"]["probe_points"]
-    R.write_json(path / R.SPEC, spec)
+    write_json(path / R.SPEC, spec)
     run = load(path)[0]
     flow = L.gradient_flow([run], L.load_layer_data([run]))
     init = flow[(flow["phase"] == "init") & (flow["stat"] == S.GRAD_NORM)].sort_values("position")

@@ -94,14 +94,16 @@ def test_reading_the_frame_again_rewrites_no_file_when_nothing_new_was_recorded(
     with gradlab.watch(model, every=1, run_dir=tmp_path / "run") as rec:
         train(rec, model, 2)
         rec.frame()
-        files = [tmp_path / "run" / f for f in (runs.LAYERS, runs.METRICS, runs.STATUS)]
-        before = [f.stat().st_ino for f in files]  # every write replaces the file (runs.atomic_write)
+        before = _files(tmp_path / "run")  # every write is a new file (a part, or status.json replaced)
         rec.frame()
         rec.histograms()
-        assert [f.stat().st_ino for f in files] == before
+        assert _files(tmp_path / "run") == before
         train(rec, model, 1, start=2)
         rec.frame()
-        assert all(f.stat().st_ino != b for f, b in zip(files, before))  # new rows: written again
+        after = _files(tmp_path / "run")
+        assert after[runs.STATUS] != before[runs.STATUS]  # new rows: status written again ...
+        new = sorted(set(after) - set(before))  # ... and one new part of each table, nothing rewritten
+        assert [p.split("/")[0] for p in new] == ["layers.parts", "metrics.parts"], new
     assert runs.read_run(tmp_path / "run").status["step"] == 2
 
 
@@ -256,3 +258,8 @@ def test_trackers_follow_a_user_run(tmp_path):
     key = layer_key("grad_norm", int(head["index"].iloc[0]), "head.weight")
     assert [e.step for e in events.Scalars(key)] == head["step"].tolist()
     assert events.Scalars(key)[-1].value == pytest.approx(head["value"].iloc[-1], rel=1e-6)
+
+
+def _files(run_dir) -> dict:
+    """Every file under a run directory (but its lock) -> its inode."""
+    return {str(p.relative_to(run_dir)): p.stat().st_ino for p in run_dir.rglob("*") if p.is_file() and p.name != LOCK}

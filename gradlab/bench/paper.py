@@ -56,6 +56,7 @@ from gradlab.config import RunSpec
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
 from gradlab.data.loader import EVAL_BATCH  # the trainer evaluates in batches of this many images
+from gradlab.train.evaluation import error_rate
 
 __all__ = ["CIFAR_TEST_IMAGES", "estimate_minutes", "format_result", "run_paper"]
 
@@ -84,8 +85,8 @@ def _worker(conn, spec: RunSpec, threads: int, warmup: int) -> None:
         dev = trainer.device
         step = trainer_step(trainer)
         first_step_s = timed_call(step, dev)
-        test_x, test_y = (t[:EVAL_BATCH] for t in trainer.eval_sets["test"])
-        first_eval_s = timed_call(lambda: trainer._error(test_x, test_y), dev)  # compiles the eval graph
+        test_x, test_y = (t[:EVAL_BATCH] for t in trainer.parts.eval_sets["test"])
+        first_eval_s = timed_call(lambda: error_rate(trainer.parts, trainer.world, dev, test_x, test_y), dev)  # compiles the eval graph
         for _ in range(warmup):
             step()
         synchronize(dev)
@@ -105,7 +106,7 @@ def _worker(conn, spec: RunSpec, threads: int, warmup: int) -> None:
         elapsed = time.time() - t0
         # set up (all runs at once) a trainer that records every step, and run its first step
         recording = replace(spec, recipe=replace(spec.recipe, record=True, record_every=1))
-        recorder_trainer = setup_trainer(recording, Path(tmp), trainer.data)
+        recorder_trainer = setup_trainer(recording, Path(tmp), trainer.parts.data)
         recorded = trainer_step(recorder_trainer)
         recorded()  # untimed: the first eager step (allocator, kernels)
         synchronize(dev)
@@ -113,7 +114,7 @@ def _worker(conn, spec: RunSpec, threads: int, warmup: int) -> None:
 
         if conn.recv() is None:  # else: this run's turn alone on the device
             return
-        eval_s = timed_call(lambda: trainer._error(test_x, test_y), dev) * CIFAR_TEST_IMAGES / len(test_y)
+        eval_s = timed_call(lambda: error_rate(trainer.parts, trainer.world, dev, test_x, test_y), dev) * CIFAR_TEST_IMAGES / len(test_y)
         times = [timed_call(recorded, dev) for _ in range(RECORDED_STEPS_TIMED)]
         recorder_trainer.recorder.stop()
         conn.send((statistics.median(times), eval_s))

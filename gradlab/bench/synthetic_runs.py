@@ -23,6 +23,7 @@ import pandas as pd
 from gradlab import runs as R
 from gradlab import stat_names as S
 from gradlab.families import PLAIN, RESNET
+from gradlab.file_io import write_json, write_parquet
 from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint
 
 DEAD_PID = 99_999_999  # above any pid_max: os.kill says "no such process"
@@ -302,13 +303,13 @@ def make_run(
         "recipe": {"steps": steps, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
         "env": {"gradlab": "0.1.0", "torch": "n/a", "device": "cpu"},
     }
-    R.write_json(run_dir / R.SPEC, spec)
-    R.write_parquet(
+    write_json(run_dir / R.SPEC, spec)
+    write_parquet(
         run_dir / R.METRICS,
         make_metrics(steps, final_train_err, final_test_err, eval_every=eval_every, seed=seed, upto=last),
     )
     if layers:
-        R.write_parquet(run_dir / R.LAYERS, make_layers(model, steps, n_records, seed=seed, stats=stats, upto=last))
+        write_parquet(run_dir / R.LAYERS, make_layers(model, steps, n_records, seed=seed, stats=stats, upto=last))
     extra = {}
     if nonfinite is not None:
         extra["nonfinite"] = nonfinite
@@ -317,7 +318,7 @@ def make_run(
     status = R.write_status(run_dir, state, last, steps, message=f"synthetic {state} run", **extra)
     if pid is not None:
         status["pid"] = pid
-        R.write_json(run_dir / R.STATUS, status)
+        write_json(run_dir / R.STATUS, status)
     return run_dir
 
 

@@ -67,7 +67,7 @@ def setup_trainer(spec: RunSpec, runs_dir: Path, dataset=None):
 
     dataset = dataset if dataset is not None else datasets.load(spec.data, verify=False)
     trainer = Trainer(spec, runs_dir, progress=False, dataset=dataset)
-    trainer._setup()
+    trainer.start_recorder()  # builds the parts; records (writing nothing) if the recipe does
     return trainer
 
 

@@ -97,7 +97,7 @@ def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb,
 def _write_json(json_path: Path | None, result: dict) -> None:
     if json_path is None:
         return
-    from gradlab.runs import write_json
+    from gradlab.file_io import write_json
 
     write_json(json_path, result)
     click.echo(f"wrote {json_path}")

@@ -135,7 +135,7 @@ class ResumeNotice(Callback):
         if resumed:
             from gradlab import runs
 
-            status = runs.read_json(Path(run_dir) / runs.STATUS)
+            status = runs.read_status(run_dir)
             click.echo(f"{spec.get('name', Path(run_dir).name)}: resuming from step {status.get('step', '?')} "
                        f"of {status.get('total_steps', '?')}", err=True)
 

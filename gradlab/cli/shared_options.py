@@ -6,14 +6,13 @@
 
 The valid formats and styles are the report side's (gradlab.report.files, gradlab.report.style),
 read when a value is checked or a help page is shown: importing a command costs neither
-pandas nor matplotlib (`gradlab bench -h` stays quick), and nothing here imports torch.
+pandas nor matplotlib (`gradlab bench -h` stays quick), and nothing here imports torch or
+the model side (the report's commands must not).
 """
 
 from __future__ import annotations
 
 import click
-
-from gradlab.models.options import ACTS, NORMS
 
 
 def _report_formats() -> tuple[str, ...]:
@@ -78,6 +77,8 @@ def style_option(f):
 
 def norm_act_options(f):
     """--norm and --act: the CIFAR plain nets' and ResNets' failure-mode build options."""
+    from gradlab.models.options import ACTS, NORMS  # here: the report's commands never load the model side
+
     f = click.option("--act", type=click.Choice(ACTS), default=None,
                      help="CIFAR plain nets and ResNets: the main path's nonlinearity.")(f)
     return click.option("--norm", type=click.Choice(NORMS), default=None,

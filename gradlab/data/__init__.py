@@ -1,5 +1,5 @@
 """Training data: datasets as whole uint8 tensors (datasets.py), the device-resident batch
-loader (loader.py), and ImageNet-format folders streamed from disk (folders.py).
+loader (loader.py), and ImageNet-format folders streamed from disk (image_folders.py).
 
     ds = gradlab.data.load(DataSpec(name="digits"))     # train/test tensors and their shape
 """

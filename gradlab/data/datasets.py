@@ -85,12 +85,12 @@ def load(spec: DataSpec, verify: bool = True) -> Dataset:
     """Load the dataset named by `spec`. `verify=False` skips torchvision's MD5 check.
 
     `imagefolder` is the exception: too big for memory, it comes back as a
-    `gradlab.data.folders.FolderDataset` whose images stay on disk.
+    `gradlab.data.image_folders.FolderDataset` whose images stay on disk.
     """
     if spec.name not in DATASETS:
         raise DataError(f"unknown dataset '{spec.name}'; choose one of: {', '.join(DATASETS)}")
     if spec.name == "imagefolder":
-        from gradlab.data.folders import load_folder
+        from gradlab.data.image_folders import load_folder
 
         return load_folder(spec)
     root = Path(spec.data_dir) if spec.data_dir else default_data_dir()

@@ -106,7 +106,7 @@ def frame(layout: Layout, stats: tuple[str, ...], raw, written, numel, steps) ->
         return empty_frame()
     df = pd.concat(frames, ignore_index=True)
     df = df.sort_values(["step", "index", "layer"], kind="stable", ignore_index=True)
-    return _typed(df)
+    return typed(df)
 
 
 def first_nonfinite(layout: Layout, raw, written, steps) -> dict | None:
@@ -174,14 +174,14 @@ def hist_frame(layout: Layout, counts: np.ndarray, steps: np.ndarray) -> pd.Data
     return df
 
 
-def _typed(df: pd.DataFrame) -> pd.DataFrame:
+def typed(df: pd.DataFrame) -> pd.DataFrame:
     return df.astype(
         {"step": np.int64, "layer": str, "index": np.int32, "kind": str, "stat": str, "value": np.float64}
     )
 
 
 def empty_frame() -> pd.DataFrame:
-    return _typed(pd.DataFrame({c: [] for c in FRAME_COLUMNS}))
+    return typed(pd.DataFrame({c: [] for c in FRAME_COLUMNS}))
 
 
 def empty_hist_frame() -> pd.DataFrame:

@@ -33,6 +33,7 @@ accumulation, GradScaler) and what is not supported: docs/recorder.md.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 import weakref
 from typing import Iterable
@@ -53,10 +54,11 @@ from gradlab.recorder.forward_order import CallOrder, reindexed, warn_never_call
 from gradlab.recorder.hooks import StepHooks
 from gradlab.recorder.layout import Layout
 from gradlab.recorder.params import ParamStats
+from gradlab.recorder.ranks import RankCombiner
 from gradlab.recorder.reductions import F32
-from gradlab.recorder.run_writer import RunWriter, metrics_row, model_description
+from gradlab.recorder.run_writer import RunWriter, metrics_row
 from gradlab.recorder.schedule import Schedule
-from gradlab.recorder.targets import Targets, resolve, unwrap
+from gradlab.recorder.targets import Targets, description, resolve, unwrap
 
 __all__ = ["FRAME_COLUMNS", "HIST_COLUMNS", "Recorder", "watch"]
 
@@ -90,18 +92,22 @@ class Recorder:
     report`` draws (gradlab.recorder.run_writer), with ``name`` (its label; default: the
     folder's name), ``config`` (a dict of your settings), ``resume``/``overwrite`` (for a
     folder that holds a run already) and ``callbacks`` (trackers such as
-    gradlab.tracking.WandbTracker, told what is written).
+    gradlab.tracking.WandbTracker, told what is written); or a RunWriter made beforehand
+    (gradlab's trainer does), which its maker closes. Rows written there are not kept in
+    memory. ``combine_ranks``: under DistributedDataParallel, every rank watches and steps,
+    act_grad_norm is the global batch's and rank 0 alone keeps the rows
+    (gradlab.recorder.ranks).
     """
 
     def __init__(
         self,
         model: nn.Module,
+        *,
         every: int = 50,
         stats: Iterable[str] | None = None,
         dense_until: int = 100,
         dense_every: int = 1,
         histograms: bool = False,
-        *,
         schedule: Schedule | None = None,
         hist_every: int | None = None,
         buffer_steps: int = 64,
@@ -110,12 +116,13 @@ class Recorder:
         reduce_at: str = "auto",
         include: Iterable[str] | str | None = None,
         exclude: Iterable[str] | str | None = None,
-        run_dir=None,
+        run_dir: str | os.PathLike | RunWriter | None = None,
         name: str | None = None,
         config: dict | None = None,
         resume: bool = False,
         overwrite: bool = False,
-        callbacks=(),
+        callbacks: Iterable = (),
+        combine_ranks: bool = False,
     ):
         if not isinstance(model, nn.Module):
             raise RecorderError(f"watch() needs an nn.Module, not {type(model).__name__}.")
@@ -140,7 +147,17 @@ class Recorder:
         self.reduce_at = reduce_at
         self._stats_asked = stats is not None
         self._selection = (include, exclude)
-        self._writer = None if run_dir is None else RunWriter(run_dir, name, config, resume, overwrite, callbacks)
+        self._owns_writer = not isinstance(run_dir, RunWriter)
+        if isinstance(run_dir, RunWriter):
+            if name is not None or config is not None or resume or overwrite or tuple(callbacks):
+                raise RecorderError("name, config, resume, overwrite and callbacks describe a run_dir folder; "
+                                    "a RunWriter given as run_dir carries its own.")
+            self._writer = run_dir
+        else:
+            self._writer = None if run_dir is None else RunWriter(
+                run_dir, name=name, config=config, resume=resume, overwrite=overwrite, callbacks=callbacks)
+        self._combine_ranks = bool(combine_ranks)
+        self._ranks: RankCombiner | None = None  # data-parallel: set by start()
 
         # set by start(): what is watched, where each value goes, who measures it
         self._targets: Targets | None = None
@@ -155,13 +172,14 @@ class Recorder:
         self._started = False
         self._stopped = False
         self._step = 0  # the number of the step whose forward runs next
+        self._first_step = 0  # this session's first step (a resumed run directory holds earlier ones)
         # what the host has read so far
         self._history: list[pd.DataFrame] = []
         self._hist_history: list[pd.DataFrame] = []
         self._frame_cache: pd.DataFrame | None = None
         self._nonfinite: dict | None = None
         self._warned_no_outputs = False
-        self._logged: list[dict] = []  # rows given to log()
+        self._logged: list[dict] = []  # rows given to log(), without a run directory to write them to
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -191,16 +209,28 @@ class Recorder:
             self._hist_buffer = HistogramBuffer(self.buffer_steps, len(t.params), dev)
         if not t.from_model:
             self._order = CallOrder(inner)
+        if self._combine_ranks:
+            self._ranks = RankCombiner()
+            self._ranks.set_columns([p.grad_col for p in layout.points if p.grad_col >= 0], dev)
+            if self._writer is not None and not self._ranks.main:
+                raise RecorderError("combine_ranks=True: rank 0 writes the run directory; pass run_dir only there.")
         if self._writer is not None:
-            from gradlab.environment import describe
-
-            info = {"schedule": self.schedule.to_dict(), "stats": list(self.stats), "act_sample": self.act_sample,
-                    "reductions": self.reductions}  # fmt: skip
-            self._step = self._writer.open(model_description(self._writer.name, inner, t), info, describe(dev))
+            self._open_writer(inner, t, dev)
         _WATCHED[inner] = self
         self._started = True
         self._arm(self.schedule(self._step))
         return self
+
+    def _open_writer(self, inner: nn.Module, targets: Targets, dev: torch.device) -> None:
+        from gradlab.environment import describe
+
+        w = self._writer
+        info = {"schedule": self.schedule.to_dict(), "stats": list(self.stats), "act_sample": self.act_sample,
+                "reductions": self.reductions}  # fmt: skip
+        self._step = self._first_step = w.open(description(w.name, targets), info, describe(dev))
+        if self._owns_writer:
+            w.status(runs.RUNNING)
+            w.started(resumed=w.resumed)
 
     def stop(self, error: BaseException | None = None) -> None:
         """Remove every hook and flush what is left. A run directory is marked done, or, when
@@ -233,8 +263,9 @@ class Recorder:
                 del _WATCHED[inner]
             self._params.prev = None
             self._hooks.clear()
-            if self._writer is not None:
-                self._writer.close(state, message, self.nonfinite)
+            if self._writer is not None and self._owns_writer:
+                nonfinite = self.nonfinite
+                self._writer.close(state, message=message, **({"nonfinite": nonfinite} if nonfinite else {}))
 
     def __del__(self):
         # A recorder dropped without stop() must not leave hooks behind.
@@ -301,12 +332,17 @@ class Recorder:
         directory. Values are numbers or 0-dim tensors (a tensor costs a host sync)."""
         self._require_running()
         row = metrics_row(step, scalars)
-        self._logged.append(row)
         if self._writer is not None:
-            self._writer.logged(row)
+            self._writer.log(row)
+        else:
+            self._logged.append(row)
 
     def metrics(self) -> pd.DataFrame:
-        """Every row given to :meth:`log`: step, then the scalars by name."""
+        """Every row given to :meth:`log` (this session's): step, then the scalars by name."""
+        if self._writer is not None:
+            self._writer.write()
+            rows = self._writer.rows(runs.METRICS, self._first_step)
+            return rows if rows is not None else pd.DataFrame(columns=["step"])
         return pd.DataFrame(self._logged, columns=None if self._logged else ["step"])
 
     def _settle_order(self) -> None:
@@ -316,7 +352,7 @@ class Recorder:
         self._targets, never = reindexed(self._targets, first)
         self._layout.rekey(self._targets)
         if self._writer is not None:
-            self._writer.describe(model_description(self._writer.name, self._targets.inner, self._targets))
+            self._writer.describe(description(self._writer.name, self._targets))
         warn_never_called(never, len(self._targets.points))
 
     def _arm(self, armed: bool) -> None:
@@ -338,6 +374,8 @@ class Recorder:
         self._params.write(hooks.vals)
         written = buffer.written[buffer.count]
         hooks.write(buffer.row(), written)
+        if self._ranks is not None:
+            self._ranks.combine(buffer.row())
         if outputs and not self._warned_no_outputs and layout.output_cols.size and layout.param_grad:
             if not written[layout.output_cols].any() and written[layout.param_grad].any():
                 self._warned_no_outputs = True
@@ -368,31 +406,38 @@ class Recorder:
     # ------------------------------------------------------------------ reading
 
     def flush(self) -> pd.DataFrame:
-        """Copy the device buffer to the host (the only host sync); return the new rows
-        (also appended to the history that :meth:`frame` returns)."""
+        """Copy the device buffer to the host (the only host sync); return the new rows, which
+        go to the run directory (or, without one, to the history that :meth:`frame` returns)."""
         if not self._started:
             return derive.empty_frame()
         new = derive.empty_frame()
         drained = self._buffer.drain()
-        if drained is not None:
+        keep = self._ranks is None or self._ranks.main  # other ranks only measure
+        if drained is not None and keep:
             raw, written, numel, steps = drained
             new = derive.frame(self._layout, self.stats, raw, written, numel, steps)
             if self._nonfinite is None:
                 self._nonfinite = derive.first_nonfinite(self._layout, raw, written, steps)
-            if len(new):
-                self._history.append(new)
-                self._frame_cache = None
         hist = self._hist_buffer.drain() if self._hist_buffer is not None else None
         if hist is not None:
             self._hist_history.append(derive.hist_frame(self._layout, *hist))
         if self._writer is not None:
-            self._writer.write(self._rows(), new, self._logged)
+            self._writer.add_layers(new)
+            if self._writer.write() and self._owns_writer:
+                self._writer.status(runs.RUNNING)
+        elif len(new) and keep:
+            self._history.append(new)
+            self._frame_cache = None
         return new
 
     def frame(self) -> pd.DataFrame:
-        """Every row recorded so far (flushes first): step(int64), layer(str), index(int32),
-        kind(str), stat(str), value(float64)."""
+        """Every row recorded so far in this session (flushes first): step(int64), layer(str),
+        index(int32), kind(str), stat(str), value(float64). With a run directory the rows are
+        read back from it."""
         self.flush()
+        if self._writer is not None:
+            rows = self._writer.rows(runs.LAYERS, self._first_step)
+            return derive.typed(rows) if rows is not None else derive.empty_frame()
         return self._rows().copy()
 
     def _rows(self) -> pd.DataFrame:
@@ -473,13 +518,33 @@ class Recorder:
 
 def watch(
     model: nn.Module,
+    *,
     every: int = 50,
     stats: Iterable[str] | None = None,
     dense_until: int = 100,
     dense_every: int = 1,
     histograms: bool = False,
-    **kwargs,
+    schedule: Schedule | None = None,
+    hist_every: int | None = None,
+    buffer_steps: int = 64,
+    cpu_threads: int | None = None,
+    act_sample: int | None = 16,
+    reduce_at: str = "auto",
+    include: Iterable[str] | str | None = None,
+    exclude: Iterable[str] | str | None = None,
+    run_dir: str | os.PathLike | RunWriter | None = None,
+    name: str | None = None,
+    config: dict | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Iterable = (),
+    combine_ranks: bool = False,
 ) -> Recorder:
     """Start recording ``model``; returns the started :class:`Recorder` (also a context
-    manager that stops it on exit). See :class:`Recorder` for the arguments."""
-    return Recorder(model, every, stats, dense_until, dense_every, histograms, **kwargs).start()
+    manager that stops it on exit). The options are the Recorder's (see there)."""
+    return Recorder(
+        model, every=every, stats=stats, dense_until=dense_until, dense_every=dense_every, histograms=histograms,
+        schedule=schedule, hist_every=hist_every, buffer_steps=buffer_steps, cpu_threads=cpu_threads,
+        act_sample=act_sample, reduce_at=reduce_at, include=include, exclude=exclude, run_dir=run_dir, name=name,
+        config=config, resume=resume, overwrite=overwrite, callbacks=callbacks, combine_ranks=combine_ranks,
+    ).start()

@@ -39,6 +39,7 @@ from typing import Iterable
 import torch.nn as nn
 
 from gradlab.errors import RecorderError
+from gradlab.runs import WATCH_SOURCE
 from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, NORM, ProbePoint
 from gradlab.recorder.bn_stats import is_batchnorm
 
@@ -47,6 +48,7 @@ __all__ = [
     "ParamTarget",
     "Targets",
     "default_probe_points",
+    "description",
     "resolve",
     "strip_prefixes",
     "unwrap",
@@ -254,3 +256,20 @@ def resolve(model: nn.Module, include: Iterable[str] | str | None = None,
         raise RecorderError(f"include={include!r} / exclude={exclude!r} leave nothing to watch in "
                             f"{type(inner).__name__}; patterns match module names such as {', '.join(names) or '(none)'}.")
     return Targets(inner, points, modules, blocks, params, from_model)
+
+
+def description(name: str, targets: Targets) -> dict:
+    """spec.json's ``model`` for a watched module: what the report needs to draw it along depth."""
+    points = sorted(targets.points, key=lambda p: p.index)
+    return {
+        "name": name,
+        "class": type(targets.inner).__name__,
+        "family": name,
+        "label": name,
+        "depth": sum(1 for p in points if p.kind in (CONV, FC) and p.role == "main"),
+        "params": sum(p.numel() for p in targets.inner.parameters() if p.requires_grad),
+        "probe_points": [p.to_dict() for p in points],
+        "parameters": [{"name": p.name, "index": p.index, "kind": p.kind, "shape": list(p.param.shape)}
+                       for p in targets.params],  # fmt: skip
+        "source": WATCH_SOURCE,
+    }

@@ -88,7 +88,7 @@ def run_table(runs: list[R.Run]) -> pd.DataFrame:
                 "step": int(run.status.get("step", 0) or 0),
                 "total_steps": total_steps(run),
                 "note": state_note(run),
-                "has_layers": (run.path / R.LAYERS).exists(),
+                "has_layers": run.has_layers,
             }
         )
     cols = ["run", "path", "experiment", "model", "family", "depth", "seed", "label", "params", "state",

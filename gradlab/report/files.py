@@ -1,6 +1,6 @@
 """Where a report goes and how its files are written: formats, the output folder, writers.
 
-Every file is written atomically (gradlab.runs.atomic_write); files in the folder that the
+Every file is written atomically (gradlab.file_io.atomic_write); files in the folder that the
 report does not write are left alone.
 """
 
@@ -15,7 +15,8 @@ import pandas as pd
 
 from gradlab import runs as R
 from gradlab.errors import ReportError
-from gradlab.folders import check_output_folder
+from gradlab.file_io import atomic_write
+from gradlab.output_folders import check_output_folder
 
 SUPPORTED_FORMATS = ("pdf", "png", "svg")
 DEFAULT_FORMATS = ("pdf", "png")
@@ -55,7 +56,7 @@ def write_text(path: Path, text: str, files: list[Path]) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    R.atomic_write(path, write)
+    atomic_write(path, write)
     files.append(path)
 
 
@@ -74,7 +75,7 @@ def save_figure(fig, out_dir: Path, name: str, formats, dpi: int, files: list[Pa
             fig.set_layout_engine("none")
         path = out_dir / "figures" / f"{name}.{fmt}"
         metadata = {"CreationDate": None} if fmt == "pdf" else None
-        R.atomic_write(path, lambda tmp, f=fmt: fig.savefig(tmp, format=f, dpi=dpi, metadata=metadata))
+        atomic_write(path, lambda tmp, f=fmt: fig.savefig(tmp, format=f, dpi=dpi, metadata=metadata))
         files.append(path)
         saved[fmt] = path
     return saved

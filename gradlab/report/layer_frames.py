@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
+from gradlab import run_tables
 from gradlab import runs as R
 from gradlab import stat_names as S
 from gradlab.along_depth import positive_logs
@@ -53,21 +53,15 @@ def read_layer_stats(run: R.Run, stats=REPORT_STATS) -> pd.DataFrame | None:
     (categoricals), so a paper-scale file costs a fraction of a full read.
     """
     path = run.path / R.LAYERS
-    if not path.exists():
+    if not run_tables.exists(path):
         return None
-    try:
-        names = set(pq.read_schema(path).names)
-        missing = {"step", "layer", "stat", "value"} - names
-        if missing:
-            raise RunDirError(f"{path} lacks the column(s) {', '.join(sorted(missing))}")
-        columns = [c for c in R.LAYER_COLUMNS if c in names]
-        dictionary = [c for c in ("layer", "kind", "stat") if c in names]
-        table = pq.read_table(path, columns=columns, filters=[("stat", "in", list(stats))], read_dictionary=dictionary)
-        frame = table.to_pandas()
-    except RunDirError:
-        raise
-    except Exception as e:  # pyarrow raises several unrelated types for damaged files
-        raise RunDirError(f"{path} cannot be read as Parquet ({type(e).__name__}: {e}); the file is damaged") from e
+    names = run_tables.schema_names(path)
+    missing = {"step", "layer", "stat", "value"} - names
+    if missing:
+        raise RunDirError(f"{path} lacks the column(s) {', '.join(sorted(missing))}")
+    columns = [c for c in R.LAYER_COLUMNS if c in names]
+    dictionary = [c for c in ("layer", "kind", "stat") if c in names]
+    frame = run_tables.read(path, columns=columns, filters=[("stat", "in", list(stats))], read_dictionary=dictionary)
     for c in ("layer", "kind", "stat"):
         if c in frame and not isinstance(frame[c].dtype, pd.CategoricalDtype):
             frame[c] = frame[c].astype("category")
@@ -86,7 +80,7 @@ def load_layer_data(runs: list[R.Run], stats=REPORT_STATS) -> LayerData:
         if frame is None:
             data.missing[key] = (
                 "no layers.parquet (layer recording was off)"
-                if not (run.path / R.LAYERS).exists()
+                if not run.has_layers
                 else "layers.parquet holds none of the statistics the report draws"
             )
         else:

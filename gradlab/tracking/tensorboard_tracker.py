@@ -21,7 +21,7 @@ import pandas as pd
 
 from gradlab.callbacks import Callback
 from gradlab.tracking.common import TrackingError, finite, layer_key
-from gradlab.folders import check_output_folder
+from gradlab.output_folders import check_output_folder
 
 METRICS_GROUP = "metrics"
 
@@ -111,11 +111,11 @@ class TensorBoardTracker(Callback):
 
     def _replay_checkpoint_eval(self, run_dir: Path, step: int) -> None:
         """The evaluation at the checkpoint's step: purged with the rest, kept by the run, not repeated."""
-        from gradlab.runs import METRICS, read_parquet
+        from gradlab import run_tables
+        from gradlab.runs import METRICS
 
-        path = Path(run_dir) / METRICS
-        if path.exists():
-            metrics = read_parquet(path)
+        metrics = run_tables.read(Path(run_dir) / METRICS)
+        if metrics is not None:
             for row in metrics[metrics["step"] == step].to_dict("records"):
                 self._log_eval(row)
 
@@ -136,8 +136,7 @@ class TensorBoardTracker(Callback):
 
 def _resume_step(run_dir: Path) -> int | None:
     """The step a resumed run restarts from: the trainer writes it to status.json just before on_start."""
-    from gradlab.runs import STATUS, read_json
+    from gradlab.runs import STATUS, read_status
 
-    path = Path(run_dir) / STATUS
-    step = read_json(path).get("step") if path.exists() else None
+    step = read_status(run_dir).get("step") if (Path(run_dir) / STATUS).exists() else None
     return int(step) if step is not None else None

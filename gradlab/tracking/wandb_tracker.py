@@ -93,7 +93,7 @@ class WandbTracker(Callback):
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
         if not known:
-            from gradlab.runs import write_json
+            from gradlab.file_io import write_json
 
             write_json(id_file, {"id": self.run.id, "project": self.project, "entity": self.entity})
 
@@ -115,19 +115,19 @@ class WandbTracker(Callback):
     def on_end(self, run_dir: Path, state: str, message: str) -> None:
         if self.run is None:
             return
-        from gradlab.runs import METRICS, STATUS, read_json, read_parquet
+        from gradlab import run_tables
+        from gradlab.runs import METRICS, read_status
 
         summary = {"state": state}
         if message:
             summary["message"] = message
-        metrics_path = Path(run_dir) / METRICS
-        if metrics_path.exists():
-            metrics = read_parquet(metrics_path)
+        metrics = run_tables.read(Path(run_dir) / METRICS)
+        if metrics is not None:
             for column in ("train_err", "test_err", "val_err", "train_loss"):
                 values = metrics[column].dropna() if column in metrics else []
                 if len(values):
                     summary[f"final_{column}"] = float(values.iloc[-1])
-        status = read_json(Path(run_dir) / STATUS) if (Path(run_dir) / STATUS).exists() else {}
+        status = read_status(run_dir)
         if status.get("diverged_step") is not None:
             summary["diverged_step"] = status["diverged_step"]
         self.run.summary.update(summary)

@@ -1,6 +1,6 @@
 """The learning-rate schedule of He et al. 2015 §4.2, in iterations.
 
-lr is divided by `gamma` at each milestone. Networks of `warmup_min_depth` layers and
+lr is multiplied by `gamma` at each milestone (0.1: divided by 10). Networks of `warmup_min_depth` layers and
 deeper start at `warmup_lr` until the running training error falls below
 `warmup_exit_err` (about 400 iterations on CIFAR), then go back to `lr` — which the
 common PyTorch port forgets to do. The warm-up is the paper's rule for its own nets:
@@ -15,7 +15,10 @@ import bisect
 from gradlab.config import Recipe
 
 
-class StepLR:
+class PaperSchedule:
+    """The paper's learning rate at each iteration (a torch StepLR steps by epochs and has no
+    warm-up, hence a class of gradlab's own)."""
+
     def __init__(self, recipe: Recipe, depth: int, warmup: bool = True):
         self.recipe = recipe
         self.warms = warmup and depth >= recipe.warmup_min_depth and recipe.warmup_lr != recipe.lr

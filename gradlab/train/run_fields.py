@@ -1,9 +1,10 @@
-"""spec.json of a trained run: what it records, and whether an existing one is the same run.
+"""What a trained run adds to spec.json, and whether an existing one is the same run.
 
-The trainer writes the resolved RunSpec with what the report needs beside it (the model's
-description, the data's shape and sizes, the environment), and before resuming into a
-run directory it checks that the spec recorded there is this run's, so that a run is
-never continued with other settings (gradlab.runs holds the rest of the contract).
+The run directory's writer (gradlab.recorder.run_writer) writes spec.json for every run;
+the trainer adds the resolved RunSpec and what the report needs beside it (the data's
+shape and sizes, the recipe, the environment). Before resuming into a run directory it
+checks that the spec recorded there is this run's, so that a run is never continued with
+other settings (gradlab.runs holds the rest of the contract).
 """
 
 from __future__ import annotations
@@ -14,20 +15,16 @@ from pathlib import Path
 from gradlab import runs
 from gradlab.config import RunSpec
 from gradlab.errors import RunDirError
+from gradlab.file_io import read_json
 
-__all__ = ["check_existing", "spec_record"]
+__all__ = ["check_existing", "run_fields"]
 
 
-def spec_record(spec: RunSpec, model_info: dict, ds, env: dict) -> dict:
-    """What spec.json holds: the resolved spec plus what the report needs to know
-    (``ds``: the gradlab.data.Dataset the run trains on)."""
+def run_fields(spec: RunSpec, ds, env: dict) -> dict:
+    """The spec.json entries of a trained run (``ds``: the gradlab.data.Dataset it trains on)."""
     return {
-        "format_version": runs.FORMAT_VERSION,
-        "name": spec.name,
-        "experiment": spec.experiment,
         "seed": spec.seed,
         "run": spec.to_dict(),
-        "model": model_info,
         "data": {
             **dataclasses.asdict(spec.data),
             "shape": list(ds.shape),
@@ -45,7 +42,7 @@ def check_existing(run_dir: Path, spec: RunSpec) -> dict | None:
     """The existing spec.json if it describes this very run; an error if another."""
     if not (run_dir / runs.SPEC).exists():
         return None
-    old = runs.read_json(run_dir / runs.SPEC)
+    old = read_json(run_dir / runs.SPEC)
     # Settings added to RunSpec after the run was written had their default's behaviour then.
     before = _with_defaults(old.get("run", {}), RunSpec().to_dict())
     if before != spec.to_dict():

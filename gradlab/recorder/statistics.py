@@ -1,0 +1,164 @@
+"""Every statistic the recorder records, declared once: its name, where it is measured, what
+the device reduces for it and how the host derives it.
+
+A statistic's value is derived on the host at flush time, in numpy, from raw values the
+device reduced while the step ran (one float32 column each in the step's row:
+gradlab.recorder.layout). Several statistics share raw values (act_mean and act_std both
+read an output's sum), and a value several points see is reduced once. The raw values:
+
+* per parameter tensor: the norms of its gradient, its weight, and its change since the
+  previous record (one fused ``torch._foreach_norm`` each: gradlab.recorder.params);
+* per probe point: a :class:`Reduction` of its output h (in the forward hook, or at
+  ``step()`` over a stack of samples: the same arithmetic, gradlab.recorder.reductions),
+  and ``||dL/dh||`` (its gradient hook);
+* per residual block: the norm of its input x, and its branch point's output norm.
+
+To add a statistic: name it in gradlab.stat_names and declare it here (a new reduction of
+the output comes with it: its whole-tensor and row-wise forms). Nothing else changes: the
+layout gives it columns where it applies, the hooks reduce what it needs, derive turns
+the columns into its rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from gradlab import stat_names as S
+from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, ProbePoint
+from gradlab.recorder.reductions import COUNT_UNIT, F32, count, norm, total
+
+__all__ = ["BLOCK_SITE", "COUNT", "DEAD", "GRAD", "NORM", "OUTPUT_SITE", "PARAM_SITE", "REDUCTIONS", "STATISTICS",
+           "SUM", "Reduction", "Statistic", "selected"]  # fmt: skip
+
+PARAM_SITE, OUTPUT_SITE, BLOCK_SITE = "param", "output", "block"
+
+# raw values that are not reductions of an output
+P_GRAD, P_WEIGHT, P_UPDATE = "grad", "weight", "update"  # per parameter (gradlab.recorder.params)
+GRAD = "grad"  # per point: ||dL/dh|| (gradient hooks)
+INPUT_NORM, BRANCH_NORM = "input_norm", "branch_norm"  # per block: ||x||, and its branch point's NORM
+
+CHANNEL_FIRST = (CONV, BN, BRANCH, BLOCK)  # kinds whose outputs are [N, C, ...]; others [..., features]
+
+
+@dataclass(frozen=True, eq=False)
+class Reduction:
+    """A raw value reduced on the device from a point's output h (or the sample of it the
+    recorder uses): ``whole(h, scratch, channel_first)`` in a hook, a 0-dim float32 tensor;
+    ``rows(x, channel_first)`` over a [k, *h.shape] stack of k outputs at once, a [k]
+    float32 tensor. ``scratch(t)`` is a reused buffer shaped like t for an elementwise pass;
+    ``channel_first``: h is [N, C, ...] (convs, their norms and blocks), else [..., features].
+    ``from_batchnorm``: a BatchNorm's batch statistics give it exactly, without reading h
+    (gradlab.recorder.bn_stats)."""
+
+    name: str
+    whole: Callable[..., torch.Tensor]
+    rows: Callable[..., torch.Tensor]
+    from_batchnorm: bool = False
+
+    def __repr__(self) -> str:
+        return f"Reduction({self.name})"
+
+
+def _rest(x: torch.Tensor) -> tuple[int, ...]:
+    return tuple(range(1, x.dim()))
+
+
+def _count_whole(h, scratch, channel_first):
+    from gradlab.recorder.reductions import flat
+
+    f = flat(h)
+    return count(h) if f is None else count(f, out=scratch(f))
+
+
+def _dead_fraction(h: torch.Tensor, unit: int, keep: tuple[int, ...] = ()) -> torch.Tensor:
+    """The fraction of units (channels or features, axis ``unit``) that are <= 0 everywhere
+    else, i.e. for every example and position (``keep``: leading axes not reduced)."""
+    axes = tuple(d for d in range(h.dim()) if d != unit and d not in keep)
+    alive = h.amax(dim=axes) > 0 if axes else h > 0
+    return 1.0 - alive.to(F32).mean(dim=-1)
+
+
+def _dead_whole(h, scratch, channel_first):
+    if h.dim() < 2:
+        return _dead_fraction(h.unsqueeze(0), 1)
+    return _dead_fraction(h, 1 if channel_first else h.dim() - 1)
+
+
+def _dead_rows(x, channel_first):
+    if x.dim() < 3:
+        return _dead_fraction(x.unsqueeze(1), 2, keep=(0,))
+    return _dead_fraction(x, 2 if channel_first else x.dim() - 1, keep=(0,))
+
+
+SUM = Reduction("sum", lambda h, scratch, cf: total(h), lambda x, cf: total(x, dim=_rest(x)), from_batchnorm=True)
+NORM = Reduction("norm", lambda h, scratch, cf: norm(h), lambda x, cf: norm(x, dim=_rest(x)), from_batchnorm=True)
+COUNT = Reduction("count", _count_whole, lambda x, cf: count(x, dim=_rest(x)))  # elements > 0, times COUNT_UNIT
+DEAD = Reduction("dead", _dead_whole, _dead_rows)  # fraction of units <= 0 for every example
+REDUCTIONS = (SUM, NORM, COUNT, DEAD)  # (their order: the deferred path's order of work)
+
+
+def _everywhere(point: ProbePoint) -> bool:
+    return True
+
+
+def _next_to_relu(point: ProbePoint) -> bool:
+    return point.next_to_relu
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One statistic: ``needs`` are raw values at its ``site`` (Reductions of the output, or
+    the names above); ``derive(raw)`` makes its values from them, ``raw[name]`` being a
+    [steps, sites] float64 array (``raw.numel``: the elements each output's sums cover);
+    ``at`` says at which probe points it is recorded (output statistics), ``at_text`` how
+    to say so when none qualifies."""
+
+    name: str
+    site: str
+    needs: tuple
+    derive: Callable[["object"], np.ndarray]
+    at: Callable[[ProbePoint], bool] = _everywhere
+    at_text: str = ""
+
+    @property
+    def per_element(self) -> bool:
+        """Whether it needs the output to have been measured (numel > 0) on that step."""
+        return any(isinstance(n, Reduction) for n in self.needs)
+
+
+def _std(raw) -> np.ndarray:
+    mean = raw[SUM] / raw.numel
+    var = np.maximum(raw[NORM] * raw[NORM] / raw.numel - mean * mean, 0.0)
+    return np.sqrt(np.where(np.isfinite(raw[NORM]) & np.isfinite(mean), var, np.nan))
+
+
+RELU_TEXT = ("next to a ReLU (an nn.ReLU module right after it in an nn.Sequential, or a zoo block's final "
+             "ReLU), so it will not be recorded. A ReLU applied as F.relu in forward is invisible to the "
+             "default probe points: use nn.ReLU modules, or give the model probe_points()")
+
+STATISTICS = (
+    Statistic(S.GRAD_NORM, PARAM_SITE, (P_GRAD,), lambda r: r[P_GRAD]),
+    Statistic(S.WEIGHT_NORM, PARAM_SITE, (P_WEIGHT,), lambda r: r[P_WEIGHT]),
+    # undefined where ||w|| = 0 (a zero-initialised bias): NaN, which means skip
+    Statistic(S.GRAD_WEIGHT_RATIO, PARAM_SITE, (P_GRAD, P_WEIGHT),
+              lambda r: np.where(r[P_WEIGHT] > 0, r[P_GRAD] / r[P_WEIGHT], np.nan)),
+    Statistic(S.UPDATE_NORM, PARAM_SITE, (P_UPDATE,), lambda r: r[P_UPDATE]),  # NaN on the first record
+    Statistic(S.ACT_MEAN, OUTPUT_SITE, (SUM,), lambda r: r[SUM] / r.numel),
+    Statistic(S.ACT_STD, OUTPUT_SITE, (SUM, NORM), _std),  # population std
+    Statistic(S.ACT_ZERO_FRAC, OUTPUT_SITE, (COUNT,), lambda r: 1.0 - np.rint(r[COUNT] / COUNT_UNIT) / r.numel,
+              at=_next_to_relu, at_text=RELU_TEXT),
+    Statistic(S.ACT_GRAD_NORM, OUTPUT_SITE, (GRAD,), lambda r: r[GRAD]),
+    Statistic(S.BRANCH_RATIO, BLOCK_SITE, (BRANCH_NORM, INPUT_NORM), lambda r: r[BRANCH_NORM] / r[INPUT_NORM]),
+    Statistic(S.ACT_DEAD_FRAC, OUTPUT_SITE, (DEAD,), lambda r: r[DEAD], at=_next_to_relu, at_text=RELU_TEXT),
+)
+_BY_NAME = {s.name: s for s in STATISTICS}
+
+
+def selected(names: tuple[str, ...]) -> list[Statistic]:
+    """The statistics named (names checked by gradlab.stat_names.checked), in declaration order."""
+    want = set(names)
+    return [s for s in STATISTICS if s.name in want]

@@ -77,10 +77,10 @@ def test_zoo_block_stats_match_unpaired_recording():
         m.load_state_dict(model.state_dict())
         rec = gradlab.watch(m, every=1, act_sample=None)
         if not paired:
-            rec._hooks.arm(False)
-            for pt in rec._hooks.points:
+            rec._inst.hooks.arm(False)
+            for pt in rec._inst.hooks.taps:
                 pt.fed, pt.feeder = False, None
-            rec._hooks.arm(True)
+            rec._inst.hooks.arm(True)
         F.cross_entropy(m(x), y).backward()
         rec.step()
         df = rec.frame()
@@ -109,7 +109,7 @@ def test_gradient_accumulation_keeps_the_last_micro_batch(reduce_at):
     for h in handles:
         h.remove()
     df = rec.frame().set_index(["layer", "stat"])["value"]
-    assert rec._hooks.points[0].fed and rec._hooks.points[0].checked  # two micro-batches did not unpair it
+    assert rec._inst.hooks.taps[0].fed and rec._inst.hooks.taps[0].checked  # two micro-batches did not unpair it
     rec.stop()
     conv = last.detach().double()
     assert df[("0", "act_mean")] == pytest.approx(conv.mean().item(), rel=1e-5)
@@ -167,7 +167,7 @@ def test_a_bn_fed_something_else_unpairs_and_the_conv_measures_itself(reduce_at)
     for _ in range(2):  # the step that finds out, and one with the conv's own hook
         conv = _one_step(model, rec, x, ["body.0"])["body.0"]
         _assert_measured_on_sample(rec, "body.0", conv, 8)
-    assert not rec._hooks.points[0].fed and rec._hooks.points[1].feeder is None
+    assert not rec._inst.hooks.taps[0].fed and rec._inst.hooks.taps[1].feeder is None
     rec.stop()
 
 

@@ -68,7 +68,7 @@ def test_conv_and_bn_gradient_norms_are_derived_in_the_hooks(eps):
     model = _model(lambda c: nn.BatchNorm2d(c, eps=eps))
     rec = gradlab.watch(model, every=1, reduce_at="hooks")
     df, true = _gradients(model, rec, torch.randn(24, 3, 6, 6) * 0.5 + 1, ["0", "1", "3", "4"])
-    assert rec._hooks.bn_grads._valid == {1: True, 3: True}  # both BatchNorms (probe points 1 and 3) passed the check
+    assert rec._inst.hooks.bn_grads._valid == {1: True, 3: True}  # both BatchNorms (probe points 1 and 3) passed the check
     rec.stop()
     for name, value in true.items():
         assert df[name] == pytest.approx(value, rel=1e-5), name
@@ -80,7 +80,7 @@ def test_tiny_gradients_keep_their_precision():
     model = _model()
     rec = gradlab.watch(model, every=1, reduce_at="hooks")
     df, true = _gradients(model, rec, torch.randn(24, 3, 6, 6), ["0", "1", "3", "4"], loss_scale=1e-15)
-    assert rec._hooks.bn_grads._valid == {1: True, 3: True}
+    assert rec._inst.hooks.bn_grads._valid == {1: True, 3: True}
     rec.stop()
     for name, value in true.items():
         assert 1e-19 < value < 1e-13
@@ -91,7 +91,7 @@ def test_deferred_reductions_keep_dx_itself():
     model = _model()
     rec = gradlab.watch(model, every=1, reduce_at="step")
     df, true = _gradients(model, rec, torch.randn(24, 3, 6, 6), ["0", "1", "3", "4"])
-    assert rec._hooks.bn_grads._valid == {}
+    assert rec._inst.hooks.bn_grads._valid == {}
     rec.stop()
     for name, value in true.items():
         assert df[name] == pytest.approx(value, rel=1e-5), name
@@ -111,7 +111,7 @@ def test_where_the_formula_does_not_apply_both_norms_are_taken_directly(case):
         x = x.contiguous(memory_format=torch.channels_last)
     rec = gradlab.watch(model, every=1, reduce_at="hooks")
     df, true = _gradients(model, rec, x, ["0", "1", "3", "4"], create_graph=case == "create_graph")
-    derived = rec._hooks.bn_grads._valid
+    derived = rec._inst.hooks.bn_grads._valid
     rec.stop()
     if case == "channels_last":  # the first BN's dL/dy is channels_last (the last one's comes back contiguous)
         assert 1 not in derived
@@ -126,7 +126,7 @@ def test_batchnorms_with_different_batch_sizes_in_one_step():
     model = _TwoBatchSizes()
     rec = gradlab.watch(model, every=1, reduce_at="hooks")
     df, true = _gradients(model, rec, torch.randn(16, 2, 4, 4), ["a.0", "a.1", "b.0", "b.1"])
-    assert rec._hooks.bn_grads._valid == {1: True, 3: True}
+    assert rec._inst.hooks.bn_grads._valid == {1: True, 3: True}
     rec.stop()
     for name, value in true.items():
         assert df[name] == pytest.approx(value, rel=1e-5), name

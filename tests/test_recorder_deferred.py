@@ -1,6 +1,7 @@
 """Deferred reductions (reduce_at="step", the CUDA default) record what the hooks record."""
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,8 @@ import torch.nn.functional as F
 import gradlab
 from gradlab.errors import RecorderError
 from gradlab.models import build
-from gradlab.recorder.deferred import COUNT, NORM, SUM, Deferred
+from gradlab.recorder.deferred import DeferredReductions
+from gradlab.recorder.statistics import COUNT, NORM, SUM
 from gradlab.recorder.reductions import COUNT_UNIT
 from tests.recorder_frames import assert_same, frames
 
@@ -52,17 +54,17 @@ def test_deferred_samples_are_copies_an_in_place_relu_cannot_change():
 
 def test_deferred_known_answers_and_early_gradient_reduction():
     row = torch.full((6,), float("nan"))
-    q = Deferred(torch.device("cpu"), grad_bytes=8)  # two float32 values: the second gradient reduces early
-    a = q.sample(torch.tensor([[1.0, -2.0], [0.0, 3.0]]))
-    b = q.sample(torch.tensor([[0.0, 0.0], [5.0, -1.0], [7.0, 7.0]]), first=2)  # a's shape: one stack with a
-    c = q.sample(torch.tensor([2.0, 0.0]))
-    q.want(a, SUM, 0)
-    q.want(a, NORM, 1)
-    q.want(b, COUNT, 2)
-    q.want(c, COUNT, 3)
-    q.want(c, NORM, 4)
-    q.want(a, COUNT, 4)  # a second request for column 4: the last one wins
-    cols = q.write_activations(row)
+    vals = [None] * 3
+    first = lambda h: 2 if h.shape[0] == 3 else None  # noqa: E731 (the sample: b's first two examples)
+    q = DeferredReductions(torch.device("cpu"), vals, first, grad_bytes=8)  # two float32 values: the second gradient reduces early
+    a, b, c = (SimpleNamespace(sample=None) for _ in range(3))  # what the hooks know of each output
+    h_a = torch.tensor([[1.0, -2.0], [0.0, 3.0]])
+    q.output(a, h_a, ((SUM, 0), (NORM, 1)), True)
+    q.output(b, torch.tensor([[0.0, 0.0], [5.0, -1.0], [7.0, 7.0]]), ((COUNT, 2),), True)  # a's shape: one stack with a
+    q.output(c, torch.tensor([2.0, 0.0]), ((COUNT, 3), (NORM, 4)), True)
+    q.output(a, h_a, ((COUNT, 4),), True)  # a second request for column 4: the last one wins (a copied once)
+    assert len(q._samples) == 3
+    cols = q.write(row)
     assert sorted(cols) == [0, 1, 2, 3, 4]
     torch.testing.assert_close(row[:2], torch.tensor([2.0, 14 ** 0.5]))
     assert (row[2:5] / COUNT_UNIT).tolist() == [1.0, 1.0, 2.0]  # counts of positives, in COUNT_UNIT
@@ -71,8 +73,7 @@ def test_deferred_known_answers_and_early_gradient_reduction():
     q.grad(torch.tensor([3.0]), [0])
     q.grad(torch.tensor([0.0, 4.0]), [1, 2])  # 12 bytes held > 8: both reduced now
     assert not q._grads and len(q._norms) == 2
-    vals = [None] * 3
-    q.gradient_values(vals)
+    q.finish()
     assert [v.item() for v in vals] == [3.0, 4.0, 4.0]
 
 
@@ -111,7 +112,7 @@ def test_stop_drops_what_an_unrecorded_step_left_behind():
     model = build("resnet8")
     rec = gradlab.watch(model, every=1, reduce_at="step")
     F.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.randint(0, 10, (4,))).backward()
-    q = rec._hooks.deferred
+    q = rec._inst.hooks.reducer
     assert q._samples and q._grads  # copies and dL/dh of the step, waiting for rec.step()
     rec.stop()
     assert not q._samples and not q._grads and not q._wants

@@ -1,5 +1,8 @@
 """Deferred reductions: what a recorded step's hooks collect, reduced together in step().
 
+One of the recorder's two strategies for where reductions run (the other reduces in the
+hooks: gradlab.recorder.in_hook); both take the same calls from gradlab.recorder.hooks.
+
 On a GPU an eager training step of a small network is bound by kernel launches, not by
 arithmetic, so the cost of recording is the number of kernels the hooks launch. Reducing
 each probe point in its own hooks takes several launches per point (a sum, a norm, a
@@ -10,7 +13,7 @@ count, the gradient's norm); deferring them takes one per point and a few per st
   a later in-place op (a ReLU with ``inplace=True``) overwrites the output;
 * gradient hooks keep a reference to dL/dh: no launch;
 * ``step()`` stacks the samples of each (shape, dtype) and reduces every stack row-wise
-  (sum, norm, positive count: gradlab.recorder.reductions, the same arithmetic as the hooks),
+  (each Reduction's row-wise form, gradlab.recorder.statistics: the same arithmetic as the hooks),
   takes every gradient's norm with one fused ``torch._foreach_norm`` per dtype, and writes
   the activation values into the step's row with one ``index_copy_``.
 
@@ -26,50 +29,51 @@ from __future__ import annotations
 import torch
 
 from gradlab.recorder.plans import cached_plan
-from gradlab.recorder.reductions import count, foreach_norm, norm, total
+from gradlab.recorder.reductions import foreach_norm
+from gradlab.recorder.statistics import REDUCTIONS, Reduction
 
-__all__ = ["COUNT", "Deferred", "NORM", "STATS", "SUM"]
+__all__ = ["DeferredReductions"]
 
-SUM, NORM, COUNT = "sum", "norm", "count"
-STATS = (SUM, NORM, COUNT)
 DEFAULT_GRAD_BYTES = 256 << 20
 
 
-def _reduce(stat: str, x: torch.Tensor) -> torch.Tensor:
-    """Per-point statistic of a [points, ...] stack (over all but the first dim), float32."""
-    dims = tuple(range(1, x.dim()))
-    if stat == SUM:
-        return total(x, dim=dims)
-    if stat == NORM:
-        return norm(x, dim=dims)
-    return count(x, dim=dims)
+class DeferredReductions:
+    """One recorded step's samples and gradients, and the columns they fill.
 
+    ``vals``: the step's values (one 0-dim tensor per column; StepHooks resets the list in
+    place), which get the gradient norms; ``first(h)``: how many leading examples of h the
+    activation statistics use (None: all)."""
 
-class Deferred:
-    """One recorded step's samples and gradients, and the columns they fill."""
+    derives_bn_grads = False  # a BatchNorm's dL/dx is kept like any gradient: its fused norm costs nothing
+    name = "step"
 
-    def __init__(self, device: torch.device, grad_bytes: int = DEFAULT_GRAD_BYTES):
+    def __init__(self, device: torch.device, vals: list, first, grad_bytes: int = DEFAULT_GRAD_BYTES):
         self.device = device
+        self.vals = vals
+        self.first = first
         self.grad_bytes = grad_bytes
         self._plans: dict[tuple, tuple] = {}
         self.clear()
 
     def clear(self) -> None:
-        self._samples: list[torch.Tensor] = []
-        self._wants: dict[int, tuple[int, str]] = {}  # column -> (sample, stat); the last call wins
+        self._samples: list[tuple[torch.Tensor, bool]] = []  # (copy, channel_first)
+        self._wants: dict[int, tuple[int, Reduction]] = {}  # column -> (sample, reduction); the last call wins
         self._grads: list[tuple[torch.Tensor, list[int]]] = []
         self._held = 0
         self._norms: list[tuple[torch.Tensor, list[int]]] = []
 
-    def sample(self, h: torch.Tensor, first: int | None = None) -> int:
-        """Keep a copy of ``h`` (of its ``first`` examples); returns its number for :meth:`want`."""
-        with torch.no_grad():  # a copy outside the autograd graph, without a detach
-            self._samples.append((h if first is None else h[:first]).clone())
-        return len(self._samples) - 1
+    def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
+        """Columns of ``todo`` get their reductions of h's sample (copied once per tensor)."""
+        if seen.sample is None:
+            seen.sample = self.sample(h, self.first(h), channel_first)
+        for red, col in todo:
+            self._wants[col] = (seen.sample, red)
 
-    def want(self, k: int, stat: str, col: int) -> None:
-        """Column ``col`` gets statistic ``stat`` of sample ``k``."""
-        self._wants[col] = (k, stat)
+    def sample(self, h: torch.Tensor, first: int | None, channel_first: bool) -> int:
+        """Keep a copy of ``h`` (of its ``first`` examples); returns its number."""
+        with torch.no_grad():  # a copy outside the autograd graph, without a detach
+            self._samples.append(((h if first is None else h[:first]).clone(), channel_first))
+        return len(self._samples) - 1
 
     def grad(self, g: torch.Tensor, cols: list[int]) -> None:
         """Columns ``cols`` get ||g|| (``cols`` may still grow until step())."""
@@ -84,50 +88,50 @@ class Deferred:
             self._norms.extend((n, cols) for n, (_, cols) in zip(norms, self._grads))
         self._grads, self._held = [], 0
 
-    def gradient_values(self, vals: list) -> None:
-        """Put the gradient norms into ``vals`` (one 0-dim tensor per column)."""
+    def finish(self) -> None:
+        """Put the gradient norms into the step's values."""
         self._reduce_grads()
+        vals = self.vals
         for n, cols in self._norms:
             for c in cols:
                 vals[c] = n
 
-    def write_activations(self, row: torch.Tensor) -> list[int]:
+    def write(self, row: torch.Tensor) -> list[int]:
         """Reduce the samples into ``row`` (float32, on the device); returns the columns set."""
         if not self._wants:
             return []
         samples = self._samples
-        key = (tuple((s.shape, s.dtype) for s in samples), tuple(self._wants.items()))
+        key = (tuple((s.shape, s.dtype, cf) for s, cf in samples), tuple(self._wants.items()))
         plan = cached_plan(self._plans, key, lambda: self._plan(samples, self._wants))
         groups, src, dst, cols = plan
         parts = []
-        for members, stats in groups:
-            x = torch.stack([samples[k] for k in members])
-            parts.extend(_reduce(stat, x) for stat in stats)
+        for members, reductions, cf in groups:
+            x = torch.stack([samples[k][0] for k in members])
+            parts.extend(red.rows(x, cf) for red in reductions)
         values = torch.cat(parts) if len(parts) > 1 else parts[0]
         row.index_copy_(0, dst, values.index_select(0, src))
         return cols
 
-    def _plan(self, samples: list[torch.Tensor], wants: dict[int, tuple[int, str]]) -> tuple:
-        """Groups of same-(shape, dtype) samples with the statistics each needs, and where each
-        reduced value goes: positions in the concatenated results -> row columns."""
+    def _plan(self, samples: list, wants: dict[int, tuple[int, Reduction]]) -> tuple:
+        """Groups of same-(shape, dtype, layout) samples with the reductions each needs, and
+        where each reduced value goes: positions in the concatenated results -> row columns."""
         by_shape: dict[tuple, list[int]] = {}
-        for k, s in enumerate(samples):
-            by_shape.setdefault((s.shape, s.dtype), []).append(k)
+        for k, (s, cf) in enumerate(samples):
+            by_shape.setdefault((s.shape, s.dtype, cf), []).append(k)
         needed: dict[int, set] = {}
-        for k, stat in wants.values():
-            needed.setdefault(k, set()).add(stat)
+        for k, red in wants.values():
+            needed.setdefault(k, set()).add(red)
         groups, position, offset = [], {}, 0
-        for members in by_shape.values():
-            stats = [st for st in STATS if any(st in needed.get(k, ()) for k in members)]
-            if not stats:
+        for (_, _, cf), members in by_shape.items():
+            reductions = [r for r in REDUCTIONS if any(r in needed.get(k, ()) for k in members)]
+            if not reductions:
                 continue
-            groups.append((members, stats))
-            for st in stats:
+            groups.append((members, reductions, cf))
+            for r in reductions:
                 for i, k in enumerate(members):
-                    position[(k, st)] = offset + i
+                    position[(k, r)] = offset + i
                 offset += len(members)
         src = [position[w] for w in wants.values()]
         cols = list(wants)
         as_index = lambda v: torch.tensor(v, dtype=torch.long, device=self.device)  # noqa: E731
         return groups, as_index(src), as_index(cols), cols
-

@@ -1,8 +1,8 @@
 """Host-side derivation: the raw columns of recorded steps become the recorder's frame.
 
-The device writes sums, norms and counts (gradlab.recorder.layout); here, at flush time and
-in numpy, they become means, stds, zero fractions, gradient/weight ratios and branch
-ratios, in long format (step, layer, index, kind, stat, value), and the first non-finite
+The device writes raw values (sums, norms, counts: gradlab.recorder.layout); here, at flush
+time and in numpy, each statistic's own derivation (gradlab.recorder.statistics) turns them
+into rows in long format (step, layer, index, kind, stat, value), and the first non-finite
 value is found. Nothing here touches the device.
 """
 
@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradlab import stat_names as S
 from gradlab.recorder import histograms as H
+from gradlab.recorder import statistics as T
 from gradlab.recorder.layout import Layout
-from gradlab.recorder.reductions import COUNT_UNIT
 
 __all__ = ["FRAME_COLUMNS", "HIST_COLUMNS", "empty_frame", "empty_hist_frame", "first_nonfinite", "frame",
            "hist_frame"]  # fmt: skip
@@ -23,90 +22,74 @@ FRAME_COLUMNS = ["step", "layer", "index", "kind", "stat", "value"]
 HIST_COLUMNS = ["step", "layer", "index", "kind", "bin", "lower", "upper", "count"]
 
 
-def frame(layout: Layout, stats: tuple[str, ...], raw, written, numel, steps) -> pd.DataFrame:
-    """Rows of the statistics ``stats`` for recorded steps ``steps``.
+def frame(layout: Layout, raw, written, numel, steps) -> pd.DataFrame:
+    """Rows of the layout's statistics for recorded steps ``steps``.
 
     raw: [steps, columns] float64 values; written: which of them a hook or step() wrote;
     numel: [steps, points] how many elements each point's sums and norms cover.
     """
     n = len(steps)
-    parts: list[tuple[str, list, np.ndarray, np.ndarray]] = []  # stat, keys, values[n,m], ok[n,m]
-    want = set(stats)
-    pk, ok_, bk = layout.param_keys, layout.point_keys, layout.block_keys
-
-    def cols(c):  # column -1: a point without this statistic (NaN, never written)
-        c = np.asarray(c, dtype=np.int64)
-        has = c >= 0
-        values = np.full((n, len(c)), np.nan)
-        ok = np.zeros((n, len(c)), dtype=bool)
-        values[:, has], ok[:, has] = raw[:, c[has]], written[:, c[has]]
-        return values, ok
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if layout.param_grad:
-            g, gw = cols(layout.param_grad)
-            if S.GRAD_NORM in want:
-                parts.append((S.GRAD_NORM, pk, g, gw))
-        if layout.param_weight:
-            w, ww = cols(layout.param_weight)
-            if S.WEIGHT_NORM in want:
-                parts.append((S.WEIGHT_NORM, pk, w, ww))
-        if S.GRAD_WEIGHT_RATIO in want:
-            # undefined where ||w|| = 0 (a zero-initialised bias): NaN, which means skip
-            parts.append((S.GRAD_WEIGHT_RATIO, pk, np.where(w > 0, g / w, np.nan), gw & ww))
-        if layout.param_update:
-            parts.append((S.UPDATE_NORM, pk, *cols(layout.param_update)))
-
-        pts = layout.points
-        measured = numel > 0
-        if S.ACT_MEAN in want or S.ACT_STD in want:
-            s1, s1w = cols([p.sum_col for p in pts])
-            mean = s1 / numel
-            if S.ACT_MEAN in want:
-                parts.append((S.ACT_MEAN, ok_, mean, s1w & measured))
-            if S.ACT_STD in want:
-                nrm, nrmw = cols([p.norm_col for p in pts])
-                var = np.maximum(nrm * nrm / numel - mean * mean, 0.0)
-                var = np.where(np.isfinite(nrm) & np.isfinite(mean), var, np.nan)
-                parts.append((S.ACT_STD, ok_, np.sqrt(var), s1w & nrmw & measured))
-        if S.ACT_ZERO_FRAC in want:
-            cnt, cntw = cols([p.count_col for p in pts])
-            parts.append((S.ACT_ZERO_FRAC, ok_, 1.0 - np.rint(cnt / COUNT_UNIT) / numel, cntw & measured))
-        if S.ACT_GRAD_NORM in want:
-            parts.append((S.ACT_GRAD_NORM, ok_, *cols([p.grad_col for p in pts])))
-        if layout.block_input:
-            fx, fxw = cols(layout.branch_norm)
-            x, xw = cols(layout.block_input)
-            parts.append((S.BRANCH_RATIO, bk, fx / x, fxw & xw))
-
+    measured = numel > 0
     frames = []
-    for stat, keys, values, ok in parts:
-        m = len(keys)
-        if m == 0 or n == 0:
-            continue
-        rows, kcols = np.nonzero(ok)
-        if not len(rows):
-            continue
-        layers = np.array([k[0] for k in keys], dtype=object)
-        idx = np.array([k[1] for k in keys], dtype=np.int32)
-        kinds = np.array([k[2] for k in keys], dtype=object)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "step": steps[rows].astype(np.int64),
-                    "layer": layers[kcols],
-                    "index": idx[kcols],
-                    "kind": kinds[kcols],
-                    "stat": np.full(len(rows), stat, dtype=object),
-                    "value": values[rows, kcols].astype(np.float64),
-                }
-            )
-        )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for stat in layout.statistics:
+            columns = layout.columns(stat)
+            keys = layout.keys(stat.site)
+            if columns is None or not keys or n == 0:
+                continue
+            values = RawColumns(raw, written, columns, numel)
+            ok = np.logical_and.reduce([values.ok(need) for need in stat.needs])
+            if stat.per_element:
+                ok = ok & measured
+            frames.append(_rows(stat.name, keys, stat.derive(values), ok, steps))
+    frames = [f for f in frames if f is not None]
     if not frames:
         return empty_frame()
     df = pd.concat(frames, ignore_index=True)
     df = df.sort_values(["step", "index", "layer"], kind="stable", ignore_index=True)
     return typed(df)
+
+
+class RawColumns:
+    """A statistic's raw values over the recorded steps: ``raw[need]`` is a [steps, sites]
+    float64 array (NaN where a site has no such column), ``numel`` the elements each
+    point's output reductions cover."""
+
+    def __init__(self, raw, written, columns: dict, numel):
+        self._raw, self._written, self._columns, self.numel = raw, written, columns, numel
+
+    def __getitem__(self, need) -> np.ndarray:
+        return self._take(self._raw, need, np.nan)
+
+    def ok(self, need) -> np.ndarray:
+        """Where the value was written (a column -1, a point without it: never)."""
+        return self._take(self._written, need, False)
+
+    def _take(self, source, need, missing):
+        c = self._columns[need]
+        has = c >= 0
+        out = np.full((source.shape[0], len(c)), missing, dtype=source.dtype)
+        out[:, has] = source[:, c[has]]
+        return out
+
+
+def _rows(stat: str, keys, values: np.ndarray, ok: np.ndarray, steps) -> pd.DataFrame | None:
+    rows, kcols = np.nonzero(ok)
+    if not len(rows):
+        return None
+    layers = np.array([k[0] for k in keys], dtype=object)
+    idx = np.array([k[1] for k in keys], dtype=np.int32)
+    kinds = np.array([k[2] for k in keys], dtype=object)
+    return pd.DataFrame(
+        {
+            "step": steps[rows].astype(np.int64),
+            "layer": layers[kcols],
+            "index": idx[kcols],
+            "kind": kinds[kcols],
+            "stat": np.full(len(rows), stat, dtype=object),
+            "value": values[rows, kcols].astype(np.float64),
+        }
+    )
 
 
 def first_nonfinite(layout: Layout, raw, written, steps) -> dict | None:
@@ -118,24 +101,21 @@ def first_nonfinite(layout: Layout, raw, written, steps) -> dict | None:
     this costs no pass over the data.
     """
     bad = ~np.isfinite(raw) & written
-    bad[:, layout.param_update] = False  # NaN by definition on the first record
+    bad[:, layout.params.get(T.P_UPDATE, [])] = False  # NaN by definition on the first record
     if not bad.any():
         return None
     # what -> [(column, (index, priority), layer)]; the best hit of the first bad row wins
     groups: dict[str, list[tuple[int, tuple[int, int], str]]] = {"weight": [], "activation": [], "grad": []}
-    for i, (name, index, _) in enumerate(layout.param_keys):
-        if layout.param_weight:
-            groups["weight"].append((layout.param_weight[i], (-index, 0), name))
-        if layout.param_grad:
-            groups["grad"].append((layout.param_grad[i], (index, 0), name))
+    for what, raw_name, rank in (("weight", T.P_WEIGHT, -1), ("grad", T.P_GRAD, 1)):
+        for c, (name, index, _) in zip(layout.params.get(raw_name, []), layout.param_keys):
+            groups[what].append((c, (rank * index, 0), name))
     for pt, (name, index, _) in zip(layout.points, layout.point_keys):
-        for c in (pt.sum_col, pt.norm_col, pt.count_col):
-            if c >= 0:
-                groups["activation"].append((c, (-index, 0), name))
+        for _, c in pt.reductions:
+            groups["activation"].append((c, (-index, 0), name))
         if pt.grad_col >= 0:
             # at equal depth dL/dh is computed before dL/dW
             groups["grad"].append((pt.grad_col, (index, 1), name))
-    for c, (name, index, _) in zip(layout.block_input, layout.block_keys):
+    for c, (name, index, _) in zip(layout.blocks.get(T.INPUT_NORM, []), layout.block_keys):
         groups["activation"].append((c, (-index, 0), name))
     first_row = int(np.nonzero(bad.any(axis=1))[0][0])
     for what in ("weight", "activation", "grad"):

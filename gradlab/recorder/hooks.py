@@ -1,13 +1,14 @@
 """The hooks of a recorded step and the scratch state they share until ``step()``.
 
-Forward hooks on the probe points' modules reduce each output (or, deferred, copy its
-sample: gradlab.recorder.deferred), gradient hooks take ||dL/dh||, and forward pre-hooks
-on residual blocks take ||x||. Each value is a 0-dim device tensor put in its column of
-``vals`` (gradlab.recorder.layout); ``write()`` then fills the step's row. A conv whose
-output goes only to a BatchNorm is measured by that BatchNorm's hooks from its saved batch
-statistics (gradlab.recorder.bn_stats, bn_grads); on the first recorded step a checking
-hook confirms the pairing, and a pair the forward routes otherwise is dissolved for good.
-Why it is built this way, and what it costs: docs/recorder.md.
+Forward hooks on the probe points' modules hand each output to the reduction strategy
+(gradlab.recorder.in_hook reduces it at once, gradlab.recorder.deferred keeps a sample for
+``step()``), gradient hooks hand over dL/dh, and forward pre-hooks on residual blocks take
+||x||. What each point needs is its columns' (gradlab.recorder.layout); ``write()`` then
+fills the step's row. A conv whose output goes only to a BatchNorm is measured by that
+BatchNorm's hooks from its saved batch statistics (gradlab.recorder.bn_stats, bn_grads);
+on the first recorded step a checking hook confirms the pairing, and a pair the forward
+routes otherwise is dissolved for good. Why it is built this way, and what it costs:
+docs/recorder.md.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import torch.nn as nn
 
 from gradlab.recorder.bn_grads import BNGrads
 from gradlab.recorder.bn_stats import BNStats, bn_node, saved_stats
-from gradlab.recorder.deferred import COUNT, NORM, SUM, Deferred
-from gradlab.recorder.layout import Layout, Point
-from gradlab.recorder.reductions import F32, count, flat, norm, total
+from gradlab.recorder.deferred import DeferredReductions
+from gradlab.recorder.in_hook import InHookReductions
+from gradlab.recorder.layout import Layout, PointColumns
+from gradlab.recorder.reductions import F32
+from gradlab.recorder.statistics import INPUT_NORM, NORM, SUM
 from gradlab.recorder.targets import Targets
 
 __all__ = ["StepHooks", "eager"]
@@ -37,50 +40,99 @@ def eager(fn):
     return disable(fn) if disable is not None else fn
 
 
-class SeenOutput:
-    """Reductions of one output tensor during one forward, shared by the points that see it
-    (a BN output and the ``branch_out`` point after it, a block output and the next block's
-    input are reduced once)."""
+def with_threads(fn, limit: int):
+    """``fn`` run with at most ``limit`` intra-op threads (the setting restored after)."""
 
-    __slots__ = ("ref", "version", "sum", "norm", "pos", "grad_cols", "sample", "derived", "saved")
+    @eager
+    def limited(*args):
+        n = torch.get_num_threads()
+        if n <= limit:
+            return fn(*args)
+        torch.set_num_threads(limit)
+        try:
+            return fn(*args)
+        finally:
+            torch.set_num_threads(n)
+
+    return limited
+
+
+class SeenOutput:
+    """What was taken of one output tensor during one forward, shared by the points that see
+    it (a BN output and the ``branch_out`` point after it, a block output and the next
+    block's input are reduced once)."""
+
+    __slots__ = ("ref", "version", "values", "grad_cols", "sample", "derived", "saved")
 
     def __init__(self, h: torch.Tensor):
         self.ref = weakref.ref(h)
         self.version = h._version
-        self.sum = self.norm = self.pos = None
+        self.values: dict = {}  # reduction -> its value (reduced in the hooks)
         self.sample: int | None = None  # deferred reductions: its sample's number
         self.grad_cols: list[int] | None = None
         self.derived = None  # a BatchNorm output: its key in BNStats, whose sum and norm it gets
         self.saved = None  # a BatchNorm output: the statistics its backward node saved (False: none)
 
 
+class Tap:
+    """A probe point as the hooks see it: the columns it fills, and whether the BatchNorm after
+    it measures it (a pairing checked on the first recorded step, dissolved if the forward
+    routes the output elsewhere)."""
+
+    __slots__ = ("position", "is_bn", "channel_first", "reductions", "from_bn", "on_tensor", "bn_cols", "grad_col",
+                 "active", "fed", "feeder", "checked")  # fmt: skip
+
+    def __init__(self, cols: PointColumns):
+        self.position = cols.position  # in Targets.points and Targets.modules
+        self.is_bn = cols.is_bn
+        self.channel_first = cols.channel_first
+        self.reductions = cols.reductions  # (reduction, column) of its output
+        self.from_bn = tuple(rc for rc in cols.reductions if rc[0].from_batchnorm)  # a BatchNorm can give these
+        self.on_tensor = tuple(rc for rc in cols.reductions if not rc[0].from_batchnorm)
+        self.bn_cols = (cols.col(SUM), cols.col(NORM))  # (sum, norm) columns; -1: none
+        self.grad_col = cols.grad_col
+        self.active = bool(cols.reductions) or cols.grad_col >= 0
+        self.fed = cols.fed  # its output goes only to the next point, a BatchNorm, whose hooks measure it
+        self.feeder: Tap | None = None  # (on that BatchNorm's tap) the tap it measures
+        self.checked = False  # a recorded step saw the BatchNorm's input be this point's output
+
+    @property
+    def hooked(self) -> bool:
+        """Whether this point's module gets a measuring forward hook (for itself or its feeder)."""
+        return not self.fed and (self.active or (self.feeder is not None and self.feeder.active))
+
+
 class StepHooks:
     """Attaches the measuring hooks for a recorded step and holds what they measured.
 
     act_sample: activation statistics use the first ``act_sample`` examples of a batch
-    (None: all); cpu_threads: intra-op threads of the reductions on CPU tensors (None:
-    PyTorch's setting); defer: reduce at step() (gradlab.recorder.deferred) instead of in
-    each hook.
+    (None: all); cpu_threads: intra-op threads of the hooks on a CPU (None: PyTorch's
+    setting); defer: reduce at step() (gradlab.recorder.deferred) instead of in each hook
+    (gradlab.recorder.in_hook).
     """
 
     def __init__(self, targets: Targets, layout: Layout, device: torch.device, act_sample: int | None,
                  cpu_threads: int | None, defer: bool):  # fmt: skip
         self.modules = targets.modules
         self.blocks = targets.blocks
-        self.points = layout.points
-        self.block_input = layout.block_input
+        self.taps = [Tap(cols) for cols in layout.points]
+        for j, tap in enumerate(self.taps[:-1]):
+            if tap.fed:
+                self.taps[j + 1].feeder = tap
+        self.block_todo = [((NORM, c),) for c in layout.blocks.get(INPUT_NORM, [])]  # ||x|| of each block's input
         self.act_sample = act_sample
-        self.cpu_threads = cpu_threads
-        self.deferred = Deferred(device) if defer else None
-        self.bn_stats = BNStats(device, {pt.position: self.modules[pt.position] for pt in self.points if pt.is_bn})
+        self.thread_limit = cpu_threads if cpu_threads and device.type == "cpu" else None
+        self.bn_stats = BNStats(device, {t.position: self.modules[t.position] for t in self.taps if t.is_bn})
         self.bn_grads = BNGrads(device, self.bn_stats.where)
         self.unset = torch.full((), math.nan, dtype=F32, device=device)  # "not measured"
         self.template = [self.unset] * layout.width
         self.vals: list[torch.Tensor] = list(self.template)  # this step's value of every column
-        self.numel = [0] * len(self.points)  # elements each point's sums and norms cover
-        self.seen: dict[int, SeenOutput] = {}  # id(tensor) -> its reductions, this forward
+        self.reducer = (DeferredReductions(device, self.vals, self._sample_size) if defer else
+                        InHookReductions(self.vals, self._sample, self._scratch_for))  # fmt: skip
+        self.numel = [0] * len(self.taps)  # elements each point's sums and norms cover
+        self.seen: dict[int, SeenOutput] = {}  # id(tensor) -> what was taken of it, this forward
         self.fed_out: dict[int, torch.Tensor] = {}  # unchecked fed points' outputs, this forward
-        self.scratch: dict[tuple, torch.Tensor] = {}  # reused buffers of the positive counts
+        self.scratch: dict[tuple, torch.Tensor] = {}  # reused buffers of the elementwise passes
         self.handles: list = []
         self.armed = False
         self.rearm = False  # a pairing changed: re-attach the hooks before the next recorded step
@@ -90,74 +142,58 @@ class StepHooks:
     def arm(self, armed: bool) -> None:
         """Attach the hooks (for a recorded step's forward) or remove them."""
         if self.rearm and self.armed:
-            self.remove()
-            self.armed = False
+            self._detach()
         self.rearm = False
         if armed == self.armed:
             return
         if armed:
-            for pt, module in zip(self.points, self.modules):
-                if pt.hooked:
-                    self.handles.append(module.register_forward_hook(partial(self._on_output, pt)))
-                elif pt.fed and pt.active and not pt.checked:
-                    self.handles.append(module.register_forward_hook(partial(self._note_fed, pt)))
-            for b, block in enumerate(self.blocks if self.block_input else ()):
-                self.handles.append(block.module.register_forward_pre_hook(partial(self._on_block_input, b)))
+            hook = self._hook
+            for tap, module in zip(self.taps, self.modules):
+                if tap.hooked:
+                    self.handles.append(module.register_forward_hook(hook(partial(self._on_output, tap))))
+                elif tap.fed and tap.active and not tap.checked:
+                    self.handles.append(module.register_forward_hook(hook(partial(self._note_fed, tap))))
+            for b, block in enumerate(self.blocks if self.block_todo else ()):
+                self.handles.append(block.module.register_forward_pre_hook(hook(partial(self._on_block_input, b))))
+            self.armed = True
         else:
-            self.remove()
-        self.armed = armed
+            self._detach()
 
-    def remove(self) -> None:
+    def _detach(self) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+        self.armed = False
+
+    def _hook(self, fn):
+        """``fn`` as registered: run under ``cpu_threads`` intra-op threads when that is set."""
+        return fn if not self.thread_limit else with_threads(fn, self.thread_limit)
 
     # ------------------------------------------------------------------ the step's state
 
-    def reset(self) -> None:
-        """Forget this step's values (after it was recorded, or when it was not)."""
-        for j in self.fed_out:  # a fed point's output that its BatchNorm never took
-            self._unpair(self.points[j])
-        self.fed_out.clear()
-        self.numel = [0] * len(self.points)
-        self.seen.clear()
-        self.discard()
-
-    def discard(self) -> None:
-        """Drop stray values of a forward that ran unarmed (none are expected)."""
-        self.vals = list(self.template)
-        self.bn_stats.clear()
-        self.bn_grads.clear()
-        if self.deferred is not None:
-            self.deferred.clear()
-
     def write(self, row: torch.Tensor, written: np.ndarray) -> None:
         """Fill the step's ``row`` on the device and mark in ``written`` the columns set."""
-        q = self.deferred
+        self.reducer.finish()
         vals = self.vals
-        if q is not None:
-            q.gradient_values(vals)
         if len(vals):
             torch.stack(vals, out=row)
         unset = self.unset
         written[:] = [v is not unset for v in vals]
-        if q is not None:
-            written[q.write_activations(row)] = True
-            q.clear()
+        written[self.reducer.write(row)] = True
         written[self.bn_stats.write(row)] = True
         written[self.bn_grads.write(row)] = True
-        self.bn_stats.clear()
-        self.bn_grads.clear()
 
     def clear(self) -> None:
-        """Release every tensor held (the recorder stopped)."""
-        self.scratch.clear()
+        """Forget this step's values (after it was recorded, or when its forward ran unarmed)."""
+        for j in self.fed_out:  # a fed point's output that its BatchNorm never took
+            self._unpair(self.taps[j])
+        self.fed_out.clear()
+        self.numel = [0] * len(self.taps)
         self.seen.clear()
+        self.vals[:] = self.template
         self.bn_stats.clear()
         self.bn_grads.clear()
-        self.fed_out.clear()
-        if self.deferred is not None:
-            self.deferred.clear()  # copies and gradients of a step that was never recorded
+        self.reducer.clear()
 
     # ------------------------------------------------------------------ helpers
 
@@ -180,34 +216,6 @@ class StepHooks:
             e = SeenOutput(h)
             self.seen[id(h)] = e
         return e
-
-    def _count(self, h: torch.Tensor) -> torch.Tensor:
-        """reductions.count over all of h, its elementwise pass into a reused scratch buffer."""
-        f = flat(h)
-        if f is None:
-            return count(h)
-        return count(f, out=self._scratch_for(f))
-
-    def _limit_threads(self, t: torch.Tensor) -> int:
-        """Before reducing CPU tensor ``t``: drop to ``cpu_threads`` intra-op threads and
-        return the count to restore (0: nothing changed)."""
-        limit = self.cpu_threads
-        if limit and t.device.type == "cpu":
-            n = torch.get_num_threads()
-            if n > limit:
-                torch.set_num_threads(limit)
-                return n
-        return 0
-
-    def _with_threads_for(self, t: torch.Tensor, fn, *args):
-        """``fn(*args)`` with the intra-op threads limited for reducing ``t`` (see
-        _limit_threads; the hot hooks inline this)."""
-        restore = self._limit_threads(t)
-        try:
-            return fn(*args)
-        finally:
-            if restore:
-                torch.set_num_threads(restore)
 
     @staticmethod
     def _output_tensor(output) -> torch.Tensor | None:
@@ -234,42 +242,37 @@ class StepHooks:
     # ------------------------------------------------------------------ forward hooks
 
     @eager
-    def _on_output(self, pt: Point, module: nn.Module, args, output) -> None:
+    def _on_output(self, tap: Tap, module: nn.Module, args, output) -> None:
         if not torch.is_grad_enabled():
             return
-        feeder = pt.feeder
+        feeder = tap.feeder
         if feeder is not None and not feeder.checked:
-            feeder = self._check_pair(pt, args)
-        own = pt.active and module.training
+            feeder = self._check_pair(tap, args)
+        own = tap.active and module.training
         fed = feeder is not None and feeder.active and args and self.modules[feeder.position].training
         if not (own or fed):
             return
         h = self._output_tensor(output)
         if h is None:
             return
-        restore = self._limit_threads(h)
-        try:
-            e = self._seen_entry(h)
-            if fed:
-                self._measure_fed(feeder, args[0], h, e)
-            if own:
-                if pt.is_bn and (pt.sum_col >= 0 or pt.norm_col >= 0):
-                    self._derive_output(pt, h, e)
-                self._measure(pt, h, e)
-        finally:
-            if restore:
-                torch.set_num_threads(restore)
+        e = self._seen_entry(h)
+        if fed:
+            self._measure_fed(feeder, args[0], h, e)
+        if own:
+            if tap.is_bn and tap.from_bn:
+                self._derive_output(tap, h, e)
+            self._measure(tap, h, e)
 
     @eager
-    def _note_fed(self, pt: Point, module: nn.Module, args, output) -> None:
+    def _note_fed(self, tap: Tap, module: nn.Module, args, output) -> None:
         """An unchecked fed point's output, for its BatchNorm's hook to compare with its input."""
-        if pt.checked:  # a later micro-batch of the step that checked it
+        if tap.checked:  # a later micro-batch of the step that checked it
             return
         h = self._output_tensor(output) if module.training and torch.is_grad_enabled() else None
         if h is not None:
-            self.fed_out[pt.position] = h
+            self.fed_out[tap.position] = h
 
-    def _check_pair(self, q: Point, args) -> Point | None:
+    def _check_pair(self, q: Tap, args) -> Tap | None:
         """The first time a BatchNorm's hook runs after its fed point's: is its input that
         point's output? Yes: the pair holds (the point's checking hook goes). No (the model
         routes the output elsewhere first): unpair for good and measure the point on its own
@@ -283,27 +286,27 @@ class StepHooks:
             p.checked = True
             return p
         self._unpair(p)
-        self._with_threads_for(h, self._measure, p, h)
+        self._measure(p, h)
         return None
 
-    def _unpair(self, p: Point) -> None:
+    def _unpair(self, p: Tap) -> None:
         p.fed = False
-        self.points[p.position + 1].feeder = None
+        self.taps[p.position + 1].feeder = None
         self.rearm = True
 
-    def _measure(self, pt: Point, h: torch.Tensor, e: SeenOutput | None = None) -> None:
+    def _measure(self, tap: Tap, h: torch.Tensor, e: SeenOutput | None = None) -> None:
         e = e or self._seen_entry(h)
-        self._reduce_output(pt, e, h)
-        if pt.grad_col >= 0 and h.requires_grad:
-            self._want_grad(pt, e, h)
+        self._reduce_output(tap, e, h)
+        if tap.grad_col >= 0 and h.requires_grad:
+            self._want_grad(tap, e, h)
 
-    def _derive_output(self, pt: Point, y: torch.Tensor, e: SeenOutput) -> None:
+    def _derive_output(self, tap: Tap, y: torch.Tensor, e: SeenOutput) -> None:
         """BatchNorm output y's sum and norm from its batch statistics (gradlab.recorder.bn_stats),
-        for every point that sees y; its other statistics are reduced on its sample."""
-        if e.derived is None and e.sum is None and e.norm is None and e.sample is None:
+        for every point that sees y; its other reductions are taken on its sample."""
+        if e.derived is None and SUM not in e.values and NORM not in e.values and e.sample is None:
             n = self._sample_size(y)
-            if self.bn_stats.add_output(pt.position, y, n / y.shape[0] if n else 1.0, self._saved_of(y, e)):
-                e.derived = pt.position
+            if self.bn_stats.add_output(tap.position, y, n / y.shape[0] if n else 1.0, self._saved_of(y, e)):
+                e.derived = tap.position
 
     def _saved_of(self, y: torch.Tensor, e: SeenOutput):
         """The batch statistics BatchNorm output y's backward node saved (read once per y)."""
@@ -311,24 +314,24 @@ class StepHooks:
             e.saved = (saved_stats(y, y.shape[1]) if y.dim() >= 2 else None) or False
         return e.saved or None
 
-    def _reduce_output(self, pt: Point, e: SeenOutput, h: torch.Tensor) -> None:
+    def _reduce_output(self, tap: Tap, e: SeenOutput, h: torch.Tensor) -> None:
+        todo = tap.reductions
         if e.derived is not None:
-            self.bn_stats.share(e.derived, pt.sum_col, pt.norm_col)
-        if self.deferred is not None:
-            self._defer(pt, e, h)
-        elif pt.count_col >= 0 or e.derived is None:
-            self._reduce_now(pt, e, self._sample(h.detach()))  # reductions must not extend the autograd graph
-        self.numel[pt.position] = self._sample_numel(h)
+            self.bn_stats.share(e.derived, *tap.bn_cols)
+            todo = tap.on_tensor
+        if todo:
+            self.reducer.output(e, h, todo, tap.channel_first)
+        self.numel[tap.position] = self._sample_numel(h)
 
-    def _want_grad(self, pt: Point, e: SeenOutput, h: torch.Tensor) -> None:
-        """Column pt.grad_col gets ||dL/dh||, from h's gradient hook (one per tensor)."""
+    def _want_grad(self, tap: Tap, e: SeenOutput, h: torch.Tensor) -> None:
+        """Column tap.grad_col gets ||dL/dh||, from h's gradient hook (one per tensor)."""
         if e.grad_cols is None:
-            e.grad_cols = [pt.grad_col]
-            h.register_hook(partial(self._on_grad, e.grad_cols))
-        elif pt.grad_col not in e.grad_cols:
-            e.grad_cols.append(pt.grad_col)
+            e.grad_cols = [tap.grad_col]
+            h.register_hook(self._hook(partial(self._on_grad, e.grad_cols)))
+        elif tap.grad_col not in e.grad_cols:
+            e.grad_cols.append(tap.grad_col)
 
-    def _measure_fed(self, p: Point, x, y: torch.Tensor, ey: SeenOutput) -> None:
+    def _measure_fed(self, p: Tap, x, y: torch.Tensor, ey: SeenOutput) -> None:
         """Point p's output x went only into this BatchNorm, whose output is y
         (``ProbePoint.bn_next``): x's sum and norm come from the batch statistics the
         BatchNorm saved (gradlab.recorder.bn_stats), dL/dx from the BatchNorm's backward node,
@@ -336,10 +339,9 @@ class StepHooks:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.is_sparse:
             return
         e = self._seen_entry(x)
-        if p.sum_col >= 0 or p.norm_col >= 0:
-            sums = [p.sum_col] if p.sum_col >= 0 else []
-            norms = [p.norm_col] if p.norm_col >= 0 else []
-            fresh = e.sum is None and e.norm is None and e.sample is None
+        if p.from_bn:  # (a fed point needs nothing else)
+            sums, norms = ([c] if c >= 0 else [] for c in p.bn_cols)
+            fresh = SUM not in e.values and NORM not in e.values and e.sample is None
             if fresh and x.dim() >= 2 and self.bn_stats.add(x, self._saved_of(y, ey), sums, norms):
                 self.numel[p.position] = x.numel()
             else:
@@ -353,39 +355,9 @@ class StepHooks:
             return
         ey.grad_cols = []  # dL/dy's columns: y's own point and any that share y add theirs
         derive = None  # (in the hooks) both norms from one pass over dL/dy: gradlab.recorder.bn_grads
-        if self.deferred is None and p.position + 1 in self.bn_stats.where:
+        if self.reducer.derives_bn_grads and p.position + 1 in self.bn_stats.where:
             derive = (p.position + 1, self._saved_of(y, ey), self.bn_stats.gamma_beta())
-        node.register_hook(partial(self._on_bn_grad, ey.grad_cols, p.grad_col, derive))
-
-    def _defer(self, pt: Point, e: SeenOutput, h: torch.Tensor) -> None:
-        q = self.deferred
-        derived = e.derived is not None
-        if derived and pt.count_col < 0:
-            return
-        if e.sample is None:
-            e.sample = q.sample(h, self._sample_size(h))
-        if pt.sum_col >= 0 and not derived:
-            q.want(e.sample, SUM, pt.sum_col)
-        if pt.norm_col >= 0 and not derived:
-            q.want(e.sample, NORM, pt.norm_col)
-        if pt.count_col >= 0:
-            q.want(e.sample, COUNT, pt.count_col)
-
-    def _reduce_now(self, pt: Point, e: SeenOutput, d: torch.Tensor) -> None:
-        vals = self.vals
-        if e.derived is None:  # (else BNStats writes the sum and norm)
-            if pt.sum_col >= 0:
-                if e.sum is None:
-                    e.sum = total(d)
-                vals[pt.sum_col] = e.sum
-            if pt.norm_col >= 0:
-                if e.norm is None:
-                    e.norm = norm(d)
-                vals[pt.norm_col] = e.norm
-        if pt.count_col >= 0:
-            if e.pos is None:
-                e.pos = self._count(d)
-            vals[pt.count_col] = e.pos
+        node.register_hook(self._hook(partial(self._on_bn_grad, ey.grad_cols, p.grad_col, derive)))
 
     @eager
     def _on_block_input(self, b: int, module: nn.Module, args) -> None:
@@ -394,15 +366,7 @@ class StepHooks:
         x = args[0]
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             return
-        e = self._seen_entry(x)
-        if self.deferred is not None:
-            if e.sample is None:
-                e.sample = self.deferred.sample(x, self._sample_size(x))
-            self.deferred.want(e.sample, NORM, self.block_input[b])
-            return
-        if e.norm is None:
-            e.norm = self._with_threads_for(x, norm, self._sample(x.detach()))
-        self.vals[self.block_input[b]] = e.norm
+        self.reducer.output(self._seen_entry(x), x, self.block_todo[b], True)
 
     # ------------------------------------------------------------------ gradient hooks
 
@@ -411,18 +375,7 @@ class StepHooks:
         self._grad_norm(cols, g)
 
     def _grad_norm(self, cols: list[int], g: torch.Tensor) -> None:
-        if self.deferred is not None:
-            self.deferred.grad(g.detach() if g.requires_grad else g, cols)
-            return
-        restore = self._limit_threads(g)
-        try:
-            v = norm(g.detach() if g.requires_grad else g)
-        finally:
-            if restore:
-                torch.set_num_threads(restore)
-        vals = self.vals
-        for c in cols:
-            vals[c] = v
+        self.reducer.grad(g.detach() if g.requires_grad else g, cols)
 
     @eager
     def _on_bn_grad(self, cols: list[int], col_x: int, derive, grad_inputs, grad_outputs) -> None:
@@ -430,13 +383,8 @@ class StepHooks:
         derived at step() if ``derive`` (key, saved statistics, gammas and betas) allows."""
         dy = grad_outputs[0] if grad_outputs else None
         if derive is not None and dy is not None:
-            restore = self._limit_threads(dy) if self.cpu_threads else 0
-            try:
-                if self.bn_grads.add(derive[0], grad_inputs, dy, derive[1], derive[2], cols, col_x):
-                    return
-            finally:
-                if restore:
-                    torch.set_num_threads(restore)
+            if self.bn_grads.add(derive[0], grad_inputs, dy, derive[1], derive[2], cols, col_x):
+                return
         dx = grad_inputs[0] if grad_inputs else None
         for g, c in ((dy if cols else None, cols), (dx, [col_x])):
             if g is not None:

@@ -11,6 +11,7 @@ import torch
 
 from gradlab.recorder.layout import Layout
 from gradlab.recorder.reductions import foreach_norm
+from gradlab.recorder.statistics import P_GRAD, P_UPDATE, P_WEIGHT
 from gradlab.recorder.targets import ParamTarget
 
 __all__ = ["ParamStats"]
@@ -22,9 +23,9 @@ class ParamStats:
     def __init__(self, params: list[ParamTarget], layout: Layout, nan: torch.Tensor):
         self.params = params
         self.weights = [p.param for p in params]  # read under no_grad: no detach needed
-        self.grad_cols = layout.param_grad
-        self.weight_cols = layout.param_weight
-        self.update_cols = layout.param_update
+        self.grad_cols = layout.params.get(P_GRAD, [])
+        self.weight_cols = layout.params.get(P_WEIGHT, [])
+        self.update_cols = layout.params.get(P_UPDATE, [])
         self.nan = nan  # "measured: NaN", for the first update norm
         self.prev: list[torch.Tensor] | None = None  # the weights at the previous record
 

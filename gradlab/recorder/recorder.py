@@ -32,14 +32,11 @@ accumulation, GradScaler) and what is not supported: docs/recorder.md.
 
 from __future__ import annotations
 
-import math
 import os
-import warnings
 import weakref
 from typing import Iterable
 
 import pandas as pd
-import torch
 import torch.nn as nn
 
 from gradlab import runs
@@ -48,17 +45,11 @@ from gradlab.config import REDUCE_AT
 from gradlab.errors import RecorderError
 from gradlab.models.probe_points import ProbePoint
 from gradlab.recorder import derive
-from gradlab.recorder.buffer import HistogramBuffer, StepBuffer
 from gradlab.recorder.derive import FRAME_COLUMNS, HIST_COLUMNS
-from gradlab.recorder.forward_order import CallOrder, reindexed, warn_never_called
-from gradlab.recorder.hooks import StepHooks
-from gradlab.recorder.layout import Layout
-from gradlab.recorder.params import ParamStats
-from gradlab.recorder.ranks import RankCombiner
-from gradlab.recorder.reductions import F32
+from gradlab.recorder.instrument import Instrument
 from gradlab.recorder.run_writer import RunWriter, metrics_row
 from gradlab.recorder.schedule import Schedule
-from gradlab.recorder.targets import Targets, description, resolve, unwrap
+from gradlab.recorder.targets import description, unwrap
 
 __all__ = ["FRAME_COLUMNS", "HIST_COLUMNS", "Recorder", "watch"]
 
@@ -69,35 +60,8 @@ _WATCHED: "weakref.WeakKeyDictionary[nn.Module, Recorder]" = weakref.WeakKeyDict
 
 
 class Recorder:
-    """Records gradient-flow statistics of ``model`` on the steps ``schedule`` selects.
-
-    ``every``, ``dense_until``, ``dense_every`` build the :class:`Schedule` (or pass
-    ``schedule=``); ``stats`` is a subset of ``gradlab.stat_names.DEFAULT_STATS`` (None:
-    all); ``histograms`` adds per-parameter gradient histograms every ``hist_every`` steps
-    (default ``10 * every``), read with :meth:`histograms`; ``buffer_steps`` is how many
-    recorded steps the device buffer holds before an automatic flush. ``act_sample``:
-    activation statistics (act_mean, act_std, act_zero_frac) and branch ratios use the first
-    ``act_sample`` examples of a batch (None: always the whole batch), except the mean and
-    std at a BatchNorm in training and at the point that feeds it, which are the whole
-    batch's; on a CPU these reductions are memory-bound, and a small sample estimates the
-    same quantities for a fraction of the cost. ``cpu_threads`` limits the intra-op threads
-    of the hooks' reductions on CPU tensors (None: PyTorch's setting; 1 helps on an
-    oversubscribed machine only). ``reduce_at``: "hooks" reduces in each hook, "step"
-    defers the reductions to ``step()`` (fewer, batched kernels), "auto" (default) picks
-    "step" on CUDA (with ``act_sample`` set) and "hooks" elsewhere; :attr:`reductions`
-    says which is in use. docs/recorder.md has the measurements behind these defaults.
-
-    ``include``/``exclude``: glob patterns on module names choosing the layers watched
-    (gradlab.recorder.targets). ``run_dir``: also write a run directory that ``gradlab
-    report`` draws (gradlab.recorder.run_writer), with ``name`` (its label; default: the
-    folder's name), ``config`` (a dict of your settings), ``resume``/``overwrite`` (for a
-    folder that holds a run already) and ``callbacks`` (trackers such as
-    gradlab.tracking.WandbTracker, told what is written); or a RunWriter made beforehand
-    (gradlab's trainer does), which its maker closes. Rows written there are not kept in
-    memory. ``combine_ranks``: under DistributedDataParallel, every rank watches and steps,
-    act_grad_norm is the global batch's and rank 0 alone keeps the rows
-    (gradlab.recorder.ranks).
-    """
+    """Records gradient-flow statistics of ``model`` on the steps its schedule selects; the
+    options are those of :func:`watch`, which makes and starts one."""
 
     def __init__(
         self,
@@ -129,26 +93,21 @@ class Recorder:
         self.model = model
         self.schedule = schedule if schedule is not None else Schedule(every, dense_until, dense_every)
         self.stats = S.checked(stats)
-        self.histograms_enabled = bool(histograms)
         self.hist_every = int(hist_every) if hist_every is not None else 10 * self.schedule.every
-        if self.hist_every < 1:
-            raise RecorderError(f"hist_every must be >= 1, not {hist_every}.")
-        if buffer_steps < 1:
-            raise RecorderError(f"buffer_steps must be >= 1, not {buffer_steps}.")
-        self.buffer_steps = int(buffer_steps)
-        if cpu_threads is not None and cpu_threads < 1:
-            raise RecorderError(f"cpu_threads must be >= 1 or None, not {cpu_threads}.")
-        self.cpu_threads = cpu_threads
-        if act_sample is not None and act_sample < 1:
-            raise RecorderError(f"act_sample must be >= 1 or None, not {act_sample}.")
-        self.act_sample = act_sample
+        for value, what, least in ((self.hist_every, "hist_every", 1), (buffer_steps, "buffer_steps", 1),
+                                   (cpu_threads, "cpu_threads", 1), (act_sample, "act_sample", 1)):  # fmt: skip
+            if value is not None and value < least:
+                none = " or None" if what in ("cpu_threads", "act_sample") else ""
+                raise RecorderError(f"{what} must be >= {least}{none}, not {value}.")
         if reduce_at not in REDUCE_AT:
             raise RecorderError(f"reduce_at must be one of {', '.join(REDUCE_AT)}, not {reduce_at!r}.")
-        self.reduce_at = reduce_at
-        self._stats_asked = stats is not None
-        self._selection = (include, exclude)
+        self.act_sample = act_sample
+        # how the instrument is built (by start())
+        self._options = dict(stats_asked=stats is not None, include=include, exclude=exclude, act_sample=act_sample,
+                             cpu_threads=cpu_threads, reduce_at=reduce_at, buffer_steps=int(buffer_steps),
+                             histograms=bool(histograms), combine_ranks=bool(combine_ranks))  # fmt: skip
         self._owns_writer = not isinstance(run_dir, RunWriter)
-        if isinstance(run_dir, RunWriter):
+        if not self._owns_writer:
             if name is not None or config is not None or resume or overwrite or tuple(callbacks):
                 raise RecorderError("name, config, resume, overwrite and callbacks describe a run_dir folder; "
                                     "a RunWriter given as run_dir carries its own.")
@@ -156,30 +115,16 @@ class Recorder:
         else:
             self._writer = None if run_dir is None else RunWriter(
                 run_dir, name=name, config=config, resume=resume, overwrite=overwrite, callbacks=callbacks)
-        self._combine_ranks = bool(combine_ranks)
-        self._ranks: RankCombiner | None = None  # data-parallel: set by start()
-
-        # set by start(): what is watched, where each value goes, who measures it
-        self._targets: Targets | None = None
-        self._layout: Layout | None = None
-        self._device: torch.device | None = None
-        self._hooks: StepHooks | None = None
-        self._params: ParamStats | None = None
-        self._buffer: StepBuffer | None = None
-        self._hist_buffer: HistogramBuffer | None = None
-        self._order: CallOrder | None = None  # watching the first forward for the depth order
-        # lifecycle
-        self._started = False
-        self._stopped = False
+        self._inst: Instrument | None = None  # the measuring parts (start())
+        self._reductions = "hooks"
+        self._started = self._stopped = False
         self._step = 0  # the number of the step whose forward runs next
         self._first_step = 0  # this session's first step (a resumed run directory holds earlier ones)
-        # what the host has read so far
+        # rows kept in memory when there is no run directory to write them to
         self._history: list[pd.DataFrame] = []
         self._hist_history: list[pd.DataFrame] = []
         self._frame_cache: pd.DataFrame | None = None
-        self._nonfinite: dict | None = None
-        self._warned_no_outputs = False
-        self._logged: list[dict] = []  # rows given to log(), without a run directory to write them to
+        self._logged: list[dict] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -188,46 +133,30 @@ class Recorder:
         if self._started:
             raise RecorderError("This Recorder is already started; a Recorder can be started once.")
         inner = unwrap(self.model)
-        other = _WATCHED.get(inner)
-        if other is not None:
+        if _WATCHED.get(inner) is not None:
             raise RecorderError(
                 f"{type(inner).__name__} is already watched by another Recorder; "
                 "call .stop() on that one (or leave its `with` block) before watching it again."
             )
-        self._targets = t = resolve(self.model, *self._selection)
-        self._layout = layout = Layout.build(t, self.stats, warn_no_relu=self._stats_asked)
-        dev = next((p.param.device for p in t.params), None)
-        if dev is None:
-            dev = next((b.device for b in t.inner.buffers()), torch.device("cpu"))
-        self._device = dev
-        # auto defers on CUDA only with a sample: copying whole activations would double their memory
-        defer = self.reduce_at == "step" or (self.reduce_at == "auto" and dev.type == "cuda" and bool(self.act_sample))
-        self._hooks = StepHooks(t, layout, dev, self.act_sample, self.cpu_threads, defer)
-        self._params = ParamStats(t.params, layout, torch.full((), math.nan, dtype=F32, device=dev))
-        self._buffer = StepBuffer(self.buffer_steps, layout.width, len(t.points), dev)
-        if self.histograms_enabled:
-            self._hist_buffer = HistogramBuffer(self.buffer_steps, len(t.params), dev)
-        if not t.from_model:
-            self._order = CallOrder(inner)
-        if self._combine_ranks:
-            self._ranks = RankCombiner()
-            self._ranks.set_columns([p.grad_col for p in layout.points if p.grad_col >= 0], dev)
-            if self._writer is not None and not self._ranks.main:
-                raise RecorderError("combine_ranks=True: rank 0 writes the run directory; pass run_dir only there.")
+        inst = self._inst = Instrument(self.model, self.stats, **self._options)
+        self._reductions = inst.reductions
         if self._writer is not None:
-            self._open_writer(inner, t, dev)
+            if not inst.keeps_rows:
+                raise RecorderError("combine_ranks=True: rank 0 writes the run directory; pass run_dir only there.")
+            self._open_writer()
         _WATCHED[inner] = self
         self._started = True
-        self._arm(self.schedule(self._step))
+        inst.arm(self.schedule(self._step))
         return self
 
-    def _open_writer(self, inner: nn.Module, targets: Targets, dev: torch.device) -> None:
+    def _open_writer(self) -> None:
         from gradlab.environment import describe
 
         w = self._writer
         info = {"schedule": self.schedule.to_dict(), "stats": list(self.stats), "act_sample": self.act_sample,
                 "reductions": self.reductions}  # fmt: skip
-        self._step = self._first_step = w.open(description(w.name, targets), info, describe(dev))
+        self._step = self._first_step = w.open(description(w.name, self._inst.targets), info,
+                                               describe(self._inst.device))  # fmt: skip
         if self._owns_writer:
             w.status(runs.RUNNING)
             w.started(resumed=w.resumed)
@@ -238,11 +167,21 @@ class Recorder:
         message. The frames stay readable."""
         if not self._started or self._stopped:
             return
-        if error is None:
-            self._finish(runs.DONE)
-        else:
+        state, message = runs.DONE, ""
+        if error is not None:
             state = runs.INTERRUPTED if isinstance(error, KeyboardInterrupt) else runs.FAILED
-            self._finish(state, f"{type(error).__name__}: {error}")
+            message = f"{type(error).__name__}: {error}"
+        self._inst.arm(False)
+        try:
+            self.flush()
+        finally:
+            self._stopped = True
+            if _WATCHED.get(self._inst.targets.inner) is self:
+                del _WATCHED[self._inst.targets.inner]
+            self._inst.close()
+            if self._writer is not None and self._owns_writer:
+                nonfinite = self.nonfinite
+                self._writer.close(state, message=message, **({"nonfinite": nonfinite} if nonfinite else {}))
 
     def __enter__(self) -> "Recorder":
         if not self._started:
@@ -252,28 +191,11 @@ class Recorder:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.stop(exc)
 
-    def _finish(self, state: str, message: str = "") -> None:
-        self._arm(False)
-        try:
-            self.flush()
-        finally:
-            self._stopped = True
-            inner = self._targets.inner
-            if _WATCHED.get(inner) is self:
-                del _WATCHED[inner]
-            self._params.prev = None
-            self._hooks.clear()
-            if self._writer is not None and self._owns_writer:
-                nonfinite = self.nonfinite
-                self._writer.close(state, message=message, **({"nonfinite": nonfinite} if nonfinite else {}))
-
     def __del__(self):
         # A recorder dropped without stop() must not leave hooks behind.
         try:
             if self._started and not self._stopped:
-                self._hooks.remove()
-                if self._order is not None:
-                    self._order.detach()
+                self._inst.detach()
         except Exception:
             pass
 
@@ -285,13 +207,13 @@ class Recorder:
 
         A training loop that compiles the model can run the eager module on these steps and
         the compiled one on all others, so that compiled code never meets a hook."""
-        return self._hooks is not None and self._hooks.armed
+        return self._inst is not None and self._inst.armed
 
     @property
     def reductions(self) -> str:
         """Where the activation and gradient reductions run: "hooks" (in each hook, the
         default on a CPU) or "step" (deferred to step(), the default on CUDA)."""
-        return "step" if self._hooks is not None and self._hooks.deferred is not None else "hooks"
+        return self._reductions
 
     @property
     def current_step(self) -> int:
@@ -302,8 +224,8 @@ class Recorder:
         """Set the number of the next step (e.g. when resuming) and arm the hooks for it."""
         self._require_running()
         self._step = int(step)
-        self._hooks.reset()
-        self._arm(self.schedule(self._step))
+        self._inst.hooks.clear()
+        self._inst.arm(self.schedule(self._step))
 
     def step(self, step: int | None = None) -> None:
         """Record the step that just ran (if scheduled), then advance to the next one.
@@ -313,17 +235,17 @@ class Recorder:
         forward is ``step + 1``, and the hooks are attached for it only if it is scheduled.
         """
         self._require_running()
+        inst = self._inst
         s = self._step if step is None else int(step)
-        if self._order is not None and self._order.first:
-            self._settle_order()
-        if self.schedule(s):
-            self._record(s, outputs=self._hooks.armed)
-        if self._hist_buffer is not None and s % self.hist_every == 0:
-            self._record_histograms(s)
-        self._hooks.reset()
+        if inst.settle_order() and self._writer is not None:
+            self._writer.describe(description(self._writer.name, inst.targets))
+        full = self.schedule(s) and inst.record(s, outputs=inst.armed)
+        if inst.hist_buffer is not None and s % self.hist_every == 0:
+            full = inst.record_histograms(s) or full
+        inst.hooks.clear()
         self._step = s + 1
-        self._arm(self.schedule(self._step))
-        if self._writer is not None and self._writer.due():
+        inst.arm(self.schedule(self._step))
+        if full or self._writer is not None and self._writer.due():
             self.flush()
 
     def log(self, step: int, /, **scalars) -> None:
@@ -336,66 +258,6 @@ class Recorder:
             self._writer.log(row)
         else:
             self._logged.append(row)
-
-    def metrics(self) -> pd.DataFrame:
-        """Every row given to :meth:`log` (this session's): step, then the scalars by name."""
-        if self._writer is not None:
-            self._writer.write()
-            rows = self._writer.rows(runs.METRICS, self._first_step)
-            return rows if rows is not None else pd.DataFrame(columns=["step"])
-        return pd.DataFrame(self._logged, columns=None if self._logged else ["step"])
-
-    def _settle_order(self) -> None:
-        """The first forward ran: number the default points in the order their modules ran."""
-        self._order.detach()
-        first, self._order = self._order.first, None
-        self._targets, never = reindexed(self._targets, first)
-        self._layout.rekey(self._targets)
-        if self._writer is not None:
-            self._writer.describe(description(self._writer.name, self._targets))
-        warn_never_called(never, len(self._targets.points))
-
-    def _arm(self, armed: bool) -> None:
-        """Attach the hooks for a recorded forward, or remove them."""
-        self._hooks.arm(armed)
-        if self._order is not None:
-            self._order.watching(armed)
-
-    def _record(self, s: int, outputs: bool) -> None:
-        params = self._targets.params
-        if params and params[0].param.device != self._device:
-            raise RecorderError(
-                f"The model moved from {self._device} to {params[0].param.device} after watch(); "
-                "move it to its device first, then call gradlab.watch(model)."
-            )
-        hooks, buffer, layout = self._hooks, self._buffer, self._layout
-        if not outputs:
-            hooks.discard()
-        self._params.write(hooks.vals)
-        written = buffer.written[buffer.count]
-        hooks.write(buffer.row(), written)
-        if self._ranks is not None:
-            self._ranks.combine(buffer.row())
-        if outputs and not self._warned_no_outputs and layout.output_cols.size and layout.param_grad:
-            if not written[layout.output_cols].any() and written[layout.param_grad].any():
-                self._warned_no_outputs = True
-                warnings.warn(
-                    f"gradlab: step {s} was recorded with hooks attached, but no probe point "
-                    "produced output statistics (only parameter statistics were recorded). "
-                    "Does the model's forward bypass its modules' __call__ (e.g. "
-                    "F.linear(x, layer.weight) instead of layer(x)), or run compiled code "
-                    "that skips module hooks?",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-        if buffer.commit(s, hooks.numel):
-            self.flush()
-
-    def _record_histograms(self, s: int) -> None:
-        grads = [p.param.grad for p in self._targets.params]
-        grads = [g if g is not None and g.layout == torch.strided else None for g in grads]
-        if any(g is not None for g in grads) and self._hist_buffer.add(s, grads):
-            self.flush()
 
     def _require_running(self) -> None:
         if not self._started:
@@ -410,22 +272,14 @@ class Recorder:
         go to the run directory (or, without one, to the history that :meth:`frame` returns)."""
         if not self._started:
             return derive.empty_frame()
-        new = derive.empty_frame()
-        drained = self._buffer.drain()
-        keep = self._ranks is None or self._ranks.main  # other ranks only measure
-        if drained is not None and keep:
-            raw, written, numel, steps = drained
-            new = derive.frame(self._layout, self.stats, raw, written, numel, steps)
-            if self._nonfinite is None:
-                self._nonfinite = derive.first_nonfinite(self._layout, raw, written, steps)
-        hist = self._hist_buffer.drain() if self._hist_buffer is not None else None
+        new, hist = self._inst.drain()
         if hist is not None:
-            self._hist_history.append(derive.hist_frame(self._layout, *hist))
+            self._hist_history.append(hist)
         if self._writer is not None:
             self._writer.add_layers(new)
             if self._writer.write() and self._owns_writer:
                 self._writer.status(runs.RUNNING)
-        elif len(new) and keep:
+        elif len(new):
             self._history.append(new)
             self._frame_cache = None
         return new
@@ -438,19 +292,20 @@ class Recorder:
         if self._writer is not None:
             rows = self._writer.rows(runs.LAYERS, self._first_step)
             return derive.typed(rows) if rows is not None else derive.empty_frame()
-        return self._rows().copy()
+        if self._frame_cache is None:  # concatenated once, until the next flush
+            history = self._history
+            self._frame_cache = derive.empty_frame() if not history else (
+                history[0] if len(history) == 1 else pd.concat(history, ignore_index=True))
+            self._history = [self._frame_cache] if history else []
+        return self._frame_cache.copy()
 
-    def _rows(self) -> pd.DataFrame:
-        """Every row flushed so far, concatenated once (cached until the next flush)."""
-        if self._frame_cache is None:
-            if not self._history:
-                self._frame_cache = derive.empty_frame()
-            elif len(self._history) == 1:
-                self._frame_cache = self._history[0]
-            else:
-                self._frame_cache = pd.concat(self._history, ignore_index=True)
-                self._history = [self._frame_cache]
-        return self._frame_cache
+    def metrics(self) -> pd.DataFrame:
+        """Every row given to :meth:`log` (this session's): step, then the scalars by name."""
+        if self._writer is not None:
+            self._writer.write()
+            rows = self._writer.rows(runs.METRICS, self._first_step)
+            return rows if rows is not None else pd.DataFrame(columns=["step"])
+        return pd.DataFrame(self._logged, columns=None if self._logged else ["step"])
 
     def histograms(self) -> pd.DataFrame:
         """Gradient histograms (flushes first): step, layer, index, kind, bin, lower, upper
@@ -466,21 +321,22 @@ class Recorder:
         value, as of the last flush; None if none was seen. Ordered by step, then weights
         before activations before gradients; among weights and activations the shallowest,
         among gradients the deepest (where backward produced it first)."""
-        return None if self._nonfinite is None else dict(self._nonfinite)
+        found = self._inst.nonfinite if self._inst is not None else None
+        return None if found is None else dict(found)
 
     @property
     def probe_points(self) -> list[ProbePoint]:
         """The resolved probe points in depth order (write them into the run directory)."""
         self._require_started()
-        return list(self._targets.points)
+        return list(self._inst.targets.points)
 
     @property
     def param_names(self) -> list[str]:
         self._require_started()
-        return [p.name for p in self._targets.params]
+        return [p.name for p in self._inst.targets.params]
 
     def _require_started(self) -> None:
-        if self._targets is None:
+        if self._inst is None:
             raise RecorderError("The Recorder is not started; use gradlab.watch(model) or Recorder(model).start().")
 
     # ------------------------------------------------------------------ state
@@ -492,27 +348,14 @@ class Recorder:
         Rows are not part of the state: flush and persist them before checkpointing.
         """
         self._require_started()
-        return {
-            "version": STATE_VERSION,
-            "step": int(self._step),
-            "param_names": self.param_names,
-            "prev_weights": self._params.state(),
-            "nonfinite": self.nonfinite,
-        }
+        return {"version": STATE_VERSION, "step": int(self._step), **self._inst.state()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` (the recorder must be started on the same model)."""
         self._require_running()
         if state.get("version") != STATE_VERSION:
             raise RecorderError(f"Recorder state version {state.get('version')!r} is not {STATE_VERSION}.")
-        if list(state["param_names"]) != self.param_names:
-            raise RecorderError(
-                "Recorder state was saved for a model with different parameters; "
-                "resume with the same model architecture."
-            )
-        self._params.load(state.get("prev_weights"))
-        nf = state.get("nonfinite")
-        self._nonfinite = None if nf is None else dict(nf)
+        self._inst.load_state(state)
         self.set_step(int(state["step"]))
 
 
@@ -541,7 +384,35 @@ def watch(
     combine_ranks: bool = False,
 ) -> Recorder:
     """Start recording ``model``; returns the started :class:`Recorder` (also a context
-    manager that stops it on exit). The options are the Recorder's (see there)."""
+    manager that stops it on exit).
+
+    ``every``, ``dense_until``, ``dense_every`` build the :class:`Schedule` of recorded steps
+    (or pass ``schedule=``); ``stats`` is a selection of ``gradlab.stat_names.ALL_STATS``
+    (None: ``DEFAULT_STATS``, all but the optional ones); ``histograms`` adds per-parameter
+    gradient histograms every ``hist_every`` steps (default ``10 * every``), read with
+    :meth:`Recorder.histograms`; ``buffer_steps`` is how many recorded steps the device buffer
+    holds before an automatic flush. ``act_sample``: activation statistics and branch
+    ratios use the first ``act_sample`` examples of a batch (None: always the whole batch),
+    except the mean and std at a BatchNorm in training and at the point that feeds it,
+    which are the whole batch's; on a CPU these reductions are memory-bound, and a small
+    sample estimates the same quantities for a fraction of the cost. ``cpu_threads`` limits
+    the intra-op threads of the hooks on a CPU (None: PyTorch's setting; 1 helps on an
+    oversubscribed machine only). ``reduce_at``: "hooks" reduces in each hook, "step" defers
+    the reductions to ``step()`` (fewer, batched kernels), "auto" (default) picks "step" on
+    CUDA (with ``act_sample`` set) and "hooks" elsewhere; :attr:`Recorder.reductions` says
+    which is in use. docs/recorder.md has the measurements behind these defaults.
+
+    ``include``/``exclude``: glob patterns on module names choosing the layers watched
+    (gradlab.recorder.targets). ``run_dir``: also write a run directory that ``gradlab
+    report`` draws (gradlab.recorder.run_writer), with ``name`` (its label; default: the
+    folder's name), ``config`` (a dict of your settings), ``resume``/``overwrite`` (for a
+    folder that holds a run already) and ``callbacks`` (trackers such as
+    gradlab.tracking.WandbTracker, told what is written); or a RunWriter made beforehand
+    (gradlab's trainer does), which its maker closes. Rows written there are not kept in
+    memory. ``combine_ranks``: under DistributedDataParallel every rank watches and steps,
+    act_grad_norm is the global batch's and rank 0 alone keeps the rows (give it the
+    run_dir): gradlab.recorder.ranks.
+    """
     return Recorder(
         model, every=every, stats=stats, dense_until=dense_until, dense_every=dense_every, histograms=histograms,
         schedule=schedule, hist_every=hist_every, buffer_steps=buffer_steps, cpu_threads=cpu_threads,

@@ -29,7 +29,7 @@ import torch
 
 from gradlab import stat_names as S
 from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, ProbePoint
-from gradlab.recorder.reductions import COUNT_UNIT, F32, count, norm, total
+from gradlab.recorder.reductions import COUNT_UNIT, F32, count, flat, norm, total
 
 __all__ = ["BLOCK_SITE", "COUNT", "DEAD", "GRAD", "NORM", "OUTPUT_SITE", "PARAM_SITE", "REDUCTIONS", "STATISTICS",
            "SUM", "Reduction", "Statistic", "selected"]  # fmt: skip
@@ -68,8 +68,6 @@ def _rest(x: torch.Tensor) -> tuple[int, ...]:
 
 
 def _count_whole(h, scratch, channel_first):
-    from gradlab.recorder.reductions import flat
-
     f = flat(h)
     return count(h) if f is None else count(f, out=scratch(f))
 
@@ -155,7 +153,6 @@ STATISTICS = (
     Statistic(S.BRANCH_RATIO, BLOCK_SITE, (BRANCH_NORM, INPUT_NORM), lambda r: r[BRANCH_NORM] / r[INPUT_NORM]),
     Statistic(S.ACT_DEAD_FRAC, OUTPUT_SITE, (DEAD,), lambda r: r[DEAD], at=_next_to_relu, at_text=RELU_TEXT),
 )
-_BY_NAME = {s.name: s for s in STATISTICS}
 
 
 def selected(names: tuple[str, ...]) -> list[Statistic]:

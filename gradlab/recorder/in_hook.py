@@ -1,0 +1,60 @@
+"""Reductions in the hooks: each output is reduced in its forward hook, each gradient in its
+gradient hook, while the data is still in cache (the recorder's default on a CPU).
+
+One of the recorder's two strategies for where reductions run; the other defers them to
+``step()`` and batches them (gradlab.recorder.deferred). Both take the same calls from
+gradlab.recorder.hooks and do the same arithmetic (gradlab.recorder.reductions), so they
+record the same values. A tensor several points see (a BatchNorm output and the
+``branch_out`` after it, a block output and the next block's input) is reduced once per
+reduction: the results are cached on its SeenOutput.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gradlab.recorder.reductions import norm
+
+__all__ = ["InHookReductions"]
+
+
+class InHookReductions:
+    """Reduces at once into the step's values (``vals``: one 0-dim tensor per column).
+
+    ``sample(h)``: the leading examples the activation statistics use (a view);
+    ``scratch(t)``: a reused buffer shaped like t for a reduction's elementwise pass.
+    """
+
+    derives_bn_grads = True  # a BatchNorm's two gradient norms come from one pass over dL/dy
+    name = "hooks"
+
+    def __init__(self, vals: list, sample, scratch):
+        self.vals = vals  # the step's values (StepHooks resets the list in place)
+        self.sample = sample
+        self.scratch = scratch
+
+    def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
+        """Reduce output ``h`` for each (reduction, column) of ``todo``."""
+        d = self.sample(h.detach())  # reductions must not extend the autograd graph
+        cache, vals = seen.values, self.vals
+        for red, col in todo:
+            v = cache.get(red)
+            if v is None:
+                v = cache[red] = red.whole(d, self.scratch, channel_first)
+            vals[col] = v
+
+    def grad(self, g: torch.Tensor, cols: list[int]) -> None:
+        """||g|| into ``cols`` (``g`` outside autograd)."""
+        v = norm(g)
+        vals = self.vals
+        for c in cols:
+            vals[c] = v
+
+    def finish(self) -> None:
+        """(Nothing is left to reduce at step().)"""
+
+    def write(self, row: torch.Tensor) -> list[int]:
+        return []
+
+    def clear(self) -> None:
+        """(Nothing is held between steps.)"""

@@ -1,4 +1,4 @@
-"""Analysis folders: what `gradlab probe ...` and `gradlab lesion` write, read without torch.
+"""Analysis folders: what `gradlab analyze ...` and `gradlab lesion` write, read without torch.
 
     <dir>/analysis.json          kind, settings, creation time, environment
     <dir>/<table>.parquet        tidy (long-format) tables, named by each analysis

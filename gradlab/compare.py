@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from gradlab import families as fam
-from gradlab import models, runs
+from gradlab import models, run_tables, runs
 from gradlab.models.complexity import complexity
 from gradlab.config import Preset, RunSpec, make_run_spec
 from gradlab.errors import ConfigError, RunLockedError
@@ -146,7 +146,8 @@ def _report(result: CompareResult, run_dirs: list[Path], out: Path, formats, sty
 def _newer_than_runs(report_md: Path, run_dirs: list[Path]) -> bool:
     if not report_md.exists():
         return False
-    changed = [f.stat().st_mtime for d in run_dirs for f in (d / runs.STATUS, d / runs.METRICS) if f.exists()]
+    files = [f for d in run_dirs for f in (d / runs.STATUS, *run_tables.files(d / runs.METRICS))]
+    changed = [f.stat().st_mtime for f in files if f.exists()]
     return report_md.stat().st_mtime >= max(changed, default=0.0)
 
 

@@ -242,7 +242,7 @@ def load_preset(name: str | None = None, path: str | Path | None = None) -> Pres
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError(f"config file {path} is not a UTF-8 text file; give a TOML preset such as "
-                              f"experiments/quick.toml") from None
+                              f"experiments/digits_quick.toml") from None
         return parse_preset(text, str(path))
     available = presets()
     if name is None:

@@ -32,7 +32,7 @@ from gradlab.file_io import atomic_write, write_parquet
 __all__ = ["TableWriter", "exists", "files", "read", "schema_names"]
 
 FAN = 8  # parts of one span merged at once
-MERGE_MAX_ROWS = 4_000_000  # parts this large are left as they are until the run is compacted
+MERGE_MAX_ROWS = 1 << 20  # no merge past a row group of rows: such parts read as well as one file
 ROW_GROUP_ROWS = 1 << 20  # rows per row group of a compacted file (pandas' default)
 _THROUGH = b"gradlab.parts_through"  # the compacted file holds parts 0..this
 _PART = re.compile(r"^(\d{8,})-(\d{8,})\.parquet$")

@@ -57,7 +57,7 @@ BN_EPS = 1e-5
 
 @dataclass(frozen=True)
 class ShatteringSettings:
-    """What `gradlab probe shattering` measures; the defaults are the paper's setting."""
+    """What `gradlab analyze shattering` measures; the defaults are the paper's setting."""
 
     max_depth: int = 50
     width: int = 200

@@ -159,6 +159,33 @@ def report(repeats, formats, json_path):
     _write_json(json_path, result)
 
 
+@bench.command("long-run")
+@click.option("--steps", default=100_000, show_default=True, type=click.IntRange(200),
+              help="Steps recorded by the append-only writer (gradlab's).")
+@click.option("--baseline-steps", default=4_000, show_default=True, type=click.IntRange(0),
+              help="Steps recorded by the rewrite-everything baseline (0: leave it out); its flushes grow with the run.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="torch threads in each run.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
+def long_run(steps, baseline_steps, threads, json_path):
+    """A flush's time and the peak memory near the start and the end of a long run recorded every
+    step (a 12-layer pre-LN transformer, synthetic steps after a real one), against a writer
+    that rewrites everything at each flush.
+
+    \b
+    Example:
+      gradlab bench long-run --steps 100000 --baseline-steps 4000 --json long-run.json
+    """
+    from gradlab.bench.long_run import format_result, run_long_run
+
+    progress, done = _progress_printer()
+    try:
+        result = run_long_run(steps, baseline_steps, threads, progress)
+    finally:
+        done()
+    click.echo(format_result(result))
+    _write_json(json_path, result)
+
+
 @bench.command("concurrency")
 @click.option("--model", default="resnet20", show_default=True, help="Zoo model name.")
 @click.option("--runs", default=2, show_default=True, type=click.IntRange(2), help="Runs trained at once.")

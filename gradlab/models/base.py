@@ -7,27 +7,13 @@ block describes for itself; recorders then never guess from module types.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
-
 import torch
 import torch.nn as nn
 
 from gradlab import families
-from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint
+from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint, numbered, point
 
-__all__ = ["Point", "ResidualBlock", "ZooModel", "BLOCK", "BN", "BRANCH", "CONV", "FC"]
-
-
-class Point(NamedTuple):
-    """A probe point before it gets its index."""
-
-    name: str
-    kind: str
-    block: str | None = None
-    role: str = "main"
-    relu_after: bool = False
-    relu_output: bool = False
-    bn_next: bool = False
+__all__ = ["ResidualBlock", "ZooModel", "BLOCK", "BN", "BRANCH", "CONV", "FC", "point"]
 
 
 class ResidualBlock(nn.Module):
@@ -74,23 +60,23 @@ class ResidualBlock(nn.Module):
         """Make F(x) zero at init so that the block starts as (almost) the identity."""
         raise NotImplementedError
 
-    def probe_layout(self, name: str) -> list[Point]:
+    def probe_layout(self, name: str) -> list[ProbePoint]:
         *head, (last, last_kind, _) = self.main_layers
         # in every zoo block a conv listed right before a BN feeds that BN and nothing else
         feeds_bn = [k == CONV and nxt == BN for (_, k, _), (_, nxt, _) in zip(self.main_layers, self.main_layers[1:])]
-        points = [Point(f"{name}.{a}", kind, name, "main", relu, bn_next=bn) for (a, kind, relu), bn in zip(head, feeds_bn)]
-        points.append(Point(f"{name}.{last}", last_kind, name, "main", self.relu_after_branch))
-        points.append(Point(f"{name}.branch_out", BRANCH, name, "main", self.relu_after_branch))
+        points = [point(f"{name}.{a}", kind, name, "main", relu, bn_next=bn) for (a, kind, relu), bn in zip(head, feeds_bn)]
+        points.append(point(f"{name}.{last}", last_kind, name, "main", self.relu_after_branch))
+        points.append(point(f"{name}.branch_out", BRANCH, name, "main", self.relu_after_branch))
         shortcut = getattr(self, self.shortcut_attr, None)
         if isinstance(shortcut, nn.Module):
             mods = list(shortcut.named_modules())
             for (sub, m), (_, nxt) in zip(mods, mods[1:] + [("", None)]):
                 path = f"{name}.{self.shortcut_attr}" + (f".{sub}" if sub else "")
                 if isinstance(m, nn.Conv2d):  # a projection: conv, then its BN (option B/C)
-                    points.append(Point(path, CONV, name, "shortcut", bn_next=isinstance(nxt, nn.BatchNorm2d)))
+                    points.append(point(path, CONV, name, "shortcut", bn_next=isinstance(nxt, nn.BatchNorm2d)))
                 elif isinstance(m, nn.BatchNorm2d):
-                    points.append(Point(path, BN, name, "shortcut"))
-        points.append(Point(name, BLOCK, name, relu_output=self.relu_output))
+                    points.append(point(path, BN, name, "shortcut"))
+        points.append(point(name, BLOCK, name, relu_output=self.relu_output))
         return points
 
 
@@ -121,10 +107,10 @@ class ZooModel(nn.Module):
         if self.drop_rng is not None:
             self.drop_rng.manual_seed((seed << 32) + step)
 
-    def stem_points(self) -> Iterable[Point]:
+    def stem_points(self) -> Iterable[ProbePoint]:
         return ()
 
-    def head_points(self) -> Iterable[Point]:
+    def head_points(self) -> Iterable[ProbePoint]:
         return ()
 
     def residual_blocks(self) -> list[tuple[str, ResidualBlock]]:
@@ -146,10 +132,7 @@ class ZooModel(nn.Module):
         for name, block in blocks:
             layout.extend(block.probe_layout(name))
         layout.extend(self.head_points())
-        self._probe_points = tuple(
-            ProbePoint(p.name, i, p.kind, p.block, p.role, p.relu_after, p.relu_output, p.bn_next)
-            for i, p in enumerate(layout)
-        )
+        self._probe_points = numbered(layout)
         self.blocks = len(blocks)
         self.depth = sum(1 for p in layout if p.role == "main" and p.kind in (CONV, FC))
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gradlab.models.base import BN, CONV, FC, Point, ResidualBlock, ZooModel
+from gradlab.models.base import BN, CONV, FC, point, ResidualBlock, ZooModel
 from gradlab.models.layers import ACTIVATIONS, batch_norm, conv1x1, conv3x3, init_weights
 
 SHORTCUTS = ("A", "B", "C")
@@ -138,8 +138,8 @@ class CifarNet(ZooModel):
     def stem_points(self):
         relu = self.act_name == "relu"
         if self.bn1 is None:
-            return [Point("conv1", CONV, relu_after=relu)]
-        return [Point("conv1", CONV, bn_next=True), Point("bn1", BN, relu_after=relu)]
+            return [point("conv1", CONV, relu_after=relu)]
+        return [point("conv1", CONV, bn_next=True), point("bn1", BN, relu_after=relu)]
 
     def block(self, in_channels: int, out_channels: int, stride: int, stage: int, index: int, n: int) -> ResidualBlock:
         raise NotImplementedError
@@ -154,7 +154,7 @@ class CifarNet(ZooModel):
         return self.fc(self.pooled(x))
 
     def head_points(self):
-        return [Point("fc", FC)]
+        return [point("fc", FC)]
 
 
 class CifarResNet(CifarNet):

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gradlab.models.base import BN, CONV, FC, Point, ResidualBlock, ZooModel
+from gradlab.models.base import BN, CONV, FC, point, ResidualBlock, ZooModel
 from gradlab.models.layers import conv1x1, conv3x3, init_weights
 
 WIDTHS = (64, 128, 256, 512)
@@ -125,7 +125,7 @@ class ImageNetResNet(ZooModel):
         return self.fc(x.mean((2, 3)))
 
     def stem_points(self):
-        return [Point("conv1", CONV, bn_next=True), Point("bn1", BN, relu_after=True)]
+        return [point("conv1", CONV, bn_next=True), point("bn1", BN, relu_after=True)]
 
     def head_points(self):
-        return [Point("fc", FC)]
+        return [point("fc", FC)]

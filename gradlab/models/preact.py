@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gradlab.models.base import BN, CONV, FC, Point, ResidualBlock, ZooModel
+from gradlab.models.base import BN, CONV, FC, point, ResidualBlock, ZooModel
 from gradlab.models.layers import conv1x1, conv3x3, init_weights
 
 WIDTHS = (16, 32, 64)
@@ -133,7 +133,7 @@ class PreActResNet(ZooModel):
         return self.fc(x.mean((2, 3)))
 
     def stem_points(self):
-        return [Point("conv1", CONV)]
+        return [point("conv1", CONV)]
 
     def head_points(self):
-        return [Point("final_bn", BN, relu_after=True), Point("fc", FC)]
+        return [point("final_bn", BN, relu_after=True), point("fc", FC)]

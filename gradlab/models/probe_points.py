@@ -6,7 +6,7 @@ plain data (no torch) so that it can be written into a run directory as JSON.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 
 # kind values
@@ -58,3 +58,15 @@ class ProbePoint:
     @classmethod
     def from_dict(cls, d: dict) -> "ProbePoint":
         return cls(**d)
+
+
+def point(name: str, kind: str, block: str | None = None, role: str = "main", relu_after: bool = False,
+          relu_output: bool = False, bn_next: bool = False) -> ProbePoint:
+    """A probe point of a model's layout before the model numbers it (``index`` -1; zoo
+    models number their layout in order: gradlab.models.base.ZooModel)."""
+    return ProbePoint(name, -1, kind, block, role, relu_after, relu_output, bn_next)
+
+
+def numbered(points) -> tuple[ProbePoint, ...]:
+    """``points`` with their positions as indices."""
+    return tuple(replace(p, index=i) for i, p in enumerate(points))

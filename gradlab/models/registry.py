@@ -136,7 +136,7 @@ def _resolve(name: str) -> _Resolved:
         if number not in PREACT:
             raise ModelError(
                 f"pre-activation {what} come in depths 110 (basic blocks), 164 and 1001 "
-                f"(bottleneck blocks); {name} is not one. Run `gradlab models --family preact`."
+                f"(bottleneck blocks); {name} is not one. Run `gradlab models --arch preact`."
             )
         bottleneck, n = PREACT[number]
         meta = ModelInfo(f"pre{family}{number}", "preact", family, number, 3 * n,

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gradlab.models.base import CONV, Point, ResidualBlock
+from gradlab.models.base import CONV, point, ResidualBlock
 from gradlab.models.cifar import BasicBlock, CifarNet, make_shortcut
 from gradlab.models.layers import RELU_GAMMA, WSConv2d, conv3x3, init_weights
 
@@ -112,7 +112,7 @@ class FixupResNet(CifarNet):
         return x.mean((2, 3)) + self.bias2
 
     def stem_points(self):
-        return [Point("conv1", CONV)]
+        return [point("conv1", CONV)]
 
 
 # ---------------------------------------------------------------------------- ReZero, SkipInit
@@ -216,4 +216,4 @@ class NFResNet(CifarNet):
         return (F.relu(x) * RELU_GAMMA).mean((2, 3))
 
     def stem_points(self):
-        return [Point("conv1", CONV)]
+        return [point("conv1", CONV)]

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gradlab.models.base import CONV, FC, Point, ResidualBlock, ZooModel
+from gradlab.models.base import CONV, FC, point, ResidualBlock, ZooModel
 from gradlab.models.layers import init_weights
 
 CHANNELS = 16
@@ -68,7 +68,7 @@ class SeedNet(ZooModel):
         return self.fc(x.mean((2, 3)))
 
     def stem_points(self):
-        return [Point("conv1", CONV, relu_after=True)]
+        return [point("conv1", CONV, relu_after=True)]
 
     def head_points(self):
-        return [Point("fc", FC)]
+        return [point("fc", FC)]

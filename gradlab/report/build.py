@@ -9,7 +9,7 @@ Every file is written atomically; files in <out> that the report does not write 
 left alone. A run that cannot be read is left out and named in the warnings and in
 report.md; the report is built from the others.
 
-Analysis folders (gradlab.analysis_dirs: `gradlab probe ...`, `gradlab lesion`) found
+Analysis folders (gradlab.analysis_dirs: `gradlab analyze ...`, `gradlab lesion`) found
 among the given paths are drawn too and listed under "## Analyses" (gradlab.report.
 analyses); a report of analysis folders alone has just that section (and its problems).
 """

@@ -1,4 +1,4 @@
-"""Figure of a `gradlab probe gradients` folder: gradient norms along depth at init.
+"""Figure of a `gradlab analyze gradients` folder: gradient norms along depth at init.
 
 Columns: plain | ResNet | first/last ratio against depth; rows: ‖∂L/∂W‖ and ‖∂L/∂h‖.
 Reads the folder's "by_model" (geometric mean over seeds) and "ratios" tables.

@@ -1,4 +1,4 @@
-"""Figure of a `gradlab probe shattering` folder (Balduzzi et al. 2017), without torch.
+"""Figure of a `gradlab analyze shattering` folder (Balduzzi et al. 2017), without torch.
 
 (a) mean correlation between the gradients at two distinct inputs against depth, log y,
     with the predicted 2^-L (plain rectifier nets) and 1/sqrt(L) (resnets with BN);

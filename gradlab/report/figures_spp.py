@@ -1,4 +1,4 @@
-"""Figure of a `gradlab probe spp` folder: signal propagation plots (Brock et al. 2021).
+"""Figure of a `gradlab analyze spp` folder: signal propagation plots (Brock et al. 2021).
 
 Rows: average channel squared mean, average channel variance (block outputs) and the
 residual branch's average channel variance (before the addition); columns: plain | ResNet;

@@ -120,19 +120,3 @@ def read_analysis(path: Path) -> Analysis:
             raise RunDirError(f"{path} lacks {table.name}, which {ANALYSIS} lists; run the analysis again")
         tables[name] = read_parquet(table)
     return Analysis(path=path, meta=meta, tables=tables)
-
-
-def find_analysis_dirs(paths) -> list[Path]:
-    """Analysis folders under the given paths (each an analysis folder or a folder of them).
-
-    Paths that do not exist are left to gradlab.runs.find_run_dirs to report.
-    """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    found: list[Path] = []
-    for p in paths:
-        try:
-            found += R.scan(p, (ANALYSIS,))[ANALYSIS]
-        except RunDirError:
-            continue
-    return list(dict.fromkeys(found))

@@ -9,7 +9,7 @@
 The two tables are append-only: while a run is live its rows are parts beside the file
 (``layers.parts/``), compacted into it when a session ends (gradlab.run_tables, which
 reads both alike). One module writes a run directory, for the trainer and for anyone's
-loop: gradlab.recorder.run_writer. This module never imports torch: the report side
+loop: gradlab.run_writer. This module never imports torch: the report side
 reads runs through it. Every write is atomic (gradlab.file_io).
 """
 

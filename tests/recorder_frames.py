@@ -33,8 +33,10 @@ def frames(model, x, y, autocast=False, steps=2, reduce_at=("hooks", "step"), **
 
 
 def assert_same(a, b, rtol=1e-4, atol=1e-6):
-    """The same rows, and values equal within float tolerance (NaN where the other is NaN)."""
+    """The same rows (in any order), and values equal within float tolerance (NaN where the
+    other is NaN)."""
     assert len(a) == len(b) > 0
+    a, b = (f.sort_values(KEYS, kind="stable", ignore_index=True) for f in (a, b))
     assert (a[KEYS].values == b[KEYS].values).all()
     va, vb = a["value"].to_numpy(), b["value"].to_numpy()
     assert (np.isnan(va) == np.isnan(vb)).all()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from gradlab import runs
-from gradlab.analysis_dirs import ANALYSIS, find_analysis_dirs, read_analysis, write_analysis
+from gradlab.analysis_dirs import ANALYSIS, read_analysis, write_analysis
 from gradlab.errors import RunDirError
 from gradlab.file_io import write_json
 
@@ -24,7 +24,7 @@ def test_round_trip_and_rewrite_drops_tables_no_longer_written(tmp_path):
     a = read_analysis(out)
     assert set(a.tables) == {"lesion"} and len(a.tables["lesion"]) == 5
     assert not (out / "runs.parquet").exists()
-    assert find_analysis_dirs([tmp_path]) == [out]
+    assert runs.scan(tmp_path, (ANALYSIS,))[ANALYSIS] == [out]  # what the report finds
 
 
 def test_refuses_folders_holding_something_else_and_leaves_them_alone(tmp_path):

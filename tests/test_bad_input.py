@@ -6,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from gradlab import runs
-from gradlab.bench.synthetic_runs import make_run, truncate_file
+from gradlab.bench.synthetic_runs import make_run
+from tests.damage import truncate_file
 from gradlab.cli.main import cli
 
 

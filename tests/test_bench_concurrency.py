@@ -3,6 +3,7 @@
 import copy
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -32,6 +33,7 @@ def test_stacked_step_trains_each_model_exactly_as_alone():
     assert not torch.equal(params["fc.weight"][0], params["fc.weight"][1])  # two different models
 
 
+@pytest.mark.slow
 def test_concurrency_command_reports_all_variants(tmp_path):
     out = tmp_path / "c.json"
     result = CliRunner().invoke(cli, ["bench", "concurrency", "--model", "resnet8", "--runs", "2", "--batch-size", "8",
@@ -41,5 +43,6 @@ def test_concurrency_command_reports_all_variants(tmp_path):
     for variant in ("single", "processes", "stacked"):
         assert data["results"][variant]["images_per_s"] > 0
     assert len(data["results"]["processes"]["workers"]) == 2
-    assert data["best"] in ("processes", "stacked")
-    assert "more total images/s" in result.output
+    faster = max(("processes", "stacked"), key=lambda v: data["results"][v]["images_per_s"])
+    assert data["best"] == faster  # the one the figures favour, whichever it is on this machine
+    assert f"more total images/s: {faster}" in result.output

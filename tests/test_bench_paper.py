@@ -5,12 +5,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from gradlab.bench.paper import _worker, run_paper
+from gradlab.bench.paper import _worker, estimate_minutes, run_paper
 from gradlab.bench.workers import WorkerPool
 from gradlab.cli.main import cli
 from gradlab.errors import ConfigError
 
 
+@pytest.mark.slow
 def test_paper_times_every_run_and_extrapolates_to_64k_steps():
     result = run_paper(depths=(8,), families=("plain", "resnet"), batch_size=16, seconds=1.0, warmup=1,
                        device="cpu", images=256)
@@ -24,9 +25,7 @@ def test_paper_times_every_run_and_extrapolates_to_64k_steps():
         assert r["images_per_s_shared"] == pytest.approx(16 * r["steps_per_s_shared"])
         assert r["first_step_s"] > 0 and r["first_eval_s"] > 0 and r["compile_s"] is None
         assert r["recorded_step_s"] > 0 and r["eval_s"] > 0
-        seconds = (r["first_step_s"] + r["first_eval_s"] + (64000 - 305) / r["steps_per_s_shared"] + 305 * r["recorded_step_s"]
-                   + 160 * r["eval_s"])
-        assert r["minutes_for_total"] == pytest.approx(seconds / 60)
+        assert r["minutes_for_total"] == estimate_minutes(r, 64000, 305, 160)  # (its arithmetic: tested below)
     slowest = max(runs.values(), key=lambda r: r["minutes_for_total"])
     assert result["paper_compare_minutes"] == slowest["minutes_for_total"]
     assert runs[result["slowest"]] is slowest
@@ -35,6 +34,14 @@ def test_paper_times_every_run_and_extrapolates_to_64k_steps():
     assert result["balanced_minutes"] == pytest.approx(2 * 64000 * 16 / result["total_images_per_s_shared"] / 60)
 
 
+def test_the_minutes_of_a_run_add_its_measured_parts():
+    run = {"first_step_s": 10.0, "first_eval_s": 2.0, "steps_per_s_shared": 50.0, "recorded_step_s": 0.5, "eval_s": 1.0}
+    # 12 s to start, 63,695 shared steps at 50/s (1,273.9 s), 305 recorded steps of 0.5 s, 160 evaluations of 1 s
+    assert estimate_minutes(run, 64000, 305, 160) == pytest.approx(1598.4 / 60)
+    assert estimate_minutes({**run, "steps_per_s_shared": 100.0}, 64000, 305, 160) == pytest.approx(961.45 / 60)
+
+
+@pytest.mark.slow
 def test_paper_command_prints_the_table_and_writes_json(tmp_path):
     out = tmp_path / "paper.json"
     result = CliRunner().invoke(cli, ["bench", "paper", "--depths", "8", "--families", "resnet", "--seconds", "0.5",
@@ -71,6 +78,7 @@ def test_a_failing_worker_is_an_error_naming_it():
         pool.close()
 
 
+@pytest.mark.slow
 def test_a_users_mistake_inside_a_worker_is_a_clean_error(tmp_path):
     out = CliRunner().invoke(cli, ["bench", "paper", "--depths", "8", "--families", "plain", "--seconds", "1",
                                    "--warmup", "0", "--batch-size", "60000", "--device", "cpu"])

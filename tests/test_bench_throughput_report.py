@@ -48,6 +48,7 @@ def test_throughput_cli_compile_mode_names_the_mode(tmp_path):
     assert "torch.compile mode reduce-overhead" in result.output
 
 
+@pytest.mark.slow
 def test_report_bench_builds_in_a_fresh_process():
     result = run_report_bench(repeats=1, formats="png", steps=400, depths=(8,))
     assert result["settings"]["runs"] == 2 and result["results"]["median_s"] > 0

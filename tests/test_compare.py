@@ -41,6 +41,7 @@ def test_bad_depths_and_families_are_clear_errors():
         plan(load_preset("quick"), (21,), ("resnet",), (0,))
 
 
+@pytest.mark.slow
 def test_compare_trains_then_reuses_finished_runs_and_reports(tmp_path):
     specs = plan(load_preset("quick"), (8,), ("plain", "resnet"), (0,), **SMALL)
     first = compare(specs, tmp_path / "runs", out=tmp_path / "report", formats=("png",), progress=False)
@@ -53,6 +54,7 @@ def test_compare_trains_then_reuses_finished_runs_and_reports(tmp_path):
     assert any("2 of 2 runs already finished" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_a_diverged_run_is_reported_and_the_others_go_on(tmp_path):
     specs = plan(load_preset("quick"), (8,), ("plain", "resnet"), (0,), steps=12,
                  recipe={"batch_size": 32, "eval_every": 6, "checkpoint_every": 6, "lr": 1e6})
@@ -68,6 +70,7 @@ def test_cli_compare_junk_depths_exit_nonzero_without_traceback(tmp_path):
     assert "Traceback" not in out.output and not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_cli_compare_with_two_jobs(tmp_path):
     out = CliRunner().invoke(cli, ["compare", "--depths", "8", "--preset", "quick", "--steps", "6", "--batch-size", "32",
                                    "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"),
@@ -88,6 +91,7 @@ def test_the_eta_weighs_runs_by_their_multiply_adds_not_their_depth():
     assert cost(longer) == pytest.approx(2 * cost(spec["resnet20"]))
 
 
+@pytest.mark.slow
 def test_two_compares_on_one_runs_dir_share_the_runs_and_both_succeed(tmp_path):
     import os
     import subprocess
@@ -110,6 +114,7 @@ def test_two_compares_on_one_runs_dir_share_the_runs_and_both_succeed(tmp_path):
     assert "plain-14" in (tmp_path / "rep" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_compare_that_waited_for_anothers_report_keeps_it(tmp_path):
     import threading
     import time

@@ -62,6 +62,7 @@ def assert_failed_cleanly(proc, run_dir: Path, why: str) -> None:
     runs.read_run(run_dir).metrics
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_fails_the_run_cleanly_and_keeps_the_last_checkpoint(tmp_path):
     spec = make_run_spec("resnet20", load_preset("quick"), steps=STEPS)
     run_dir = runs.run_dir_for(spec, tmp_path)
@@ -96,6 +97,7 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_the_run_cleanly(tiny_disk):
     proc = gradlab_train(tiny_disk)
     run_dir = runs.run_dir_for(make_run_spec("resnet20", load_preset("quick"), steps=STEPS), tiny_disk)

@@ -114,6 +114,7 @@ def test_weights_of_another_architecture_are_a_clear_error(files):
     assert not (files / "runs" / "ft-synthetic" / "resnet18-ft-s0").exists()
 
 
+@pytest.mark.slow
 def test_torchvision_weights_offline_name_the_file_option(files, tmp_path):
     # An empty hub cache and a proxy that refuses connections: the download fails, as offline.
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "hub"), "https_proxy": "http://127.0.0.1:9",

@@ -31,7 +31,7 @@ def recorded_grad_norms(run_dir):
     return {(int(s), name): v for s, name, v in zip(rows["step"], rows["layer"], rows["value"])}
 
 
-def assert_same(recorded, reference, params):
+def assert_norms_match(recorded, reference, params):
     assert sorted({s for s, _ in recorded}) == RECORDED
     for step in RECORDED:
         for name in params:
@@ -75,7 +75,7 @@ def test_lightning_callback_records_the_gradients_the_optimizer_steps_with(tmp_p
     trainer.fit(module, loader)
     run = runs.read_run(run_dir)
     assert run.state == runs.DONE and run.spec["source"] == runs.WATCH_SOURCE
-    assert_same(recorded_grad_norms(run_dir), reference.norms, [n for n, _ in module.named_parameters()])
+    assert_norms_match(recorded_grad_norms(run_dir), reference.norms, [n for n, _ in module.named_parameters()])
     assert "train_loss" in run.metrics and run.metrics["train_loss"].notna().sum() >= 5
     result = build_report([run_dir], tmp_path / "report", formats="png", workers=1)
     assert {"gradient_flow_init", "scalars"} <= {p.stem for p in result.files}
@@ -141,6 +141,7 @@ def test_lightning_callback_writes_tensorboard_events_when_asked(tmp_path):
     assert "metrics/train_loss" in tags and any(t.startswith("grad_norm/") and t.endswith("net.0.weight") for t in tags)
 
 
+@pytest.mark.slow
 def test_transformers_callback_records_the_gradients_the_optimizer_steps_with(tmp_path):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
@@ -183,7 +184,7 @@ def test_transformers_callback_records_the_gradients_the_optimizer_steps_with(tm
     run_dir = tmp_path / "hf" / "gradlab"  # the default: under the Trainer's output_dir
     run = runs.read_run(run_dir)
     assert run.state == runs.DONE and run.spec["name"] == "hf-small"
-    assert_same(recorded_grad_norms(run_dir), reference.norms, [n for n, _ in model.named_parameters()])
+    assert_norms_match(recorded_grad_norms(run_dir), reference.norms, [n for n, _ in model.named_parameters()])
     assert {"loss", "learning_rate"} <= set(run.metrics.columns) and run.metrics["step"].max() == 6
     result = build_report([run_dir], tmp_path / "report", formats="png", workers=1)
     assert "gradient_flow_init" in {p.stem for p in result.files}

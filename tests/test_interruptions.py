@@ -79,6 +79,7 @@ def same_run(a, b):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_after_step", [0, 5, 10, 35])
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(tmp_path, reference, kill_after_step):
     s, ref_dir = reference
     cfg = config_file(tmp_path)
@@ -95,6 +96,7 @@ def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(tmp_path, refer
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.slow
 def test_sigint_and_sigterm_checkpoint_mark_interrupted_and_exit_cleanly(tmp_path, reference, sig, code):
     s, ref_dir = reference
     proc = start(tmp_path / "runs", config_file(tmp_path))
@@ -129,7 +131,7 @@ def test_a_live_lock_refuses_and_a_stale_lock_is_taken_over(tmp_path):
 
 
 def test_keep_last_k_checkpoints_and_resume_past_a_damaged_one(tmp_path, caplog):
-    from gradlab.bench.synthetic_runs import truncate_file
+    from tests.damage import truncate_file
     from gradlab.callbacks import Callback
     from gradlab.checkpoint import archived
 
@@ -175,7 +177,7 @@ def test_a_resumed_run_says_from_which_step(tmp_path):
 
 
 def test_unreadable_checkpoints_name_what_to_delete(tmp_path):
-    from gradlab.bench.synthetic_runs import truncate_file
+    from tests.damage import truncate_file
     from gradlab.errors import RunDirError
 
     s = make_run_spec("resnet8", load_preset("quick"), steps=20)
@@ -226,6 +228,7 @@ checkpoint_every = 2
 """
 
 
+@pytest.mark.slow
 def test_a_second_sigterm_ends_the_step_at_once(tmp_path):
     """The first SIGTERM waits for the end of the step (seconds here: ResNet-110 at batch
     256); a second one, moments later, stops mid-step without writing a checkpoint."""

@@ -31,6 +31,7 @@ def record_outcomes():
     return outcomes, lambda spec, outcome: outcomes.update({spec.name: outcome})
 
 
+@pytest.mark.slow
 def test_a_sweep_as_local_jobs_no_wait_no_double_submission_then_report(tmp_path):
     runs_dir = tmp_path / "runs"
     args = ["compare", "--preset", "quick", "--depths", "8", "--steps", "12", "--batch-size", "32",
@@ -68,6 +69,7 @@ def test_a_sweep_as_local_jobs_no_wait_no_double_submission_then_report(tmp_path
     assert "plain-8" in table and "ResNet-8" in table
 
 
+@pytest.mark.slow
 def test_a_job_that_raises_is_that_runs_outcome(tmp_path):
     bad = plan(load_preset("quick"), (8,), ("resnet",), (0,), steps=2,
                data={"name": "imagefolder", "data_dir": str(tmp_path / "nowhere")})
@@ -144,6 +146,7 @@ class StartLog(Callback):
             f.write(f"{step}\n")
 
 
+@pytest.mark.slow
 def test_a_preempted_job_checkpoints_where_it_stopped_and_its_requeued_job_resumes_there(tmp_path):
     """submitit's preemption signal (USR2) ends the step, the trainer checkpoints, and submitit
     requeues the job: the run resumes at that step, not at the last periodic checkpoint."""

@@ -25,6 +25,7 @@ def gradlab(*args: str, cwd) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("command", [["train", "resnet99998"], ["compare", "--depths", "20,99998"]])
+@pytest.mark.slow
 def test_a_run_that_cannot_fit_is_refused_before_anything_is_built(tmp_path, command):
     spec = make_run_spec("resnet99998", load_preset("quick"), steps=20)
     free, _ = available("cpu")
@@ -39,6 +40,7 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_is_built(tmp_path, com
     assert not (tmp_path / "runs").exists()  # nothing trained, not even the resnet20 of the compare
 
 
+@pytest.mark.slow
 def test_the_estimate_errs_low_against_a_measured_peak(tmp_path):
     code = """
 import resource, sys

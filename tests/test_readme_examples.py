@@ -22,6 +22,7 @@ def example(after: str) -> str:
 
 
 @pytest.mark.filterwarnings("ignore:gradlab.*did not run as a module:RuntimeWarning")  # out_proj: expected
+@pytest.mark.slow
 def test_the_transformer_example_runs_and_its_report_draws(tmp_path, monkeypatch):
     code = example("Save it as `transformer_digits.py`")
     assert code.count("range(400)") == 1

@@ -4,7 +4,6 @@ The fast test uses the "aot_eager" backend (Dynamo tracing and AOT autograd, no 
 generation); the inductor test compiles C++ kernels and is marked slow.
 """
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 import gradlab
 from gradlab import stat_names as S
 from gradlab.errors import RecorderError
+from tests.recorder_frames import assert_same
 
 pytestmark = pytest.mark.skipif(not hasattr(torch, "compile"), reason="needs torch.compile")
 
@@ -35,15 +35,6 @@ def record(model, net, steps=5, watched=None):
             rec.step()
             opt.step()
         return rec.frame()
-
-
-def assert_same(eager, compiled):
-    assert len(eager) == len(compiled) > 0
-    m = eager.merge(compiled, on=["step", "layer", "index", "kind", "stat"], suffixes=("_e", "_c"))
-    assert len(m) == len(eager)
-    both_nan = m.value_e.isna() & m.value_c.isna()
-    close = np.isclose(m.value_e, m.value_c, rtol=1e-4, atol=1e-6)
-    assert (close | both_nan).all(), m[~(close | both_nan)]
 
 
 def check(backend, watch_original=False):

@@ -55,6 +55,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+@pytest.mark.slow
 def test_ddp_gradient_norms_equal_single_process_norms_of_the_averaged_gradient(tmp_path):
     mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     frames = [pd.read_pickle(tmp_path / f"rank{r}.pkl") for r in range(WORLD)]

@@ -21,6 +21,7 @@ from gradlab.report.figures_curves import curves_figure
 from gradlab.report.style import depth_palette, get_style, theme
 
 from gradlab.bench import synthetic_runs as F
+from tests import damage as D
 
 FIGURES = ("curves", "final_error", "gradient_flow_init", "gradient_flow_early", "gradient_flow_end",
            "gradient_heatmap", "layer_responses")  # fmt: skip
@@ -37,9 +38,9 @@ def built(tmp_path_factory):
     F.make_run(root, "plain", 110, state=R.DIVERGED, upto=200, final_train_err=0.9, final_test_err=0.9,
                nonfinite={"step": 180, "layer": "fc.weight", "what": "loss"})  # fmt: skip
     bad_json = F.make_run(root, "resnet", 110, layers=False)
-    F.break_json(bad_json / R.SPEC)
+    D.break_json(bad_json / R.SPEC)
     bad_parquet = F.make_run(root, "resnet", 110, seed=1, layers=False)
-    F.truncate_file(bad_parquet / R.METRICS)
+    D.truncate_file(bad_parquet / R.METRICS)
     out = tmp_path_factory.mktemp("report") / "rep"
     out.mkdir()
     (out / "notes.txt").write_text("mine")  # an unrelated file the report must leave alone
@@ -49,6 +50,7 @@ def built(tmp_path_factory):
     return {"result": result, "out": out, "bad": (bad_json, bad_parquet), "rc": (before, after)}
 
 
+@pytest.mark.slow
 def test_all_files_are_written(built):
     out, result = built["out"], built["result"]
     assert result.out_dir == out
@@ -147,7 +149,7 @@ def test_out_dir_that_is_a_file_is_an_error(tmp_path):
 
 def test_no_readable_run_is_an_error(tmp_path):
     bad = F.make_run(tmp_path / "runs", "plain", 20, layers=False)
-    F.break_json(bad / R.SPEC)
+    D.break_json(bad / R.SPEC)
     with pytest.raises(ReportError, match="no readable runs"):
         build_report([tmp_path / "runs"], tmp_path / "out")
 

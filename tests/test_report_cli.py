@@ -8,6 +8,7 @@ from gradlab import runs as R
 from gradlab.cli.main import cli
 
 from gradlab.bench import synthetic_runs as F
+from tests import damage as D
 
 
 def invoke(*args):
@@ -19,7 +20,7 @@ def test_report_command_builds_and_warns_about_damaged_runs(tmp_path):
     F.make_run(runs, "plain", 20, layers=False)
     F.make_run(runs, "resnet", 20, layers=False)
     bad = F.make_run(runs, "plain", 56, layers=False)
-    F.truncate_file(bad / R.METRICS)
+    D.truncate_file(bad / R.METRICS)
     out = tmp_path / "out"
     result = invoke(runs, "--out", out, "--formats", "png")
     assert result.exit_code == 0, result.output

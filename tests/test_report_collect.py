@@ -16,6 +16,7 @@ from gradlab.report import collect as C
 from gradlab.report import layer_frames as L
 
 from gradlab.bench import synthetic_runs as F
+from tests import damage as D
 
 
 def load(paths):
@@ -149,7 +150,7 @@ def test_read_layer_stats_reads_only_the_stats_asked_for(tmp_path):
 def test_missing_and_damaged_layer_files_are_reported_not_raised(tmp_path):
     off = F.make_run(tmp_path, "plain", 20, layers=False)
     bad = F.make_run(tmp_path, "resnet", 20)
-    F.truncate_file(bad / R.LAYERS)
+    D.truncate_file(bad / R.LAYERS)
     good = F.make_run(tmp_path, "resnet", 56)
     runs = load(tmp_path)
     data = L.load_layer_data(runs)

@@ -51,6 +51,7 @@ def test_a_busy_core_is_left_out_and_said(busy_core, nobody_asked):
     assert "the machine is busy" in note and f"--threads {cores}" in note
 
 
+@pytest.mark.slow
 def test_the_train_command_says_once_that_the_machine_is_busy(tmp_path, busy_core, nobody_asked):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "GRADLAB_THREADS")}
     proc = subprocess.run([sys.executable, "-m", "gradlab", "train", "resnet8", "--preset", "quick", "--steps", "2",

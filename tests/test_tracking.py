@@ -107,7 +107,7 @@ def test_tracking_failure_mid_run_warns_and_training_goes_on(tmp_path, caplog):
 
 
 def test_report_run_logs_figures_as_images_and_the_table(tmp_path):
-    from gradlab.bench.synthetic_runs import make_experiment
+    from tests.damage import make_experiment
     from gradlab.report import build_report
     from gradlab.tracking import log_report
 

@@ -112,6 +112,7 @@ def test_cli_train_with_tensorboard(tmp_path):
     assert_matches_run_dir(acc, tmp_path / "runs" / EXPERIMENT / NAME)
 
 
+@pytest.mark.slow
 def test_cli_compare_with_tensorboard_writes_one_folder_per_run(tmp_path):
     out = CliRunner().invoke(cli, ["compare", "--depths", "8", "--preset", "quick", "--steps", "6", "--batch-size", "32",
                                    "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"),

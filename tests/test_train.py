@@ -151,3 +151,61 @@ def test_a_scheduler_exit_marks_the_run_interrupted_and_it_resumes(tmp_path):
     assert status["state"] == runs.INTERRUPTED and "resume" in status["message"]
     result = train(spec, tmp_path, progress=False)
     assert result.state == runs.DONE and result.step == 40
+
+
+class StopAfter(Callback):
+    """Interrupts the run at the evaluation of ``step`` (after the checkpoint of that step)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_eval(self, run_dir, row):
+        if row["step"] == self.step + 10:
+            raise KeyboardInterrupt
+
+
+def _as_written_before_parts(run_dir):
+    """The run directory as gradlab wrote it before append-only tables and the one writer:
+    single Parquet files without the parts' metadata, spec.json without source, config and
+    recorder, and rows past the last checkpoint (a process killed after flushing them)."""
+    for table, late in ((runs.METRICS, {"step": 35}), (runs.LAYERS, {"step": 35})):
+        frame = runs.read_run(run_dir).metrics if table == runs.METRICS else runs.read_run(run_dir).layers
+        frame = pd.concat([frame, frame.tail(1).assign(**late)], ignore_index=True)
+        (run_dir / table).unlink()
+        frame.to_parquet(run_dir / table, index=False)
+    spec = json.loads((run_dir / runs.SPEC).read_text())
+    write_json(run_dir / runs.SPEC, {k: v for k, v in spec.items() if k not in ("source", "config", "recorder")})
+
+
+def test_a_run_written_before_parts_resumes_into_the_uninterrupted_run(tmp_path):
+    spec = quick_spec(steps=40, eval_every=10, checkpoint_every=10)
+    reference = train(spec, tmp_path / "reference", progress=False).run_dir
+    result_dir = tmp_path / "old" / spec.experiment / spec.name
+    with pytest.raises(KeyboardInterrupt):  # stopped right after the checkpoint of step 20
+        train(spec, tmp_path / "old", progress=False, callbacks=[StopAfter(20)])
+    _as_written_before_parts(result_dir)
+    resumed = train(spec, tmp_path / "old", progress=False)
+    assert resumed.state == runs.DONE and resumed.step == 40
+    a, b = runs.read_run(result_dir), runs.read_run(reference)
+    timing = ["images_per_s", "time_s"]
+    pd.testing.assert_frame_equal(a.metrics.drop(columns=timing), b.metrics.drop(columns=timing))
+    pd.testing.assert_frame_equal(a.layers, b.layers)
+    assert sorted(p.name for p in result_dir.iterdir()) == ["checkpoint.pt", "layers.parquet", "metrics.parquet",
+                                                             "spec.json", "status.json"]  # compacted again
+
+
+def test_a_live_run_is_read_from_its_parts(tmp_path):
+    seen = {}
+
+    class Peek(Callback):
+        def on_eval(self, run_dir, row):
+            if row["step"] == 20:  # before the checkpoint of step 20
+                seen["run"] = runs.read_run(run_dir)
+                seen["layers"] = seen["run"].layers  # read now (a Run reads its layers when asked)
+                seen["files"] = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.parquet"))
+
+    train(quick_spec(steps=40, eval_every=10, checkpoint_every=10), tmp_path, progress=False, callbacks=[Peek()])
+    run = seen["run"]
+    assert run.state == runs.RUNNING and list(run.metrics["step"]) == [0, 10]  # (step 20's row: written after)
+    assert sorted(seen["layers"]["step"].unique()) == list(range(10))  # flushed at the checkpoint of step 10
+    assert all(f.split("/")[0] in ("layers.parts", "metrics.parts") for f in seen["files"])

@@ -2,11 +2,14 @@
 
 import warnings
 
+import pytest
+
 from gradlab import runs
 from gradlab.config import load_preset, make_run_spec
 from gradlab.train import train
 
 
+@pytest.mark.slow
 def test_compiled_run_records_eager_steps_and_reports_compile_time(tmp_path):
     # the default schedule records every step up to 100, then every 4th: steps 101-103 run compiled, 104 eagerly
     spec = make_run_spec("resnet8", load_preset("quick"), steps=105, compile_mode="default",

@@ -117,6 +117,7 @@ def assert_same_run(single, parallel):
     return spec_b
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_the_single_process_run(work):
     p = run(gradlab_cmd("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2")
             + ARGS + ["--config", "tiny.toml", "--runs-dir", "torchrun"], work)
@@ -127,6 +128,7 @@ def test_torchrun_two_processes_match_the_single_process_run(work):
                                           "batchnorm": "CpuSyncBatchNorm"}
 
 
+@pytest.mark.slow
 def test_nproc_relaunches_itself_through_torchrun(work):
     p = run(gradlab_cmd() + ARGS + ["--config", "tiny.toml", "--runs-dir", "nproc", "--nproc", "2"], work)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -160,6 +162,7 @@ def test_rank_shards_are_contiguous_parts_of_the_single_process_batch():
         DeviceLoader(ds, 12, seed=3, device=torch.device("cpu"), rank=0, world_size=5)
 
 
+@pytest.mark.slow
 def test_resuming_from_a_checkpoint_between_evaluations_keeps_the_global_running_sums(work):
     """The checkpoint at step 3 lies inside the 0-6 evaluation interval: the resumed run must
     carry the sums of all ranks, counted once, into the step-6 training loss."""
@@ -184,6 +187,7 @@ def test_resuming_from_a_checkpoint_between_evaluations_keeps_the_global_running
     assert resumed["train_err"].fillna(-1).tolist() == whole["train_err"].fillna(-1).tolist()
 
 
+@pytest.mark.slow
 def test_stochastic_depth_drops_the_same_blocks_on_every_rank(work):
     spec = make_run_spec("resnet20", load_preset(path=work / "tiny.toml"), device="cpu",
                          model_options={"drop_path": 0.5})  # fmt: skip

@@ -224,6 +224,7 @@ def test_spec_json_is_plain_json(tmp_path):
     assert spec["env"]["torch"] == torch.__version__
 
 
+@pytest.mark.slow
 def test_zoo_runs_and_user_runs_share_one_report(tmp_path):
     from gradlab.bench import synthetic_runs
 

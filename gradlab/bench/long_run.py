@@ -30,7 +30,7 @@ import pandas as pd
 
 from gradlab import run_tables, runs
 from gradlab.file_io import write_parquet
-from gradlab.recorder.run_writer import RunWriter
+from gradlab.run_writer import RunWriter
 
 __all__ = ["RewritingWriter", "format_result", "run_long_run", "time_flushes"]
 

@@ -1,7 +1,7 @@
 """Hand-made run directories with known values, for report tests and benchmarks.
 
-Everything here writes through gradlab.runs (write_json / write_parquet / write_status)
-and never imports torch. `make_run` synthesizes a CIFAR-style plain or residual run of
+Everything here writes through the run directory's one writer (gradlab.run_writer) and
+never imports torch. `make_run` synthesizes a CIFAR-style plain or residual run of
 any depth 6n+2 with the probe layout the models describe:
 
     conv1, bn1, layer{s}.{i}.conv1/bn1/conv2/bn2/branch_out, [.shortcut.0/.1], layer{s}.{i}, fc
@@ -23,7 +23,8 @@ import pandas as pd
 from gradlab import runs as R
 from gradlab import stat_names as S
 from gradlab.families import PLAIN, RESNET
-from gradlab.file_io import write_json, write_parquet
+from gradlab.file_io import write_json
+from gradlab.run_writer import RunWriter
 from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint
 
 DEAD_PID = 99_999_999  # above any pid_max: os.kill says "no such process"
@@ -293,45 +294,27 @@ def make_run(
         final_train_err = tr if final_train_err is None else final_train_err
         final_test_err = te if final_test_err is None else final_test_err
     last = steps if upto is None else upto
-    spec = {
-        "format_version": R.FORMAT_VERSION,
-        "name": name,
-        "experiment": experiment,
+    spec = {  # what the trainer adds to spec.json (gradlab.train.run_fields), in short
+        "experiment": experiment,  # (as given: it may name nested folders)
         "seed": seed,
-        "model": model,
         "data": {"name": "digits", "train_size": 1437, "test_size": 360},
         "recipe": {"steps": steps, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
         "env": {"gradlab": "0.1.0", "torch": "n/a", "device": "cpu"},
     }
-    write_json(run_dir / R.SPEC, spec)
-    write_parquet(
-        run_dir / R.METRICS,
-        make_metrics(steps, final_train_err, final_test_err, eval_every=eval_every, seed=seed, upto=last),
-    )
+    writer = RunWriter(run_dir, name=name, overwrite=True, source=R.TRAIN_SOURCE, total_steps=steps)
+    writer.set_run(model, spec)
+    writer.open(model, None, spec["env"])
+    for row in make_metrics(steps, final_train_err, final_test_err, eval_every=eval_every, seed=seed,
+                            upto=last).to_dict("records"):  # fmt: skip
+        writer.log(row)
     if layers:
-        write_parquet(run_dir / R.LAYERS, make_layers(model, steps, n_records, seed=seed, stats=stats, upto=last))
+        writer.add_layers(make_layers(model, steps, n_records, seed=seed, stats=stats, upto=last))
     extra = {}
     if nonfinite is not None:
         extra["nonfinite"] = nonfinite
     elif state == R.DIVERGED:
         extra["nonfinite"] = {"step": last, "layer": "layer3.0.conv2.weight", "what": "grad"}
-    status = R.write_status(run_dir, state, last, steps, message=f"synthetic {state} run", **extra)
+    writer.close(state, last, f"synthetic {state} run", **extra)
     if pid is not None:
-        status["pid"] = pid
-        write_json(run_dir / R.STATUS, status)
+        write_json(run_dir / R.STATUS, {**R.read_status(run_dir), "pid": pid})
     return run_dir
-
-
-def make_experiment(root: Path, depths=(20, 56), seeds=(0,), steps: int = 400, **kw) -> list[Path]:
-    """plain and ResNet runs at every depth and seed with the default (degrading) finals."""
-    return [make_run(root, family, d, s, steps, **kw) for family in (PLAIN, RESNET) for d in depths for s in seeds]
-
-
-def truncate_file(path: Path, keep: float = 0.5) -> None:
-    """Damage a file the way a killed writer or a full disk would."""
-    data = Path(path).read_bytes()
-    Path(path).write_bytes(data[: int(len(data) * keep)])
-
-
-def break_json(path: Path) -> None:
-    Path(path).write_text('{"format_version": 1, "name": ')

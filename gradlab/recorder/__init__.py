@@ -8,7 +8,6 @@ cheap, and what it costs: docs/recorder.md.
 """
 
 from gradlab.recorder.recorder import Recorder, watch
-from gradlab.recorder.run_writer import RunWriter
 from gradlab.recorder.schedule import Schedule, default_schedule
 
-__all__ = ["Recorder", "RunWriter", "Schedule", "default_schedule", "watch"]
+__all__ = ["Recorder", "Schedule", "default_schedule", "watch"]

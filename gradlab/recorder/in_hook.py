@@ -35,11 +35,12 @@ class InHookReductions:
 
     def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
         """Reduce output ``h`` for each (reduction, column) of ``todo``."""
-        d = self.sample(h.detach())  # reductions must not extend the autograd graph
-        cache, vals = seen.values, self.vals
+        cache, vals, d = seen.values, self.vals, None
         for red, col in todo:
             v = cache.get(red)
             if v is None:
+                if d is None:
+                    d = self.sample(h.detach())  # reductions must not extend the autograd graph
                 v = cache[red] = red.whole(d, self.scratch, channel_first)
             vals[col] = v
 

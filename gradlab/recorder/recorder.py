@@ -47,9 +47,9 @@ from gradlab.models.probe_points import ProbePoint
 from gradlab.recorder import derive
 from gradlab.recorder.derive import FRAME_COLUMNS, HIST_COLUMNS
 from gradlab.recorder.instrument import Instrument
-from gradlab.recorder.run_writer import RunWriter, metrics_row
 from gradlab.recorder.schedule import Schedule
 from gradlab.recorder.targets import description, unwrap
+from gradlab.run_writer import RunWriter, metrics_row
 
 __all__ = ["FRAME_COLUMNS", "HIST_COLUMNS", "Recorder", "watch"]
 
@@ -404,7 +404,7 @@ def watch(
 
     ``include``/``exclude``: glob patterns on module names choosing the layers watched
     (gradlab.recorder.targets). ``run_dir``: also write a run directory that ``gradlab
-    report`` draws (gradlab.recorder.run_writer), with ``name`` (its label; default: the
+    report`` draws (gradlab.run_writer), with ``name`` (its label; default: the
     folder's name), ``config`` (a dict of your settings), ``resume``/``overwrite`` (for a
     folder that holds a run already) and ``callbacks`` (trackers such as
     gradlab.tracking.WandbTracker, told what is written); or a RunWriter made beforehand

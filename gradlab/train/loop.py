@@ -2,7 +2,7 @@
 
 A zoo run is a watched run plus a training loop: the parts come from gradlab.train.parts,
 the recorder is ``gradlab.watch`` writing through the run directory's one writer
-(gradlab.recorder.run_writer), checkpoints hold what gradlab.train.state lists, and how a
+(gradlab.run_writer), checkpoints hold what gradlab.train.state lists, and how a
 run ends is gradlab.train.outcome's to word. The loop knows nothing of W&B, SLURM or
 plotting: those plug in as callbacks of the writer. Between evaluations nothing leaves the
 device: the running loss and error, the divergence flag and the recorder's buffers are
@@ -32,7 +32,7 @@ from gradlab.interrupt import StopNow, StopRequest, graceful_stop
 from gradlab.memory import check_fits
 from gradlab.output_folders import check_output_folder
 from gradlab.progress import progress_bar
-from gradlab.recorder import RunWriter
+from gradlab.run_writer import RunWriter
 from gradlab.train.evaluation import autocast, metrics_row
 from gradlab.train.outcome import diverged_message, failure
 from gradlab.train.parts import RunParts, build_parts, start_recording

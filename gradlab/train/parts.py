@@ -20,7 +20,8 @@ from gradlab.config import Recipe, RunSpec
 from gradlab.data.loader import DeviceLoader
 from gradlab.distributed import World
 from gradlab.environment import describe
-from gradlab.recorder import Recorder, RunWriter, Schedule, default_schedule, watch
+from gradlab.recorder import Recorder, Schedule, default_schedule, watch
+from gradlab.run_writer import RunWriter
 from gradlab.train.lr_schedule import PaperSchedule
 from gradlab.train.run_fields import run_fields
 

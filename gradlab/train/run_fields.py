@@ -1,6 +1,6 @@
 """What a trained run adds to spec.json, and whether an existing one is the same run.
 
-The run directory's writer (gradlab.recorder.run_writer) writes spec.json for every run;
+The run directory's writer (gradlab.run_writer) writes spec.json for every run;
 the trainer adds the resolved RunSpec and what the report needs beside it (the data's
 shape and sizes, the recipe, the environment). Before resuming into a run directory it
 checks that the spec recorded there is this run's, so that a run is never continued with

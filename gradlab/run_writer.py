@@ -1,5 +1,8 @@
 """The one writer of a run directory, for gradlab's trainer and for anyone's loop.
 
+It never imports torch: it sits with the run directory's contract (gradlab.runs,
+gradlab.run_tables), below the recorder and the trainer that both write through it.
+
 ``gradlab.watch(model, run_dir=...)`` makes one; gradlab's trainer makes one with its
 run's fields (gradlab.train) and hands it to the recorder, so a zoo run is a watched run
 plus a training loop. It writes spec.json (the model's description, the settings,

@@ -107,7 +107,7 @@ from pathlib import Path
 import torch
 torch.set_num_threads(int(sys.argv[4]))
 from gradlab.bench.long_run import time_flushes
-print(json.dumps(time_flushes(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3])))
+sys.stdout.write(json.dumps(time_flushes(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3])))
 """
 
 

@@ -9,13 +9,16 @@
     df = rec.frame()                            # step, layer, index, kind, stat, value
     rec.stop()
 
-What is recorded (names in gradlab.stat_names), on the steps the schedule selects:
+What is recorded (names in gradlab.stat_names, each declared in gradlab.recorder.statistics),
+on the steps the schedule selects:
 
 * per parameter tensor: grad_norm, weight_norm, grad_weight_ratio, update_norm
   (``||w_now - w_at_previous_recorded_step||``, NaN on the first record);
 * per probe point output h (training mode with grad enabled only): act_mean, act_std
   (population std), act_grad_norm ``||dL/dh||`` (the vanishing-gradient curve along depth
-  of He et al. 2015) and, at points next to a ReLU, act_zero_frac, the fraction it zeroes;
+  of He et al. 2015) and, at points next to a ReLU, act_zero_frac, the fraction it zeroes,
+  and (when asked for: ``stats=[...]``) act_dead_frac, the fraction of its units that are
+  never positive, dead ReLUs;
 * per residual block: branch_ratio ``||F(x)|| / ||x||``, the root mean square of the
   examples' norms.
 

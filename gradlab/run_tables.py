@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from gradlab.errors import RunDirError
 from gradlab.file_io import atomic_write, write_parquet
 
-__all__ = ["TableWriter", "exists", "files", "read", "schema_names"]
+__all__ = ["TableWriter", "exists", "files", "read", "remove", "schema_names"]
 
 FAN = 8  # parts of one span merged at once
 MERGE_MAX_ROWS = 1 << 20  # no merge past a row group of rows: such parts read as well as one file
@@ -126,6 +126,12 @@ def _read(f: Path, reader, **kwargs):
         raise RunDirError(f"{f} cannot be read as Parquet ({type(e).__name__}: {e}); the file is damaged") from e
 
 
+def remove(path: Path) -> None:
+    """Delete table ``path``, its file and its parts, without reading them (a run replaced)."""
+    Path(path).unlink(missing_ok=True)
+    shutil.rmtree(parts_dir(path), ignore_errors=True)
+
+
 class TableWriter:
     """Appends to table ``path``; one writer per table at a time (the run's lock holder)."""
 
@@ -168,11 +174,6 @@ class TableWriter:
         highs = [h for h in highs if h != float("-inf")]
         return int(max(highs)) if highs else -1
 
-    def remove(self) -> None:
-        """Delete the table (a run that is replaced)."""
-        self.path.unlink(missing_ok=True)
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.parts, self.next = [], 0
 
     # ------------------------------------------------------------------ helpers
 

@@ -40,14 +40,13 @@ class RunWriter:
     JSON-ready describing the run; resume: continue a run already in ``run_dir``;
     overwrite: replace it; callbacks: trackers (W&B, TensorBoard) told what is written;
     flush_seconds: how often a recorder writes by the clock (None: never, only when its
-    buffer fills or it is asked to). For gradlab's trainer: source, total_steps, fields
-    (spec.json entries it adds) and model (the zoo's own description, kept as given).
+    buffer fills or it is asked to). For gradlab's trainer: source and total_steps, and
+    set_run() once its parts are built.
     """
 
     def __init__(self, run_dir, *, name: str | None = None, config: dict | None = None, resume: bool = False,
                  overwrite: bool = False, callbacks=(), flush_seconds: float | None = 30.0,
-                 source: str = runs.WATCH_SOURCE, total_steps: int = 0, fields: dict | None = None,
-                 model: dict | None = None):  # fmt: skip
+                 source: str = runs.WATCH_SOURCE, total_steps: int = 0):  # fmt: skip
         if resume and overwrite:
             raise RecorderError("resume=True and overwrite=True exclude each other; choose one.")
         if config is not None and not isinstance(config, dict):
@@ -61,8 +60,8 @@ class RunWriter:
         self.flush_seconds = flush_seconds
         self.source = source
         self.total_steps = int(total_steps)
-        self.fields = dict(fields or {})
-        self.fixed_model = model
+        self.fields: dict = {}  # spec.json entries the trainer adds (set_run)
+        self.fixed_model: dict | None = None  # the zoo's description of the model, kept as given
         self.spec: dict = {}
         self.last_step = -1  # the highest step written or logged
         self.last_write = 0.0
@@ -107,7 +106,7 @@ class RunWriter:
         try:
             if old is not None and self.overwrite:
                 for table in TABLES:
-                    run_tables.TableWriter(self.run_dir / table).remove()
+                    run_tables.remove(self.run_dir / table)
                 for f in (runs.SPEC, runs.STATUS, *(p.name for p in self.run_dir.glob("checkpoint*.pt"))):
                     (self.run_dir / f).unlink(missing_ok=True)
                 old = None

@@ -146,9 +146,12 @@ def test_an_existing_run_directory_needs_resume_or_overwrite(tmp_path):
         train(rec, model, 2, start=2)  # steps 2 and 3 again: the new rows replace the old
     run = runs.read_run(tmp_path / "run")
     assert sorted(run.layers["step"].unique()) == [0, 1, 2, 3] and run.metrics["step"].tolist() == [0, 1, 2, 3]
+    (tmp_path / "run" / runs.LAYERS).write_bytes(b"damaged")  # a damaged run is replaced without being read,
+    (tmp_path / "run" / runs.CHECKPOINT).write_bytes(b"a trainer's")  # with everything it held
     with gradlab.watch(model, every=1, run_dir=tmp_path / "run", overwrite=True) as rec:
         train(rec, model, 1)
     assert sorted(runs.read_run(tmp_path / "run").layers["step"].unique()) == [0]
+    assert not (tmp_path / "run" / runs.CHECKPOINT).exists()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match="not empty and holds no gradlab run"):

@@ -23,6 +23,7 @@ __all__ = ["check_existing", "run_fields"]
 def run_fields(spec: RunSpec, ds, env: dict) -> dict:
     """The spec.json entries of a trained run (``ds``: the gradlab.data.Dataset it trains on)."""
     return {
+        "experiment": spec.experiment,  # (as named, whatever the folder resolves to)
         "seed": spec.seed,
         "run": spec.to_dict(),
         "data": {

@@ -174,7 +174,6 @@ class TableWriter:
         highs = [h for h in highs if h != float("-inf")]
         return int(max(highs)) if highs else -1
 
-
     # ------------------------------------------------------------------ helpers
 
     def _part(self, first: int, last: int) -> Path:

@@ -196,3 +196,28 @@ def test_lightning_rows_time_a_bare_lightning_step_against_the_callback(monkeypa
                                    "--lightning"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "lightning+gradlab" in res.output and "x lightning round by round" in res.output
+
+
+def test_cases_side_by_side_include_the_transformer_and_batch_sizes():
+    from gradlab.bench.overhead import format_cases, run_overhead_cases
+
+    result = run_overhead_cases("resnet8@2,transformer@2", device="cpu", steps=1, repeats=2, warmup=0,
+                                with_wandb=False)  # fmt: skip
+    first, second = result["cases"]
+    assert (first["settings"]["model"], first["settings"]["batch_size"]) == ("resnet8", 2)
+    assert (second["settings"]["model"], second["settings"]["batch_size"]) == ("transformer", 2)
+    assert second["settings"]["input"] == "2 sequences of 8 tokens" and second["gradlab_rows"] > 0
+    text = format_cases(result)
+    assert "cases side by side" in text and "resnet8@2" in text and "transformer@2" in text
+
+
+def test_case_names_are_checked_before_any_timing():
+    from gradlab.bench.overhead_cases import parse_cases
+
+    assert parse_cases("resnet56,transformer,resnet20@8", None) == [
+        ("resnet56", "resnet56", 128), ("transformer", "transformer", 4), ("resnet20@8", "resnet20", 8)]
+    assert parse_cases("resnet8", 4) == [("resnet8", "resnet8", 4)]
+    res = CliRunner().invoke(cli, ["bench", "overhead", "--model", "resnet8@0,transformer", "--no-wandb"])
+    assert res.exit_code == 1 and "positive whole number" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(cli, ["bench", "overhead", "--model", "transformer,resnet9", "--no-wandb"])
+    assert res.exit_code == 1 and "resnet9" in res.output and "Traceback" not in res.output

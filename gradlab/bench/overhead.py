@@ -31,11 +31,11 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from gradlab.bench.overhead_cases import DEFAULT_CASES, TRANSFORMER, Case, build_case, parse_cases
 from gradlab.bench.timing import (
     aten_ops,
     describe_environment,
     environment_line,
-    input_size,
     interleaved,
     median_interval,
     round_ratios,
@@ -46,7 +46,7 @@ from gradlab import stat_names as S
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
 
-__all__ = ["VARIANTS", "format_result", "run_overhead"]
+__all__ = ["VARIANTS", "format_cases", "format_result", "run_overhead", "run_overhead_cases"]
 
 VARIANTS = ("bare", "gradlab", "wandb")
 
@@ -89,7 +89,7 @@ def run_overhead(
     model: str = "resnet56",
     steps: int = 5,
     repeats: int = 6,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     device: str = "auto",
     warmup: int = 2,
     with_wandb: bool = True,
@@ -100,7 +100,8 @@ def run_overhead(
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
-    """Time training steps of ``model`` bare, with gradlab (every step) and with wandb.watch.
+    """Time training steps of one case (gradlab.bench.overhead_cases: a zoo model or
+    ``transformer``, ``@N`` for its batch) bare, with gradlab (every step) and with wandb.watch.
 
     Returns a dict with ``settings``, ``environment``, per-variant ``variants`` (median,
     quartiles and min step time in seconds, images/s) and ``ratios`` (median step time over
@@ -111,65 +112,27 @@ def run_overhead(
     lightning_overhead), under ``lightning``.
     """
     import gradlab
-    from gradlab.models import build
 
-    checks = (("steps", steps, 1), ("repeats", repeats, 1), ("batch_size", batch_size, 1), ("warmup", warmup, 0), ("every", every, 1))
+    checks = (("steps", steps, 1), ("repeats", repeats, 1), ("batch_size", batch_size or 1, 1), ("warmup", warmup, 0),
+              ("every", every, 1))  # fmt: skip
     for name, value, least in checks:
         if value < least:
             raise ConfigError(f"{name} must be >= {least}, not {value}.")
     stats = S.checked(stats)
     dev = resolve_device(device)
-    torch.manual_seed(seed)
-    base = build(model).to(dev)
-    shape = input_size(model)
-    x = torch.randn(batch_size, *shape, device=dev)
-    with torch.no_grad():
-        base.eval()
-        num_classes = base(x[:2]).shape[1]
-        base.train()
-    y = torch.randint(0, num_classes, (batch_size,), device=dev)
-
-    def trainer(net: torch.nn.Module, after_backward: Callable[[], None] | None = None):
-        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-
-        def step():
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if after_backward is not None:
-                after_backward()
-            opt.step()
-
-        return step
-
-    skipped: dict[str, str] = {}
-    variants: dict[str, Callable[[], None]] = {"bare": trainer(copy.deepcopy(base))}
+    ((name, arch, size),) = parse_cases(model, batch_size)
+    case = build_case(name, arch, size, dev, seed)
+    base = case.net
+    variants: dict[str, Callable[[], None]] = {"bare": _trainer(copy.deepcopy(base), case)}
     rec_model = copy.deepcopy(base)
     rec = gradlab.watch(rec_model, every=every, dense_until=0, reduce_at=reduce_at, stats=stats)
-    variants["gradlab"] = trainer(rec_model, rec.step)
-
-    tmp = tempfile.mkdtemp(prefix="gradlab-bench-wandb-")
-    run = wandb_model = wandb = None
+    variants["gradlab"] = _trainer(rec_model, case, rec.step)
+    skipped: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         if with_wandb:
-            stack.enter_context(_wandb_offline(tmp))
-            try:
-                import wandb  # noqa: F811
-
-                run = wandb.init(
-                    project="gradlab-bench",
-                    dir=tmp,
-                    mode="offline",
-                    settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
-                )
-                wandb_model = copy.deepcopy(base)
-                wandb.watch(wandb_model, log="gradients", log_freq=1)
-                counter = iter(range(1 << 62))
-                variants["wandb"] = trainer(wandb_model, lambda: run.log({"bench_step": next(counter)}))
-            except Exception as e:  # wandb missing, or it cannot start here
-                skipped["wandb"] = f"{type(e).__name__}: {e}"
-                run = None
+            wandb_step = _wandb_variant(stack, base, case, skipped)
+            if wandb_step is not None:
+                variants["wandb"] = wandb_step
         else:
             skipped["wandb"] = "disabled (--no-wandb)"
         try:
@@ -183,40 +146,24 @@ def run_overhead(
             ops = {name: _ops_or_none(fn) for name, fn in variants.items()}  # one more step each
         finally:
             rec.stop()
-            if run is not None:
-                with contextlib.suppress(Exception):
-                    wandb.unwatch(wandb_model)
-                with contextlib.suppress(Exception):
-                    run.finish(quiet=True)
 
     lightning = None
     if with_lightning:
-        try:
-            from gradlab.bench.lightning_overhead import run_lightning_overhead
-
-            nets = {"lightning": copy.deepcopy(base), "lightning+gradlab": copy.deepcopy(base)}
-            lightning = run_lightning_overhead(nets, x, y, steps, repeats, warmup, every, dev, progress)
-        except ImportError as e:  # lightning is an optional extra
-            skipped["lightning"] = f"{type(e).__name__}: {e} (pip install 'gradlab[lightning]')"
-        else:
-            for v in lightning["variants"].values():
-                v["images_per_s"] = batch_size / v["median_s"]
-            lv = lightning["variants"]
-            lightning["ratio"] = lv["lightning+gradlab"]["median_s"] / lv["lightning"]["median_s"]
-            lightning["round_ratios"] = _spread(lightning["round_ratios"])
-
+        lightning = _lightning(base, case, steps, repeats, warmup, every, dev, progress, skipped)
     summary = {}
     for name in variants:
         s = summarize(timings.steps[name])
-        s["images_per_s"] = batch_size / s["median_s"]
+        s["images_per_s"] = case.batch_size / s["median_s"]
         s["aten_ops"] = ops[name]
         summary[name] = s
     bare = summary["bare"]["median_s"]
     return {
         "settings": {
-            "model": model,
-            "batch_size": batch_size,
-            "input_size": list(shape),
+            "case": case.name,
+            "model": case.model,
+            "batch_size": case.batch_size,
+            "input_size": case.input_size,
+            "input": case.input_text,
             "steps": steps,
             "repeats": repeats,
             "warmup": warmup,
@@ -244,12 +191,87 @@ def run_overhead(
     }
 
 
+def run_overhead_cases(models: str = DEFAULT_CASES, batch_size: int | None = None, **options) -> dict:
+    """:func:`run_overhead` for each case of ``models`` ('resnet56,transformer,resnet20@8'), one
+    after the other; every case is checked before the first is timed."""
+    cases = parse_cases(models, batch_size)
+    for _, arch, _ in cases:
+        if arch != TRANSFORMER:
+            from gradlab.models import info
+
+            info(arch)  # an unknown name is an error now, not after the first case's minutes
+    return {"benchmark": "overhead", "cases": [run_overhead(name, batch_size=size, **options)
+                                               for name, _, size in cases]}  # fmt: skip
+
+
+def _trainer(net: torch.nn.Module, case: Case, after_backward: Callable[[], None] | None = None):
+    """A training step of ``net`` on the case's batch (``after_backward``: the recorder's step)."""
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x, y = case.x, case.y
+
+    def step():
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if after_backward is not None:
+            after_backward()
+        opt.step()
+
+    return step
+
+
+def _wandb_variant(stack: contextlib.ExitStack, base, case: Case, skipped: dict):
+    """The wandb.watch step, offline in a temporary folder that ``stack`` removes (None: it
+    cannot run here, said in ``skipped``)."""
+    tmp = tempfile.mkdtemp(prefix="gradlab-bench-wandb-")
+    stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+    stack.enter_context(_wandb_offline(tmp))
+    try:
+        import wandb
+
+        run = wandb.init(project="gradlab-bench", dir=tmp, mode="offline",
+                         settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))  # fmt: skip
+        net = copy.deepcopy(base)
+        wandb.watch(net, log="gradients", log_freq=1)
+    except Exception as e:  # wandb missing, or it cannot start here
+        skipped["wandb"] = f"{type(e).__name__}: {e}"
+        return None
+
+    def finish():
+        with contextlib.suppress(Exception):
+            wandb.unwatch(net)
+        with contextlib.suppress(Exception):
+            run.finish(quiet=True)
+
+    stack.callback(finish)
+    counter = iter(range(1 << 62))
+    return _trainer(net, case, lambda: run.log({"bench_step": next(counter)}))
+
+
+def _lightning(base, case: Case, steps, repeats, warmup, every, dev, progress, skipped: dict) -> dict | None:
+    """The same step in a Lightning fit, bare and with gradlab's callback (None: no lightning)."""
+    try:
+        from gradlab.bench.lightning_overhead import run_lightning_overhead
+
+        nets = {"lightning": copy.deepcopy(base), "lightning+gradlab": copy.deepcopy(base)}
+        lightning = run_lightning_overhead(nets, case.x, case.y, steps, repeats, warmup, every, dev, progress)
+    except ImportError as e:  # lightning is an optional extra
+        skipped["lightning"] = f"{type(e).__name__}: {e} (pip install 'gradlab[lightning]')"
+        return None
+    for v in lightning["variants"].values():
+        v["images_per_s"] = case.batch_size / v["median_s"]
+    lv = lightning["variants"]
+    lightning["ratio"] = lv["lightning+gradlab"]["median_s"] / lv["lightning"]["median_s"]
+    lightning["round_ratios"] = _spread(lightning["round_ratios"])
+    return lightning
+
+
 def format_result(result: dict) -> str:
     """The printout of :func:`run_overhead`'s result: settings, a table of variants, round-by-round ratios."""
     s, env = result["settings"], result["environment"]
     lines = [
         environment_line(env),
-        f"model: {s['model']}, batch {s['batch_size']}x{'x'.join(map(str, s['input_size']))}, "
+        f"model: {s['model']}, {s['input']}, "
         f"{s['steps']} steps x {s['repeats']} rounds per variant ({s['warmup']} warm-up), {s['order']}",
         f"gradlab: {s['gradlab']}; wandb: {s['wandb']}",
         "",
@@ -285,3 +307,17 @@ def _spread_text(r: dict) -> str:
     ci = r.get("ci95")
     ci = f"95% CI of the median {ci[0]:.3f}-{ci[1]:.3f}" if ci else "too few rounds for a 95% CI (--repeats 6 or more)"
     return f"median {r['median']:.3f}, min {r['min']:.3f}, max {r['max']:.3f} ({r['n']} rounds; {ci})"
+
+
+def format_cases(result: dict) -> str:
+    """The printout of :func:`run_overhead_cases`: each case, then the cases side by side."""
+    cases = result["cases"]
+    blocks = [format_result(r) for r in cases]
+    lines = ["", "cases side by side (gradlab x bare: the medians' ratio; round by round, its median and 95% CI):",
+             f"{'case':<16}{'bare ms':>10}{'gradlab ms':>12}{'x bare':>8}   round by round"]
+    for r in cases:
+        v, rr = r["variants"], r["round_ratios"]["gradlab"]
+        ci = rr["ci95"]
+        lines.append(f"{r['settings']['case']:<16}{v['bare']['median_s'] * 1e3:>10.2f}{v['gradlab']['median_s'] * 1e3:>12.2f}"
+                     f"{r['ratios']['gradlab']:>8.3f}   {rr['median']:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
+    return "\n\n".join(blocks) + "\n" + "\n".join(lines)

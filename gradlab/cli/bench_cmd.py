@@ -40,13 +40,16 @@ def _progress_printer():
 
 
 @bench.command("overhead")
-@click.option("--model", default="resnet56", show_default=True, help="Zoo model name.")
+@click.option("--model", "models", default="resnet56,transformer,resnet20@8", show_default=True,
+              help="Cases, comma-separated: a zoo model name or transformer (a 12-layer pre-LN transformer), "
+              "@N for the batch size.")
 @click.option("--steps", default=5, show_default=True, type=click.IntRange(1), help="Timed steps per variant per round.")
 @click.option("--repeats", default=6, show_default=True, type=click.IntRange(1),
               help="Interleaved rounds (6: each of the six orders of the three variants once). "
               "From 6 rounds on, the 95% confidence interval of the median ratio is printed; more rounds narrow it.")
 @click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed steps per variant first.")
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=None, type=click.IntRange(1),
+              help="Batch of the cases without @N (default: 128 images, 4 sequences of 8 tokens).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @click.option("--every", default=1, show_default=True, type=click.IntRange(1), help="gradlab records every N-th step.")
 @click.option("--no-wandb", is_flag=True, help="Skip the wandb.watch variant.")
@@ -58,39 +61,34 @@ def _progress_printer():
               help="Comma-separated statistics gradlab records, to measure what a selection costs "
               f"(default: all of {', '.join(S.DEFAULT_STATS)}).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
-def overhead(model, steps, repeats, warmup, batch_size, device, every, no_wandb, with_lightning, reduce_at, stats_csv,
+def overhead(models, steps, repeats, warmup, batch_size, device, every, no_wandb, with_lightning, reduce_at, stats_csv,
              json_path):
-    """Training-step time bare vs gradlab (every step) vs wandb.watch, interleaved in one process.
+    """Training-step time bare vs gradlab (every step) vs wandb.watch, interleaved in one process,
+    for a step dominated by arithmetic (ResNet-56 at batch 128) and two short ones made of many
+    small ops (the transformer, ResNet-20 at batch 8), one case after the other.
 
     \b
     Example (CPU, a few minutes):
-      gradlab bench overhead --model resnet56 --batch-size 128 --steps 3 --repeats 6
-    What the gradient norms along depth cost alone:
-      gradlab bench overhead --stats act_grad_norm --no-wandb
+      gradlab bench overhead --repeats 12
+    One case, what the gradient norms along depth cost alone:
+      gradlab bench overhead --model resnet56 --stats act_grad_norm --no-wandb
     What gradlab's Lightning callback costs over a bare Lightning step:
-      gradlab bench overhead --lightning --no-wandb
+      gradlab bench overhead --model resnet56 --lightning --no-wandb
     """
-    from gradlab.bench.overhead import format_result, run_overhead
+    from gradlab.bench.overhead import format_cases, format_result, run_overhead, run_overhead_cases
 
+    options = dict(steps=steps, repeats=repeats, device=device, warmup=warmup, with_wandb=not no_wandb,
+                   with_lightning=with_lightning, every=every, reduce_at=reduce_at,
+                   stats=None if stats_csv is None else [n.strip() for n in stats_csv.split(",") if n.strip()])
     progress, close = _progress_printer()
     try:
-        result = run_overhead(
-            model=model,
-            steps=steps,
-            repeats=repeats,
-            batch_size=batch_size,
-            device=device,
-            warmup=warmup,
-            with_wandb=not no_wandb,
-            with_lightning=with_lightning,
-            every=every,
-            reduce_at=reduce_at,
-            stats=None if stats_csv is None else [n.strip() for n in stats_csv.split(",") if n.strip()],
-            progress=progress,
-        )
+        if "," in models:
+            result = run_overhead_cases(models, batch_size, progress=progress, **options)
+        else:
+            result = run_overhead(models, batch_size=batch_size, progress=progress, **options)
     finally:
         close()
-    click.echo(format_result(result))
+    click.echo(format_cases(result) if "cases" in result else format_result(result))
     _write_json(json_path, result)
 
 

@@ -70,11 +70,14 @@ def test_deferred_known_answers_and_early_gradient_reduction():
     assert (row[2:5] / COUNT_UNIT).tolist() == [1.0, 1.0, 2.0]  # counts of positives, in COUNT_UNIT
     assert row[5].isnan()
 
+    q.clear()
     q.grad(torch.tensor([3.0]), [0])
     q.grad(torch.tensor([0.0, 4.0]), [1, 2])  # 12 bytes held > 8: both reduced now
     assert not q._grads and len(q._norms) == 2
     q.finish()
-    assert [v.item() for v in vals] == [3.0, 4.0, 4.0]
+    row = torch.full((4,), float("nan"))
+    assert sorted(q.write(row)) == [0, 1, 2]
+    assert row[:3].tolist() == [3.0, 4.0, 4.0] and row[3].isnan()
 
 
 def test_reduce_at_is_checked():

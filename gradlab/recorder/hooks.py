@@ -126,6 +126,7 @@ class StepHooks:
         self.bn_grads = BNGrads(device, self.bn_stats.where)
         self.unset = torch.full((), math.nan, dtype=F32, device=device)  # "not measured"
         self.template = [self.unset] * layout.width
+        self.base = layout.param_width  # the first column a hook fills
         self.vals: list[torch.Tensor] = list(self.template)  # this step's value of every column
         self.reducer = (DeferredReductions(device, self.vals, self._sample_size) if defer else
                         InHookReductions(self.vals, self._sample, self._scratch_for))  # fmt: skip
@@ -174,11 +175,12 @@ class StepHooks:
     def write(self, row: torch.Tensor, written: np.ndarray) -> None:
         """Fill the step's ``row`` on the device and mark in ``written`` the columns set."""
         self.reducer.finish()
-        vals = self.vals
+        base, vals = self.base, self.vals[self.base :]  # (the parameters' columns: gradlab.recorder.params)
         if len(vals):
-            torch.stack(vals, out=row)
+            torch.stack(vals, out=row[base:])
         unset = self.unset
-        written[:] = [v is not unset for v in vals]
+        written[:base] = False
+        written[base:] = [v is not unset for v in vals]
         written[self.reducer.write(row)] = True
         written[self.bn_stats.write(row)] = True
         written[self.bn_grads.write(row)] = True

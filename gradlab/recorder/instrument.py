@@ -8,7 +8,6 @@ row on the device at ``step()`` and turns filled rows into frames at flush time.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import pandas as pd
@@ -23,7 +22,6 @@ from gradlab.recorder.hooks import StepHooks
 from gradlab.recorder.layout import Layout
 from gradlab.recorder.params import ParamStats
 from gradlab.recorder.ranks import RankCombiner
-from gradlab.recorder.reductions import F32
 from gradlab.recorder.statistics import P_GRAD
 from gradlab.recorder.targets import resolve
 
@@ -45,7 +43,7 @@ class Instrument:
         defer = reduce_at == "step" or (reduce_at == "auto" and cuda and bool(act_sample))
         self.hooks = StepHooks(t, layout, self.device, act_sample, cpu_threads, defer)
         self.reductions = self.hooks.reducer.name  # "hooks" or "step"
-        self.params = ParamStats(t.params, layout, torch.full((), math.nan, dtype=F32, device=self.device))
+        self.params = ParamStats(t.params, layout, self.device)
         self.buffer = StepBuffer(buffer_steps, layout.width, len(t.points), self.device)
         self.hist_buffer = HistogramBuffer(buffer_steps, len(t.params), self.device) if histograms else None
         self.order = None if t.from_model else CallOrder(t.inner)  # the depth order, from the first forward
@@ -95,9 +93,9 @@ class Instrument:
         hooks, buffer, layout = self.hooks, self.buffer, self.layout
         if not outputs:  # stray values of a forward that ran unarmed (none are expected)
             hooks.clear()
-        self.params.write(hooks.vals)
         written = buffer.written[buffer.count]
         hooks.write(buffer.row(), written)
+        self.params.write(buffer.row(), written)
         if self.ranks is not None:
             self.ranks.combine(buffer.row())
         output_cols, param_grad = layout.output_cols, layout.params.get(P_GRAD)

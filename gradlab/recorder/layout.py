@@ -46,6 +46,7 @@ class Layout:
     width: int  # columns in the row
     statistics: list[Statistic]  # the selected ones, in declaration order
     params: dict[str, list[int]]  # raw value -> a column per parameter (absent: not recorded)
+    param_width: int  # the parameters' columns come first: 0 .. param_width - 1
     points: list[PointColumns]  # per probe point, in Targets.points order
     blocks: dict[str, list[int]]  # raw value -> a column per residual block
     param_keys: list[RowKey]
@@ -91,7 +92,8 @@ class Layout:
                 points[j][5] = True
         if warn_unrecorded:
             _warn_unrecorded(output_stats, targets)
-        return cls(width=width, statistics=chosen, params=params, points=[PointColumns(*p) for p in points],
+        return cls(width=width, statistics=chosen, params=params, param_width=sum(map(len, params.values())),
+                   points=[PointColumns(*p) for p in points],
                    blocks=blocks, **_keys(targets))  # fmt: skip
 
     @property

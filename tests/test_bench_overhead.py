@@ -221,3 +221,14 @@ def test_case_names_are_checked_before_any_timing():
     assert res.exit_code == 1 and "positive whole number" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(cli, ["bench", "overhead", "--model", "transformer,resnet9", "--no-wandb"])
     assert res.exit_code == 1 and "resnet9" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_the_compile_case_times_unrecorded_steps_and_says_what_recorded_steps_got():
+    from gradlab.bench.compile_overhead import format_result, run_compile_overhead
+
+    result = run_compile_overhead("transformer@2", steps=2, repeats=2, device="cpu", backend="aot_eager")
+    assert set(result["variants"]) == {"compiled", "compiled+gradlab"} and result["ratio"] > 0
+    assert result["recompile_limit_messages"] == 0
+    assert {S.ACT_MEAN, S.ACT_GRAD_NORM} <= set(result["recorded_statistics"])  # recorded steps ran eagerly
+    assert "watched x never watched" in format_result(result)

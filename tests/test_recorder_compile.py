@@ -66,3 +66,40 @@ def test_watching_the_compiled_and_the_original_module_conflicts():
     with pytest.raises(RecorderError):
         gradlab.watch(model)
     rec.stop()
+
+
+def test_a_recorded_step_after_compiled_ones_runs_eagerly_and_gets_activation_statistics():
+    """Compiled code traced without hooks skips hooks added later; a recorded step therefore
+    runs eagerly (gradlab.recorder.compiled), and the compiled code is used again after it."""
+    torch._dynamo.reset()
+    model = make_mlp()
+    net = torch.compile(model, backend="aot_eager")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 8), torch.randint(0, 4, (16,))
+    with gradlab.watch(model, every=2, dense_until=0) as rec:
+        rec.set_step(1)  # the first forward is unrecorded: compiled with no hook in sight
+        for _ in range(4):  # steps 1, 2 (recorded), 3, 4 (recorded)
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            rec.step()
+            opt.step()
+        frame = rec.frame()
+    assert sorted(set(frame.step)) == [2, 4]
+    for step in (2, 4):
+        assert set(frame[frame.step == step].stat) >= {S.ACT_MEAN, S.ACT_STD, S.ACT_GRAD_NORM}
+    assert torch.compiler.is_compiling() is False
+
+
+def test_the_stance_is_restored_when_the_hooks_come_off():
+    from torch._dynamo import eval_frame
+
+    from gradlab.recorder import compiled
+
+    if not compiled.STANCES:
+        pytest.skip("this PyTorch has no compiler stances")
+    before = eval_frame._stance.stance
+    rec = gradlab.watch(make_mlp(), every=2)  # step 0 is recorded: hooks on
+    assert eval_frame._stance.stance == "force_eager"
+    rec.stop()
+    assert eval_frame._stance.stance == before

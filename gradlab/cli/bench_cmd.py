@@ -55,14 +55,17 @@ def _progress_printer():
 @click.option("--no-wandb", is_flag=True, help="Skip the wandb.watch variant.")
 @click.option("--lightning", "with_lightning", is_flag=True,
               help="Also time a bare Lightning step against one with gradlab's Lightning callback (needs lightning).")
+@click.option("--compile", "compiled", is_flag=True,
+              help="Instead: a torch.compile'd case watched with the default schedule against the same compiled case "
+              "never watched, unrecorded steps timed (default case: transformer).")
 @click.option("--reduce-at", type=click.Choice(REDUCE_AT), default="auto", show_default=True,
               help="Where gradlab reduces: in each hook, or deferred to step() (auto: step on CUDA, hooks on CPU).")
 @click.option("--stats", "stats_csv", default=None, metavar="NAMES",
               help="Comma-separated statistics gradlab records, to measure what a selection costs "
               f"(default: all of {', '.join(S.DEFAULT_STATS)}).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
-def overhead(models, steps, repeats, warmup, batch_size, device, every, no_wandb, with_lightning, reduce_at, stats_csv,
-             json_path):
+def overhead(models, steps, repeats, warmup, batch_size, device, every, no_wandb, with_lightning, compiled, reduce_at,
+             stats_csv, json_path):
     """Training-step time bare vs gradlab (every step) vs wandb.watch, interleaved in one process,
     for a step dominated by arithmetic (ResNet-56 at batch 128) and two short ones made of many
     small ops (the transformer, ResNet-20 at batch 8), one case after the other.
@@ -74,7 +77,18 @@ def overhead(models, steps, repeats, warmup, batch_size, device, every, no_wandb
       gradlab bench overhead --model resnet56 --stats act_grad_norm --no-wandb
     What gradlab's Lightning callback costs over a bare Lightning step:
       gradlab bench overhead --model resnet56 --lightning --no-wandb
+    A compiled model's unrecorded steps, watched and not:
+      gradlab bench overhead --compile --repeats 12
     """
+    if compiled:
+        from gradlab.bench.compile_overhead import format_result as compile_text
+        from gradlab.bench.compile_overhead import run_compile_overhead
+
+        case = "transformer" if "," in models else models
+        result = run_compile_overhead(case, steps=steps, repeats=repeats, device=device)
+        click.echo(compile_text(result))
+        _write_json(json_path, result)
+        return
     from gradlab.bench.overhead import format_cases, format_result, run_overhead, run_overhead_cases
 
     options = dict(steps=steps, repeats=repeats, device=device, warmup=warmup, with_wandb=not no_wandb,

@@ -19,7 +19,7 @@ from functools import partial
 
 import torch.nn as nn
 
-from gradlab.recorder.hooks import eager
+from gradlab.recorder.compiled import eager
 from gradlab.recorder.targets import Targets
 
 __all__ = ["CallOrder", "reindexed", "warn_never_called"]

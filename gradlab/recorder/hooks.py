@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from gradlab.recorder.bn_grads import BNGrads
 from gradlab.recorder.bn_stats import BNStats, bn_node, saved_stats
+from gradlab.recorder.compiled import eager, eager_while_armed
 from gradlab.recorder.deferred import DeferredReductions
 from gradlab.recorder.in_hook import InHookReductions
 from gradlab.recorder.layout import Layout, PointColumns
@@ -30,14 +31,7 @@ from gradlab.recorder.reductions import F32
 from gradlab.recorder.statistics import INPUT_NORM, NORM, SUM
 from gradlab.recorder.targets import Targets
 
-__all__ = ["StepHooks", "eager"]
-
-
-def eager(fn):
-    """Run a hook eagerly under torch.compile: Dynamo would otherwise try to compile the
-    hook's own frame and recompile it for every new output tensor (identity guards)."""
-    disable = getattr(getattr(torch, "compiler", None), "disable", None)
-    return disable(fn) if disable is not None else fn
+__all__ = ["StepHooks"]
 
 
 def with_threads(fn, limit: int):
@@ -157,6 +151,7 @@ class StepHooks:
             for b, block in enumerate(self.blocks if self.block_todo else ()):
                 self.handles.append(block.module.register_forward_pre_hook(hook(partial(self._on_block_input, b))))
             self.armed = True
+            eager_while_armed(True)  # compiled code runs eagerly now (gradlab.recorder.compiled)
         else:
             self._detach()
 
@@ -164,6 +159,8 @@ class StepHooks:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+        if self.armed:
+            eager_while_armed(False)
         self.armed = False
 
     def _hook(self, fn):

@@ -365,7 +365,7 @@ def check_model(spec: ModelSpec) -> None:
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # where the recorder reduces its statistics (gradlab.recorder.recorder.Recorder's reduce_at)
-REDUCE_AT = ("auto", "hooks", "step")
+REDUCE_AT = ("auto", "hooks", "step", "mixed")
 
 
 def _compile_mode(mode: str | None) -> str:

@@ -547,12 +547,12 @@ def test_cpu_threads_limits_hook_reductions_and_restores_the_setting(monkeypatch
     torch.set_num_threads(2)
     try:
         model = linear(W)
-        with watch(model, every=1, cpu_threads=1) as rec:
+        with watch(model, every=1, cpu_threads=1, reduce_at="hooks") as rec:
             train_step(model, rec, X, lambda h: h.square().sum())
         assert seen and set(seen) == {1}
         assert torch.get_num_threads() == 2
         seen.clear()
-        with watch(model, every=1) as rec:  # default: PyTorch's setting
+        with watch(model, every=1, reduce_at="hooks") as rec:  # default: PyTorch's setting
             train_step(model, rec, X, lambda h: h.square().sum())
         assert set(seen) == {2}
     finally:

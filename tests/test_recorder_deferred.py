@@ -73,7 +73,7 @@ def test_deferred_known_answers_and_early_gradient_reduction():
     q.clear()
     q.grad(torch.tensor([3.0]), [0])
     q.grad(torch.tensor([0.0, 4.0]), [1, 2])  # 12 bytes held > 8: both reduced now
-    assert not q._grads and len(q._norms) == 2
+    assert not q.grads._grads and len(q.grads._norms) == 2
     q.finish()
     row = torch.full((4,), float("nan"))
     assert sorted(q.write(row)) == [0, 1, 2]
@@ -81,13 +81,25 @@ def test_deferred_known_answers_and_early_gradient_reduction():
 
 
 def test_reduce_at_is_checked():
-    with pytest.raises(RecorderError, match="reduce_at must be one of auto, hooks, step"):
+    with pytest.raises(RecorderError, match="reduce_at must be one of auto, hooks, step, mixed"):
         gradlab.watch(nn.Linear(2, 2), reduce_at="later")
 
 
-def test_auto_reduces_in_the_hooks_on_a_cpu():
+def test_auto_mixes_on_a_cpu_small_tensors_kept_and_large_ones_reduced_in_the_hooks():
     with gradlab.watch(nn.Linear(2, 2)) as rec:
-        assert rec.reductions == "hooks"
+        assert rec.reductions == "mixed"
+    model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3))
+    with gradlab.watch(model, every=1, dense_until=0) as rec:
+        reducer = rec._inst.hooks.reducer
+        reducer.small = 16  # the first output (2 x 8) is kept, the second (2 x 3) too; a wider batch is not
+        F.cross_entropy(model(torch.randn(2, 4)), torch.tensor([0, 1])).backward()
+        assert len(reducer.deferred._samples) == 2
+        rec.step()
+        F.cross_entropy(model(torch.randn(4, 4)), torch.tensor([0, 1, 2, 0])).backward()  # 4 x 8 = 32 > 16
+        assert len(reducer.deferred._samples) == 1  # only the 4 x 3 output
+        rec.step()
+        df = rec.frame()
+    assert set(df.step) == {0, 1} and df[df.stat == "act_mean"].groupby("step").size().tolist() == [2, 2]
 
 
 def test_deferred_with_gradient_accumulation_and_histograms_matches_the_hooks():
@@ -116,9 +128,9 @@ def test_stop_drops_what_an_unrecorded_step_left_behind():
     rec = gradlab.watch(model, every=1, reduce_at="step")
     F.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.randint(0, 10, (4,))).backward()
     q = rec._inst.hooks.reducer
-    assert q._samples and q._grads  # copies and dL/dh of the step, waiting for rec.step()
+    assert q._samples and q.grads._grads  # copies and dL/dh of the step, waiting for rec.step()
     rec.stop()
-    assert not q._samples and not q._grads and not q._wants
+    assert not q._samples and not q.grads._grads and not q._wants
 
 
 
@@ -133,3 +145,42 @@ def test_count_of_positives_in_every_dtype(dtype):
     assert (rows / COUNT_UNIT).tolist() == [2.0, 1.0]
     nan = count(torch.tensor([1.0, float("nan")], dtype=dtype))
     assert nan.isnan() if dtype != torch.float16 else (nan / COUNT_UNIT).item() == 1.0  # (sign(nan) is 0)
+
+
+class _InPlaceAfter(nn.Module):
+    """a's output is changed in place by the forward (a functional relu_), b's is not."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.b(self.a(x).relu_())
+
+
+def test_a_kept_gradient_is_that_of_the_output_before_a_later_in_place_change():
+    """Small outputs keep their gradient with retain_grad, which would follow the in-place
+    relu_: the first recorded step learns that a's output is changed and hooks it from then on."""
+    torch.manual_seed(0)
+    model = _InPlaceAfter()
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    rec = gradlab.watch(model, every=1, dense_until=0)
+    expected = []
+    for _ in range(3):
+        z = model.a(x).detach().requires_grad_()
+        out = model.b(z.relu())
+        out.retain_grad()
+        F.cross_entropy(out, y).backward()
+        expected.append((z.grad.norm().item(), out.grad.norm().item()))
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        rec.step()
+        model.zero_grad()
+    kept = rec._inst.hooks.reducer.deferred.grads
+    df = rec.frame().set_index(["step", "layer", "stat"])["value"]
+    rec.stop()
+    a_col = next(p.grad_col for p, point in zip(rec._inst.layout.points, rec.probe_points) if point.name == "a")
+    assert kept._in_place == {a_col}  # learned on the first recorded step: a's output is changed in place
+    for step, (dz, dout) in enumerate(expected):
+        assert df[(step, "a", "act_grad_norm")] == pytest.approx(dz, rel=1e-5)  # before the relu_, not after
+        assert df[(step, "b", "act_grad_norm")] == pytest.approx(dout, rel=1e-5)

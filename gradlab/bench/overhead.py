@@ -67,6 +67,10 @@ def _wandb_offline(tmp: str):
                 os.environ[k] = v
 
 
+REDUCTIONS_TEXT = {"hooks": "reductions in the hooks", "step": "reductions deferred to step()",
+                   "mixed": "small tensors reduced at step(), large ones in the hooks"}
+
+
 def _stats_phrase(stats: tuple[str, ...]) -> str:
     return "all default stats" if stats == S.DEFAULT_STATS else "stats " + ",".join(stats)
 
@@ -171,7 +175,7 @@ def run_overhead(
             "order": "interleaved, in a balanced order changing from round to round: " + ", ".join(variants),
             "optimizer": "SGD(lr=0.1, momentum=0.9, weight_decay=1e-4)",
             "gradlab": f"gradlab.watch(model, every={every}, dense_until=0, reduce_at={reduce_at!r}), "
-                       f"{_stats_phrase(stats)}, reductions in the {rec.reductions}",
+                       f"{_stats_phrase(stats)}, {REDUCTIONS_TEXT[rec.reductions]}",
             "stats": list(stats),
             "reductions": rec.reductions,
             "every": every,

@@ -59,7 +59,8 @@ def _progress_printer():
               help="Instead: a torch.compile'd case watched with the default schedule against the same compiled case "
               "never watched, unrecorded steps timed (default case: transformer).")
 @click.option("--reduce-at", type=click.Choice(REDUCE_AT), default="auto", show_default=True,
-              help="Where gradlab reduces: in each hook, or deferred to step() (auto: step on CUDA, hooks on CPU).")
+              help="Where gradlab reduces: in each hook, deferred to step(), or mixed: small tensors at step(), "
+              "large ones in the hooks (auto: step on CUDA, mixed on CPU).")
 @click.option("--stats", "stats_csv", default=None, metavar="NAMES",
               help="Comma-separated statistics gradlab records, to measure what a selection costs "
               f"(default: all of {', '.join(S.DEFAULT_STATS)}).")

@@ -29,10 +29,11 @@ class StepBuffer:
         self.written = np.zeros((capacity, width), dtype=bool)
         self.numel = np.zeros((capacity, points), dtype=np.float64)
         self.count = 0  # rows filled
+        self._rows = self.values[:, :width].unbind(0) if width else None  # a view per row, made once
 
     def row(self) -> torch.Tensor:
         """The next row to fill (a view of the device buffer)."""
-        return self.values[self.count, : self.width]
+        return self._rows[self.count] if self._rows is not None else self.values[self.count, :0]
 
     def commit(self, step: int, numel: list[int]) -> bool:
         """The next row (and ``written[count]``) is filled for ``step``; True when the buffer is full."""

@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import torch
 
+from gradlab.recorder.kept_grads import DEFAULT_GRAD_BYTES, KeptGradients
 from gradlab.recorder.plans import cached_plan
-from gradlab.recorder.reductions import norm
+from gradlab.recorder.stack_buffers import StackBuffers
 from gradlab.recorder.statistics import REDUCTIONS, Reduction
 
 __all__ = ["DeferredReductions"]
 
-DEFAULT_GRAD_BYTES = 256 << 20
 DEFAULT_REF_BYTES = 64 << 20
 
 
@@ -59,120 +59,93 @@ class DeferredReductions:
         self.device = device
         self.vals = vals
         self.first = first
-        self.grad_bytes = grad_bytes
+        self.grads = KeptGradients(device, grad_bytes)
         self.ref_bytes = ref_bytes
+        self.buffers = StackBuffers()  # the samples' stacks, kept from step to step
         self._plans: dict[tuple, tuple] = {}
         self._copied: set[int] = set()  # outputs (by their first column) that a later op changes in place
         self._learned = False  # a step was recorded: what is changed in place is known
         self.clear()
 
     def clear(self) -> None:
-        self._samples: list[tuple[torch.Tensor, bool]] = []  # (its sample, channel_first)
+        self._samples: list[torch.Tensor] = []  # an output (by reference) or a copy of its sample
+        self._firsts: list[int | None] = []  # of a reference: how many leading examples are its sample
         self._origins: list[tuple[torch.Tensor, int, int, bool]] = []  # (output, its version, key, copied)
+        self._metas: list[tuple] = []  # (shape, dtype, channel_first) of each sample
+        self._wants: list[tuple[int, tuple]] = []  # (sample, todo) in call order: for a column, the last wins
         self._kept = 0  # bytes of the outputs kept by reference
-        self._wants: dict[int, tuple[int, Reduction]] = {}  # column -> (sample, reduction); the last call wins
-        self._grads: list[tuple[torch.Tensor, list[int]]] = []
-        self._held = 0
-        self._norms: list[tuple[torch.Tensor, list[list[int]]]] = []  # (norms of a group, their columns)
+        self.grads.clear()
 
     def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
         """Columns of ``todo`` get their reductions of h's sample (kept once per tensor)."""
-        if seen.sample is None:
-            seen.sample = self.sample(h, self.first(h), channel_first, todo[0][1])
-        for red, col in todo:
-            self._wants[col] = (seen.sample, red)
+        k = seen.sample
+        if k is None:
+            k = seen.sample = self.sample(h, self.first(h), channel_first, todo[0][1])
+        self._wants.append((k, todo))
 
     def sample(self, h: torch.Tensor, first: int | None, channel_first: bool, key: int) -> int:
         """Keep ``h`` (its ``first`` examples) for step(): a reference when it is small and no
         later op changes it in place, else a copy; returns its number. ``key``: the point's."""
         size = h.numel() * h.element_size()
         copy = not self._learned or key in self._copied or self._kept + size > self.ref_bytes
-        with torch.no_grad():  # (outside the autograd graph, without a detach)
-            s = h if first is None else h[:first]
-            s = s.clone() if copy else s
-        if not copy:
+        if copy:
+            with torch.no_grad():  # (outside the autograd graph, without a detach)
+                s = (h if first is None else h[:first]).clone()
+            shape, first = s.shape, None
+        else:
             self._kept += size
-        self._samples.append((s, channel_first))
+            s, shape = h, h.shape if first is None else (first, *h.shape[1:])
+        self._samples.append(s)
+        self._firsts.append(first)
+        self._metas.append((shape, h.dtype, channel_first))
         self._origins.append((h, h._version, key, copy))
         return len(self._samples) - 1
 
     def grad(self, g: torch.Tensor, cols: list[int]) -> None:
         """Columns ``cols`` get ||g|| (``cols`` may still grow until step())."""
-        self._grads.append((g, cols))
-        self._held += g.numel() * g.element_size()
-        if self._held > self.grad_bytes:
-            self._reduce_grads()
+        self.grads.grad(g, cols)
 
-    def _reduce_grads(self) -> None:
-        """The norms of the gradients kept so far, a stack per shape: few kernels however many."""
-        by_shape: dict[tuple, list[int]] = {}
-        for i, (g, _) in enumerate(self._grads):
-            by_shape.setdefault((g.shape, g.dtype), []).append(i)
-        for members in by_shape.values():
-            stacked = torch.stack([self._grads[i][0] for i in members])
-            self._norms.append((norm(stacked, dim=tuple(range(1, stacked.dim()))) if stacked.dim() > 1 else
-                                norm(stacked.unsqueeze(1), dim=(1,)), [self._grads[i][1] for i in members]))
-        self._grads, self._held = [], 0
+    def retain(self, h: torch.Tensor, cols: list[int], key: int) -> bool:
+        """Keep h to read dL/dh at step() (gradlab.recorder.kept_grads); False: hook it instead."""
+        return self.grads.retain(h, cols, key)
 
     def finish(self) -> None:
         """Reduce what is left of the gradients; drop the samples a later op changed in place."""
-        self._reduce_grads()
+        self.grads.finish()
         changed = {k for k, (h, version, _, copied) in enumerate(self._origins) if not copied and h._version != version}
         for h, version, key, _ in self._origins:
             if h._version != version:
                 self._copied.add(key)  # copied from the next step on
         if changed:  # a kept output changed since: its values of this step are not known
-            self._wants = {c: w for c, w in self._wants.items() if w[0] not in changed}
+            self._wants = [w for w in self._wants if w[0] not in changed]
         self._learned = True
 
     def write(self, row: torch.Tensor) -> list[int]:
         """Reduce the samples and put the gradient norms into ``row`` (float32, on the device);
         returns the columns set."""
-        cols = self._write_gradients(row)
+        cols = self.grads.write(row)
         if not self._wants:
             return cols
-        samples = self._samples
-        key = (tuple((s.shape, s.dtype, cf) for s, cf in samples), tuple(self._wants.items()))
-        plan = cached_plan(self._plans, key, lambda: self._plan(samples, self._wants))
-        groups, src, dst, act_cols = plan
-        parts = []
+        key = (tuple(self._metas), tuple((k, todo[0][1]) for k, todo in self._wants))
+        groups, src, dst, act_cols = cached_plan(self._plans, key, lambda: self._plan(self._metas, self._wants))
+        samples, firsts, parts = self._samples, self._firsts, []
         with torch.no_grad():
             for members, reductions, cf in groups:
-                x = torch.stack([samples[k][0] for k in members])
+                x = self.buffers.stack([samples[k] if firsts[k] is None else samples[k][: firsts[k]] for k in members])
                 parts.extend(red.rows(x, cf) for red in reductions)
         values = torch.cat(parts) if len(parts) > 1 else parts[0]
         row.index_copy_(0, dst, values.index_select(0, src))
         return cols + act_cols
 
-    def _write_gradients(self, row: torch.Tensor) -> list[int]:
-        if not self._norms:
-            return []
-        key = tuple((n.shape[0], tuple(map(tuple, c))) for n, c in self._norms)
-        src, dst, cols = cached_plan(self._plans, ("grads", key), lambda: self._grad_plan(self._norms))
-        norms = torch.cat([n for n, _ in self._norms]) if len(self._norms) > 1 else self._norms[0][0]
-        row.index_copy_(0, dst, norms.index_select(0, src))
-        return cols
-
-    def _grad_plan(self, norms: list) -> tuple:
-        """Positions in the concatenated norms -> row columns (a gradient may fill several)."""
-        src, dst, offset = [], [], 0
-        for n, columns in norms:
-            for i, cs in enumerate(columns):
-                src += [offset + i] * len(cs)
-                dst += cs
-            offset += n.shape[0]
-        last = {c: s for s, c in zip(src, dst)}  # a column written twice (a second micro-batch): the last wins
-        as_index = lambda v: torch.tensor(v, dtype=torch.long, device=self.device)  # noqa: E731
-        return as_index(list(last.values())), as_index(list(last)), list(last)
-
-    def _plan(self, samples: list, wants: dict[int, tuple[int, Reduction]]) -> tuple:
+    def _plan(self, metas: list[tuple], wants: list[tuple[int, tuple]]) -> tuple:
         """Groups of same-(shape, dtype, layout) samples with the reductions each needs, and
         where each reduced value goes: positions in the concatenated results -> row columns."""
+        by_col = {col: (k, red) for k, todo in wants for red, col in todo}  # the last call wins
         by_shape: dict[tuple, list[int]] = {}
-        for k, (s, cf) in enumerate(samples):
-            by_shape.setdefault((s.shape, s.dtype, cf), []).append(k)
+        for k, meta in enumerate(metas):
+            by_shape.setdefault(meta, []).append(k)
         needed: dict[int, set] = {}
-        for k, red in wants.values():
+        for k, red in by_col.values():
             needed.setdefault(k, set()).add(red)
         groups, position, offset = [], {}, 0
         for (_, _, cf), members in by_shape.items():
@@ -184,7 +157,7 @@ class DeferredReductions:
                 for i, k in enumerate(members):
                     position[(k, r)] = offset + i
                 offset += len(members)
-        src = [position[w] for w in wants.values()]
-        cols = list(wants)
+        src = [position[w] for w in by_col.values()]
+        cols = list(by_col)
         as_index = lambda v: torch.tensor(v, dtype=torch.long, device=self.device)  # noqa: E731
         return groups, as_index(src), as_index(cols), cols

@@ -27,6 +27,7 @@ from gradlab.recorder.compiled import eager, eager_while_armed
 from gradlab.recorder.deferred import DeferredReductions
 from gradlab.recorder.in_hook import InHookReductions
 from gradlab.recorder.layout import Layout, PointColumns
+from gradlab.recorder.mixed import MixedReductions
 from gradlab.recorder.reductions import F32
 from gradlab.recorder.statistics import INPUT_NORM, NORM, SUM
 from gradlab.recorder.targets import Targets
@@ -91,6 +92,11 @@ class Tap:
         self.checked = False  # a recorded step saw the BatchNorm's input be this point's output
 
     @property
+    def plain(self) -> bool:
+        """Measured on its own output alone: no BatchNorm statistics and no fed point involved."""
+        return self.feeder is None and not self.is_bn and not self.fed
+
+    @property
     def hooked(self) -> bool:
         """Whether this point's module gets a measuring forward hook (for itself or its feeder)."""
         return not self.fed and (self.active or (self.feeder is not None and self.feeder.active))
@@ -122,8 +128,13 @@ class StepHooks:
         self.template = [self.unset] * layout.width
         self.base = layout.param_width  # the first column a hook fills
         self.vals: list[torch.Tensor] = list(self.template)  # this step's value of every column
-        self.reducer = (DeferredReductions(device, self.vals, self._sample_size) if defer else
-                        InHookReductions(self.vals, self._sample, self._scratch_for))  # fmt: skip
+        if defer == "step":
+            self.reducer = DeferredReductions(device, self.vals, self._sample_size)
+        elif defer == "mixed":
+            self.reducer = MixedReductions(DeferredReductions(device, self.vals, self._sample_size),
+                                           InHookReductions(self.vals, self._sample, self._scratch_for))
+        else:
+            self.reducer = InHookReductions(self.vals, self._sample, self._scratch_for)
         self.numel = [0] * len(self.taps)  # elements each point's sums and norms cover
         self.seen: dict[int, SeenOutput] = {}  # id(tensor) -> what was taken of it, this forward
         self.fed_out: dict[int, torch.Tensor] = {}  # unchecked fed points' outputs, this forward
@@ -145,7 +156,8 @@ class StepHooks:
             hook = self._hook
             for tap, module in zip(self.taps, self.modules):
                 if tap.hooked:
-                    self.handles.append(module.register_forward_hook(hook(partial(self._on_output, tap))))
+                    on_output = self._on_plain_output if tap.plain else self._on_output
+                    self.handles.append(module.register_forward_hook(hook(partial(on_output, tap))))
                 elif tap.fed and tap.active and not tap.checked:
                     self.handles.append(module.register_forward_hook(hook(partial(self._note_fed, tap))))
             for b, block in enumerate(self.blocks if self.block_todo else ()):
@@ -173,11 +185,14 @@ class StepHooks:
         """Fill the step's ``row`` on the device and mark in ``written`` the columns set."""
         self.reducer.finish()
         base, vals = self.base, self.vals[self.base :]  # (the parameters' columns: gradlab.recorder.params)
-        if len(vals):
-            torch.stack(vals, out=row[base:])
         unset = self.unset
+        measured = [v is not unset for v in vals]
+        if any(measured):  # values reduced in the hooks
+            torch.stack(vals, out=row[base:])
+        elif vals:  # none (all deferred, or none measured): "not measured" until the writers below say otherwise
+            row[base:].fill_(math.nan)
         written[:base] = False
-        written[base:] = [v is not unset for v in vals]
+        written[base:] = measured
         written[self.reducer.write(row)] = True
         written[self.bn_stats.write(row)] = True
         written[self.bn_grads.write(row)] = True
@@ -263,6 +278,27 @@ class StepHooks:
             self._measure(tap, h, e)
 
     @eager
+    def _on_plain_output(self, tap: Tap, module: nn.Module, args, output) -> None:
+        """``_on_output`` for a point measured on its own output alone (most points): the
+        same steps, without the BatchNorm cases."""
+        if not (module.training and torch.is_grad_enabled()):
+            return
+        h = output if type(output) is torch.Tensor else self._output_tensor(output)
+        if h is None or not h.is_floating_point() or h.is_sparse:
+            return
+        e = self._seen_entry(h)
+        if e.derived is not None:  # a BatchNorm's output (a branch_out after it): its statistics are shared
+            self._reduce_output(tap, e, h)
+        else:
+            if tap.reductions:
+                self.reducer.output(e, h, tap.reductions, tap.channel_first)
+            n = self.act_sample
+            self.numel[tap.position] = h.numel() // h.shape[0] * n if n and h.dim() > 1 and h.shape[0] > n else \
+                h.numel()  # fmt: skip
+        if tap.grad_col >= 0 and h.requires_grad:
+            self._want_grad(tap, e, h)
+
+    @eager
     def _note_fed(self, tap: Tap, module: nn.Module, args, output) -> None:
         """An unchecked fed point's output, for its BatchNorm's hook to compare with its input."""
         if tap.checked:  # a later micro-batch of the step that checked it
@@ -326,7 +362,13 @@ class StepHooks:
         """Column tap.grad_col gets ||dL/dh||, from h's gradient hook (one per tensor)."""
         if e.grad_cols is None:
             e.grad_cols = [tap.grad_col]
-            h.register_hook(self._hook(partial(self._on_grad, e.grad_cols)))
+            if self.reducer.retain(h, e.grad_cols, tap.grad_col):
+                return
+            node = h.grad_fn  # a pre-hook on the node that made h sees dL/dh, as a hook on h would, for less
+            if node is not None:
+                node.register_prehook(self._hook(partial(self._on_grad_outputs, e.grad_cols, h.output_nr)))
+            else:
+                h.register_hook(self._hook(partial(self._on_grad, e.grad_cols)))
         elif tap.grad_col not in e.grad_cols:
             e.grad_cols.append(tap.grad_col)
 
@@ -372,6 +414,12 @@ class StepHooks:
     @eager
     def _on_grad(self, cols: list[int], g: torch.Tensor) -> None:
         self._grad_norm(cols, g)
+
+    @eager
+    def _on_grad_outputs(self, cols: list[int], nr: int, grad_outputs) -> None:
+        g = grad_outputs[nr]
+        if g is not None:
+            self._grad_norm(cols, g)
 
     def _grad_norm(self, cols: list[int], g: torch.Tensor) -> None:
         self.reducer.grad(g.detach() if g.requires_grad else g, cols)

@@ -51,6 +51,10 @@ class InHookReductions:
         for c in cols:
             vals[c] = v
 
+    def retain(self, h: torch.Tensor, cols: list[int], key: int) -> bool:
+        """(Gradients are reduced in their hooks: none is kept.)"""
+        return False
+
     def finish(self) -> None:
         """(Nothing is left to reduce at step().)"""
 

@@ -40,7 +40,7 @@ class Instrument:
         self.device = dev if dev is not None else next((b.device for b in t.inner.buffers()), torch.device("cpu"))
         # auto defers on CUDA only with a sample: copying whole activations would double their memory
         cuda = self.device.type == "cuda"
-        defer = reduce_at == "step" or (reduce_at == "auto" and cuda and bool(act_sample))
+        defer = reduce_at if reduce_at != "auto" else "step" if cuda and act_sample else "mixed"
         self.hooks = StepHooks(t, layout, self.device, act_sample, cpu_threads, defer)
         self.reductions = self.hooks.reducer.name  # "hooks" or "step"
         self.params = ParamStats(t.params, layout, self.device)
@@ -93,14 +93,14 @@ class Instrument:
         hooks, buffer, layout = self.hooks, self.buffer, self.layout
         if not outputs:  # stray values of a forward that ran unarmed (none are expected)
             hooks.clear()
-        written = buffer.written[buffer.count]
-        hooks.write(buffer.row(), written)
-        self.params.write(buffer.row(), written)
+        written, row = buffer.written[buffer.count], buffer.row()
+        hooks.write(row, written)
+        self.params.write(row, written)
         if self.ranks is not None:
-            self.ranks.combine(buffer.row())
-        output_cols, param_grad = layout.output_cols, layout.params.get(P_GRAD)
-        if outputs and not self._warned_no_outputs and output_cols.size and param_grad:
-            if not written[output_cols].any() and written[param_grad].any():
+            self.ranks.combine(row)
+        if outputs and not self._warned_no_outputs and layout.params.get(P_GRAD):
+            output_cols, param_grad = layout.output_cols, layout.params[P_GRAD]
+            if output_cols.size and not written[output_cols].any() and written[param_grad].any():
                 self._warned_no_outputs = True
                 warnings.warn(
                     f"gradlab: step {step} was recorded with hooks attached, but no probe point "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -96,9 +97,9 @@ class Layout:
                    points=[PointColumns(*p) for p in points],
                    blocks=blocks, **_keys(targets))  # fmt: skip
 
-    @property
+    @cached_property
     def output_cols(self) -> np.ndarray:
-        """Every column a forward hook fills."""
+        """Every column a forward hook fills (computed once: the columns never change)."""
         return np.asarray([c for p in self.points for _, c in p.reductions] + self.blocks.get(T.INPUT_NORM, []),
                           dtype=np.int64)  # fmt: skip
 

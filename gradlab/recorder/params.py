@@ -18,6 +18,7 @@ import torch
 
 from gradlab.recorder.layout import Layout
 from gradlab.recorder.reductions import F32, norm
+from gradlab.recorder.stack_buffers import StackBuffers
 from gradlab.recorder.statistics import P_GRAD, P_UPDATE, P_WEIGHT
 from gradlab.recorder.targets import ParamTarget
 
@@ -26,9 +27,10 @@ __all__ = ["ParamStats"]
 
 @dataclass
 class _Group:
-    """Parameters of one shape and dtype: their positions, and per raw value their columns."""
+    """Parameters of one shape and dtype: their positions, the tensors, and per raw value their columns."""
 
     members: list[int]
+    tensors: list[torch.Tensor]  # the parameters themselves (read at each record: no lookup on the way)
     cols: dict[str, torch.Tensor]  # raw value -> the members' columns, on the device
     host_cols: dict[str, np.ndarray]  # ... and on the host (no sync to mark them written)
     dims: tuple[int, ...]  # the dimensions a stacked row is reduced over
@@ -42,7 +44,10 @@ class ParamStats:
         self.device = device
         self.cols = {raw: layout.params[raw] for raw in (P_GRAD, P_WEIGHT, P_UPDATE) if raw in layout.params}
         self._groups: list[_Group] | None = None  # by shape, known once lazy modules have run (groups)
+        self._all: dict[str, tuple[torch.Tensor, np.ndarray]] = {}  # raw value -> every group's columns, in order
         self.prev: list[torch.Tensor] | None = None  # per group, its stacked weights at the previous record
+        self.buffers = StackBuffers()  # the stacks' memory, kept from record to record
+        self._parity = 0  # which of two weight buffers the last record filled
 
     @property
     def groups(self) -> list[_Group]:
@@ -54,55 +59,62 @@ class ParamStats:
                 by_shape.setdefault((tuple(p.param.shape), p.param.dtype, p.param.device), []).append(i)
             as_index = lambda v: torch.tensor(v, dtype=torch.long, device=self.device)  # noqa: E731
             self._groups = [
-                _Group(members, {raw: as_index([c[i] for i in members]) for raw, c in self.cols.items()},
+                _Group(members, [self.params[i].param for i in members],
+                       {raw: as_index([c[i] for i in members]) for raw, c in self.cols.items()},
                        {raw: np.asarray([c[i] for i in members], dtype=np.int64) for raw, c in self.cols.items()},
                        tuple(range(1, len(shape) + 1)))
                 for (shape, _, _), members in by_shape.items()
             ]
+            self._all = {raw: (torch.cat([g.cols[raw] for g in self._groups]),
+                               np.concatenate([g.host_cols[raw] for g in self._groups]))
+                         for raw in self.cols if self._groups}  # fmt: skip
         return self._groups
 
     @torch.no_grad()
     def write(self, row: torch.Tensor, written: np.ndarray) -> None:
         """Put each recorded parameter statistic into ``row`` and mark it in ``written``."""
-        values: dict[str, list] = {raw: [] for raw in self.cols}
-        where: dict[str, list] = {raw: [] for raw in self.cols}  # columns, on the device and on the host
-        weights_now = []
-        first = self.prev is None
-        for k, g in enumerate(self.groups):
-            if P_GRAD in self.cols:
-                self._grad_norms(g, values[P_GRAD], where[P_GRAD])
-            if P_WEIGHT in self.cols or P_UPDATE in self.cols:
-                w = torch.stack([self.params[i].param for i in g.members])
-                weights_now.append(w)
-                if P_WEIGHT in self.cols:
-                    values[P_WEIGHT].append(_row_norms(w, g.dims))
-                    where[P_WEIGHT].append((g.cols[P_WEIGHT], g.host_cols[P_WEIGHT]))
-                if P_UPDATE in self.cols:
-                    change = None if first else _row_norms(w - self.prev[k], g.dims)
-                    values[P_UPDATE].append(change if change is not None else torch.full(
-                        (len(g.members),), float("nan"), dtype=F32, device=row.device))  # NaN: measured, no previous
-                    where[P_UPDATE].append((g.cols[P_UPDATE], g.host_cols[P_UPDATE]))
-        if P_UPDATE in self.cols:
-            self.prev = weights_now
-        for raw in self.cols:
-            if values[raw]:
-                cols = torch.cat([c for c, _ in where[raw]]) if len(where[raw]) > 1 else where[raw][0][0]
-                row.index_copy_(0, cols, torch.cat(values[raw]) if len(values[raw]) > 1 else values[raw][0])
-                for _, host in where[raw]:
-                    written[host] = True
+        groups = self.groups
+        if not groups:
+            return
+        if P_GRAD in self.cols:
+            self._write_grad_norms(groups, row, written)
+        if P_WEIGHT in self.cols or P_UPDATE in self.cols:
+            self._parity ^= 1  # the weights go into the buffers the previous record's did not
+            weights = [self.buffers.stack(g.tensors, ("w", self._parity)) for g in groups]
+            if P_WEIGHT in self.cols:
+                self._put(P_WEIGHT, [_row_norms(w, g.dims) for w, g in zip(weights, groups)], row, written)
+            if P_UPDATE in self.cols:
+                if self.prev is None:  # NaN: measured, with no previous record to compare
+                    changes = [torch.full((len(g.members),), float("nan"), dtype=F32, device=row.device) for g in groups]
+                else:
+                    changes = [_row_norms(torch.sub(w, p, out=self.buffers.like(w, "change")), g.dims)
+                               for w, p, g in zip(weights, self.prev, groups)]  # fmt: skip
+                self._put(P_UPDATE, changes, row, written)
+                self.prev = weights
 
-    def _grad_norms(self, g: _Group, values: list, where: list) -> None:
-        """The group's gradient norms (a gradient that is missing or sparse: not written)."""
-        grads = [self.params[i].param.grad for i in g.members]
-        present = [j for j, t in enumerate(grads) if t is not None and t.layout == torch.strided]
-        if not present:
+    def _put(self, raw: str, values: list[torch.Tensor], row: torch.Tensor, written: np.ndarray) -> None:
+        """Every group's values of ``raw``, in group order, into their columns."""
+        cols, host = self._all[raw]
+        row.index_copy_(0, cols, torch.cat(values) if len(values) > 1 else values[0])
+        written[host] = True
+
+    def _write_grad_norms(self, groups: list[_Group], row: torch.Tensor, written: np.ndarray) -> None:
+        """The gradient norms, a stack per group: one stack when every gradient is there and
+        dense (the usual case); a gradient that is missing or sparse is not written."""
+        try:
+            stack = self.buffers.stack
+            self._put(P_GRAD, [_row_norms(stack([t.grad for t in g.tensors], "grad"), g.dims) for g in groups],
+                      row, written)  # fmt: skip
             return
-        if len(present) == len(grads):
-            values.append(_row_norms(torch.stack(grads), g.dims))
-            where.append((g.cols[P_GRAD], g.host_cols[P_GRAD]))
-            return
-        values.append(_row_norms(torch.stack([grads[j] for j in present]), g.dims))
-        where.append((g.cols[P_GRAD][present], g.host_cols[P_GRAD][present]))
+        except (AttributeError, TypeError, RuntimeError, NotImplementedError):  # a None or sparse gradient
+            pass
+        for g in groups:
+            grads = [t.grad for t in g.tensors]
+            present = [j for j, t in enumerate(grads) if t is not None and t.layout == torch.strided]
+            if present:
+                row.index_copy_(0, g.cols[P_GRAD][present],
+                                _row_norms(torch.stack([grads[j] for j in present]), g.dims))  # fmt: skip
+                written[g.host_cols[P_GRAD][present]] = True
 
     def state(self) -> list[torch.Tensor] | None:
         """A copy of the previous record's weights, one tensor per parameter (for a checkpoint)."""

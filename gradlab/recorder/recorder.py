@@ -214,8 +214,9 @@ class Recorder:
 
     @property
     def reductions(self) -> str:
-        """Where the activation and gradient reductions run: "hooks" (in each hook, the
-        default on a CPU) or "step" (deferred to step(), the default on CUDA)."""
+        """Where the activation and gradient reductions run: "hooks" (in each hook), "step"
+        (deferred to step(), the default on CUDA) or "mixed" (tensors of up to 16k elements
+        deferred, larger ones in the hooks: the default on a CPU)."""
         return self._reductions
 
     @property
@@ -402,8 +403,8 @@ def watch(
     the intra-op threads of the hooks on a CPU (None: PyTorch's setting; 1 helps on an
     oversubscribed machine only). ``reduce_at``: "hooks" reduces in each hook, "step" defers
     the reductions to ``step()`` (fewer, batched kernels), "auto" (default) picks "step" on
-    CUDA (with ``act_sample`` set) and "hooks" elsewhere; :attr:`Recorder.reductions` says
-    which is in use. docs/recorder.md has the measurements behind these defaults.
+    CUDA (with ``act_sample`` set) and "mixed" elsewhere: small tensors deferred, large ones
+    reduced in the hooks while in cache; :attr:`Recorder.reductions` says which is in use. docs/recorder.md has the measurements behind these defaults.
 
     ``include``/``exclude``: glob patterns on module names choosing the layers watched
     (gradlab.recorder.targets). ``run_dir``: also write a run directory that ``gradlab

@@ -1,0 +1,53 @@
+"""Mixed reductions: small tensors kept for step() (gradlab.recorder.deferred), large ones
+reduced in their hooks (gradlab.recorder.in_hook); the recorder's default on a CPU.
+
+On a CPU a small tensor's reduction costs its dispatch, not its arithmetic: a transformer
+of width 32 or a ResNet at batch 8 spends more on calling a sum and a norm per probe point
+than on adding the numbers. Keeping such a tensor (a reference) and reducing all of them
+at ``step()``, a stack per shape, costs a few calls a step. A large tensor is reduced in
+its hook while it is still in cache, where stacking it would copy it first. Both halves do
+the same arithmetic (gradlab.recorder.reductions), so the values are those of either.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gradlab.recorder.deferred import DeferredReductions
+from gradlab.recorder.in_hook import InHookReductions
+
+__all__ = ["SMALL_NUMEL", "MixedReductions"]
+
+SMALL_NUMEL = 1 << 14  # elements (of an output's sample, or a gradient) kept for step()
+
+
+class MixedReductions:
+    """Tensors of at most ``small`` elements deferred, larger ones reduced in the hooks."""
+
+    derives_bn_grads = True
+    name = "mixed"
+
+    def __init__(self, deferred: DeferredReductions, in_hook: InHookReductions, small: int = SMALL_NUMEL):
+        self.deferred = deferred
+        self.in_hook = in_hook
+        self.small = small
+
+    def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
+        n = self.deferred.first(h)
+        small = (h.numel() if n is None else h.numel() // h.shape[0] * n) <= self.small
+        (self.deferred if small else self.in_hook).output(seen, h, todo, channel_first)
+
+    def grad(self, g: torch.Tensor, cols: list[int]) -> None:
+        (self.deferred if g.numel() <= self.small else self.in_hook).grad(g, cols)
+
+    def retain(self, h: torch.Tensor, cols: list[int], key: int) -> bool:
+        return self.deferred.retain(h, cols, key)
+
+    def finish(self) -> None:
+        self.deferred.finish()
+
+    def write(self, row: torch.Tensor) -> list[int]:
+        return self.deferred.write(row)
+
+    def clear(self) -> None:
+        self.deferred.clear()

@@ -1,7 +1,8 @@
 """Deferred reductions: what a recorded step's hooks collect, reduced together in step().
 
-One of the recorder's two strategies for where reductions run (the other reduces in the
-hooks: gradlab.recorder.in_hook); both take the same calls from gradlab.recorder.hooks.
+One of the recorder's strategies for where reductions run (the others reduce in the hooks,
+gradlab.recorder.in_hook, or mix both by size, gradlab.recorder.mixed); all take the same
+calls from gradlab.recorder.hooks.
 
 On a GPU an eager training step of a small network is bound by kernel launches, not by
 arithmetic, so the cost of recording is the number of kernels the hooks launch. Reducing
@@ -15,7 +16,7 @@ count, the gradient's norm); deferring them takes one per point and a few per st
   ``inplace=True``) overwrites; those are copied from then on. A kept reference found
   changed at ``step()`` is dropped for that step, never recorded wrong, and copied after.
   References hold at most ``ref_bytes`` of outputs a step (64 MB): past that, copies;
-* gradient hooks keep a reference to dL/dh: no launch;
+* dL/dh is kept until ``step()`` (gradlab.recorder.kept_grads): no launch;
 * ``step()`` stacks the samples of each (shape, dtype) and reduces every stack row-wise
   (each Reduction's row-wise form, gradlab.recorder.statistics: the same arithmetic as the
   hooks), stacks the gradients of each shape and takes their norms row-wise, and writes the
@@ -24,9 +25,9 @@ count, the gradient's norm); deferring them takes one per point and a few per st
 
 Kept gradients hold memory until step(): once they exceed ``grad_bytes`` they are reduced
 on the spot. Without a sample the recorder would keep or copy every whole activation, so
-it then reduces in the hooks unless told otherwise. On a CPU the hooks' own reductions
-cost as little or less (the data is still in cache), so the recorder defers only on CUDA
-(``reduce_at``).
+on CUDA it then mixes (small tensors deferred) unless told otherwise. On a CPU a large
+tensor's reductions cost least in its hook (the data is still in cache), a small one's at
+step(): the CPU default mixes (``reduce_at``).
 """
 
 from __future__ import annotations

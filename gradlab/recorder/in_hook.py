@@ -1,8 +1,9 @@
 """Reductions in the hooks: each output is reduced in its forward hook, each gradient in its
-gradient hook, while the data is still in cache (the recorder's default on a CPU).
+gradient hook, while the data is still in cache (on a CPU, for tensors too large to keep:
+gradlab.recorder.mixed).
 
-One of the recorder's two strategies for where reductions run; the other defers them to
-``step()`` and batches them (gradlab.recorder.deferred). Both take the same calls from
+One of the recorder's strategies for where reductions run; another defers them to
+``step()`` and batches them (gradlab.recorder.deferred). All take the same calls from
 gradlab.recorder.hooks and do the same arithmetic (gradlab.recorder.reductions), so they
 record the same values. A tensor several points see (a BatchNorm output and the
 ``branch_out`` after it, a block output and the next block's input) is reduced once per

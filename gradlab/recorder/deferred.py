@@ -37,7 +37,7 @@ import torch
 from gradlab.recorder.kept_grads import DEFAULT_GRAD_BYTES, KeptGradients
 from gradlab.recorder.plans import cached_plan
 from gradlab.recorder.stack_buffers import StackBuffers
-from gradlab.recorder.statistics import REDUCTIONS, Reduction
+from gradlab.recorder.statistics import REDUCTIONS
 
 __all__ = ["DeferredReductions"]
 

@@ -2,7 +2,8 @@
 
 Forward hooks on the probe points' modules hand each output to the reduction strategy
 (gradlab.recorder.in_hook reduces it at once, gradlab.recorder.deferred keeps a sample for
-``step()``), gradient hooks hand over dL/dh, and forward pre-hooks on residual blocks take
+``step()``, gradlab.recorder.mixed chooses by size), dL/dh is handed over by a hook or
+kept with ``retain_grad`` (gradlab.recorder.kept_grads), and forward pre-hooks on residual blocks take
 ||x||. What each point needs is its columns' (gradlab.recorder.layout); ``write()`` then
 fills the step's row. A conv whose output goes only to a BatchNorm is measured by that
 BatchNorm's hooks from its saved batch statistics (gradlab.recorder.bn_stats, bn_grads);
@@ -14,7 +15,6 @@ docs/recorder.md.
 from __future__ import annotations
 
 import math
-import weakref
 from functools import partial
 
 import numpy as np
@@ -24,82 +24,14 @@ import torch.nn as nn
 from gradlab.recorder.bn_grads import BNGrads
 from gradlab.recorder.bn_stats import BNStats, bn_node, saved_stats
 from gradlab.recorder.compiled import eager, eager_while_armed
-from gradlab.recorder.deferred import DeferredReductions
-from gradlab.recorder.in_hook import InHookReductions
-from gradlab.recorder.layout import Layout, PointColumns
-from gradlab.recorder.mixed import MixedReductions
+from gradlab.recorder.layout import Layout
+from gradlab.recorder.mixed import reducer_for
 from gradlab.recorder.reductions import F32
 from gradlab.recorder.statistics import INPUT_NORM, NORM, SUM
 from gradlab.recorder.targets import Targets
+from gradlab.recorder.taps import FlatScratch, Sample, SeenOutput, Tap, output_tensor, with_threads
 
 __all__ = ["StepHooks"]
-
-
-def with_threads(fn, limit: int):
-    """``fn`` run with at most ``limit`` intra-op threads (the setting restored after)."""
-
-    @eager
-    def limited(*args):
-        n = torch.get_num_threads()
-        if n <= limit:
-            return fn(*args)
-        torch.set_num_threads(limit)
-        try:
-            return fn(*args)
-        finally:
-            torch.set_num_threads(n)
-
-    return limited
-
-
-class SeenOutput:
-    """What was taken of one output tensor during one forward, shared by the points that see
-    it (a BN output and the ``branch_out`` point after it, a block output and the next
-    block's input are reduced once)."""
-
-    __slots__ = ("ref", "version", "values", "grad_cols", "sample", "derived", "saved")
-
-    def __init__(self, h: torch.Tensor):
-        self.ref = weakref.ref(h)
-        self.version = h._version
-        self.values: dict = {}  # reduction -> its value (reduced in the hooks)
-        self.sample: int | None = None  # deferred reductions: its sample's number
-        self.grad_cols: list[int] | None = None
-        self.derived = None  # a BatchNorm output: its key in BNStats, whose sum and norm it gets
-        self.saved = None  # a BatchNorm output: the statistics its backward node saved (False: none)
-
-
-class Tap:
-    """A probe point as the hooks see it: the columns it fills, and whether the BatchNorm after
-    it measures it (a pairing checked on the first recorded step, dissolved if the forward
-    routes the output elsewhere)."""
-
-    __slots__ = ("position", "is_bn", "channel_first", "reductions", "from_bn", "on_tensor", "bn_cols", "grad_col",
-                 "active", "fed", "feeder", "checked")  # fmt: skip
-
-    def __init__(self, cols: PointColumns):
-        self.position = cols.position  # in Targets.points and Targets.modules
-        self.is_bn = cols.is_bn
-        self.channel_first = cols.channel_first
-        self.reductions = cols.reductions  # (reduction, column) of its output
-        self.from_bn = tuple(rc for rc in cols.reductions if rc[0].from_batchnorm)  # a BatchNorm can give these
-        self.on_tensor = tuple(rc for rc in cols.reductions if not rc[0].from_batchnorm)
-        self.bn_cols = (cols.col(SUM), cols.col(NORM))  # (sum, norm) columns; -1: none
-        self.grad_col = cols.grad_col
-        self.active = bool(cols.reductions) or cols.grad_col >= 0
-        self.fed = cols.fed  # its output goes only to the next point, a BatchNorm, whose hooks measure it
-        self.feeder: Tap | None = None  # (on that BatchNorm's tap) the tap it measures
-        self.checked = False  # a recorded step saw the BatchNorm's input be this point's output
-
-    @property
-    def plain(self) -> bool:
-        """Measured on its own output alone: no BatchNorm statistics and no fed point involved."""
-        return self.feeder is None and not self.is_bn and not self.fed
-
-    @property
-    def hooked(self) -> bool:
-        """Whether this point's module gets a measuring forward hook (for itself or its feeder)."""
-        return not self.fed and (self.active or (self.feeder is not None and self.feeder.active))
 
 
 class StepHooks:
@@ -107,12 +39,11 @@ class StepHooks:
 
     act_sample: activation statistics use the first ``act_sample`` examples of a batch
     (None: all); cpu_threads: intra-op threads of the hooks on a CPU (None: PyTorch's
-    setting); defer: reduce at step() (gradlab.recorder.deferred) instead of in each hook
-    (gradlab.recorder.in_hook).
+    setting); defer: where reductions run, "hooks", "step" or "mixed" (gradlab.recorder.mixed).
     """
 
     def __init__(self, targets: Targets, layout: Layout, device: torch.device, act_sample: int | None,
-                 cpu_threads: int | None, defer: bool):  # fmt: skip
+                 cpu_threads: int | None, defer: str):  # fmt: skip
         self.modules = targets.modules
         self.blocks = targets.blocks
         self.taps = [Tap(cols) for cols in layout.points]
@@ -128,17 +59,11 @@ class StepHooks:
         self.template = [self.unset] * layout.width
         self.base = layout.param_width  # the first column a hook fills
         self.vals: list[torch.Tensor] = list(self.template)  # this step's value of every column
-        if defer == "step":
-            self.reducer = DeferredReductions(device, self.vals, self._sample_size)
-        elif defer == "mixed":
-            self.reducer = MixedReductions(DeferredReductions(device, self.vals, self._sample_size),
-                                           InHookReductions(self.vals, self._sample, self._scratch_for))
-        else:
-            self.reducer = InHookReductions(self.vals, self._sample, self._scratch_for)
+        self.sample = Sample(act_sample)
+        self.reducer = reducer_for(defer, device, self.vals, self.sample, FlatScratch())
         self.numel = [0] * len(self.taps)  # elements each point's sums and norms cover
         self.seen: dict[int, SeenOutput] = {}  # id(tensor) -> what was taken of it, this forward
         self.fed_out: dict[int, torch.Tensor] = {}  # unchecked fed points' outputs, this forward
-        self.scratch: dict[tuple, torch.Tensor] = {}  # reused buffers of the elementwise passes
         self.handles: list = []
         self.armed = False
         self.rearm = False  # a pairing changed: re-attach the hooks before the next recorded step
@@ -211,47 +136,12 @@ class StepHooks:
 
     # ------------------------------------------------------------------ helpers
 
-    def _scratch_for(self, h: torch.Tensor) -> torch.Tensor:
-        """A reused 1-D buffer of h's numel, dtype and device (views kept: no op per call)."""
-        n = h.numel()
-        view = self.scratch.get((h.dtype, h.device, n))
-        if view is None:
-            key = (h.dtype, h.device)
-            buf = self.scratch.get(key)
-            if buf is None or buf.numel() < n:
-                self.scratch = {k: v for k, v in self.scratch.items() if k[:2] != key}  # views of the old one
-                buf = self.scratch[key] = torch.empty(n, dtype=h.dtype, device=h.device)
-            view = self.scratch[(h.dtype, h.device, n)] = buf[:n]
-        return view
-
     def _seen_entry(self, h: torch.Tensor) -> SeenOutput:
         e = self.seen.get(id(h))
         if e is None or e.ref() is not h or e.version != h._version:
             e = SeenOutput(h)
             self.seen[id(h)] = e
         return e
-
-    @staticmethod
-    def _output_tensor(output) -> torch.Tensor | None:
-        h = output
-        if not isinstance(h, torch.Tensor):
-            h = next((o for o in h if isinstance(o, torch.Tensor)), None) if isinstance(h, (tuple, list)) else None
-        return h if h is not None and h.is_floating_point() and not h.is_sparse else None
-
-    def _sample_size(self, d: torch.Tensor) -> int | None:
-        """How many leading examples of ``d`` the activation statistics use (None: all)."""
-        n = self.act_sample
-        return n if n and d.dim() > 1 and d.shape[0] > n else None
-
-    def _sample(self, d: torch.Tensor) -> torch.Tensor:
-        """The first `act_sample` examples of a batch (a view): activation statistics and
-        branch ratios are estimated on them; gradients always use the whole batch."""
-        n = self._sample_size(d)
-        return d if n is None else d.narrow(0, 0, n)
-
-    def _sample_numel(self, d: torch.Tensor) -> int:
-        n = self._sample_size(d)
-        return d.numel() if n is None else d.numel() // d.shape[0] * n
 
     # ------------------------------------------------------------------ forward hooks
 
@@ -266,7 +156,7 @@ class StepHooks:
         fed = feeder is not None and feeder.active and args and self.modules[feeder.position].training
         if not (own or fed):
             return
-        h = self._output_tensor(output)
+        h = output_tensor(output)
         if h is None:
             return
         e = self._seen_entry(h)
@@ -283,7 +173,7 @@ class StepHooks:
         same steps, without the BatchNorm cases."""
         if not (module.training and torch.is_grad_enabled()):
             return
-        h = output if type(output) is torch.Tensor else self._output_tensor(output)
+        h = output if type(output) is torch.Tensor else output_tensor(output)
         if h is None or not h.is_floating_point() or h.is_sparse:
             return
         e = self._seen_entry(h)
@@ -303,7 +193,7 @@ class StepHooks:
         """An unchecked fed point's output, for its BatchNorm's hook to compare with its input."""
         if tap.checked:  # a later micro-batch of the step that checked it
             return
-        h = self._output_tensor(output) if module.training and torch.is_grad_enabled() else None
+        h = output_tensor(output) if module.training and torch.is_grad_enabled() else None
         if h is not None:
             self.fed_out[tap.position] = h
 
@@ -339,7 +229,7 @@ class StepHooks:
         """BatchNorm output y's sum and norm from its batch statistics (gradlab.recorder.bn_stats),
         for every point that sees y; its other reductions are taken on its sample."""
         if e.derived is None and SUM not in e.values and NORM not in e.values and e.sample is None:
-            n = self._sample_size(y)
+            n = self.sample.size(y)
             if self.bn_stats.add_output(tap.position, y, n / y.shape[0] if n else 1.0, self._saved_of(y, e)):
                 e.derived = tap.position
 
@@ -356,7 +246,7 @@ class StepHooks:
             todo = tap.on_tensor
         if todo:
             self.reducer.output(e, h, todo, tap.channel_first)
-        self.numel[tap.position] = self._sample_numel(h)
+        self.numel[tap.position] = self.sample.numel(h)
 
     def _want_grad(self, tap: Tap, e: SeenOutput, h: torch.Tensor) -> None:
         """Column tap.grad_col gets ||dL/dh||, from h's gradient hook (one per tensor)."""

@@ -16,7 +16,7 @@ import torch
 from gradlab.recorder.deferred import DeferredReductions
 from gradlab.recorder.in_hook import InHookReductions
 
-__all__ = ["SMALL_NUMEL", "MixedReductions"]
+__all__ = ["SMALL_NUMEL", "MixedReductions", "reducer_for"]
 
 SMALL_NUMEL = 1 << 14  # elements (of an output's sample, or a gradient) kept for step()
 
@@ -51,3 +51,12 @@ class MixedReductions:
 
     def clear(self) -> None:
         self.deferred.clear()
+
+
+def reducer_for(where: str, device: torch.device, vals: list, sample, scratch):
+    """The strategy for ``where`` ("hooks", "step" or "mixed"): ``vals`` the step's values,
+    ``sample`` its Sample (gradlab.recorder.taps), ``scratch`` a FlatScratch."""
+    if where == "hooks":
+        return InHookReductions(vals, sample.view, scratch)
+    deferred = DeferredReductions(device, vals, sample.size)
+    return deferred if where == "step" else MixedReductions(deferred, InHookReductions(vals, sample.view, scratch))

@@ -106,3 +106,33 @@ def test_gradlab_watch_is_visible_to_tools():
 def test_unknown_statistic_names_the_optional_ones_too():
     with pytest.raises(RecorderError, match="act_dead_frac"):
         gradlab.watch(nn.Linear(2, 2), stats=["dead"])
+
+
+def test_a_sparse_or_missing_gradient_is_not_written_and_the_others_are():
+    """Parameter gradient norms are a stack per shape; a sparse gradient (an Embedding with
+    sparse=True) or a missing one (an unused layer) leaves its own column unwritten only."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    import gradlab
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4, sparse=True)
+            self.a, self.unused = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, tokens):
+            return self.a(self.emb(tokens)).sum(1)
+
+    torch.manual_seed(0)
+    model = Net()
+    with gradlab.watch(model, every=1, dense_until=0) as rec:
+        F.cross_entropy(model(torch.randint(0, 10, (3, 5))), torch.tensor([0, 1, 2])).backward()
+        rec.step()
+        df = rec.frame()
+    grads = df[df.stat == "grad_norm"].set_index("layer")["value"]
+    assert sorted(grads.index) == ["a.bias", "a.weight"]  # not emb.weight (sparse), not unused.* (none)
+    assert grads["a.weight"] == pytest.approx(model.a.weight.grad.norm().item(), rel=1e-6)
+    assert grads["a.bias"] == pytest.approx(model.a.bias.grad.norm().item(), rel=1e-6)
+    assert set(df[df.stat == "weight_norm"].layer) >= {"emb.weight", "unused.weight", "a.weight"}

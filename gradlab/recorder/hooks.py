@@ -173,20 +173,9 @@ class StepHooks:
         same steps, without the BatchNorm cases."""
         if not (module.training and torch.is_grad_enabled()):
             return
-        h = output if type(output) is torch.Tensor else output_tensor(output)
-        if h is None or not h.is_floating_point() or h.is_sparse:
-            return
-        e = self._seen_entry(h)
-        if e.derived is not None:  # a BatchNorm's output (a branch_out after it): its statistics are shared
-            self._reduce_output(tap, e, h)
-        else:
-            if tap.reductions:
-                self.reducer.output(e, h, tap.reductions, tap.channel_first)
-            n = self.act_sample
-            self.numel[tap.position] = h.numel() // h.shape[0] * n if n and h.dim() > 1 and h.shape[0] > n else \
-                h.numel()  # fmt: skip
-        if tap.grad_col >= 0 and h.requires_grad:
-            self._want_grad(tap, e, h)
+        h = output_tensor(output)
+        if h is not None:
+            self._measure(tap, h, self._seen_entry(h))  # (a BatchNorm output it sees shares its statistics)
 
     @eager
     def _note_fed(self, tap: Tap, module: nn.Module, args, output) -> None:

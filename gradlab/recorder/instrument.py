@@ -42,7 +42,7 @@ class Instrument:
         cuda = self.device.type == "cuda"
         defer = reduce_at if reduce_at != "auto" else "step" if cuda and act_sample else "mixed"
         self.hooks = StepHooks(t, layout, self.device, act_sample, cpu_threads, defer)
-        self.reductions = self.hooks.reducer.name  # "hooks" or "step"
+        self.reductions = self.hooks.reducer.name  # "hooks", "step" or "mixed"
         self.params = ParamStats(t.params, layout, self.device)
         self.buffer = StepBuffer(buffer_steps, layout.width, len(t.points), self.device)
         self.hist_buffer = HistogramBuffer(buffer_steps, len(t.params), self.device) if histograms else None

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from gradlab.recorder.plans import cached_plan
-from gradlab.recorder.reductions import norm
+from gradlab.recorder.reductions import row_norms
 from gradlab.recorder.stack_buffers import StackBuffers
 
 __all__ = ["DEFAULT_GRAD_BYTES", "KeptGradients"]
@@ -102,8 +102,7 @@ class KeptGradients:
         for members in by_shape.values():
             with torch.no_grad():
                 stacked = self.buffers.stack([self._grads[i][0] for i in members])
-            self._norms.append((norm(stacked, dim=tuple(range(1, stacked.dim()))) if stacked.dim() > 1 else
-                                norm(stacked.unsqueeze(1), dim=(1,)), [self._grads[i][1] for i in members]))
+            self._norms.append((row_norms(stacked), [self._grads[i][1] for i in members]))
         self._grads, self._held = [], 0
 
     def write(self, row: torch.Tensor) -> list[int]:

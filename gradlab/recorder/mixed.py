@@ -27,14 +27,15 @@ class MixedReductions:
     derives_bn_grads = True
     name = "mixed"
 
-    def __init__(self, deferred: DeferredReductions, in_hook: InHookReductions, small: int = SMALL_NUMEL):
+    def __init__(self, deferred: DeferredReductions, in_hook: InHookReductions, sample_numel,
+                 small: int = SMALL_NUMEL):  # fmt: skip
         self.deferred = deferred
         self.in_hook = in_hook
+        self.sample_numel = sample_numel  # h -> the elements of its sample (gradlab.recorder.taps.Sample)
         self.small = small
 
     def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
-        n = self.deferred.first(h)
-        small = (h.numel() if n is None else h.numel() // h.shape[0] * n) <= self.small
+        small = self.sample_numel(h) <= self.small
         (self.deferred if small else self.in_hook).output(seen, h, todo, channel_first)
 
     def grad(self, g: torch.Tensor, cols: list[int]) -> None:
@@ -56,7 +57,8 @@ class MixedReductions:
 def reducer_for(where: str, device: torch.device, vals: list, sample, scratch):
     """The strategy for ``where`` ("hooks", "step" or "mixed"): ``vals`` the step's values,
     ``sample`` its Sample (gradlab.recorder.taps), ``scratch`` a FlatScratch."""
+    in_hook = InHookReductions(vals, sample.view, scratch)
     if where == "hooks":
-        return InHookReductions(vals, sample.view, scratch)
+        return in_hook
     deferred = DeferredReductions(device, vals, sample.size)
-    return deferred if where == "step" else MixedReductions(deferred, InHookReductions(vals, sample.view, scratch))
+    return deferred if where == "step" else MixedReductions(deferred, in_hook, sample.numel)

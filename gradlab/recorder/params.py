@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gradlab.recorder.layout import Layout
-from gradlab.recorder.reductions import F32, norm
+from gradlab.recorder.reductions import F32, row_norms
 from gradlab.recorder.stack_buffers import StackBuffers
 from gradlab.recorder.statistics import P_GRAD, P_UPDATE, P_WEIGHT
 from gradlab.recorder.targets import ParamTarget
@@ -33,7 +33,6 @@ class _Group:
     tensors: list[torch.Tensor]  # the parameters themselves (read at each record: no lookup on the way)
     cols: dict[str, torch.Tensor]  # raw value -> the members' columns, on the device
     host_cols: dict[str, np.ndarray]  # ... and on the host (no sync to mark them written)
-    dims: tuple[int, ...]  # the dimensions a stacked row is reduced over
 
 
 class ParamStats:
@@ -61,9 +60,8 @@ class ParamStats:
             self._groups = [
                 _Group(members, [self.params[i].param for i in members],
                        {raw: as_index([c[i] for i in members]) for raw, c in self.cols.items()},
-                       {raw: np.asarray([c[i] for i in members], dtype=np.int64) for raw, c in self.cols.items()},
-                       tuple(range(1, len(shape) + 1)))
-                for (shape, _, _), members in by_shape.items()
+                       {raw: np.asarray([c[i] for i in members], dtype=np.int64) for raw, c in self.cols.items()})
+                for members in by_shape.values()
             ]
             self._all = {raw: (torch.cat([g.cols[raw] for g in self._groups]),
                                np.concatenate([g.host_cols[raw] for g in self._groups]))
@@ -82,13 +80,13 @@ class ParamStats:
             self._parity ^= 1  # the weights go into the buffers the previous record's did not
             weights = [self.buffers.stack(g.tensors, ("w", self._parity)) for g in groups]
             if P_WEIGHT in self.cols:
-                self._put(P_WEIGHT, [_row_norms(w, g.dims) for w, g in zip(weights, groups)], row, written)
+                self._put(P_WEIGHT, [row_norms(w) for w in weights], row, written)
             if P_UPDATE in self.cols:
                 if self.prev is None:  # NaN: measured, with no previous record to compare
                     changes = [torch.full((len(g.members),), float("nan"), dtype=F32, device=row.device) for g in groups]
                 else:
-                    changes = [_row_norms(torch.sub(w, p, out=self.buffers.like(w, "change")), g.dims)
-                               for w, p, g in zip(weights, self.prev, groups)]  # fmt: skip
+                    changes = [row_norms(torch.sub(w, p, out=self.buffers.like(w, "change")))
+                               for w, p in zip(weights, self.prev)]  # fmt: skip
                 self._put(P_UPDATE, changes, row, written)
                 self.prev = weights
 
@@ -103,7 +101,7 @@ class ParamStats:
         dense (the usual case); a gradient that is missing or sparse is not written."""
         try:
             stack = self.buffers.stack
-            self._put(P_GRAD, [_row_norms(stack([t.grad for t in g.tensors], "grad"), g.dims) for g in groups],
+            self._put(P_GRAD, [row_norms(stack([t.grad for t in g.tensors], "grad")) for g in groups],
                       row, written)  # fmt: skip
             return
         except (AttributeError, TypeError, RuntimeError, NotImplementedError):  # a None or sparse gradient
@@ -113,7 +111,7 @@ class ParamStats:
             present = [j for j, t in enumerate(grads) if t is not None and t.layout == torch.strided]
             if present:
                 row.index_copy_(0, g.cols[P_GRAD][present],
-                                _row_norms(torch.stack([grads[j] for j in present]), g.dims))  # fmt: skip
+                                row_norms(torch.stack([grads[j] for j in present])))  # fmt: skip
                 written[g.host_cols[P_GRAD][present]] = True
 
     def state(self) -> list[torch.Tensor] | None:
@@ -135,7 +133,3 @@ class ParamStats:
                                                        dtype=self.params[i].param.dtype) for i in g.members])
                      for g in self.groups]  # fmt: skip
 
-
-def _row_norms(stacked: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """||t|| of each stacked tensor t, accumulated in float32 (gradlab.recorder.reductions)."""
-    return norm(stacked, dim=dims) if dims else norm(stacked.unsqueeze(1), dim=(1,))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["COUNT_UNIT", "F32", "TINY", "count", "flat", "foreach_norm", "norm", "total"]
+__all__ = ["COUNT_UNIT", "F32", "TINY", "count", "flat", "norm", "row_norms", "total"]
 
 F32 = torch.float32
 TINY = torch.finfo(torch.float32).tiny
@@ -87,22 +87,9 @@ def count(src: torch.Tensor, dim: int | None = None, out: torch.Tensor | None = 
     return _sum(c, dim).float() if c.dtype == torch.float64 else _sum(c, dim, F32)
 
 
-def foreach_norm(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """2-norms as float32 0-dim tensors: one fused call per dtype (one in total, usually)."""
-    dtypes = {t.dtype for t in tensors}
-    if dtypes == {F32}:
-        return list(torch._foreach_norm(tensors, 2))
-    out: list = [None] * len(tensors)
-    for dt in dtypes:
-        idx = [i for i, t in enumerate(tensors) if t.dtype == dt]
-        group = [tensors[i] for i in idx]
-        if dt in (F32, torch.float64):
-            norms = [n.float() for n in torch._foreach_norm(group, 2)]
-        else:  # low precision: accumulate in float32
-            try:
-                norms = list(torch._foreach_norm(group, 2, dtype=F32))
-            except TypeError:  # older torch without the dtype argument
-                norms = [torch.linalg.vector_norm(t, dtype=F32) for t in group]
-        for i, n in zip(idx, norms):
-            out[i] = n
-    return out
+def row_norms(stacked: torch.Tensor) -> torch.Tensor:
+    """||t|| of each tensor t stacked along the first dimension, accumulated in float32 (a
+    stack of 0-dim tensors too): the parameter and gradient norms taken a stack per shape."""
+    if stacked.dim() == 1:
+        return norm(stacked.unsqueeze(1), dim=(1,))
+    return norm(stacked, dim=tuple(range(1, stacked.dim())))

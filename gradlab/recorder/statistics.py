@@ -7,7 +7,7 @@ gradlab.recorder.layout). Several statistics share raw values (act_mean and act_
 read an output's sum), and a value several points see is reduced once. The raw values:
 
 * per parameter tensor: the norms of its gradient, its weight, and its change since the
-  previous record (one fused ``torch._foreach_norm`` each: gradlab.recorder.params);
+  previous record (a stack per shape, reduced row-wise: gradlab.recorder.params);
 * per probe point: a :class:`Reduction` of its output h (in the forward hook, or at
   ``step()`` over a stack of samples: the same arithmetic, gradlab.recorder.reductions),
   and ``||dL/dh||`` (its gradient hook);

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.bench.overhead_cases import build_case, parse_cases
-from gradlab.bench.timing import describe_environment, environment_line, median_interval, synchronize
+from gradlab.bench.timing import describe_environment, environment_line, spread, synchronize
 from gradlab.environment import resolve_device
 
 __all__ = ["format_result", "run_compile_overhead"]
@@ -97,7 +97,7 @@ def run_compile_overhead(model: str = "transformer", steps: int = 5, repeats: in
         "environment": describe_environment(dev),
         "variants": {v: {"median_s": statistics.median(ts), "rounds": ts} for v, ts in times.items()},
         "ratio": statistics.median(times["compiled+gradlab"]) / statistics.median(times["compiled"]),
-        "round_ratios": {"median": statistics.median(ratios), "ci95": median_interval(ratios), "n": len(ratios)},
+        "round_ratios": spread(ratios),
         "first_steps_s": compile_s,  # the dense start and the compile, per copy
         "recompile_limit_messages": limits.count,
         "recorded_statistics": sorted(set(rec.frame()["stat"])),  # what the recorded (eager) steps got

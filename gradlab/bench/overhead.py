@@ -24,7 +24,6 @@ import contextlib
 import copy
 import os
 import shutil
-import statistics
 import tempfile
 from typing import Callable, Sequence
 
@@ -37,8 +36,8 @@ from gradlab.bench.timing import (
     describe_environment,
     environment_line,
     interleaved,
-    median_interval,
     round_ratios,
+    spread,
     summarize,
     synchronize,
 )
@@ -73,12 +72,6 @@ REDUCTIONS_TEXT = {"hooks": "reductions in the hooks", "step": "reductions defer
 
 def _stats_phrase(stats: tuple[str, ...]) -> str:
     return "all default stats" if stats == S.DEFAULT_STATS else "stats " + ",".join(stats)
-
-
-def _spread(values: list[float]) -> dict:
-    """Median, range and a 95 % confidence interval of the median (None: too few rounds)."""
-    ci = median_interval(values)
-    return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values), "ci95": ci}
 
 
 def _ops_or_none(step: Callable[[], None]) -> int | None:
@@ -187,7 +180,7 @@ def run_overhead(
         "variants": summary,
         "ratios": {name: summary[name]["median_s"] / bare for name in summary if name != "bare"},
         "round_ratios": {
-            name: _spread(round_ratios(timings, name, "bare", steps)) for name in summary if name != "bare"
+            name: spread(round_ratios(timings, name, "bare", steps)) for name in summary if name != "bare"
         },
         "gradlab_rows": rows,
         "skipped": skipped,
@@ -266,7 +259,7 @@ def _lightning(base, case: Case, steps, repeats, warmup, every, dev, progress, s
         v["images_per_s"] = case.batch_size / v["median_s"]
     lv = lightning["variants"]
     lightning["ratio"] = lv["lightning+gradlab"]["median_s"] / lv["lightning"]["median_s"]
-    lightning["round_ratios"] = _spread(lightning["round_ratios"])
+    lightning["round_ratios"] = spread(lightning["round_ratios"])
     return lightning
 
 

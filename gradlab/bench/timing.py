@@ -30,6 +30,7 @@ __all__ = [
     "interleaved",
     "median_interval",
     "round_ratios",
+    "spread",
     "summarize",
     "synchronize",
     "timed_call",
@@ -104,6 +105,12 @@ def round_ratios(timings: Timings, name: str, base: str, steps: int) -> list[flo
     a, b = timings.steps[name], timings.steps[base]
     n = min(len(a), len(b)) // steps * steps
     return [statistics.median(a[i : i + steps]) / statistics.median(b[i : i + steps]) for i in range(0, n, steps)]
+
+
+def spread(values: list[float]) -> dict:
+    """Median, range and a 95 % confidence interval of the median (None: too few rounds)."""
+    return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values),
+            "ci95": median_interval(values)}  # fmt: skip
 
 
 def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:

@@ -152,8 +152,10 @@ def _newer_than_runs(report_md: Path, run_dirs: list[Path]) -> bool:
 
 
 def _state(run_dir: Path) -> str:
+    """The run's state; a finished run whose tables are damaged counts as not finished (its
+    trainer then says what is wrong)."""
     try:
-        return runs.read_status(run_dir).get("state", runs.PENDING)
+        return runs.finished_intact(run_dir) or runs.read_status(run_dir).get("state", runs.PENDING)
     except Exception:
         return runs.PENDING
 

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from gradlab.errors import RunDirError
 from gradlab.file_io import atomic_write, write_parquet
 
-__all__ = ["TableWriter", "exists", "files", "read", "remove", "schema_names"]
+__all__ = ["TableWriter", "check", "exists", "files", "read", "remove", "schema_names"]
 
 FAN = 8  # parts of one span merged at once
 MERGE_MAX_ROWS = 1 << 20  # no merge past a row group of rows: such parts read as well as one file
@@ -86,6 +86,13 @@ def exists(path: Path) -> bool:
     path = Path(path)
     folder = parts_dir(path)
     return path.is_file() or folder.is_dir() and any(_PART.match(f.name) for f in folder.iterdir())
+
+
+def check(path: Path) -> None:
+    """RunDirError naming the first damaged file of table ``path`` (a truncated file has no
+    readable footer); reads only the footers, so listing many runs stays cheap."""
+    for f in files(path):
+        _read(f, pq.read_metadata)
 
 
 def schema_names(path: Path) -> set[str]:

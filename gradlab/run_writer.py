@@ -63,7 +63,8 @@ class RunWriter:
         self.fields: dict = {}  # spec.json entries the trainer adds (set_run)
         self.fixed_model: dict | None = None  # the zoo's description of the model, kept as given
         self.spec: dict = {}
-        self.last_step = -1  # the highest step written or logged
+        self.last_step = -1  # the highest step given (logged or added), written or not
+        self.written_step = -1  # the highest step whose rows are on disk
         self.last_write = 0.0
         self._metrics: list[dict] = []  # rows not yet written
         self._layers: list[pd.DataFrame] = []
@@ -115,7 +116,7 @@ class RunWriter:
             self.resumed = old is not None
             self._tables = {t: run_tables.TableWriter(self.run_dir / t) for t in TABLES}
             self._prior = {t: self._tables[t].max_step() if old else -1 for t in TABLES}
-            self.last_step = max(self._prior.values())
+            self.last_step = self.written_step = max(self._prior.values())
             self.spec = {
                 "format_version": runs.FORMAT_VERSION,
                 "name": self.name,
@@ -140,7 +141,7 @@ class RunWriter:
         steps, and metrics rows from ``metrics_from`` on (default ``step``), are dropped."""
         self._keep_before(runs.LAYERS, step)
         self._keep_before(runs.METRICS, step if metrics_from is None else metrics_from)
-        self.last_step = step - 1
+        self.last_step = self.written_step = step - 1
 
     def begin(self, step: int, metrics_from: int | None = None) -> None:
         """The owner's loop starts at ``step`` (0, or a checkpoint's): rows of later steps go
@@ -188,11 +189,13 @@ class RunWriter:
             self._keep_before(runs.METRICS, int(new["step"].min()))
             self._tables[runs.METRICS].append(new)
             self._metrics = []
+            self.written_step = max(self.written_step, int(new["step"].max()))
         if self._layers:
             new = self._layers[0] if len(self._layers) == 1 else pd.concat(self._layers, ignore_index=True)
             self._keep_before(runs.LAYERS, int(new["step"].min()))
             self._tables[runs.LAYERS].append(new)
             self._layers = []
+            self.written_step = max(self.written_step, int(new["step"].max()))
             self.callbacks.on_layers(self.run_dir, new)
         return wrote
 
@@ -204,18 +207,33 @@ class RunWriter:
 
     def close(self, state: str, step: int | None = None, message: str = "", **extra) -> None:
         """Write what is left, compact the tables, mark the run ``state`` and let the
-        directory go."""
+        directory go. When the last write fails (a full disk), the run is marked failed at
+        the last step on disk, never ``state``, and the error goes on."""
         if not self._open:
             self._release()
             return
         try:
-            self.write()
-            for table in self._tables.values():
-                table.compact()
+            try:
+                self.write()
+                for table in self._tables.values():
+                    table.compact()
+            except BaseException as e:
+                self.fail(e)
+                raise
             self.status(state, step, message, **extra)
             self.callbacks.on_end(self.run_dir, state, message)
         finally:
             self._release()
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the run failed by ``error`` at the last step whose rows are on disk (rows
+        given but not written are lost); quietly, if even status.json cannot be written."""
+        message = f"{type(error).__name__}: {error}"
+        try:
+            self.status(runs.FAILED, max(self.written_step, 0), message)
+            self.callbacks.on_end(self.run_dir, runs.FAILED, message)
+        except Exception:
+            pass
 
     def rows(self, table: str, since: int) -> pd.DataFrame | None:
         """The rows of ``table`` from step ``since`` on, as written so far."""
@@ -243,6 +261,8 @@ class RunWriter:
                     f"{d} already holds a run ({status.get('state', 'pending')} at step {status.get('step', 0)}); "
                     "pass resume=True to continue it or overwrite=True to replace it, or choose another run_dir")
             return old
+        if runs.lost_spec(d):
+            raise RunDirError(runs.lost_spec(d))
         if d.is_dir() and any(p.name not in (LOCK, runs.SUBMITTED) for p in d.iterdir()):  # gradlab's own
             raise RunDirError(f"{d} is not empty and holds no gradlab run; it is left untouched: choose another run_dir")
         return None

@@ -40,6 +40,7 @@ SPEC, STATUS, METRICS, LAYERS, CHECKPOINT = (
 WATCH_SOURCE = "gradlab.watch"  # spec.json "source" of a run written from someone's own loop
 TRAIN_SOURCE = "gradlab.train"  # ... and of one of gradlab's trainer (older runs have no "source")
 SUBMITTED = "submitted.json"  # the job last submitted for the run (gradlab.launch), before and while it trains
+_RUN_FILES = (STATUS, METRICS, "metrics.parts", LAYERS, "layers.parts", CHECKPOINT)  # named when spec.json is lost
 
 # status.json "state" values
 PENDING, RUNNING, DONE, DIVERGED, FAILED, INTERRUPTED = (
@@ -156,13 +157,46 @@ class Run:
         return float(self.metrics[column].dropna().iloc[-1])
 
 
+def finished_intact(run_dir: Path) -> str | None:
+    """The state of a finished run whose tables read (None: not finished); RunDirError, with
+    what to do, when one of its tables is damaged (a truncated file): such a run must not be
+    taken as finished and reused."""
+    state = read_status(run_dir).get("state")
+    if state not in FINISHED_STATES:
+        return None
+    try:
+        for table in (METRICS, LAYERS):
+            run_tables.check(Path(run_dir) / table)
+    except RunDirError as e:
+        raise RunDirError(f"{e}; the run is marked {state} but its rows cannot be read: move {run_dir} aside "
+                          "(or delete it) and rerun to train it again") from None  # fmt: skip
+    return state
+
+
+def diverged_note(nonfinite: dict) -> str:
+    """status.json's words for a run whose recorded statistics went non-finite (``nonfinite``:
+    the recorder's first sighting: step, layer, what)."""
+    return f"statistics became non-finite at step {nonfinite['step']} (first: {nonfinite['what']} in {nonfinite['layer']})"
+
+
+def lost_spec(path: Path) -> str | None:
+    """What to say of a folder that holds a run's files (status.json, ...) but no spec.json:
+    a run whose spec.json was deleted, never to be skipped without a word (None: not such)."""
+    path = Path(path)
+    if (path / SPEC).is_file() or not (path / STATUS).is_file():
+        return None
+    kept = ", ".join(f.name for f in sorted(path.iterdir()) if f.name in _RUN_FILES)
+    return (f"{path} has lost its {SPEC} (it still holds {kept}); restore {SPEC} from a backup to read this "
+            "run: gradlab leaves the folder untouched")  # fmt: skip
+
+
 def read_run(path: Path) -> Run:
     """Read one run directory; raises RunDirError naming the damaged file."""
     path = Path(path)
     if not path.is_dir():
         raise RunDirError(f"{path} is not a directory; pass a run directory (one holding {SPEC})")
     if not (path / SPEC).is_file():
-        raise RunDirError(f"{path} is not a run directory: it has no {SPEC}")
+        raise RunDirError(lost_spec(path) or f"{path} is not a run directory: it has no {SPEC}")
     spec = read_json(path / SPEC, SPEC_FIELDS)
     version = spec.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -197,11 +231,19 @@ def scan(path: Path, markers: tuple[str, ...] = (SPEC,)) -> dict[str, list[Path]
     return {m: sorted(dirs) for m, dirs in found.items()}
 
 
+def found_run_dirs(found: dict[str, list[Path]]) -> list[Path]:
+    """The run directories of a scan for (SPEC, STATUS, ...): those holding spec.json, and
+    those that lost it but hold status.json, so that read_run says what is wrong with them
+    instead of their disappearing from every listing."""
+    return sorted(set(found[SPEC]) | set(found.get(STATUS, ())))
+
+
 def find_run_dirs(paths) -> list[Path]:
-    """Run directories under the given paths (each a run directory or a folder of them)."""
+    """Run directories under the given paths (each a run directory or a folder of them),
+    with those that lost their spec.json (read_run names them)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    return [d for p in paths for d in scan(p)[SPEC]]
+    return [d for p in paths for d in found_run_dirs(scan(p, (SPEC, STATUS)))]
 
 
 def queued_run_dirs(paths) -> list[tuple[Path, dict]]:
@@ -238,12 +280,15 @@ def load(paths, on_error: str = "raise") -> list[Run]:
 
 
 def load_all(paths) -> tuple[list[Run], list[tuple[Path, str]]]:
-    """Read every run under `paths`; unreadable ones come back as (path, message)."""
+    """Read every run under `paths`; unreadable ones come back as (path, message), those
+    with a damaged layers table among them (a report still draws their metrics)."""
     runs: list[Run] = []
     problems: list[tuple[Path, str]] = []
     for d in find_run_dirs(paths):
         try:
-            runs.append(read_run(d))
+            run = read_run(d)
+            run_tables.check(d / LAYERS)  # read only when drawn: a damaged one is named here
+            runs.append(run)
         except RunDirError as e:
             problems.append((d, str(e)))
     return runs, problems

@@ -152,7 +152,8 @@ def test_missing_and_damaged_layer_files_are_reported_not_raised(tmp_path):
     bad = F.make_run(tmp_path, "resnet", 20)
     D.truncate_file(bad / R.LAYERS)
     good = F.make_run(tmp_path, "resnet", 56)
-    runs = load(tmp_path)
+    runs = [R.read_run(d) for d in R.find_run_dirs(tmp_path)]  # as a report reads them: metrics still drawn
+    assert [str(p) for p, _ in R.load_all(tmp_path)[1]] == [str(bad)]  # `gradlab runs` lists it as damaged
     data = L.load_layer_data(runs)
     assert set(data.frames) == {"resnet56-s0"}
     assert "recording was off" in data.missing["plain20-s0"]
@@ -228,6 +229,21 @@ def test_a_gradient_exactly_zero_in_every_seed_is_marked_and_said(tmp_path):
         "layer or gate blocks it, so no first-to-last ratio is given there."
     ]
     assert not any("from the last layer to the first" in s for s in summarize(models, out, None, {}))
+
+
+def test_a_zero_gradient_of_a_net_not_gated_by_design_gets_no_invented_cause():
+    from gradlab.report.summary import summarize
+
+    # a BN ResNet driven dead by lr 50: its gradients are exactly 0 at the end, not at init
+    rows = [dict(run="resnet20-s0", family="resnet", depth=20, seed=0, label="ResNet-20", phase=phase, step=step,
+                 stat=S.GRAD_NORM, position=pos, kind="conv", layer=f"l{pos}", value=value)
+            for phase, step, zero in (("init", 0, False), ("end", 30, True))
+            for pos, value in ((1, 0.0 if zero else 0.2), (2, 0.0 if zero else 0.1), (3, 0.3))]  # fmt: skip
+    out = L.flow_by_model(pd.DataFrame(rows))
+    said = [s for s in summarize(pd.DataFrame(columns=["train_mean"]), out, None, {}) if "exactly 0" in s]
+    assert said == ["At the last recorded step, ‖∂L/∂W‖ is exactly 0 at 2 of 3 layers in ResNet-20 (step 30); no "
+                    "first-to-last ratio is given there."]  # fmt: skip
+    assert not any("zero-initialized" in s for s in said)
 
 
 def test_runs_without_probe_points_fall_back_to_the_rows_kind_and_index(tmp_path):

@@ -165,9 +165,11 @@ class Recorder:
             w.started(resumed=w.resumed)
 
     def stop(self, error: BaseException | None = None) -> None:
-        """Remove every hook and flush what is left. A run directory is marked done, or, when
-        the loop ended with ``error``, failed (interrupted for a KeyboardInterrupt) with its
-        message. The frames stay readable."""
+        """Remove every hook and flush what is left. A run directory is marked done; diverged
+        when a weight or an activation went non-finite (a non-finite gradient alone is what a
+        GradScaler's skipped steps look like, so it is noted, not judged); or, when the loop
+        ended with ``error``, failed (interrupted for a KeyboardInterrupt) with its message.
+        The frames stay readable."""
         if not self._started or self._stopped:
             return
         state, message = runs.DONE, ""
@@ -177,6 +179,9 @@ class Recorder:
         self._inst.arm(False)
         try:
             self.flush()
+        except BaseException as e:  # a full disk at the last flush: the run failed there
+            state, message = runs.FAILED, f"{type(e).__name__}: {e}"
+            raise
         finally:
             self._stopped = True
             if _WATCHED.get(self._inst.targets.inner) is self:
@@ -184,6 +189,8 @@ class Recorder:
             self._inst.close()
             if self._writer is not None and self._owns_writer:
                 nonfinite = self.nonfinite
+                if state == runs.DONE and nonfinite and nonfinite["what"] != "grad":
+                    state, message = runs.DIVERGED, f"{runs.diverged_note(nonfinite)}: the run diverged"
                 self._writer.close(state, message=message, **({"nonfinite": nonfinite} if nonfinite else {}))
 
     def __enter__(self) -> "Recorder":

@@ -24,13 +24,13 @@ def find(paths) -> tuple[list[Path], list[Path], list[str]]:
     warnings: list[str] = []
     for p in paths:
         try:
-            found = R.scan(p, (R.SPEC, ANALYSIS))
+            found = R.scan(p, (R.SPEC, ANALYSIS, R.STATUS))
         except RunDirError as e:
             warnings.append(f"skipped {p}: {e}")
             continue
-        run_dirs += found[R.SPEC]
+        run_dirs += R.found_run_dirs(found)
         analysis_dirs += found[ANALYSIS]
-        if not found[R.SPEC] and not found[ANALYSIS]:
+        if not found[R.SPEC] and not found[ANALYSIS] and not found[R.STATUS]:
             warnings.append(f"skipped {p}: no run directory found there (none holds {R.SPEC})")
     return run_dirs, list(dict.fromkeys(analysis_dirs)), warnings
 

@@ -188,10 +188,15 @@ def other_flow_sentences(flow_models: pd.DataFrame) -> list[str]:
     return out
 
 
+ZERO_GATED = ("fixup", "rezero", "skipinit")  # families whose branches start closed by design
+
+
 def zero_gradient_sentences(flow_models: pd.DataFrame) -> list[str]:
-    """Where a gradient norm is exactly 0 (a zero-initialized classifier, gate or last BN of
-    a branch blocks it: Fixup, ReZero, SkipInit, --zero-init-residual), say so: a
-    first-to-last ratio is then undefined, and the log-scale figure leaves those layers out."""
+    """Where a gradient norm is exactly 0, say so: a first-to-last ratio is then undefined,
+    and the log-scale figure leaves those layers out. The cause is named only where it is
+    known: at the first step of a family that zero-initializes a classifier, gate or last BN
+    of a branch (Fixup, ReZero, SkipInit, --zero-init-residual). Later, or elsewhere, a zero
+    may as well be dead units or a diverged net, so no cause is claimed."""
     if "zero" not in flow_models or not flow_models["zero"].any():
         return []
     out = []
@@ -199,12 +204,20 @@ def zero_gradient_sentences(flow_models: pd.DataFrame) -> list[str]:
         for phase, when in (("init", "At the first recorded step"), ("early", "Early in training"),
                             ("end", "At the last recorded step")):  # fmt: skip
             f = flow_models[(flow_models["stat"] == stat) & (flow_models["phase"] == phase)]
+            zeros = [(label, line) for label, line in f.groupby("label", sort=False) if line["zero"].any()]
+            if not zeros:
+                continue
             parts = [f"{int(line['zero'].sum())} of {len(line)} layers in {label} (step {int(line['step'].max()):,})"
-                     for label, line in f.groupby("label", sort=False) if line["zero"].any()]  # fmt: skip
-            if parts:
-                out.append(f"{when}, {what} is exactly 0 at {'; '.join(parts)}: a zero-initialized layer or gate "
-                           "blocks it, so no first-to-last ratio is given there.")  # fmt: skip
+                     for label, line in zeros]  # fmt: skip
+            gated = phase == "init" and all(_zero_gated(label, line) for label, line in zeros)
+            why = ": a zero-initialized layer or gate blocks it, so" if gated else ";"
+            out.append(f"{when}, {what} is exactly 0 at {'; '.join(parts)}{why} no first-to-last ratio is given there.")
     return out
+
+
+def _zero_gated(label: str, line: pd.DataFrame) -> bool:
+    """Whether a model's branches start closed by design (its family, or --zero-init-residual)."""
+    return bool(line["family"].isin(ZERO_GATED).all()) or "zero-init" in label
 
 
 def response_sentences(responses: pd.DataFrame) -> list[str]:

@@ -121,7 +121,7 @@ class Trainer:
         self.writer = run_writer(self.run_dir, self.spec, self.callbacks) if self.world.main else None
         with self.world.started(self.device), self.writer or contextlib.nullcontext():
             status = runs.read_status(self.run_dir) if self.existing is not None else {}
-            if status.get("state") in runs.FINISHED_STATES:
+            if self.existing is not None and runs.finished_intact(self.run_dir):
                 return RunResult(self.run_dir, status["state"], int(status.get("step", 0)), "already finished")
             with deterministic(self.spec.deterministic and not self.cuda), graceful_stop(self.handoff) as stop:
                 return self._run(stop)
@@ -141,7 +141,7 @@ class Trainer:
             return self._loop(bar, stop)
         except BaseException as e:
             state, message = failure(e, self.spec.name, self.step, self.last_checkpoint)
-            with contextlib.suppress(DiskFullError):  # then it stays "running", shown as crashed; a rerun resumes
+            with contextlib.suppress(DiskFullError):  # the writer marked it failed where status.json fits; a rerun resumes
                 self._finish(state, message)
             if isinstance(e, StopNow):
                 raise RunInterrupted(message, e.exit_code) from None
@@ -191,6 +191,8 @@ class Trainer:
                 done % STOP_CHECK_EVERY == 0 and self.world.agree(stop.requested))
             if done % recipe.checkpoint_every == 0 or done == total:
                 self._checkpoint()
+                if self.recorder is not None and self.recorder.nonfinite is not None:  # as of that flush
+                    return self._diverged(-1)
                 if self.writer is not None and done < total:
                     self.writer.status(runs.RUNNING, done, **self._compile_status())
             elif stopping:
@@ -250,10 +252,14 @@ class Trainer:
         self.last_checkpoint = self.step
 
     def _diverged(self, bad_step: int) -> RunResult:
+        """End the run as diverged: its loss was non-finite at ``bad_step`` (-1: the loss
+        stayed finite, the recorder's statistics did not)."""
         if self.recorder is not None:
             self.recorder.stop()  # its last rows, and the first non-finite value among them
         where = self.recorder.nonfinite if self.recorder is not None else None
         message = diverged_message(bad_step, where)
+        if bad_step < 0:
+            bad_step = where["step"]
         self._finish(runs.DIVERGED, message, diverged_step=bad_step, nonfinite=where, **self._compile_status())
         return RunResult(self.run_dir, runs.DIVERGED, self.step, message)
 

@@ -2,7 +2,9 @@
 
 A stop between steps (a signal, a job scheduler) is ``interrupted`` and resumes from its
 checkpoint; an error is ``failed`` with its type and text; a loss that went non-finite is
-``diverged``, with where the recorder first saw a non-finite value.
+``diverged``, with where the recorder first saw a non-finite value; so is a run whose
+recorded statistics go non-finite while its loss stays finite (overflowing sums of squares
+at a loss of 1e19: a dead net, not a finished one).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def failure(e: BaseException, name: str, step: int, last_checkpoint: int | None)
 
 def diverged_message(bad_step: int, nonfinite: dict | None) -> str:
     """What status.json says of a diverged run (``nonfinite``: the recorder's first sighting)."""
+    if bad_step < 0 and nonfinite:  # the loss stayed finite (e.g. 1e19), the statistics did not
+        return f"{runs.diverged_note(nonfinite)} while the loss stayed finite: the run diverged"
     message = f"loss became non-finite at step {bad_step}"
     if nonfinite:
         message += f"; first non-finite {nonfinite['what']} in {nonfinite['layer']} at step {nonfinite['step']}"

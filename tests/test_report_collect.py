@@ -257,3 +257,24 @@ def test_runs_without_probe_points_fall_back_to_the_rows_kind_and_index(tmp_path
     assert list(init["position"]) == list(range(1, 21))
     assert init["layer"].iloc[0] == "conv1.weight" and init["layer"].iloc[-1] == "fc.weight"
     assert len(L.responses([run], L.load_layer_data([run]))) == 19
+
+
+def test_a_live_run_not_yet_flushed_is_said_to_record_and_shown_at_the_step_reached(tmp_path):
+    live = F.make_run(tmp_path, "resnet", 20, state=R.RUNNING, upto=25, pid=os.getpid(), layers=False)
+    spec = json.loads((live / R.SPEC).read_text())
+    write_json(live / R.SPEC, {**spec, "recorder": {"stats": [S.GRAD_NORM]}})  # recording on
+    write_json(live / R.STATUS, {**R.read_status(live), "step": 0})  # status.json: written at the start only
+    off = F.make_run(tmp_path, "plain", 20, layers=False)  # recording off, finished
+    runs = load(tmp_path)
+    data = L.load_layer_data(runs)
+    assert data.missing["resnet20-s0"] == (
+        "layer recording is on, and nothing is flushed yet (the run is running, at step 25); rows are written at "
+        "each checkpoint or flush: report again later")
+    assert data.missing["plain20-s0"] == "no layers.parquet (layer recording was off)"
+    table = C.run_table(runs).set_index("label")
+    assert table.loc["ResNet-20", "note"] == "running @ step 25/400"
+    assert off.exists()
+    write_json(live / R.STATUS, {**R.read_status(live), "state": R.FAILED})  # it died before its first flush
+    (run,) = [r for r in load(tmp_path) if r.path == live]
+    assert L.missing_layers_note(run) == ("no layers.parquet: layer recording was on, but the run ended failed "
+                                          "before its first flush")  # fmt: skip

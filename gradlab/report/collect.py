@@ -46,6 +46,15 @@ def total_steps(run: R.Run) -> int:
         return 0
 
 
+def reached_step(run: R.Run) -> int:
+    """How far a run got: its status step, or its last metrics row where that is later (a
+    live run writes status.json at checkpoints, metrics at every evaluation)."""
+    step = int(run.status.get("step") or 0)
+    if "step" in run.metrics and len(run.metrics):
+        step = max(step, int(run.metrics["step"].max()))
+    return step
+
+
 def state_note(run: R.Run) -> str:
     """What happened to an unfinished run and where, e.g. "diverged @ step 1200"; "" if done."""
     state = run.state
@@ -64,7 +73,7 @@ def state_note(run: R.Run) -> str:
     at = f" @ step {step}" if step is not None else ""
     of = f"/{total}" if step is not None and total else ""
     if state == R.RUNNING:
-        return f"running{at}{of}"
+        return f"running @ step {reached_step(run)}{of}"
     return f"{state}{at}{of}"  # crashed, failed, interrupted, anything newer
 
 

@@ -25,7 +25,7 @@ from gradlab import runs as R
 from gradlab import stat_names as S
 from gradlab.along_depth import positive_logs
 from gradlab.errors import RunDirError
-from gradlab.report.collect import identity, run_key, total_steps
+from gradlab.report.collect import identity, reached_step, run_key, total_steps
 
 # the statistics the report draws
 REPORT_STATS = (S.GRAD_NORM, S.ACT_GRAD_NORM, S.ACT_STD)
@@ -78,11 +78,7 @@ def load_layer_data(runs: list[R.Run], stats=REPORT_STATS) -> LayerData:
             data.missing[key] = str(e)
             continue
         if frame is None:
-            data.missing[key] = (
-                "no layers.parquet (layer recording was off)"
-                if not run.has_layers
-                else "layers.parquet holds none of the statistics the report draws"
-            )
+            data.missing[key] = missing_layers_note(run)
         else:
             data.frames[key] = frame
     return data
@@ -108,6 +104,19 @@ class LayerMap:
     bn_pos: dict[str, int]
     kinds: dict[int, str]  # weighted position -> "conv" | "fc"
     act_pos: dict[str, int] = field(default_factory=dict)
+
+
+def missing_layers_note(run) -> str:
+    """Why a run has no layer rows to draw: recording was off; or it is on and a live run
+    has not flushed yet (rows come at each checkpoint or flush); or none of the drawn stats."""
+    if run.has_layers:
+        return "layers.parquet holds none of the statistics the report draws"
+    if not run.spec.get("recorder"):
+        return "no layers.parquet (layer recording was off)"
+    if run.state == R.RUNNING:
+        return (f"layer recording is on, and nothing is flushed yet (the run is running, at step "
+                f"{reached_step(run)}); rows are written at each checkpoint or flush: report again later")
+    return f"no layers.parquet: layer recording was on, but the run ended {run.state} before its first flush"
 
 
 def layer_map(run: R.Run, frame: pd.DataFrame | None = None) -> LayerMap:

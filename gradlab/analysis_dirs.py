@@ -19,6 +19,7 @@ import pandas as pd
 from gradlab import runs as R
 from gradlab.errors import RunDirError
 from gradlab.file_io import read_json, read_parquet, write_json, write_parquet
+from gradlab.output_folders import check_output_folder
 
 ANALYSIS = "analysis.json"
 FORMAT_VERSION = 1
@@ -60,12 +61,13 @@ def check_out_dir(out_dir: Path, kind: str) -> Path:
 
     Allowed: a missing or empty folder, or one holding an earlier analysis of the same
     kind (it is replaced file by file). Refused: a file, a run directory, a folder with
-    other contents, or an analysis of another kind.
+    other contents, an analysis of another kind, or a place that is not writable.
     """
     _check_kind(kind)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise RunDirError(f"{out_dir} is a file; choose a folder for the results with --out")
+    check_output_folder(out_dir, "--out", RunDirError)  # writable: refused before the work, not after
     if R.is_run_dir(out_dir):
         raise RunDirError(f"{out_dir} is a training run directory; it is left untouched: choose another --out")
     if is_analysis_dir(out_dir):

@@ -218,10 +218,10 @@ def _preset_files() -> list[tuple[str, str]]:
     """(source, text) of every shipped preset: from a source checkout, else from the wheel."""
     checkout = Path(__file__).resolve().parent.parent / "experiments"
     if checkout.is_dir():
-        return [(str(p), p.read_text()) for p in sorted(checkout.glob("*.toml"))]
+        return [(str(p), p.read_text(encoding="utf-8")) for p in sorted(checkout.glob("*.toml"))]
     root = importlib.resources.files("gradlab.experiments")
-    return [(f"gradlab.experiments/{p.name}", p.read_text()) for p in sorted(root.iterdir(), key=lambda p: p.name)
-            if p.name.endswith(".toml")]
+    return [(f"gradlab.experiments/{p.name}", p.read_text(encoding="utf-8"))
+            for p in sorted(root.iterdir(), key=lambda p: p.name) if p.name.endswith(".toml")]
 
 
 def presets() -> dict[str, Preset]:

@@ -56,7 +56,7 @@ def describe(device: torch.device) -> dict:
 
 def _cpu_model() -> str | None:
     try:
-        with open("/proc/cpuinfo") as f:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()

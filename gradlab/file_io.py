@@ -20,9 +20,11 @@ import pandas as pd
 
 from gradlab.errors import DiskFullError, RunDirError
 
-__all__ = ["NO_SPACE", "atomic_write", "read_json", "read_parquet", "write_json", "write_parquet"]
+__all__ = ["NO_SPACE", "NOT_WRITABLE", "arrow_path", "atomic_write", "not_writable", "read_json", "read_parquet", "write_json",
+           "write_parquet"]
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a quota, a file-size limit
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)  # permissions, an immutable file, a read-only mount
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -34,7 +36,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise _no_space(path, e) if e.errno in NO_SPACE else e from None
+        raise _write_error(path, e) from None
     os.close(fd)
     try:
         write(tmp)
@@ -42,9 +44,30 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno in NO_SPACE:
-            raise _no_space(path, e) from None
+        if isinstance(e, OSError) and e.errno in NO_SPACE + NOT_WRITABLE:
+            raise _write_error(path, e) from None
         raise
+
+
+def arrow_path(path) -> str:
+    """``path`` as pyarrow wants it, UTF-8 text, also where Python's file system encoding is
+    ASCII (LC_ALL=C with PYTHONUTF8=0), which gives non-ASCII names as surrogate escapes
+    that pyarrow cannot encode. (Python's own open() takes them as they are.)"""
+    return os.fsencode(path).decode("utf-8", "surrogateescape")
+
+
+def not_writable(path: Path, error: OSError) -> RunDirError:
+    """One line for a file gradlab may not write (permissions, an immutable file, a
+    read-only mount): which file, why, and how to check."""
+    return RunDirError(f"cannot write {path}: {error.strerror}; check its permissions and attributes (`ls -l`, "
+                       f"`lsattr`: an immutable file needs `chattr -i`) or choose another folder: what was written "
+                       f"before is intact")  # fmt: skip
+
+
+def _write_error(path: Path, error: OSError) -> OSError | RunDirError:
+    if error.errno in NO_SPACE:
+        return _no_space(path, error)
+    return not_writable(path, error) if error.errno in NOT_WRITABLE else error
 
 
 def _no_space(path: Path, error: OSError) -> DiskFullError:
@@ -68,7 +91,7 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    atomic_write(path, lambda tmp: frame.to_parquet(arrow_path(tmp), index=False))
 
 
 def read_json(path: Path, fields: dict[str, type | tuple[type, ...]] | None = None) -> dict:
@@ -103,6 +126,6 @@ def _kind_name(kind) -> str:
 
 def read_parquet(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(arrow_path(path))
     except Exception as e:  # pyarrow raises several unrelated types for damaged files
         raise RunDirError(f"{path} cannot be read as Parquet ({type(e).__name__}: {e}); the file is damaged") from e

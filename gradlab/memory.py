@@ -59,7 +59,7 @@ def available(device) -> tuple[int | None, str]:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free), f"free on {torch.cuda.get_device_name(device)}"
     try:
-        with open("/proc/meminfo") as f:
+        with open("/proc/meminfo", encoding="ascii", errors="replace") as f:
             fields = dict(line.split(":", 1) for line in f)
         return int(fields["MemAvailable"].split()[0]) * 1024, "available on this machine (MemAvailable)"
     except (OSError, KeyError, ValueError):

@@ -22,6 +22,15 @@ def check_output_folder(path: str | Path, option: str, error: type[GradlabError]
         if not parent.is_dir():
             raise error(f"cannot create {option} {path}: it lies under {parent}, which is a file; give a folder")
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise error(f"cannot write {option} {path}: {parent} is not writable by you; pass another folder")
+            why = "lies on a read-only file system" if _read_only(parent) else "is not writable by you"
+            raise error(f"cannot write {option} {path}: {parent} {why}; pass another folder")
         break
     return path
+
+
+def _read_only(folder: Path) -> bool:
+    """Whether ``folder`` lies on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from gradlab.errors import RunLockedError
+from gradlab.file_io import NOT_WRITABLE, not_writable
 
 LOCK = "lock"
 
@@ -45,7 +46,7 @@ class RunLock:
 
     def _owner(self) -> dict:
         try:
-            return json.loads(self.path.read_text())
+            return json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return {}
 
@@ -64,6 +65,14 @@ class RunLock:
         return owner or {"pid": "?", "host": "?", "since": "?"}
 
     def acquire(self) -> RunLock:
+        try:
+            return self._acquire()
+        except OSError as e:  # an immutable or read-only folder: one line, not a traceback
+            if e.errno in NOT_WRITABLE:
+                raise not_writable(self.path, e) from None
+            raise
+
+    def _acquire(self) -> RunLock:
         missing = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.created = missing
@@ -85,7 +94,7 @@ class RunLock:
                     f"{owner.get('host')} (since {owner.get('since')}); wait for it, or delete {self.path} if "
                     f"that process is gone"
                 )
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(me, f)
             self.held = True
             return self

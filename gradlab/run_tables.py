@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gradlab.errors import RunDirError
-from gradlab.file_io import atomic_write, write_parquet
+from gradlab.file_io import arrow_path, atomic_write, write_parquet
 
 __all__ = ["TableWriter", "check", "exists", "files", "read", "remove", "schema_names"]
 
@@ -47,7 +47,7 @@ def parts_dir(path: Path) -> Path:
 def _parts_through(path: Path) -> int:
     """The last part the compacted file holds (-1: none, or a file from before parts)."""
     try:
-        meta = pq.read_schema(path).metadata or {}
+        meta = pq.read_schema(arrow_path(path)).metadata or {}
     except Exception as e:  # pyarrow raises several unrelated types for damaged files
         raise RunDirError(f"{path} cannot be read as Parquet ({type(e).__name__}: {e}); the file is damaged") from e
     return int(meta.get(_THROUGH, b"-1"))
@@ -126,7 +126,7 @@ def read(path: Path, columns: list[str] | None = None, filters=None,
 
 def _read(f: Path, reader, **kwargs):
     try:
-        return reader(f, **kwargs)
+        return reader(arrow_path(f), **kwargs)
     except FileNotFoundError:
         raise
     except Exception as e:  # pyarrow raises several unrelated types for damaged files
@@ -147,7 +147,7 @@ class TableWriter:
         self.folder = parts_dir(self.path)
         through = _parts_through(self.path) if self.path.is_file() else -1
         self._clean(through)
-        self.parts = [(first, last, pq.ParquetFile(f).metadata.num_rows) for first, last, f in
+        self.parts = [(first, last, pq.ParquetFile(arrow_path(f)).metadata.num_rows) for first, last, f in
                       _live_parts(self.path, through)]  # fmt: skip
         self.next = max([through] + [last for _, last, _ in self.parts]) + 1
 
@@ -248,7 +248,7 @@ def _stream(target: Path, sources: list[Path], keep=None, metadata: dict | None 
     schema = schema.with_metadata({**(schema.metadata or {}), **(metadata or {})})
 
     def write(tmp):
-        with pq.ParquetWriter(tmp, schema) as out:
+        with pq.ParquetWriter(arrow_path(tmp), schema) as out:
             pending, rows = [], 0
             for table in chunks if chunks is not None else (_read(f, pq.read_table) for f in sources):
                 table = keep(table) if keep is not None else table

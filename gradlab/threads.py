@@ -20,7 +20,7 @@ def busy_cores(window_s: float = 0.3) -> float | None:
     this process sleeps); None where that cannot be read."""
 
     def sample():
-        with open("/proc/stat") as f:
+        with open("/proc/stat", encoding="ascii", errors="replace") as f:
             values = [int(v) for v in f.readline().split()[1:]]
         return values[3] + values[4], sum(values)  # idle + iowait, all
 

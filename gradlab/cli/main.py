@@ -6,6 +6,8 @@ Lazy loading keeps `gradlab --help` and `gradlab report` free of the torch impor
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 
 import click
 
@@ -91,4 +93,15 @@ def cli():
 
 def main(argv=None):
     """Console-script entry point."""
+    if argv is None:
+        _utf8_mode()
     cli.main(args=argv, prog_name="gradlab")
+
+
+def _utf8_mode() -> None:
+    """Run again in Python's UTF-8 mode where the locale would make text and file names ASCII
+    (LC_ALL=C with PYTHONUTF8=0): gradlab's files and messages are UTF-8, and a non-ASCII
+    path must reach pyarrow and pandas as text, not as surrogate escapes."""
+    if sys.flags.utf8_mode or sys.getfilesystemencoding().lower().replace("-", "") == "utf8":
+        return
+    os.execv(sys.executable, [sys.executable, "-X", "utf8", "-m", "gradlab", *sys.argv[1:]])

@@ -73,7 +73,7 @@ class WandbTracker(Callback):
         import wandb
 
         id_file = Path(run_dir) / ID_FILE
-        known = json.loads(id_file.read_text()) if id_file.exists() else {}
+        known = json.loads(id_file.read_text(encoding="utf-8")) if id_file.exists() else {}
         model = spec.get("model", {})
         self.run = wandb.init(
             project=known.get("project", self.project),

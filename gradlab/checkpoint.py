@@ -52,7 +52,16 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated zip, unpickling refusal, ...
-        raise RunDirError(f"{path} cannot be read ({type(e).__name__}: {e}); the file is damaged") from e
+        raise RunDirError(f"{path} cannot be read ({type(e).__name__}: {_why(e)}); the file is damaged") from e
+
+
+def _why(error: Exception) -> str:
+    """torch's reason in one line, without its advice to load with weights_only=False, which
+    would run whatever code a damaged or foreign file holds."""
+    text = str(error)
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "it holds objects other than tensors and plain values, so it is not a checkpoint gradlab wrote"
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 def archived(run_dir: Path) -> list[Path]:

@@ -19,6 +19,7 @@ from gradlab.config import load_preset, make_run_spec
 from gradlab.errors import ConfigError, RunDirError
 from gradlab.analyses.lesion import collect_runs, deleted, deletions, lesion, unit_shapes
 from gradlab.train import train
+from tests.damage import truncate_file
 
 STEPS = 60
 
@@ -356,3 +357,31 @@ def test_a_run_of_another_family_inside_a_folder_is_skipped_not_fatal(experiment
     found, warnings = collect_runs([good.parent])
     assert [r.path for r in found] == [good]
     assert len(warnings) == 1 and "plain or residual" in warnings[0]
+
+
+def test_a_damaged_checkpoint_inside_a_folder_is_skipped_and_every_reason_named(experiment, tmp_path):
+    good = copy_run(experiment, tmp_path)
+    cut = copy_run(experiment, tmp_path, "plain14-s0")
+    truncate_file(cut / runs.CHECKPOINT)
+    result = CliRunner().invoke(cli, ["lesion", str(good.parent), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0 and "lesioned 1 run(s)" in result.output, result.output
+    assert f"warning: skipped {cut}: {cut / runs.CHECKPOINT} is damaged (not the archive torch.save writes" in (
+        result.output)
+    runs.write_status(good, runs.INTERRUPTED, 30, STEPS)  # now nothing is left: both reasons are named
+    result = CliRunner().invoke(cli, ["lesion", str(good.parent), "--out", str(tmp_path / "out2")])
+    assert result.exit_code == 1 and "(2 left out: " in result.output
+    assert "plain14-s0/checkpoint.pt is damaged" in result.output and "resnet14-s0 is interrupted" in result.output
+
+
+class Foreign:
+    """An object a weights-only load refuses to build."""
+
+
+def test_a_foreign_pickle_is_refused_without_advice_to_load_it_unsafely(experiment, tmp_path):
+    run_dir = copy_run(experiment, tmp_path)
+    torch.save({"model": Foreign()}, run_dir / runs.CHECKPOINT)  # a zip, but not plain values
+    result = CliRunner().invoke(cli, ["lesion", str(run_dir), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "it holds objects other than tensors and plain values, so it is not a checkpoint gradlab wrote" in (
+        result.output)
+    assert "weights_only" not in result.output

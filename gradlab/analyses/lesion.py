@@ -45,6 +45,7 @@ normalized with the training set's channel statistics exactly as training did
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ def collect_runs(paths) -> tuple[list[R.Run], list[str]]:
     if not found:
         where = ", ".join(map(str, paths))
         raise RunDirError(f"no finished run with a checkpoint under {where}"
-                          + (f" ({len(warnings)} left out: {warnings[0]})" if warnings else "")
+                          + (f" ({len(warnings)} left out: {'; '.join(warnings)})" if warnings else "")
                           + "; train one first, e.g. `gradlab compare --depths 20,56 --preset quick`")
     return found, warnings
 
@@ -115,6 +116,9 @@ def _usable(run: R.Run) -> R.Run:
         raise RunDirError(f"{run.path} is {state} (step {run.status.get('step', 0)}), not done: {why}")
     if not (run.path / R.CHECKPOINT).is_file():
         raise RunDirError(f"{run.path} has no {R.CHECKPOINT} (the weights); it cannot be lesioned")
+    if not zipfile.is_zipfile(run.path / R.CHECKPOINT):  # torch.save writes a zip: a cut or foreign file is not one
+        raise RunDirError(f"{run.path / R.CHECKPOINT} is damaged (not the archive torch.save writes: cut short or "
+                          "overwritten); it cannot be lesioned")  # fmt: skip
     model = run.spec.get("run", {}).get("model", {})
     if "name" not in model or "data" not in run.spec.get("run", {}):
         raise RunDirError(f"{run.path / R.SPEC} does not say which model and data the run used")

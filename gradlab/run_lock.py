@@ -64,6 +64,11 @@ class RunLock:
             return None
         return owner or {"pid": "?", "host": "?", "since": "?"}
 
+    def busy(self, owner: dict) -> str:
+        """What to say when ``owner`` (holder()'s answer) holds the folder."""
+        return (f"{self.path.parent.name} is being {self.doing} by pid {owner.get('pid')} on {owner.get('host')} "
+                f"(since {owner.get('since')}); wait for it, or delete {self.path} if that process is gone")
+
     def acquire(self) -> RunLock:
         try:
             return self._acquire()
@@ -89,11 +94,7 @@ class RunLock:
                 if not owner:  # being written right now, or damaged
                     raise RunLockedError(f"{self.path.parent} is locked ({self.path} is unreadable); "
                                          f"if no gradlab process is using it, delete {self.path}")
-                raise RunLockedError(
-                    f"{self.path.parent.name} is being {self.doing} by pid {owner.get('pid')} on "
-                    f"{owner.get('host')} (since {owner.get('since')}); wait for it, or delete {self.path} if "
-                    f"that process is gone"
-                )
+                raise RunLockedError(self.busy(owner))
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(me, f)
             self.held = True

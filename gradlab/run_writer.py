@@ -23,7 +23,7 @@ import pandas as pd
 
 from gradlab import run_tables, runs
 from gradlab.callbacks import CallbackList
-from gradlab.errors import RecorderError, RunDirError
+from gradlab.errors import RecorderError, RunDirError, RunLockedError
 from gradlab.file_io import read_json, write_json
 from gradlab.output_folders import check_output_folder
 from gradlab.run_lock import LOCK, RunLock
@@ -253,6 +253,9 @@ class RunWriter:
         """The spec.json of a run already in run_dir (None: a new run); an error when the
         folder may not be written."""
         d = check_output_folder(self.run_dir, "run_dir", RunDirError)
+        owner = self._lock.holder()
+        if owner is not None:  # another live process writes it: neither resume nor overwrite may
+            raise RunLockedError(self._lock.busy(owner))
         if (d / runs.SPEC).is_file():
             old = read_json(d / runs.SPEC)
             if not (self.resume or self.overwrite):

@@ -9,11 +9,13 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from click.testing import CliRunner
 
 import gradlab
 from gradlab import runs
 from gradlab import stat_names as S
-from gradlab.errors import RecorderError, RunDirError
+from gradlab.cli.main import cli
+from gradlab.errors import RecorderError, RunDirError, RunLockedError
 from gradlab.report import build_report
 from gradlab.run_lock import LOCK
 
@@ -267,3 +269,33 @@ def test_trackers_follow_a_user_run(tmp_path):
 def _files(run_dir) -> dict:
     """Every file under a run directory (but its lock) -> its inode."""
     return {str(p.relative_to(run_dir)): p.stat().st_ino for p in run_dir.rglob("*") if p.is_file() and p.name != LOCK}
+
+
+HOLDER = """
+import sys, time, torch, gradlab
+model = torch.nn.Linear(4, 2)
+with gradlab.watch(model, run_dir=sys.argv[1], every=1) as rec:
+    model(torch.randn(2, 4)).sum().backward()
+    rec.step(0)
+    rec.flush()
+    print("holding", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_run_another_process_writes_is_refused_as_busy_not_as_one_to_resume(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        for resume in (False, True):
+            with pytest.raises(RunLockedError, match=f"run is being trained by pid {holder.pid} .*wait for it") as e:
+                gradlab.watch(nn.Linear(4, 2), run_dir=tmp_path / "run", resume=resume)
+            assert "resume=True" not in str(e.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    listed = CliRunner().invoke(cli, ["runs", str(tmp_path)]).output
+    assert " 0 " in listed and "0/0" not in listed  # a loop of one's own plans no total: the step alone

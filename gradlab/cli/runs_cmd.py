@@ -35,7 +35,8 @@ def runs(runs_dir):
     click.echo(header)
     click.echo("-" * len(header))
     for name, run in rows:
-        step = f"{run.status.get('step', 0)}/{run.status.get('total_steps', '?')}"
+        total = run.status.get("total_steps")  # 0: a loop of the user's own (gradlab.watch) plans none
+        step = f"{run.status.get('step', 0)}" + (f"/{total}" if total else "")
         click.echo(f"{name:<{width}} {run.state:<11} {step:>13} {_pct(run.final('train_err')):>9} "
                    f"{_pct(run.final('test_err')):>9}")
     for name, record in waiting:  # a job was submitted; the run has not started

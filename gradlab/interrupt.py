@@ -7,6 +7,10 @@ Hand-off signals (e.g. submitit's preemption/timeout signal, USR2) also stop at 
 the step; after the checkpoint, `StopRequest.hand_back()` calls the handler that was
 installed before (submitit's, which requeues the job and exits), so the requeued job
 resumes from that very step instead of the last periodic checkpoint.
+
+Work with nothing to finish first (a report) stops at the first signal instead:
+`stop_at_once()` raises StopNow where the signal lands, so that its cleanup runs as the
+exception unwinds and the command exits with 128 + the signal's number, as train does.
 """
 
 from __future__ import annotations
@@ -68,6 +72,25 @@ def graceful_stop(handoff: tuple[int, ...] = ()):
     stop.previous = {s: previous[s] for s in handoff}
     try:
         yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def stop_at_once():
+    """SIGINT and SIGTERM raise StopNow at once for the duration (main thread only;
+    elsewhere a no-op), instead of KeyboardInterrupt or dying without cleanup."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise StopNow(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from gradlab.cli.shared_options import formats_option, style_option
+from gradlab.errors import RunInterrupted
 
 
 @click.command("report")
@@ -30,12 +31,20 @@ def report(runs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...], s
       gradlab report runs/quick-digits runs/probes --out reports/all --formats png
       gradlab report runs/my-model --style notebook          # a run of gradlab.watch
     """
-    from gradlab.report.build import build_report
-    from gradlab.report.files import check_out_dir
+    from gradlab.interrupt import StopNow, stop_at_once
 
-    if out is not None:
-        check_out_dir(out)
-    result = build_report(list(runs), out, formats=formats, style=style)
+    try:
+        with stop_at_once():  # Ctrl-C or SIGTERM: the drawing child and the half-built folder go
+            from gradlab.report.build import build_report
+            from gradlab.report.files import check_out_dir
+
+            if out is not None:
+                check_out_dir(out)
+            result = build_report(list(runs), out, formats=formats, style=style)
+    except StopNow as e:
+        where = out if out is not None else "the report folder"
+        raise RunInterrupted(f"report interrupted by {e}; {where} holds the previous report or the new one, "
+                             "never part of one; rerun the same command to build it", e.exit_code) from None
     for w in result.warnings:
         click.secho(f"warning: {w}", fg="yellow", err=True)
     figures = sum(1 for f in result.files if f.parent.name == "figures")

@@ -5,8 +5,10 @@
     <out>/figures/<name>.<fmt>      one file per figure and format
     <out>/data/*.csv                the tidy numbers behind the figures and table
 
-Every file is written atomically; files in <out> that the report does not write are
-left alone. A run that cannot be read is left out and named in the warnings and in
+The report is built in a folder beside <out> and swapped in whole at the end
+(gradlab.report.files.staged_folder): a report stopped or killed half-way leaves <out> as it
+was, and the next report removes what it left. Files in <out> that the report does not write
+are carried into the new folder. A run that cannot be read is left out and named in the warnings and in
 report.md; the report is built from the others.
 
 Analysis folders (gradlab.analysis_dirs: `gradlab analyze ...`, `gradlab lesion`) found
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterable
 
 import pandas as pd
@@ -33,7 +36,8 @@ from gradlab.report import tables as T
 from gradlab.report.figures_curves import curves_figure, finals_figure, scalars_figure
 from gradlab.report.figures_flow import activation_figure, flow_figure, heatmap_figure, heatmap_range
 from gradlab.report.figures_response import responses_figure
-from gradlab.report.files import DEFAULT_FORMATS, check_out_dir, default_out_dir, parse_formats, write_csv, write_text
+from gradlab.report.files import (DEFAULT_FORMATS, check_out_dir, default_out_dir, parse_formats, staged_folder,
+                                  write_csv, write_text)
 from gradlab.report.inputs import find, read_runs
 from gradlab.report.markdown import DrawnFigure
 from gradlab.report.render import FigureJob, render
@@ -82,125 +86,135 @@ def build_report(
         detail = "; ".join(warnings) if warnings else "no run directories given"
         raise ReportError(f"no readable runs to report on ({detail})")
     out_dir = check_out_dir(default_out_dir(runs) if out_dir is None else out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     analysis_jobs = [FigureJob(e.name, e.title, e.caption, 1.2, e.figure, (look,)) for e in entries]
-    if not runs:
-        return _analyses_only_report(entries, analysis_jobs, out_dir, formats, look, workers, warnings)
+    inputs = [Path(p) for p in ([run_paths] if isinstance(run_paths, (str, Path)) else run_paths)]
+    with staged_folder(out_dir, inputs + run_dirs + analysis_dirs) as stage:
+        warnings += stage.warnings
+        if runs:
+            result = _runs_report(runs, entries, analysis_jobs, stage.path, formats, look, workers, warnings)
+        else:
+            result = _analyses_only_report(entries, analysis_jobs, stage.path, formats, look, workers, warnings)
+    result.files = [out_dir / p.relative_to(stage.path) for p in result.files]
+    result.out_dir = out_dir
+    return result
+
+
+def _runs_report(runs, entries, analysis_jobs, out_dir: Path, formats, look, workers, warnings) -> ReportResult:
+    """The report of ``runs`` (and analysis folders' ``entries``), written into ``out_dir``."""
     experiments = sorted({str(r.spec.get("experiment") or "?") for r in runs})
     if len(experiments) > 1:
         warnings.append(f"runs come from {len(experiments)} experiments ({', '.join(experiments)}); drawn together")
-
-    table = C.run_table(runs)
-    notes = C.model_notes(table)
-    curves = C.curves(runs)
-    finals = C.finals(runs)
-    models = C.by_model(finals, table)
-    palette = depth_palette(table["depth"])
-    layer_data = L.load_layer_data(runs)
-    for key, reason in layer_data.missing.items():
-        if "damaged" in reason or "lacks" in reason:
-            warnings.append(f"layer statistics of {key} skipped: {reason}")
-    flow = L.gradient_flow(runs, layer_data)
-    flow_models = L.flow_by_model(flow)
-    responses = L.responses(runs, layer_data)
-    acts = L.activations(runs, layer_data)
-    acts_models = L.flow_by_model(acts)
-    logged = C.scalars(runs)
-    phase_labels = {p: L.phase_step_label(flow, p) for p in L.PHASES}
-
+    f = _frames(runs, warnings)
     files: list[Path] = []
     skipped: list[str] = []
-    jobs: list[FigureJob] = []
-
-    def job(name, title, caption, weight, make, *args):
-        jobs.append(FigureJob(name, title, caption, weight, make, args))
-
-    if not curves.empty:
-        job("curves", "Training curves (Fig. 6 style)",
-            "Dashed lines: training error; bold lines: test error. One panel per family (plain nets, ResNets, "
-            "or a run's own name). With several seeds, the mean over seeds (shaded: test-error min–max).",
-            1.0, curves_figure, curves, palette, notes, look)  # fmt: skip
-    elif logged.empty:
-        skipped.append("training curves: no run has evaluated yet")
-    if not logged.empty:
-        job("scalars", "Logged scalars",
-            "What the runs of your own loop logged with rec.log, against the step: one panel per name, "
-            "one line per run.",
-            0.8, scalars_figure, logged, look)  # fmt: skip
-    if models["train_mean"].notna().any():
-        job("final_error", "Final error vs depth",
-            "Final training and test error against depth. " + _family_marks(table)
-            + "; ×: a run did not finish. Errorbars: std over seeds (when several).",
-            0.8, finals_figure, models, palette, look, notes)  # fmt: skip
-    for phase in L.PHASES:
-        if flow_models.empty or not (flow_models["phase"] == phase).any():
-            continue
-        job(f"gradient_flow_{phase}", f"Gradient flow, {phase} ({phase_labels[phase]})",
-            "Per-layer gradient norms along depth (layer 1 = first conv, last = classifier), log scale. "
-            "Top: ‖∂L/∂W‖ of each main-path conv/fc weight (every weight matrix of other models); bottom: "
-            "‖∂L/∂h‖ at each conv output (conv and linear outputs of other models). Geometric mean over seeds.",
-            1.5, flow_figure, flow_models, phase, phase_labels[phase], palette, notes, look)  # fmt: skip
-    maps = []
-    by_key = {C.run_key(r): r for r in runs}
-    for row in table.to_dict("records"):
-        frame = layer_data.frames.get(row["run"])
-        if frame is not None:
-            m = L.gradient_heatmap(by_key[row["run"]], frame)
-            if not m.empty:
-                maps.append((row, m))
-    seeds = sorted({int(row["seed"]) for row, _ in maps})
-    value_range = heatmap_range(maps)
-    for seed in seeds:  # one grid (depth × family) per seed keeps panels readable
-        these = [(row, m) for row, m in maps if int(row["seed"]) == seed]
-        name, title = ("gradient_heatmap", "") if len(seeds) == 1 else (f"gradient_heatmap_seed{seed}", f"seed {seed}")
-        job(name, "Gradient norm by layer and step" + (f", {title}" if title else ""),
-            "‖∂L/∂W‖ of each main-path weight (y: layer, input at the bottom) at each recorded step "
-            "(x, in recording order; the schedule is denser early). One log colour scale for all runs"
-            f"{' and seeds' if len(seeds) > 1 else ''}; grey: non-finite.",
-            2.0, heatmap_figure, these, look, value_range, title)  # fmt: skip
-    if not acts_models.empty:
-        job("activations", "Activations along depth",
-            "Std of the output of each residual block (zoo nets) or of each watched layer (other models) along "
-            "depth, at initialization, early in training and at its end (rows); log scale, geometric mean over "
-            "seeds. Sampled on the first examples of a batch, except at BatchNorms.",
-            1.2, activation_figure, acts_models, palette, notes, look)  # fmt: skip
-    if not responses.empty:
-        job("layer_responses", "Layer responses (Fig. 7 style)",
-            "Std of each BN output (after BN, before ReLU) at the last recorded step. Top: layers in their "
-            "original order; bottom: sorted by magnitude. Mean over seeds. Log y axis when the stds span "
-            "more than two decades.",
-            1.2, responses_figure, responses, palette, notes, look)  # fmt: skip
+    jobs = _figure_jobs(f, look, skipped)
     with theme(look):
         saved = render(jobs + analysis_jobs, out_dir, formats, look.dpi, workers)
     figures = [DrawnFigure(j.name, j.title, j.caption, saved[j.name]) for j in jobs]
     analysis_figures = [DrawnFigure(j.name, j.title, j.caption, saved[j.name]) for j in analysis_jobs]
     for fig in figures + analysis_figures:
         files.extend(fig.paths.values())
-    if not layer_data:
+    if not f.layer_data:
         skipped.append("gradient flow, gradient heatmap and layer responses: no run has layer statistics")
         warnings.append("no layer statistics in any run: gradient-flow, heatmap and response figures skipped")
-
-    write_text(out_dir / "table.md", T.to_markdown(models), files)
-    write_text(out_dir / "table.tex", T.to_latex(models), files)
-    write_csv(out_dir / "data" / "runs.csv", finals, files)
-    write_csv(out_dir / "data" / "final_by_model.csv", models, files)
-    write_csv(out_dir / "data" / "curves.csv", curves, files)
-    if not flow.empty:
-        write_csv(out_dir / "data" / "gradient_flow.csv", flow, files)
-    if not responses.empty:
-        write_csv(out_dir / "data" / "layer_responses.csv", responses, files)
-    if not acts.empty:
-        write_csv(out_dir / "data" / "activations.csv", acts, files)
-    if not logged.empty:
-        write_csv(out_dir / "data" / "scalars.csv", logged, files)
-
-    sentences = SUM.summarize(models, flow_models, responses, phase_labels, C.nonfinite(runs))
-    md = MD.report(runs, table, finals, models, figures, skipped, layer_data, warnings, sentences, out_dir)
+    _write_data(f, out_dir, files)
+    sentences = SUM.summarize(f.models, f.flow_models, f.responses, f.phase_labels, C.nonfinite(runs))
+    md = MD.report(runs, f.table, f.finals, f.models, figures, skipped, f.layer_data, warnings, sentences, out_dir)
     md += MD.analyses(entries, analysis_figures, out_dir)
     write_text(out_dir / "report.md", md, files)
     files.insert(0, files.pop())
     summary = sentences + [s for e in entries for s in e.sentences]
-    return ReportResult(out_dir=out_dir, files=files, warnings=warnings, summary=summary, table=models)
+    return ReportResult(out_dir=out_dir, files=files, warnings=warnings, summary=summary, table=f.models)
+
+
+def _frames(runs, warnings: list[str]) -> SimpleNamespace:
+    """Every frame the figures, tables and text of a runs report draw from."""
+    f = SimpleNamespace(table=C.run_table(runs), curves=C.curves(runs), finals=C.finals(runs), logged=C.scalars(runs))
+    f.notes = C.model_notes(f.table)
+    f.models = C.by_model(f.finals, f.table)
+    f.palette = depth_palette(f.table["depth"])
+    f.layer_data = L.load_layer_data(runs)
+    for key, reason in f.layer_data.missing.items():
+        if "damaged" in reason or "lacks" in reason:
+            warnings.append(f"layer statistics of {key} skipped: {reason}")
+    f.flow = L.gradient_flow(runs, f.layer_data)
+    f.flow_models = L.flow_by_model(f.flow)
+    f.responses = L.responses(runs, f.layer_data)
+    f.acts = L.activations(runs, f.layer_data)
+    f.acts_models = L.flow_by_model(f.acts)
+    f.phase_labels = {p: L.phase_step_label(f.flow, p) for p in L.PHASES}
+    f.heatmaps = _heatmap_panels(f.models, L.model_heatmaps(runs, f.layer_data))
+    return f
+
+
+def _heatmap_panels(models: pd.DataFrame, maps: dict) -> list[tuple[dict, pd.DataFrame]]:
+    """(the model's row of by_model, its seeds-pooled layer × step frame), in table order."""
+    keyed = [((row["family"], int(row["depth"])), row) for row in models.to_dict("records")]
+    return [(row, maps[key]) for key, row in keyed if key in maps]
+
+
+def _figure_jobs(f: SimpleNamespace, look, skipped: list[str]) -> list[FigureJob]:
+    """The figures of a runs report, as jobs for render; what cannot be drawn goes to ``skipped``."""
+    jobs: list[FigureJob] = []
+
+    def job(name, title, caption, weight, make, *args):
+        jobs.append(FigureJob(name, title, caption, weight, make, args))
+
+    if not f.curves.empty:
+        job("curves", "Training curves (Fig. 6 style)",
+            "Dashed lines: training error; bold lines: test error. One panel per family (plain nets, ResNets, "
+            "or a run's own name). With several seeds, the mean over seeds (shaded: test-error min–max).",
+            1.0, curves_figure, f.curves, f.palette, f.notes, look)  # fmt: skip
+    elif f.logged.empty:
+        skipped.append("training curves: no run has evaluated yet")
+    if not f.logged.empty:
+        job("scalars", "Logged scalars",
+            "What the runs of your own loop logged with rec.log, against the step: one panel per name, "
+            "one line per run.",
+            0.8, scalars_figure, f.logged, look)  # fmt: skip
+    if f.models["train_mean"].notna().any():
+        job("final_error", "Final error vs depth",
+            "Final training and test error against depth. " + _family_marks(f.table)
+            + "; ×: a run did not finish. Errorbars: std over seeds (when several).",
+            0.8, finals_figure, f.models, f.palette, look, f.notes)  # fmt: skip
+    for phase in L.PHASES:
+        if f.flow_models.empty or not (f.flow_models["phase"] == phase).any():
+            continue
+        job(f"gradient_flow_{phase}", f"Gradient flow, {phase} ({f.phase_labels[phase]})",
+            "Per-layer gradient norms along depth (layer 1 = first conv, last = classifier), log scale. "
+            "Top: ‖∂L/∂W‖ of each main-path conv/fc weight (every weight matrix of other models); bottom: "
+            "‖∂L/∂h‖ at each conv output (conv and linear outputs of other models). Geometric mean over seeds.",
+            1.5, flow_figure, f.flow_models, phase, f.phase_labels[phase], f.palette, f.notes, look)  # fmt: skip
+    if f.heatmaps:  # one panel per model, seeds pooled: a figure per seed cost minutes at 500 runs
+        job("gradient_heatmap", "Gradient norm by layer and step",
+            "‖∂L/∂W‖ of each main-path weight (y: layer, input at the bottom) at each recorded step "
+            "(x, in recording order; the schedule is denser early), one panel per model: the geometric mean "
+            "over its seeds (those that recorded the step). One log colour scale for all panels; grey: "
+            "non-finite or 0 in some seed.",
+            2.0, heatmap_figure, f.heatmaps, look, heatmap_range(f.heatmaps))  # fmt: skip
+    if not f.acts_models.empty:
+        job("activations", "Activations along depth",
+            "Std of the output of each residual block (zoo nets) or of each watched layer (other models) along "
+            "depth, at initialization, early in training and at its end (rows); log scale, geometric mean over "
+            "seeds. Sampled on the first examples of a batch, except at BatchNorms.",
+            1.2, activation_figure, f.acts_models, f.palette, f.notes, look)  # fmt: skip
+    if not f.responses.empty:
+        job("layer_responses", "Layer responses (Fig. 7 style)",
+            "Std of each BN output (after BN, before ReLU) at the last recorded step. Top: layers in their "
+            "original order; bottom: sorted by magnitude. Mean over seeds. Log y axis when the stds span "
+            "more than two decades.",
+            1.2, responses_figure, f.responses, f.palette, f.notes, look)  # fmt: skip
+    return jobs
+
+
+def _write_data(f: SimpleNamespace, out_dir: Path, files: list[Path]) -> None:
+    """The tables (Markdown, LaTeX) and the CSVs behind the figures."""
+    write_text(out_dir / "table.md", T.to_markdown(f.models), files)
+    write_text(out_dir / "table.tex", T.to_latex(f.models), files)
+    always = {"runs": f.finals, "final_by_model": f.models, "curves": f.curves}
+    if_any = {"gradient_flow": f.flow, "layer_responses": f.responses, "activations": f.acts, "scalars": f.logged}
+    for name, frame in {**always, **{k: v for k, v in if_any.items() if not v.empty}}.items():
+        write_csv(out_dir / "data" / f"{name}.csv", frame, files)
 
 
 def _family_marks(table) -> str:

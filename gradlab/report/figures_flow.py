@@ -120,9 +120,11 @@ def heatmap_range(maps: list[tuple[dict, pd.DataFrame]]) -> tuple[float, float]:
 
 
 def heatmap_figure(maps: list[tuple[dict, pd.DataFrame]], style: Style, value_range=None, title: str = ""):
-    """One panel per run: ||dL/dW|| by layer (y, input at the bottom) and recorded step (x).
+    """One panel per model: ||dL/dW|| by layer (y, input at the bottom) and recorded step (x).
 
-    maps: (run row from run_table, position × step frame), one run per (family, depth).
+    maps: (row with family, depth and optionally note, position × step frame), one per
+    (family, depth): a run's own frame, or its seeds pooled (layer_frames.model_heatmaps,
+    whose ``attrs["seeds"]`` the panel's title names).
     Rows are depths, columns families. Columns of an image are the recorded steps in
     order (the recording schedule is denser early); ticks show their step. One log colour
     scale (value_range) for all panels so runs compare directly.
@@ -151,6 +153,8 @@ def heatmap_figure(maps: list[tuple[dict, pd.DataFrame]], style: Style, value_ra
         ax.set_xticks(ticks)
         ax.set_xticklabels([_short_step(steps[t]) for t in ticks])
         label = fam.label(row["family"], int(row["depth"]))
+        seeds = int(m.attrs.get("seeds", 1))
+        label += f", {seeds} seeds" if seeds > 1 else ""
         ax.set_title(label + (f" ({row['note']})" if row.get("note") else ""))
         ax.set_ylabel("layer")
         if (r + 1, c) not in used:  # the lowest panel of its column

@@ -9,6 +9,7 @@ probe points and parameters in spec.json give every layer its place along depth
     activations    the std of each block's output (zoo nets) or each probe point's (other models)
     responses      the std of each BN output at the end of training (Fig. 7)
     gradient_heatmap  ||dL/dW|| by layer and recorded step, one run
+    model_heatmaps    the same per model (family × depth), seeds pooled (geometric mean)
 
 pandas/numpy only, through gradlab.runs; no torch, no model code.
 """
@@ -274,6 +275,34 @@ def gradient_heatmap(run: R.Run, frame: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame()
     return rows.pivot_table(index="position", columns="step", values="value", aggfunc="mean", sort=True)
+
+
+def model_heatmaps(runs: list[R.Run], data: LayerData) -> dict[tuple[str, int], pd.DataFrame]:
+    """||dL/dW|| as a (position × step) frame per model, (family key, depth) -> frame: the
+    family key carries the build options, so differently built nets stay apart; the seeds
+    are pooled (:func:`pool_seeds`). One panel per model, not one per run and seed, keeps
+    a many-seed report to one readable figure."""
+    parts: dict[tuple[str, int], list[pd.DataFrame]] = {}
+    for run in runs:
+        frame = data.frames.get(run_key(run))
+        rows = weight_grad_rows(run, frame) if frame is not None else None
+        if rows is not None and not rows.empty:
+            parts.setdefault((run.family_key, run.depth), []).append(rows[["position", "step", "value"]])
+    return {key: pool_seeds(rows) for key, rows in parts.items()}
+
+
+def pool_seeds(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The geometric mean over the seeds (``parts``: position, step, value rows) that
+    recorded each (position, step), as a (position × step) frame; NaN where a seed's value
+    is non-finite or not positive, so that no seed's blow-up hides behind another's value."""
+    rows = pd.concat(parts, ignore_index=True)
+    logs = positive_logs(rows["value"])
+    pooled = rows.assign(logv=logs, bad=np.isnan(logs)).groupby(["position", "step"], sort=True)
+    pooled = pooled.agg(logv=("logv", "mean"), bad=("bad", "any"))
+    value = pd.Series(np.where(pooled["bad"], np.nan, np.exp(pooled["logv"])), index=pooled.index)
+    frame = value.unstack("step").sort_index(axis=0).sort_index(axis=1)
+    frame.attrs["seeds"] = len(parts)  # how many runs it pools, for the panel's title
+    return frame
 
 
 def responses(runs: list[R.Run], data: LayerData) -> pd.DataFrame:

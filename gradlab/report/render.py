@@ -3,12 +3,18 @@
 Matplotlib drawing is single-threaded Python, and it is most of a report's time. A forked
 child inherits the data and the theme, so it starts at once; if it fails in any way its
 figures are drawn here instead, so errors surface with a traceback.
+
+The child never outlives the report: it dies at once on SIGINT/SIGTERM, the kernel kills it
+when this process dies (Linux's parent-death signal), and this process kills it on its way
+out of render, whatever the exit (an error, KeyboardInterrupt, a stop signal raised as one).
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 import warnings
@@ -60,16 +66,22 @@ def render(jobs: list[FigureJob], out_dir: Path, formats, dpi: int, workers: int
     recv, send = ctx.Pipe(duplex=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork of a threaded process
-        child = ctx.Process(target=_child, args=(send, theirs, out_dir, formats, dpi), daemon=True)
+        child = ctx.Process(target=_child, args=(send, theirs, out_dir, formats, dpi, os.getpid()), daemon=True)
         child.start()
     send.close()
-    start = time.perf_counter()
     try:
-        done = _draw(mine, out_dir, formats, dpi)
-    except BaseException:
-        child.kill()
+        return _share(child, recv, mine, theirs, out_dir, formats, dpi)
+    finally:
+        if child.is_alive():  # stopped or failed here: the child's figures are not wanted any more
+            child.kill()
         child.join()
-        raise
+
+
+def _share(child, recv, mine, theirs, out_dir: Path, formats, dpi: int) -> dict[str, dict[str, Path]]:
+    """Draw ``mine`` here while ``child`` draws ``theirs``; take its result, or draw its
+    figures here when it failed or is stuck."""
+    start = time.perf_counter()
+    done = _draw(mine, out_dir, formats, dpi)
     # the child has about as much to draw: a child far slower than that is stuck
     patience = max(CHILD_MIN_WAIT_S, CHILD_SLOWDOWN * (time.perf_counter() - start))
     result = None
@@ -89,10 +101,28 @@ def render(jobs: list[FigureJob], out_dir: Path, formats, dpi: int, workers: int
     return done
 
 
-def _child(conn, jobs, out_dir, formats, dpi) -> None:
+def _child(conn, jobs, out_dir, formats, dpi, parent: int) -> None:
+    _die_with(parent)
     try:
         conn.send(_draw(jobs, out_dir, formats, dpi))
     except BaseException:
         conn.send(None)
     finally:
         conn.close()
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal this process gets when its parent dies
+
+
+def _die_with(parent: int) -> None:
+    """Make this (forked) child stop at once on SIGINT/SIGTERM, instead of the parent's
+    handlers it inherited, and be killed when ``parent`` dies; exit now if it already has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: the parent's own kill on its way out still applies
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)

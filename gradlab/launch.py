@@ -8,11 +8,16 @@ nothing of launchers; a run is the same wherever it executes.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import ctypes
 import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -22,7 +27,7 @@ from typing import Callable
 from gradlab import runs
 from gradlab.config import RunSpec
 from gradlab.file_io import read_json, write_json
-from gradlab.errors import ConfigError, GradlabError, LauncherError, RunDirError, RunLockedError
+from gradlab.errors import ConfigError, GradlabError, LauncherError, RunDirError, RunInterrupted, RunLockedError
 
 OnStart = Callable[[RunSpec], None]
 OnDone = Callable[[RunSpec, object], None]
@@ -51,17 +56,162 @@ class InProcess:
             on_done(spec, outcome)
 
 
+# -- the local pool: workers that stop with their parent ---------------------------------
+# The parent alone passes SIGINT/SIGTERM on to its workers, once each: they run in their own
+# process group, so a terminal's Ctrl-C does not reach them twice (a second signal stops a
+# run mid-step, without a checkpoint). A worker whose parent is gone (SIGKILLed) learns it
+# from the kernel (Linux: PR_SET_PDEATHSIG, as SIGUSR1, which may come once per thread of the
+# dying parent; elsewhere from a thread that watches its parent) and sends itself one
+# SIGTERM: it stops at the end of its step like `gradlab train`, marks its run interrupted
+# and exits, instead of training on and then waiting for its parent forever.
+PR_SET_PDEATHSIG = 1
+PARENT_GONE = signal.SIGUSR1
+# one worker process's state: its parent's pid, the stop flag it shares with the parent,
+# whether a run is under way, whether it has told itself to stop (its parent gone)
+_worker = {"parent": None, "stopping": None, "in_task": False, "told": False}
+
+
+@dataclass
+class WorkerStopped:
+    """What a worker returns for a run that a signal stopped (or kept from starting): an
+    exception the pool can carry back (RunInterrupted does not unpickle)."""
+
+    message: str
+    exit_code: int
+
+
+class _StopBeforeTraining(KeyboardInterrupt):
+    """A signal to a worker between its runs, or before the trainer took signals over."""
+
+
+def _parent_gone() -> bool:
+    return _worker["told"] or (_worker["parent"] is not None and os.getppid() != _worker["parent"])
+
+
+def _exit_worker(code: int) -> None:
+    """End a worker whose parent is gone: nobody will read its result or give it more work."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _worker_signal(signum, frame) -> None:
+    """SIGINT/SIGTERM outside the trainer's own handler (gradlab.interrupt)."""
+    if _worker["in_task"]:
+        raise _StopBeforeTraining(signal.Signals(signum).name)
+    if _parent_gone():
+        _exit_worker(128 + signum)
+    # idle, the parent alive and stopping: it starts no more runs here (the shared flag)
+
+
+def _parent_left(signum, frame) -> None:
+    """The parent is gone: an idle worker exits; a training one sends itself one SIGTERM
+    (none if the parent had passed one on already), so that its run stops after the step."""
+    if not _worker["in_task"]:
+        _exit_worker(128 + signal.SIGTERM)
+    if _worker["told"] or _worker["stopping"].value:
+        return
+    _worker["told"] = True
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exit_at_once_when_stopping() -> None:
+    """At a stopping worker's exit, after the other exit handlers: skip the interpreter's
+    teardown of torch (seconds after a run) that the parent's shutdown would wait for."""
+    stopping = _worker["stopping"]
+    if _worker["told"] or (stopping is not None and stopping.value):
+        _exit_worker(128 + (stopping.value or signal.SIGTERM))
+
+
+def _die_with_parent() -> bool:
+    """Ask Linux for PARENT_GONE when the parent exits; False where that cannot be asked."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(PARENT_GONE), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int, every_s: float = 0.5) -> None:
+    """Where the kernel cannot be asked: PARENT_GONE to this process once the parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os.kill(os.getpid(), PARENT_GONE)
+
+
+def _worker_started(parent: int, stopping) -> None:
+    """A worker's initializer: its own process group, the parent's signals, its death."""
+    _worker.update(parent=parent, stopping=stopping)
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, _worker_signal)
+    signal.signal(PARENT_GONE, _parent_left)
+    if not _die_with_parent():
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="gradlab-parent").start()
+    atexit.register(_exit_at_once_when_stopping)  # registered first, so it runs last
+    if os.getppid() != parent:  # it died before the kernel was asked
+        _exit_worker(128 + signal.SIGTERM)
+
+
 def _train_in_worker(spec: RunSpec, runs_dir: str, threads: int, callbacks: list | None):
+    """One run in a worker; a WorkerStopped when a signal stopped it or kept it from starting."""
     import torch
 
     from gradlab.train import train
 
-    torch.set_num_threads(threads)
-    return train(spec, runs_dir, progress=False, callbacks=callbacks)
+    stopping = _worker["stopping"]
+    if stopping is not None and stopping.value:
+        return WorkerStopped(f"{spec.name} not started", 128 + stopping.value)
+    _worker["in_task"] = True
+    try:
+        torch.set_num_threads(threads)
+        return train(spec, runs_dir, progress=False, callbacks=callbacks)
+    except RunInterrupted as e:
+        return WorkerStopped(str(e), e.exit_code)
+    except _StopBeforeTraining as e:
+        return WorkerStopped(f"{spec.name} stopped by {e} before training", 128 + signal.Signals[str(e)])
+    finally:
+        _worker["in_task"] = False
+        if _parent_gone():
+            _exit_worker(128 + signal.SIGTERM)
+
+
+class _Forwarder:
+    """The parent's SIGINT/SIGTERM while its workers train: passed on to each worker (which
+    stops at the end of its step and marks its run interrupted), and no further run starts."""
+
+    def __init__(self, stopping):
+        self.stopping = stopping  # shared with the workers: the signal number, 0 until one comes
+        self.signum: int | None = None
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __call__(self, signum, frame) -> None:
+        self.signum = self.stopping.value = signum
+        processes = getattr(self.pool, "_processes", None) or {}
+        for pid in list(processes):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signum)
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals reach the main thread only: nothing to install
+            return
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 class LocalPool:
-    """`jobs` runs at a time in worker processes; the CPU threads are shared out among them."""
+    """`jobs` runs at a time in worker processes; the CPU threads are shared out among them.
+    SIGINT/SIGTERM stop every worker's run after its step, then raise RunInterrupted here."""
 
     def __init__(self, jobs: int, callbacks: list | None = None, threads: int | None = None):
         self.jobs = jobs
@@ -71,24 +221,70 @@ class LocalPool:
     def run(self, specs: list[RunSpec], runs_dir: Path, on_start: OnStart, on_done: OnDone) -> None:
         threads = max(1, (self.threads or os.cpu_count() or 1) // self.jobs)
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx) as pool:
-            futures = {}
+        forward = _Forwarder(ctx.RawValue("i", 0))
+        with forward.installed(), ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx,
+                                                      initializer=_worker_started,
+                                                      initargs=(os.getpid(), forward.stopping)) as pool:
+            forward.pool = pool
+            futures, unsent = {}, []
             for spec in specs:
+                if forward.signum is not None:
+                    unsent.append(spec)
+                    continue
                 on_start(spec)
                 futures[pool.submit(_train_in_worker, spec, str(runs_dir), threads, self.callbacks)] = spec
-            for future in as_completed(futures):
-                spec = futures[future]
-                try:
-                    outcome = future.result()
-                except RunLockedError as e:
-                    outcome = e
-                except GradlabError:
-                    for f in futures:
-                        f.cancel()
-                    raise
-                except Exception as e:
-                    outcome = e
-                on_done(spec, outcome)
+            stopped = unsent + _collect(futures, forward, on_done)
+        if forward.signum is not None:
+            raise RunInterrupted(_stopped_message(forward.signum, stopped, runs_dir), 128 + forward.signum)
+
+
+def _collect(futures: dict, forward: _Forwarder, on_done: OnDone) -> list[RunSpec]:
+    """Report each run through on_done as it ends; once the parent is stopping, the rest do not
+    start and what ends is only listed (returned: the runs a signal stopped or kept back)."""
+    stopped = []
+    for future in as_completed(futures):
+        if forward.signum is not None:
+            for f in futures:
+                f.cancel()
+        spec = futures[future]
+        outcome = None if future.cancelled() else _outcome(future, futures)
+        if forward.signum is not None or isinstance(outcome, WorkerStopped):
+            stopped.append(spec)
+        if forward.signum is not None:
+            continue  # said once by the parent, for them all
+        if isinstance(outcome, WorkerStopped):  # a signal to this worker alone: the others go on
+            outcome = RunInterrupted(outcome.message, outcome.exit_code)
+        on_done(spec, outcome)
+    return stopped
+
+
+def _outcome(future, futures) -> object:
+    """A finished future's RunResult, WorkerStopped or exception; the user's errors stop the pool."""
+    try:
+        return future.result()
+    except RunLockedError as e:  # another process has it: leave it to them
+        return e
+    except GradlabError:  # the user's to fix (bad data dir, clashing run dir): stop here
+        for f in futures:
+            f.cancel()
+        raise
+    except Exception as e:  # one broken run must not stop the others
+        return e
+
+
+def _stopped_message(signum: int, stopped: list[RunSpec], runs_dir: Path) -> str:
+    """What the parent says when a signal stopped its workers: how far each run got."""
+    where, waiting = [], 0
+    for spec in stopped:
+        status = runs.read_status(runs.run_dir_for(spec, runs_dir))
+        if status.get("state") == runs.PENDING:
+            waiting += 1
+        else:
+            where.append(f"{spec.name} {status.get('state')} at step {status.get('step', 0)}")
+    if waiting:
+        where.append(f"{waiting} run(s) not started")
+    return (f"compare stopped by {signal.Signals(signum).name}: its workers stopped and marked their runs "
+            f"({'; '.join(where) or 'no run had started'}); rerun the same command to resume")
 
 
 def make_launcher(jobs: int = 1, progress: bool | None = None, callbacks: list | None = None,

@@ -43,7 +43,8 @@ class RunLockedError(RunDirError):
 
 
 class RunInterrupted(GradlabError):
-    """SIGINT/SIGTERM: the run stopped after a checkpoint and can be resumed."""
+    """SIGINT/SIGTERM: a run stopped after a checkpoint and can be resumed, or a report
+    stopped with its folder left whole (the old report or the new one)."""
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)

@@ -23,7 +23,7 @@ def pid_alive(pid) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process; a number beyond any pid
         return False
     except PermissionError:
         return True

@@ -15,7 +15,7 @@ import pytest
 from gradlab.bench import synthetic_runs as F
 from gradlab.errors import ReportError
 from gradlab.report import build_report
-from gradlab.report.files import clean_leftovers
+from gradlab.report.staging import clean_leftovers
 from tests import report_procs as P
 
 

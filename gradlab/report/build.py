@@ -6,7 +6,7 @@
     <out>/data/*.csv                the tidy numbers behind the figures and table
 
 The report is built in a folder beside <out> and swapped in whole at the end
-(gradlab.report.files.staged_folder): a report stopped or killed half-way leaves <out> as it
+(gradlab.report.staging.staged_folder): a report stopped or killed half-way leaves <out> as it
 was, and the next report removes what it left. Files in <out> that the report does not write
 are carried into the new folder. A run that cannot be read is left out and named in the warnings and in
 report.md; the report is built from the others.
@@ -36,11 +36,11 @@ from gradlab.report import tables as T
 from gradlab.report.figures_curves import curves_figure, finals_figure, scalars_figure
 from gradlab.report.figures_flow import activation_figure, flow_figure, heatmap_figure, heatmap_range
 from gradlab.report.figures_response import responses_figure
-from gradlab.report.files import (DEFAULT_FORMATS, check_out_dir, default_out_dir, parse_formats, staged_folder,
-                                  write_csv, write_text)
+from gradlab.report.files import DEFAULT_FORMATS, check_out_dir, default_out_dir, parse_formats, write_csv, write_text
 from gradlab.report.inputs import find, read_runs
 from gradlab.report.markdown import DrawnFigure
 from gradlab.report.render import FigureJob, render
+from gradlab.report.staging import staged_folder
 from gradlab.report.style import depth_palette, get_style, theme
 
 __all__ = ["ReportError", "ReportResult", "build_report"]

@@ -142,13 +142,14 @@ class ResumeNotice(Callback):
 
 def cpu_threads(opts: dict) -> int:
     """Set and return the CPU threads to train with (gradlab.threads.choose_threads),
-    saying once on stderr when a busy machine leaves fewer cores free."""
+    saying once on stderr when a busy machine leaves fewer cores free, or when more threads
+    were asked for than there are cores (then as many as the cores)."""
     import torch
 
     from gradlab.threads import choose_threads
 
-    threads, note = choose_threads(opts["threads"], torch.get_num_threads())
+    threads, line = choose_threads(opts["threads"], torch.get_num_threads())
     torch.set_num_threads(threads)
-    if note:
-        click.echo(f"note: {note}", err=True)
+    if line:
+        click.echo(line, err=True)
     return threads

@@ -194,6 +194,21 @@ def coerce(cls, values: dict, where: str):
     return cls(**out)
 
 
+def recipe_from(cls, table: dict, where: str) -> Recipe:
+    """A [recipe] table over the paper's defaults. One that sets steps but no milestones gets
+    the paper's milestones scaled to its steps, as --steps scales them (not 32000 and 48000
+    of a 40-step run); one that sets milestones keeps them, and one beyond its steps is
+    refused here, naming the file."""
+    recipe = coerce(cls, table, where)
+    if "milestones" not in table and "steps" in table and recipe.steps > 0:
+        recipe = replace(recipe, milestones=scale_recipe(cls(), recipe.steps).milestones)
+    beyond = [m for m in recipe.milestones if m > recipe.steps > 0]
+    if "milestones" in table and beyond:
+        raise ConfigError(f"{where}: milestone {beyond[0]} is beyond the {recipe.steps} steps of the run; give "
+                          f"milestones up to {recipe.steps} (or none: milestones = [])")
+    return recipe
+
+
 def parse_preset(text: str, source: str) -> Preset:
     try:
         raw = tomllib.loads(text)
@@ -207,7 +222,7 @@ def parse_preset(text: str, source: str) -> Preset:
         table = raw.get(section, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: '{section}' should be a table ([{section}])")
-        parts[section] = coerce(cls, table, f"{source} [{section}]")
+        parts[section] = (recipe_from if cls is Recipe else coerce)(cls, table, f"{source} [{section}]")
     name = raw.get("preset", Path(source).stem)
     if not isinstance(name, str):
         raise ConfigError(f"{source}: 'preset' should be a string")

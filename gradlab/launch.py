@@ -3,7 +3,8 @@ submitit jobs (a SLURM job array, or submitit's local executor).
 
 A launcher takes RunSpecs and reports each outcome through `on_done(spec, outcome)`,
 where outcome is a RunResult or the exception that ended the run. The trainer knows
-nothing of launchers; a run is the same wherever it executes.
+nothing of launchers; a run is the same wherever it executes. The local pool's workers
+stop with it: on its SIGINT/SIGTERM, and when it is gone (SIGKILL).
 """
 
 from __future__ import annotations
@@ -125,7 +126,9 @@ def _exit_at_once_when_stopping() -> None:
 
 
 def _die_with_parent() -> bool:
-    """Ask Linux for PARENT_GONE when the parent exits; False where that cannot be asked."""
+    """Ask Linux for PARENT_GONE when the parent exits (strictly: the parent's thread that
+    started this worker, the main thread, since the pool starts workers on submit); False
+    where that cannot be asked."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -191,7 +194,7 @@ class _Forwarder:
 
     def __call__(self, signum, frame) -> None:
         self.signum = self.stopping.value = signum
-        processes = getattr(self.pool, "_processes", None) or {}
+        processes = getattr(self.pool, "_processes", None) or {}  # pid -> Process (the pool's own, 3.8 to 3.13)
         for pid in list(processes):
             with contextlib.suppress(OSError):
                 os.kill(pid, signum)

@@ -15,7 +15,7 @@ from gradlab import families as fam
 from gradlab import models, run_tables, runs
 from gradlab.models.complexity import complexity
 from gradlab.config import Preset, RunSpec, make_run_spec
-from gradlab.errors import ConfigError, RunLockedError
+from gradlab.errors import ConfigError, RunInterrupted, RunLockedError
 from gradlab.environment import resolve_device
 from gradlab.output_folders import check_output_folder
 from gradlab.memory import check_fits
@@ -100,7 +100,9 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
             notify(f"{spec.name}: {outcome}; taken up again once it is free")
             return
         clock["done"] += cost(spec)
-        if isinstance(outcome, Exception):
+        if isinstance(outcome, RunInterrupted):  # a signal to its worker alone: resumable, not failed
+            result.outcomes[spec.name] = f"{runs.INTERRUPTED} ({outcome})"
+        elif isinstance(outcome, Exception):
             result.outcomes[spec.name] = f"failed ({type(outcome).__name__}: {outcome})"
         else:
             result.outcomes[spec.name] = outcome.state

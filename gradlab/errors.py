@@ -49,3 +49,6 @@ class RunInterrupted(GradlabError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+    def __reduce__(self):  # across processes (a pool's workers): with its exit code
+        return type(self), (str(self), self.exit_code)

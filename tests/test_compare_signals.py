@@ -187,3 +187,23 @@ def test_sigkill_of_the_parent_takes_its_workers_down(tmp_path, setup):
     for d in run_dirs:  # each noticed, stopped after its step and marked its run
         s = status(d)
         assert s["state"] == runs.INTERRUPTED and "SIGTERM" in s["message"], s
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_interrupts_its_run_alone_and_says_so(tmp_path, setup):
+    cfg, _ = setup
+    run_dirs = [runs.run_dir_for(s, tmp_path / "runs") for s in specs(cfg)]
+    proc = start(cfg, tmp_path)
+    procs = {}
+    try:
+        wait_until_training(run_dirs, proc, tmp_path)
+        procs = descendants(proc.pid)
+        os.kill(status(run_dirs[0])["pid"], signal.SIGTERM)  # the worker training the first run
+        proc.wait(timeout=300)
+    finally:
+        kill_left(procs)
+        proc.kill()
+        proc.wait()
+    said = (tmp_path / "out.txt").read_text() + (tmp_path / "err.txt").read_text()
+    assert status(run_dirs[0])["state"] == runs.INTERRUPTED and status(run_dirs[1])["state"] == runs.DONE
+    assert f"{run_dirs[0].name}: interrupted (" in said and "failed (RunInterrupted" not in said, said[-3000:]

@@ -21,7 +21,8 @@ from gradlab.cli.main import cli
 from gradlab.compare import compare, plan
 from gradlab.config import load_preset
 from gradlab.callbacks import Callback
-from gradlab.launch import SUBMITIT_DIR, SUBMITTED, JobFailed, SubmititLauncher, _TrainTask, live_job
+from gradlab.launch import SUBMITIT_DIR, SUBMITTED, JobFailed, SubmititLauncher, live_job
+from gradlab.launch.slurm import _TrainTask
 
 SMALL = {"steps": 12, "recipe": {"batch_size": 32, "eval_every": 6, "checkpoint_every": 6}}
 

@@ -63,8 +63,8 @@ def run_options(f):
         click.option("--experiment", default=None, help="Experiment name (default: <preset>-<dataset>)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="CPU threads to train with (default: the cores other processes leave free; also "
-                          "GRADLAB_THREADS or OMP_NUM_THREADS)."),
+                     help="CPU threads to train with, at most the usable cores (default: the cores other "
+                          "processes leave free; also GRADLAB_THREADS or OMP_NUM_THREADS)."),
         click.option("--compile", "compile_", is_flag=True,
                      help="torch.compile the model (recorded steps run eagerly; compile time is reported apart)."),
         click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default=None,

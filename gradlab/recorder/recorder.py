@@ -165,22 +165,15 @@ class Recorder:
             w.started(resumed=w.resumed)
 
     def stop(self, error: BaseException | None = None) -> None:
-        """Remove every hook and flush what is left. A run directory is marked done; diverged
-        when a weight or an activation went non-finite (a non-finite gradient alone is what a
-        GradScaler's skipped steps look like, so it is noted, not judged); or, when the loop
-        ended with ``error``, failed (interrupted for a KeyboardInterrupt) with its message.
-        The frames stay readable."""
+        """Remove every hook and flush what is left; a run directory is marked as
+        :func:`end_state` says. The frames stay readable."""
         if not self._started or self._stopped:
             return
-        state, message = runs.DONE, ""
-        if error is not None:
-            state = runs.INTERRUPTED if isinstance(error, KeyboardInterrupt) else runs.FAILED
-            message = f"{type(error).__name__}: {error}"
         self._inst.arm(False)
         try:
             self.flush()
         except BaseException as e:  # a full disk at the last flush: the run failed there
-            state, message = runs.FAILED, f"{type(e).__name__}: {e}"
+            error = e
             raise
         finally:
             self._stopped = True
@@ -189,8 +182,7 @@ class Recorder:
             self._inst.close()
             if self._writer is not None and self._owns_writer:
                 nonfinite = self.nonfinite
-                if state == runs.DONE and nonfinite and nonfinite["what"] != "grad":
-                    state, message = runs.DIVERGED, f"{runs.diverged_note(nonfinite)}: the run diverged"
+                state, message = end_state(error, nonfinite)
                 self._writer.close(state, message=message, **({"nonfinite": nonfinite} if nonfinite else {}))
 
     def __enter__(self) -> "Recorder":
@@ -368,6 +360,19 @@ class Recorder:
             raise RecorderError(f"Recorder state version {state.get('version')!r} is not {STATE_VERSION}.")
         self._inst.load_state(state)
         self.set_step(int(state["step"]))
+
+
+def end_state(error: BaseException | None, nonfinite: dict | None) -> tuple[str, str]:
+    """(state, message) of a watched run: failed by ``error`` (interrupted for a
+    KeyboardInterrupt); else diverged when a weight or an activation went non-finite (a
+    non-finite gradient alone is what a GradScaler's skipped steps look like, so it is
+    noted, not judged); else done."""
+    if error is not None:
+        state = runs.INTERRUPTED if isinstance(error, KeyboardInterrupt) else runs.FAILED
+        return state, f"{type(error).__name__}: {error}"
+    if nonfinite and nonfinite["what"] != "grad":
+        return runs.DIVERGED, f"{runs.diverged_note(nonfinite)}: the run diverged"
+    return runs.DONE, ""
 
 
 def watch(

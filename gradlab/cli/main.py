@@ -24,6 +24,7 @@ COMMANDS = {
     "runs": ("gradlab.cli.runs_cmd", "runs", "List run directories with status and errors."),
     "compare": ("gradlab.cli.compare_cmd", "compare", "Train nets of several families at matched depths and report."),
     "report": ("gradlab.cli.report_cmd", "report", "Build paper-style figures from runs."),
+    "check": ("gradlab.cli.check_cmd", "check", "Say what is wrong in runs: findings with layers, steps, evidence."),
     "analyze": ("gradlab.cli.analyze_cmd", "analyze",
                 "At-init analyses: gradient flow, signal propagation, shattering."),
     "lesion": ("gradlab.cli.lesion_cmd", "lesion", "Delete layers or blocks of trained nets one at a time (Veit et al.)."),

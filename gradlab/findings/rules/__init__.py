@@ -1,0 +1,10 @@
+"""The rules, one per module; RULES maps each name to its Rule, in the order findings of
+equal severity are listed."""
+
+from __future__ import annotations
+
+from gradlab.findings.rules import (dead_units, exploding_gradients, loss_spike, nonfinite_onset, not_learning,
+                                    update_ratio, vanishing_gradients, zero_gradients)
+
+RULES = {m.RULE.name: m.RULE for m in (nonfinite_onset, exploding_gradients, vanishing_gradients, zero_gradients,
+                                        dead_units, update_ratio, not_learning, loss_spike)}  # fmt: skip

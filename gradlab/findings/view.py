@@ -1,0 +1,86 @@
+"""A run as the rules read it: its per-layer statistics with each layer's place along depth
+(the recorder's index: 0 nearest the input) and role (main path or shortcut), its loss per
+step, its status. Read once per run; pandas only, no torch.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from gradlab import runs as R
+from gradlab.findings.finding import Place
+
+__all__ = ["RunView", "LOSS_COLUMNS"]
+
+LOSS_COLUMNS = ("train_loss", "loss")  # gradlab's trainer, then a user's own rec.log(loss=...)
+MAIN = "main"
+
+
+class RunView:
+    """``run``: a gradlab.runs.Run; ``key``: how findings name it."""
+
+    def __init__(self, run: R.Run, key: str | None = None):
+        self.run = run
+        self.key = key or run.name
+
+    @cached_property
+    def layers(self) -> pd.DataFrame:
+        """step, layer, position, kind, role, stat, value (layer as str)."""
+        rows = self.run.layers
+        if rows.empty:
+            return pd.DataFrame(columns=["step", "layer", "position", "kind", "role", "stat", "value"])
+        roles = {p["name"]: p.get("role") or MAIN for p in self.run.model.get("probe_points") or []}
+        out = pd.DataFrame({
+            "step": rows["step"].to_numpy(np.int64),
+            "layer": rows["layer"].astype(str).to_numpy(),
+            "position": rows["index"].to_numpy(np.int64),
+            "kind": rows["kind"].astype(str).to_numpy(),
+            "stat": rows["stat"].astype(str).to_numpy(),
+            "value": rows["value"].to_numpy(np.float64),
+        })  # fmt: skip
+        owner = out["layer"].str.replace(r"\.(weight|bias)$", "", regex=True)
+        out["role"] = owner.map(roles).fillna(MAIN).to_numpy()
+        return out
+
+    def stat(self, name: str, main_path: bool = True) -> pd.DataFrame:
+        """The rows of one statistic (main-path layers only by default), sorted by step, position."""
+        rows = self.layers[self.layers["stat"] == name]
+        if main_path:
+            rows = rows[rows["role"] == MAIN]
+        return rows.sort_values(["step", "position", "layer"], kind="stable").reset_index(drop=True)
+
+    def table(self, name: str, main_path: bool = True) -> pd.DataFrame:
+        """One statistic as a step × layer frame, layers in depth order."""
+        rows = self.stat(name, main_path)
+        if rows.empty:
+            return pd.DataFrame()
+        order = rows.drop_duplicates("layer").sort_values(["position", "layer"])["layer"].tolist()
+        return rows.pivot_table(index="step", columns="layer", values="value", aggfunc="last")[order]
+
+    @cached_property
+    def positions(self) -> dict[str, int]:
+        return dict(zip(self.layers["layer"], self.layers["position"]))
+
+    def place(self, layer: str) -> Place:
+        return Place(layer, int(self.positions.get(layer, -1)))
+
+    def places(self, layers) -> tuple[Place, ...]:
+        """Places of ``layers``, shallowest first."""
+        return tuple(sorted((self.place(x) for x in layers), key=lambda p: (p.position, p.layer)))
+
+    @cached_property
+    def loss(self) -> pd.Series:
+        """The training loss by step (empty when none was logged)."""
+        metrics = self.run.metrics
+        for column in LOSS_COLUMNS:
+            if column in metrics:
+                series = metrics[["step", column]].dropna()
+                return pd.Series(series[column].to_numpy(np.float64), index=series["step"].to_numpy(np.int64))
+        return pd.Series(dtype=np.float64)
+
+    @property
+    def status(self) -> dict:
+        return self.run.status

@@ -1,0 +1,136 @@
+"""Each rule on the case it names, where it must speak, and on its healthy twin, where it
+must stay silent (hand-made run directories with known values: tests/findings_runs.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradlab import runs as R
+from gradlab import stat_names as S
+from gradlab.findings import ERROR, INFO, WARNING, check_runs
+from tests.findings_runs import along_depth, write_run
+
+
+def found(run_dir, rule=None):
+    out = check_runs([R.read_run(run_dir)])
+    return [f for f in out if rule is None or f.rule == rule]
+
+
+def healthy(n_steps=30, n_layers=8):
+    """Flat gradients, small updates, a falling loss: nothing to say."""
+    rng = np.random.default_rng(0)
+    grads = along_depth(1.1, n_layers, n_steps) * rng.uniform(0.8, 1.2, (n_steps, n_layers))
+    weights = np.full((n_steps, n_layers), 2.0)
+    updates = np.full((n_steps, n_layers), 2e-3)
+    updates[0] = np.nan  # the first record has no update
+    return {S.ACT_GRAD_NORM: grads, S.GRAD_NORM: grads, S.WEIGHT_NORM: weights, S.UPDATE_NORM: updates,
+            S.ACT_DEAD_FRAC: np.full((n_steps, n_layers), 0.05)}, np.linspace(2.0, 0.5, n_steps)  # fmt: skip
+
+
+def test_a_healthy_run_raises_nothing(tmp_path):
+    stats, loss = healthy()
+    assert found(write_run(tmp_path, "ok", stats, loss)) == []
+
+
+@pytest.mark.parametrize("per_layer, rule, severity", [(2.0, "vanishing_gradients", WARNING),
+                                                       (10.0, "vanishing_gradients", ERROR),
+                                                       (0.5, "exploding_gradients", WARNING),
+                                                       (0.1, "exploding_gradients", ERROR)])  # fmt: skip
+def test_gradients_that_change_along_depth_are_named_with_their_direction(tmp_path, per_layer, rule, severity):
+    stats, loss = healthy()
+    stats[S.ACT_GRAD_NORM] = along_depth(per_layer, n_steps=30)
+    (f,) = found(write_run(tmp_path, "r", stats, loss), rule)
+    assert f.severity == severity and (f.first_step, f.last_step) == (0, 29)
+    factor = per_layer ** -7 if per_layer > 1 else per_layer**-7
+    assert f.extra["factor"] == pytest.approx(max(factor, 1 / factor), rel=1e-6)
+    end = ["l0", "l1", "l2"]  # the input end, where the gradient is smallest (vanishing) or largest (exploding)
+    assert [p.layer for p in f.where] == end and f.figure == "gradient_flow"
+    other = "exploding_gradients" if rule == "vanishing_gradients" else "vanishing_gradients"
+    assert found(tmp_path / "r", other) == []
+
+
+def test_one_layer_out_of_line_is_no_trend(tmp_path):
+    """A query projection that starts tiny, or a head against an embedding: one layer 1e5x
+    off a flat line moves a first-to-last ratio, not a robust trend."""
+    stats, loss = healthy()
+    stats[S.ACT_GRAD_NORM] = stats[S.ACT_GRAD_NORM].copy()
+    stats[S.ACT_GRAD_NORM][:, 0] *= 1e-5
+    stats[S.GRAD_NORM] = stats[S.ACT_GRAD_NORM]
+    assert found(write_run(tmp_path, "r", stats, loss)) == []
+
+
+def test_the_growth_of_healthy_bn_resnets_stays_below_the_line(tmp_path):
+    stats, loss = healthy()
+    stats[S.ACT_GRAD_NORM] = along_depth(0.72, n_steps=30)  # 10x over 8 layers, ResNet-110 at init
+    assert found(write_run(tmp_path, "r", stats, loss), "exploding_gradients") == []
+
+
+def test_the_first_non_finite_value_is_named_where_the_recorder_saw_it(tmp_path):
+    stats, loss = healthy()
+    stats[S.WEIGHT_NORM] = stats[S.WEIGHT_NORM].copy()
+    stats[S.WEIGHT_NORM][12:, 3] = np.nan  # l3's weights at step 12, everything after follows
+    stats[S.ACT_GRAD_NORM] = stats[S.ACT_GRAD_NORM].copy()
+    stats[S.ACT_GRAD_NORM][12:, :] = np.nan
+    loss = loss.copy()
+    loss[13:] = np.inf
+    (f,) = found(write_run(tmp_path, "r", stats, loss), "nonfinite_onset")
+    assert (f.severity, f.first_step, [p.layer for p in f.where]) == (ERROR, 12, ["l3.weight"])
+    assert "the loss was first non-finite at step 13" in f.evidence
+    told = write_run(tmp_path, "s", *healthy(), status={"nonfinite": {"step": 7, "layer": "l5", "what": "grad"}})
+    (f,) = found(told, "nonfinite_onset")  # status.json's sighting (from the raw values) comes first
+    assert (f.first_step, f.where[0].layer, f.summary) == (7, "l5", "first non-finite grad in l5 at step 7")
+
+
+def test_zero_gradients_at_init_are_info_and_a_warning_when_they_persist_or_appear(tmp_path):
+    stats, loss = healthy(n_steps=80)
+    grads = stats[S.GRAD_NORM].copy()
+    grads[0, 5:] = 0.0  # a zero-initialized gate: opens at step 1
+    grads[:, 2] = 0.0  # never opens
+    grads[60:, 6] = 0.0  # dies later
+    stats[S.GRAD_NORM] = grads
+    out = {(f.severity, f.summary): f for f in found(write_run(tmp_path, "r", stats, loss), "zero_gradients")}
+    assert set(out) == {(WARNING, "||dL/dW|| is exactly 0 in 1 layer from step 0 on"),
+                        (INFO, "||dL/dW|| is exactly 0 in 3 layers at step 0"),
+                        (WARNING, "||dL/dW|| became exactly 0 in 1 layer at step 60")}  # fmt: skip
+    assert [p.layer for p in out[(INFO, "||dL/dW|| is exactly 0 in 3 layers at step 0")].where] == [
+        "l5.weight", "l6.weight", "l7.weight"]
+
+
+def test_dead_units_are_named_from_half_the_units_and_an_error_from_nine_in_ten(tmp_path):
+    stats, loss = healthy()
+    dead = stats[S.ACT_DEAD_FRAC].copy()
+    dead[10:, 4] = 0.95
+    dead[20:, 5] = 0.6
+    stats[S.ACT_DEAD_FRAC] = dead
+    (f,) = found(write_run(tmp_path, "r", stats, loss), "dead_units")
+    assert (f.severity, f.first_step, [p.layer for p in f.where]) == (ERROR, 10, ["l4", "l5"])
+    stats[S.ACT_DEAD_FRAC] = np.full_like(dead, 0.45)
+    assert found(write_run(tmp_path, "s", stats, loss), "dead_units") == []
+
+
+def test_updates_too_large_and_layers_that_do_not_move(tmp_path):
+    stats, loss = healthy()
+    updates = stats[S.UPDATE_NORM].copy()
+    updates[15:, 1] = 3.0  # 1.5x a weight of norm 2 per step
+    updates[1:, 6] = 0.0  # frozen, though its gradient is not zero
+    stats[S.UPDATE_NORM] = updates
+    run = write_run(tmp_path, "r", stats, loss)
+    (big,) = found(run, "update_ratio")
+    assert (big.severity, big.first_step, big.where[0].layer) == (ERROR, 15, "l1.weight")
+    (still,) = found(run, "not_learning")
+    assert (still.severity, [p.layer for p in still.where]) == (WARNING, ["l6.weight"])
+    sparse = write_run(tmp_path, "s", healthy()[0], steps=np.arange(30) * 50)  # recorded every 50 steps:
+    assert found(sparse, "update_ratio") == [] and found(sparse, "not_learning") == []  # per-step ratio 4e-5
+
+
+def test_a_loss_spike_is_dated_and_the_layers_that_moved_first_named(tmp_path):
+    stats, loss = healthy()
+    loss = loss.copy()
+    loss[17] *= 1e3
+    grads = stats[S.GRAD_NORM].copy()
+    grads[17, 2] *= 50
+    stats[S.GRAD_NORM] = grads
+    (f,) = found(write_run(tmp_path, "r", stats, loss), "loss_spike")
+    assert (f.severity, f.first_step, [p.layer for p in f.where]) == (WARNING, 17, ["l2.weight"])
+    assert f.summary.startswith("loss spike at step 17: ")

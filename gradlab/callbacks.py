@@ -1,7 +1,8 @@
 """What the trainer tells the outside world (trackers, progress displays).
 
 Subclass `Callback` and override what you need. A failing callback must not kill a
-run: CallbackList catches, warns once per callback and goes on.
+run: CallbackList catches, warns once per callback and goes on; a callback that asks the
+run to stop (StopRun, e.g. a finding whose action is "stop") is obeyed.
 """
 
 from __future__ import annotations
@@ -24,8 +25,16 @@ class Callback:
     def on_layers(self, run_dir: Path, frame: pd.DataFrame) -> None:
         """After each recorder flush: new rows of layers.parquet."""
 
+    def on_finding(self, run_dir: Path, finding) -> None:
+        """A new finding about the run (gradlab.findings.Finding), once, as it is concluded."""
+
     def on_end(self, run_dir: Path, state: str, message: str) -> None:
         """When the run ends: done, diverged, failed or interrupted."""
+
+
+class StopRun(Exception):
+    """Raised by a callback that stops the run on purpose (not a failure of the callback):
+    it reaches the loop, which ends the run as interrupted, resumable."""
 
 
 class CallbackList(Callback):
@@ -39,6 +48,8 @@ class CallbackList(Callback):
                 continue
             try:
                 getattr(cb, method)(*args, **kwargs)
+            except StopRun:
+                raise
             except Exception as e:  # tracking must never crash training
                 self._failed.add(i)
                 log.warning("%s.%s failed (%s: %s); it is switched off for this run, training goes on",
@@ -52,6 +63,9 @@ class CallbackList(Callback):
 
     def on_layers(self, run_dir, frame):
         self._each("on_layers", run_dir, frame)
+
+    def on_finding(self, run_dir, finding):
+        self._each("on_finding", run_dir, finding)
 
     def on_end(self, run_dir, state, message):
         self._each("on_end", run_dir, state, message)

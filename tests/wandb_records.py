@@ -37,11 +37,12 @@ def _key(item) -> str:
 
 
 def read_offline_run(run_folder: Path) -> dict:
-    """{"run": RunRecord, "config": {...}, "history": [rows], "summary": {...}} of one offline run."""
+    """{"run": RunRecord, "config": {...}, "history": [rows], "summary": {...}, "alerts": [...]} of one
+    offline run."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = Path(run_folder).glob("run-*.wandb")
-    out = {"run": None, "config": {}, "history": [], "summary": {}}
+    out = {"run": None, "config": {}, "history": [], "summary": {}, "alerts": []}
     for raw in _chunks(path.read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(raw)
@@ -55,6 +56,8 @@ def read_offline_run(run_folder: Path) -> dict:
             out["history"].append({_key(i): json.loads(i.value_json) for i in rec.history.item})
         elif kind == "summary":
             out["summary"].update({_key(u): json.loads(u.value_json) for u in rec.summary.update})
+        elif kind == "alert":
+            out["alerts"].append({"title": rec.alert.title, "text": rec.alert.text, "level": rec.alert.level})
     return out
 
 

@@ -4,8 +4,9 @@ whose defaults name their source. Reads run directories only; never imports torc
 
 from gradlab.findings.engine import check_runs, default_settings
 from gradlab.findings.finding import ERROR, INFO, SEVERITIES, WARNING, Finding, Place
+from gradlab.findings.live import FindingStop, FindingWarning, LiveFindings
 from gradlab.findings.rules import RULES
 from gradlab.findings.thresholds import Settings, Threshold
 
-__all__ = ["ERROR", "INFO", "RULES", "SEVERITIES", "WARNING", "Finding", "Place", "Settings", "Threshold",
-           "check_runs", "default_settings"]
+__all__ = ["ERROR", "INFO", "RULES", "SEVERITIES", "WARNING", "Finding", "FindingStop", "FindingWarning",
+           "LiveFindings", "Place", "Settings", "Threshold", "check_runs", "default_settings"]

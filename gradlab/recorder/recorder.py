@@ -44,6 +44,7 @@ import torch.nn as nn
 
 from gradlab import runs
 from gradlab import stat_names as S
+from gradlab.callbacks import StopRun
 from gradlab.config import REDUCE_AT
 from gradlab.errors import RecorderError
 from gradlab.models.probe_points import ProbePoint
@@ -367,6 +368,8 @@ def end_state(error: BaseException | None, nonfinite: dict | None) -> tuple[str,
     KeyboardInterrupt); else diverged when a weight or an activation went non-finite (a
     non-finite gradient alone is what a GradScaler's skipped steps look like, so it is
     noted, not judged); else done."""
+    if isinstance(error, StopRun):  # a finding (or another callback) stopped it on purpose
+        return runs.INTERRUPTED, str(error)
     if error is not None:
         state = runs.INTERRUPTED if isinstance(error, KeyboardInterrupt) else runs.FAILED
         return state, f"{type(error).__name__}: {error}"
@@ -398,6 +401,7 @@ def watch(
     overwrite: bool = False,
     callbacks: Iterable = (),
     combine_ranks: bool = False,
+    findings=None,
 ) -> Recorder:
     """Start recording ``model``; returns the started :class:`Recorder` (also a context
     manager that stops it on exit).
@@ -428,10 +432,29 @@ def watch(
     memory. ``combine_ranks``: under DistributedDataParallel every rank watches and steps,
     act_grad_norm is the global batch's and rank 0 alone keeps the rows (give it the
     run_dir): gradlab.recorder.ranks.
+
+    ``findings``: run gradlab's rules on the run directory at each flush and say each new
+    finding once (a FindingWarning, and to the trackers): True or "warn"; "stop" also ends
+    the run at the first error (rec.step() raises FindingStop; the run is marked
+    interrupted and resumes); a function of a Finding; or a gradlab.findings.LiveFindings
+    with its own thresholds and action (docs/findings.md).
     """
-    return Recorder(
+    from gradlab.findings.live import live_findings
+
+    live = live_findings(findings)
+    if live is not None:
+        if run_dir is None:
+            raise RecorderError("findings are concluded from a run directory: give watch() a run_dir as well")
+        if isinstance(run_dir, RunWriter):
+            run_dir.callbacks.callbacks.append(live)
+        else:
+            callbacks = (*callbacks, live)
+    rec = Recorder(
         model, every=every, stats=stats, dense_until=dense_until, dense_every=dense_every, histograms=histograms,
         schedule=schedule, hist_every=hist_every, buffer_steps=buffer_steps, cpu_threads=cpu_threads,
         act_sample=act_sample, reduce_at=reduce_at, include=include, exclude=exclude, run_dir=run_dir, name=name,
         config=config, resume=resume, overwrite=overwrite, callbacks=callbacks, combine_ranks=combine_ranks,
-    ).start()
+    )
+    if live is not None:
+        live.forward = rec._writer.callbacks
+    return rec.start()

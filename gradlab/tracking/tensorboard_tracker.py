@@ -88,6 +88,16 @@ class TensorBoardTracker(Callback):
                     self.writer.add_scalar(layer_key(stat, index, layer), float(value), global_step=int(step))
                     self.last_step = max(self.last_step, int(step))
 
+    def on_finding(self, run_dir: Path, finding) -> None:
+        """A text entry under findings/<rule>, at the finding's first step."""
+        if self.writer is None:
+            return
+        with self._closing_on_error():
+            text = (f"**{finding.severity}** {finding.summary} ({finding.when}; {finding.where_text})\n\n"
+                    f"{finding.evidence}\n\nTry: {finding.suggestion}")
+            self.writer.add_text(f"findings/{finding.rule}", text, finding.first_step or 0)
+            self.writer.flush()
+
     def on_end(self, run_dir: Path, state: str, message: str) -> None:
         if self.writer is None:
             return

@@ -112,6 +112,17 @@ class WandbTracker(Callback):
             values = {k: float(v) for k, v in zip(group["key"], group["value"]) if finite(v)}
             self.run.log({"step": int(step), **values})
 
+    def on_finding(self, run_dir: Path, finding) -> None:
+        """A W&B alert (email/Slack as the project's alerts are set up), at its severity."""
+        if self.run is None:
+            return
+        import wandb
+
+        level = {"error": wandb.AlertLevel.ERROR, "warning": wandb.AlertLevel.WARN}.get(finding.severity,
+                                                                                      wandb.AlertLevel.INFO)
+        self.run.alert(title=f"gradlab: {finding.rule} in {finding.run}", level=level,
+                       text=f"{finding.summary} ({finding.when}; {finding.where_text}). {finding.evidence}")
+
     def on_end(self, run_dir: Path, state: str, message: str) -> None:
         if self.run is None:
             return

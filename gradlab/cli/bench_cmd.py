@@ -172,6 +172,31 @@ def report(repeats, formats, json_path):
     _write_json(json_path, result)
 
 
+@bench.command("findings")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the cases' runs go (kept; reused when there) [default: a temporary folder].")
+@click.option("--case", "names", multiple=True, help="Only this case (repeatable); default: all.")
+def findings(out, names):
+    """The pathology suite: small nets with a pathology put in on purpose, and healthy nets,
+    checked by the findings engine against their known answers (docs/findings.md).
+
+    \b
+    Example:
+      gradlab bench findings
+      gradlab bench findings --out runs/pathologies --case nan_weight
+    """
+    import tempfile
+
+    from gradlab.bench.findings_suite import suite, suite_markdown
+
+    with tempfile.TemporaryDirectory(prefix="gradlab-pathologies-") as tmp:
+        rows = suite(Path(out) if out else Path(tmp), names or None,
+                     progress=lambda m: click.echo(m, err=True))  # fmt: skip
+    click.echo(suite_markdown(rows))
+    bad = [r["case"] for r in rows if not r["ok"]]
+    click.echo(f"{len(rows) - len(bad)} of {len(rows)} cases as known" + (f"; not: {', '.join(bad)}" if bad else ""))
+
+
 @bench.command("long-run")
 @click.option("--steps", default=100_000, show_default=True, type=click.IntRange(200),
               help="Steps recorded by the append-only writer (gradlab's).")

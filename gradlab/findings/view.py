@@ -16,6 +16,7 @@ from gradlab.findings.finding import Place
 __all__ = ["RunView", "LOSS_COLUMNS"]
 
 LOSS_COLUMNS = ("train_loss", "loss")  # gradlab's trainer, then a user's own rec.log(loss=...)
+FINITE_STATS = ("weight_norm", "act_mean", "act_std", "act_grad_norm", "grad_norm")  # NaN only when broken
 MAIN = "main"
 
 
@@ -45,12 +46,36 @@ class RunView:
         out["role"] = owner.map(roles).fillna(MAIN).to_numpy()
         return out
 
-    def stat(self, name: str, main_path: bool = True) -> pd.DataFrame:
-        """The rows of one statistic (main-path layers only by default), sorted by step, position."""
+    @cached_property
+    def finite_until(self) -> int | None:
+        """The first step with a non-finite weight, activation or gradient statistic (the
+        recorder's sighting in status.json, else the rows), None when none: what follows it
+        is its consequence, which the other rules leave to nonfinite_onset."""
+        seen = self.status.get("nonfinite")
+        if seen:
+            return int(seen["step"])
+        rows = self.layers[self.layers["stat"].isin(FINITE_STATS)]
+        bad = rows.loc[~np.isfinite(rows["value"].to_numpy()), "step"]
+        return int(bad.min()) if len(bad) else None
+
+    def stat(self, name: str, main_path: bool = True, after_nonfinite: bool = False) -> pd.DataFrame:
+        """The rows of one statistic (main-path layers only by default), sorted by step and
+        position; only the steps before the first non-finite value unless ``after_nonfinite``."""
         rows = self.layers[self.layers["stat"] == name]
         if main_path:
             rows = rows[rows["role"] == MAIN]
+        if not after_nonfinite and self.finite_until is not None:
+            rows = rows[rows["step"] < self.finite_until]
         return rows.sort_values(["step", "position", "layer"], kind="stable").reset_index(drop=True)
+
+    def matrices(self, layers) -> list[str]:
+        """Those of ``layers`` that are weight matrices or kernels (two or more dimensions, as
+        spec.json's parameter shapes say; without shapes, all but the ``.bias`` ones): the
+        ones whose norms compare; gains, biases and gates may start at or near zero."""
+        shapes = {p["name"]: p.get("shape") for p in self.run.model.get("parameters") or []}
+        if shapes:
+            return [x for x in layers if len(shapes.get(x) or ()) >= 2]
+        return [x for x in layers if not str(x).endswith(".bias")]
 
     def table(self, name: str, main_path: bool = True) -> pd.DataFrame:
         """One statistic as a step × layer frame, layers in depth order."""

@@ -18,7 +18,8 @@ THRESHOLDS = {
                         "steps); gradlab takes 3x over a shorter window, as small batches vary more"),
     "window": Threshold(10, "steps of the running mean", "gradlab: ten steps, enough to be stable on small batches"),
     "range": Threshold(5.0, "a layer whose ||dL/dW|| is this many times its recent median has left its range",
-                       "gradlab's calibration on healthy runs (their step-to-step ratios stay below 3x)"),
+                       "gradlab's calibration: on the pathology suite's healthy runs a layer's ||dL/dW|| stays within "
+                       "2.75x of its 10-step median (2026-12-06)"),
 }
 
 

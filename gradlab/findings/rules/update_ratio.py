@@ -20,15 +20,17 @@ THRESHOLDS = {
 
 
 def ratios(view):
-    """Per-step update/weight ratio, step × weight (matrices only: biases may be ~0)."""
+    """Per-step update/weight ratio, step × weight (matrices only: biases, gains and gates
+    may start at or near zero)."""
     update, weight = view.table(S.UPDATE_NORM), view.table(S.WEIGHT_NORM)
     if update.empty or weight.empty:
         return update
-    cols = [c for c in update.columns if c in weight.columns and not c.endswith(".bias")]
+    cols = view.matrices([c for c in update.columns if c in weight.columns])
     update = update[cols].reindex(weight.index)
     gap = np.diff(weight.index.to_numpy(np.float64), prepend=np.nan)[:, None]  # steps since the previous record
-    previous = weight[cols].shift(1)  # the update is measured from the previous record's weights
-    return (update / previous.to_numpy() / gap).replace([np.inf, -np.inf], np.nan)
+    previous = weight[cols].shift(1).to_numpy()  # the update is measured from the previous record's weights
+    previous = np.where(previous > 0, previous, np.nan)  # a weight that was exactly 0 has no ratio
+    return (update / previous / gap).replace([np.inf, -np.inf], np.nan)
 
 
 def check(view, th):

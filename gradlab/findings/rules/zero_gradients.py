@@ -40,8 +40,9 @@ def check(view, th):
             out.append(Finding(
                 RULE.name, INFO, view.key, f"||dL/dW|| is exactly 0 in {layers(len(opened))} at step {first_step:,}",
                 "exactly 0 at the first recorded step, non-zero later",
-                "a zero-initialized gate, classifier or last norm of a branch blocks the gradient at the start, by "
-                "design in Fixup, ReZero, SkipInit and zero-init-residual nets", "nothing, if the net is built so",
+                "a path is blocked at the first step and opens later: what a zero-initialized gate, classifier or "
+                "last norm of a branch does by design (Fixup, ReZero, SkipInit, zero-init-residual), or units that "
+                "start dead and revive", "nothing, if the net is built so; else check the layers' init and biases",
                 where=view.places(opened), first_step=first_step, figure="gradient_heatmap"))  # fmt: skip
     became = zero & (~zero).cummax().shift(1, fill_value=False)  # exactly zero after it was not
     cols = [c for c in became.columns if became[c].any()]

@@ -65,7 +65,7 @@ def test_bad_input_is_one_line(tmp_path):
     root = runs(tmp_path / "runs")
     toml = tmp_path / "rules.toml"
     for args, said in [
-        (["--set", "nope.x=1"], "no rule named 'nope'; the rules are dead_units, exploding_gradients"),
+        (["--set", "nope.x=1"], "no rule named 'nope'; the rules are activation_trend, dead_units"),
         (["--set", "loss_spike.speed=1"], "rule loss_spike has no threshold 'speed'; its thresholds: factor, range, window"),
         (["--set", "loss_spike.factor=fast"], "'fast' is not a number"),
         (["--set", "loss_spike"], "write rule.key=value"),

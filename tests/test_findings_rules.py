@@ -134,3 +134,37 @@ def test_a_loss_spike_is_dated_and_the_layers_that_moved_first_named(tmp_path):
     (f,) = found(write_run(tmp_path, "r", stats, loss), "loss_spike")
     assert (f.severity, f.first_step, [p.layer for p in f.where]) == (WARNING, 17, ["l2.weight"])
     assert f.summary.startswith("loss spike at step 17: ")
+
+
+@pytest.mark.parametrize("per_layer, word", [(3.0, "grows"), (1 / 3, "collapses")])
+def test_activations_that_grow_or_collapse_along_depth(tmp_path, per_layer, word):
+    stats, loss = healthy()
+    stats[S.ACT_STD] = along_depth(per_layer, n_steps=30)  # 3^7 = 2,187x over 8 layers
+    (f,) = found(write_run(tmp_path, "r", stats, loss), "activation_trend")
+    assert f.severity == WARNING and f.summary.startswith(f"the activations' std {word} 2.19e+03x")
+    stats[S.ACT_STD] = along_depth(1.2, n_steps=30)  # 3.6x: a BN ResNet's stream
+    assert found(write_run(tmp_path, "s", stats, loss), "activation_trend") == []
+
+
+def test_a_loss_that_does_not_fall_is_named_and_a_short_or_falling_one_is_not(tmp_path):
+    stats, _ = healthy()
+    flat = np.full(30, 2.30) + np.random.default_rng(0).normal(0, 0.01, 30)
+    (f,) = found(write_run(tmp_path, "flat", stats, flat), "loss_not_decreasing")
+    assert f.severity == WARNING and f.summary.startswith("the loss does not decrease: 2.3")
+    assert found(write_run(tmp_path, "falls", stats, np.linspace(2.3, 2.0, 30)), "loss_not_decreasing") == []
+    short = {k: v[:8] for k, v in stats.items()}
+    assert found(write_run(tmp_path, "short", short, np.full(8, 2.3)), "loss_not_decreasing") == []
+
+
+def test_degradation_within_a_family_beyond_the_margin_or_the_seed_noise(tmp_path):
+    from gradlab.bench.synthetic_runs import make_run
+
+    for depth, err in ((20, 0.04), (56, 0.30), (110, 0.07)):
+        make_run(tmp_path / "one", "plain", depth, 0, 60, final_train_err=err)
+    out = check_runs(R.load(tmp_path / "one"))
+    (f,) = [x for x in out if x.rule == "degradation"]  # 110 is within 5 points of 20 with one seed
+    assert f.run == "plain-56" and f.summary.startswith("plain-56 ends with a higher training error") and "one seed each: no noise estimate" in f.evidence
+    for seed, (e20, e56) in enumerate(((0.04, 0.05), (0.05, 0.04), (0.04, 0.06))):
+        make_run(tmp_path / "seeds", "resnet", 20, seed, 60, final_train_err=e20)
+        make_run(tmp_path / "seeds", "resnet", 56, seed, 60, final_train_err=e56)
+    assert [x for x in check_runs(R.load(tmp_path / "seeds")) if x.rule == "degradation"] == []  # within the noise

@@ -21,9 +21,12 @@ def check_runs(runs: list[R.Run], settings: Settings | None = None, keys: dict |
     settings = settings or default_settings()
     order = {name: i for i, name in enumerate(RULES)}
     found: list[Finding] = []
-    for run in runs:
-        view = RunView(run, (keys or {}).get(run.path, run.name))
-        for name, rule in RULES.items():
-            if settings.enabled(name):
-                found += rule.check(view, settings[name])
+    views = [RunView(run, (keys or {}).get(run.path, run.name)) for run in runs]
+    for name, rule in RULES.items():
+        if not settings.enabled(name):
+            continue
+        if rule.check_group is not None:
+            found += rule.check_group(views, settings[name])
+        for view in views if rule.check is not None else ():
+            found += rule.check(view, settings[name])
     return sorted(found, key=lambda f: (-severity_rank(f.severity), order[f.rule], f.run, f.first_step or 0))

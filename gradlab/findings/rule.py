@@ -1,5 +1,6 @@
 """A rule: what it detects, the statistics it reads, its thresholds (each with the source of
-its default), and the function that turns one run into findings."""
+its default), and the function that turns one run into findings (``check``), or runs taken
+together, e.g. the depths of one family (``check_group``)."""
 
 from __future__ import annotations
 
@@ -19,4 +20,5 @@ class Rule:
     detects: str  # one sentence
     reads: tuple[str, ...]  # the statistics (and "loss", "status") it reads
     thresholds: dict[str, Threshold]
-    check: Callable[[RunView, dict[str, float]], list[Finding]]
+    check: Callable[[RunView, dict[str, float]], list[Finding]] | None = None
+    check_group: Callable[[list[RunView], dict[str, float]], list[Finding]] | None = None

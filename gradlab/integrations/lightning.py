@@ -15,7 +15,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from gradlab.integrations.common import numbers, start_recorder
+from gradlab.integrations.common import numbers, start_recorder, step_or_stop
 
 __all__ = ["GradlabCallback"]
 
@@ -26,13 +26,16 @@ class GradlabCallback(pl.Callback):
     run_dir: where the run directory goes (default: ``gradlab`` under the trainer's log
     directory); every other keyword is the recorder's (``every``, ``stats``, ``include``,
     ``exclude``, ``name``, ``config``, ``callbacks`` for W&B/TensorBoard trackers, ...);
-    ``tensorboard=DIR`` also writes TensorBoard event files under DIR.
+    ``tensorboard=DIR`` also writes TensorBoard event files under DIR; ``findings=`` runs
+    gradlab's rules at each flush as gradlab.watch does, and its "stop" action ends the fit
+    through ``trainer.should_stop``, the run marked interrupted by the finding.
     """
 
     def __init__(self, run_dir: str | Path | None = None, **recorder_options):
         self.run_dir = run_dir
         self.options = dict(recorder_options)
         self.recorder = None
+        self.stopped_by = None  # the FindingStop that ended the fit
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -41,8 +44,10 @@ class GradlabCallback(pl.Callback):
         self.recorder = start_recorder(pl_module, self.run_dir, default, trainer.global_step, self.options)
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
-        if self.recorder is not None:
-            self.recorder.step(trainer.global_step)
+        if self.recorder is not None and self.stopped_by is None:
+            self.stopped_by = step_or_stop(self.recorder, trainer.global_step)
+            if self.stopped_by is not None:
+                trainer.should_stop = True
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
         if self.recorder is not None and trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
@@ -55,7 +60,7 @@ class GradlabCallback(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.recorder is not None:
             self._log(trainer)
-            self.recorder.stop()
+            self.recorder.stop(self.stopped_by)
             self.recorder = None
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:

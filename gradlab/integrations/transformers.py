@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from gradlab.integrations.common import numbers, start_recorder
+from gradlab.integrations.common import numbers, start_recorder, step_or_stop
 
 __all__ = ["GradlabCallback"]
 
@@ -28,13 +28,16 @@ class GradlabCallback(TrainerCallback):
     run_dir: where the run directory goes (default: ``gradlab`` under the Trainer's
     ``output_dir``); every other keyword is the recorder's (``every``, ``stats``,
     ``include``, ``exclude``, ``name``, ``config``, ``callbacks`` for trackers, ...);
-    ``tensorboard=DIR`` also writes TensorBoard event files under DIR.
+    ``tensorboard=DIR`` also writes TensorBoard event files under DIR; ``findings=`` runs
+    gradlab's rules at each flush as gradlab.watch does, and its "stop" action ends training
+    through ``control.should_training_stop``, the run marked interrupted by the finding.
     """
 
     def __init__(self, run_dir: str | Path | None = None, **recorder_options):
         self.run_dir = run_dir
         self.options = dict(recorder_options)
         self.recorder = None
+        self.stopped_by = None  # the FindingStop that ended training
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero and model is not None:
@@ -42,8 +45,10 @@ class GradlabCallback(TrainerCallback):
             self.recorder = start_recorder(model, self.run_dir, default, state.global_step, self.options)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        if self.recorder is not None:
-            self.recorder.step(state.global_step)
+        if self.recorder is not None and self.stopped_by is None:
+            self.stopped_by = step_or_stop(self.recorder, state.global_step)
+            if self.stopped_by is not None:
+                control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.recorder is not None:
@@ -53,5 +58,5 @@ class GradlabCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.recorder is not None:
-            self.recorder.stop()
+            self.recorder.stop(self.stopped_by)
             self.recorder = None

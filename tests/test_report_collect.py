@@ -210,7 +210,7 @@ def test_flow_by_model_is_a_geometric_mean_over_seeds(tmp_path):
     assert out["n"].iloc[0] == 3
 
 
-def test_a_gradient_exactly_zero_in_every_seed_is_marked_and_said(tmp_path):
+def test_a_gradient_exactly_zero_in_every_seed_is_marked_and_left_to_the_findings(tmp_path):
     from gradlab.report.summary import summarize
 
     rows = [  # Fixup-like: the classifier starts at zero, so nothing before it gets a gradient at step 0
@@ -222,16 +222,13 @@ def test_a_gradient_exactly_zero_in_every_seed_is_marked_and_said(tmp_path):
     out = L.flow_by_model(pd.DataFrame(rows)).sort_values("position")
     assert list(out["zero"]) == [True, False, False]  # zero in one seed only is not "exactly 0"
     assert np.isnan(out["value"].iloc[0]) and out["value"].iloc[1] == pytest.approx(1e-3)
-    models = pd.DataFrame(columns=["train_mean"])
-    said = [s for s in summarize(models, out, None, {}) if "exactly 0" in s]
-    assert said == [
-        "At the first recorded step, ‖∂L/∂W‖ is exactly 0 at 1 of 3 layers in Fixup-20 (step 0): a zero-initialized "
-        "layer or gate blocks it, so no first-to-last ratio is given there."
-    ]
-    assert not any("from the last layer to the first" in s for s in summarize(models, out, None, {}))
+    # the summary says neither the zero nor a first-to-last ratio of a family other than plain/ResNet
+    # (issue #28): the zero_gradients and vanishing/exploding findings say it per run, above it
+    said = summarize(pd.DataFrame(columns=["train_mean"]), out, None, {})
+    assert not any("exactly 0" in s or "first-to-last" in s or "from the last layer to the first" in s for s in said)
 
 
-def test_a_zero_gradient_of_a_net_not_gated_by_design_gets_no_invented_cause():
+def test_a_zero_gradient_at_the_end_gets_no_summary_sentence_either():
     from gradlab.report.summary import summarize
 
     # a BN ResNet driven dead by lr 50: its gradients are exactly 0 at the end, not at init
@@ -240,10 +237,8 @@ def test_a_zero_gradient_of_a_net_not_gated_by_design_gets_no_invented_cause():
             for phase, step, zero in (("init", 0, False), ("end", 30, True))
             for pos, value in ((1, 0.0 if zero else 0.2), (2, 0.0 if zero else 0.1), (3, 0.3))]  # fmt: skip
     out = L.flow_by_model(pd.DataFrame(rows))
-    said = [s for s in summarize(pd.DataFrame(columns=["train_mean"]), out, None, {}) if "exactly 0" in s]
-    assert said == ["At the last recorded step, ‖∂L/∂W‖ is exactly 0 at 2 of 3 layers in ResNet-20 (step 30); no "
-                    "first-to-last ratio is given there."]  # fmt: skip
-    assert not any("zero-initialized" in s for s in said)
+    said = summarize(pd.DataFrame(columns=["train_mean"]), out, None, {})
+    assert not any("exactly 0" in s or "zero-initialized" in s for s in said)
 
 
 def test_runs_without_probe_points_fall_back_to_the_rows_kind_and_index(tmp_path):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from gradlab.cli.shared_options import findings_settings, thresholds_options
+
 FINDINGS_EXIT = 3  # a finding reached --fail-on (1 stays "bad input", 2 a usage error)
 
 
@@ -16,10 +18,7 @@ FINDINGS_EXIT = 3  # a finding reached --fail-on (1 stays "bad input", 2 a usage
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON (one object per finding).")
 @click.option("--fail-on", type=click.Choice(["info", "warning", "error", "never"]), default="error",
               show_default=True, help=f"Exit with status {FINDINGS_EXIT} when a finding is this severe or more.")
-@click.option("--set", "overrides", multiple=True, metavar="RULE.KEY=VALUE",
-              help="Override a threshold, or switch a rule off (RULE.enabled=false); repeatable.")
-@click.option("--thresholds", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="A TOML file of [rule] tables of thresholds (and enabled = false).")
+@thresholds_options
 @click.option("--rules", "list_rules", is_flag=True, help="List the rules, their thresholds and their sources.")
 def check(paths, as_json, fail_on, overrides, thresholds, list_rules):
     """Say what is wrong in runs: vanishing or exploding gradients along depth, the first
@@ -39,14 +38,10 @@ def check(paths, as_json, fail_on, overrides, thresholds, list_rules):
     """
     from gradlab import runs as R
     from gradlab.errors import ConfigError, RunDirError
-    from gradlab.findings import SEVERITIES, check_runs, default_settings
+    from gradlab.findings import SEVERITIES, check_runs
     from gradlab.findings.finding import severity_rank
 
-    settings = default_settings()
-    if thresholds is not None:
-        settings.apply_file(thresholds)
-    for text in overrides:
-        settings.apply_text(text)
+    settings = findings_settings(overrides, thresholds)
     if list_rules:
         click.echo(rules_table(settings))
         return

@@ -1,4 +1,4 @@
-"""`gradlab report`: figures, tables and a summary from run directories (no torch)."""
+"""`gradlab report`: findings, figures, tables and a summary from run directories (no torch)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from gradlab.cli.shared_options import formats_option, style_option
+from gradlab.cli.shared_options import findings_settings, formats_option, style_option, thresholds_options
 from gradlab.errors import RunInterrupted
 
 
@@ -18,20 +18,29 @@ from gradlab.errors import RunInterrupted
 )  # fmt: skip
 @formats_option
 @style_option
-def report(runs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...], style: str) -> None:
-    """Build paper-style figures, a Table-6-style table and a summary from RUNS.
+@thresholds_options
+def report(runs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...], style: str,
+           overrides: tuple[str, ...], thresholds: Path | None) -> None:
+    """Build findings, paper-style figures, a Table-6-style table and a summary from RUNS.
 
     RUNS are run directories or folders holding them (e.g. runs/degradation), and the
     result folders of `gradlab analyze` and `gradlab lesion`. A run that cannot be read is
     skipped with a warning; the report is built from the others.
+
+    report.md starts with the findings of `gradlab check` (same rules, same --set and
+    --thresholds), each linked to the figure that shows it; data/findings.csv and
+    data/findings.json hold them too.
 
     \b
     Examples:
       gradlab report runs/quick-digits                       # -> reports/quick-digits
       gradlab report runs/quick-digits runs/probes --out reports/all --formats png
       gradlab report runs/my-model --style notebook          # a run of gradlab.watch
+      gradlab report runs/ --set vanishing_gradients.warning=1000 --set loss_spike.enabled=false
     """
     from gradlab.interrupt import StopNow, stop_at_once
+
+    settings = findings_settings(overrides, thresholds)  # a wrong --set fails before any work
 
     try:
         with stop_at_once():  # Ctrl-C or SIGTERM: the drawing child and the half-built folder go
@@ -40,7 +49,7 @@ def report(runs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...], s
 
             if out is not None:
                 check_out_dir(out)
-            result = build_report(list(runs), out, formats=formats, style=style)
+            result = build_report(list(runs), out, formats=formats, style=style, findings_settings=settings)
     except StopNow as e:
         where = out if out is not None else "the report folder"
         raise RunInterrupted(f"report interrupted by {e}; {where} holds the previous report or the new one, "
@@ -50,5 +59,19 @@ def report(runs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...], s
     figures = sum(1 for f in result.files if f.parent.name == "figures")
     click.echo(f"wrote {len(result.files)} files ({figures} figure files) to {result.out_dir}")
     click.echo(f"report: {result.report}")
+    if result.table is not None:  # a report of runs (not of analysis folders alone)
+        click.echo(findings_lines(result.findings))
     for sentence in result.summary:
         click.echo(f"  - {sentence}")
+
+
+def findings_lines(findings) -> str:
+    """How many findings of each severity report.md starts with, then one line each."""
+    if not findings:
+        return "findings: none"
+    counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
+    lines = ["findings (at the top of report.md): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)]
+    for f in findings:
+        when = f", {f.when}" if f.when else ""
+        lines.append(f"  {f.severity.upper():7} {f.rule} in {f.run}{when}: {f.summary}")
+    return "\n".join(lines)

@@ -3,6 +3,8 @@
     @formats_option     --formats pdf,png -> ("pdf", "png")      compare, report, analyze ..., lesion, bench report
     @style_option       --style paper|notebook                    compare, report, analyze ..., lesion
     @norm_act_options   --norm bn|none, --act relu|tanh|sigmoid   train, compare, analyze gradients|spp
+    @thresholds_options --set RULE.KEY=VALUE, --thresholds FILE    check, report
+                        (findings_settings turns their values into the rules' Settings)
 
 The valid formats and styles are the report side's (gradlab.report.files, gradlab.report.style),
 read when a value is checked or a help page is shown: importing a command costs neither
@@ -11,6 +13,8 @@ the model side (the report's commands must not).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -83,3 +87,26 @@ def norm_act_options(f):
                      help="CIFAR plain nets and ResNets: the main path's nonlinearity.")(f)
     return click.option("--norm", type=click.Choice(NORMS), default=None,
                         help="CIFAR plain nets and ResNets: none drops every BatchNorm (He init stays).")(f)
+
+
+def thresholds_options(f):
+    """--set RULE.KEY=VALUE (repeatable) and --thresholds FILE.toml: the findings rules'
+    thresholds; read them with :func:`findings_settings`."""
+    f = click.option("--thresholds", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="A TOML file of [rule] tables of findings thresholds (and enabled = false).")(f)
+    return click.option("--set", "overrides", multiple=True, metavar="RULE.KEY=VALUE",
+                        help="Override a findings threshold, or switch a rule off (RULE.enabled=false); "
+                             "repeatable.")(f)  # fmt: skip
+
+
+def findings_settings(overrides: tuple[str, ...], thresholds: Path | None):
+    """The rules' Settings: the defaults, then the TOML file, then each --set in order (a
+    wrong rule, key or value is a ConfigError naming the ones that exist)."""
+    from gradlab.findings import default_settings  # here: pandas only when a command runs
+
+    settings = default_settings()
+    if thresholds is not None:
+        settings.apply_file(thresholds)
+    for text in overrides:
+        settings.apply_text(text)
+    return settings

@@ -1,9 +1,14 @@
 """Build a report folder from run directories: figures, tables, data and report.md.
 
-    <out>/report.md                 runs, summary, figures (PNG links), table
+    <out>/report.md                 findings, summary, runs, figures (PNG links), table
     <out>/table.md, table.tex       Table 6 style (Markdown, LaTeX booktabs)
     <out>/figures/<name>.<fmt>      one file per figure and format
     <out>/data/*.csv                the tidy numbers behind the figures and table
+    <out>/data/findings.csv, .json  the findings (gradlab.findings), one row per finding
+
+report.md starts with the findings of the runs (the rules of `gradlab check`, with the
+thresholds of ``findings_settings``), grouped by severity, each linked to the figure file
+that shows it (gradlab.report.markdown.findings_section).
 
 The report is built in a folder beside <out> and swapped in whole at the end
 (gradlab.report.staging.staged_folder): a report stopped or killed half-way leaves <out> as it
@@ -18,6 +23,7 @@ analyses); a report of analysis folders alone has just that section (and its pro
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +32,8 @@ from typing import Iterable
 import pandas as pd
 
 from gradlab import families as fam
-from gradlab.errors import ReportError
+from gradlab.errors import ReportError, RunDirError
+from gradlab.findings import Finding, Settings, check_runs, default_settings
 from gradlab.report import analyses as A
 from gradlab.report import collect as C
 from gradlab.report import layer_frames as L
@@ -45,6 +52,9 @@ from gradlab.report.style import depth_palette, get_style, theme
 
 __all__ = ["ReportError", "ReportResult", "build_report"]
 
+FINDINGS_CSV = ["severity", "rule", "run", "layers", "positions", "first_step", "last_step", "when", "summary",
+                "evidence", "explanation", "suggestion", "figure", "figure_file"]  # fmt: skip
+
 
 @dataclass
 class ReportResult:
@@ -52,6 +62,7 @@ class ReportResult:
     files: list[Path] = field(default_factory=list)  # every file written, report.md first
     warnings: list[str] = field(default_factory=list)  # unreadable runs and other problems
     summary: list[str] = field(default_factory=list)  # the sentences of report.md's summary
+    findings: list[Finding] = field(default_factory=list)  # report.md's first section, most severe first
     table: pd.DataFrame | None = None  # the Table-6-style numbers, one row per model
 
     @property
@@ -65,6 +76,7 @@ def build_report(
     formats: str | Iterable[str] = DEFAULT_FORMATS,
     style: str = "paper",
     workers: int | None = None,
+    findings_settings: Settings | None = None,
 ) -> ReportResult:
     """Read the runs under `run_paths` and write a report folder; see the module docstring.
 
@@ -73,6 +85,7 @@ def build_report(
     folder only adds a warning.
     workers: processes drawing figures (None: 2 where fork is available and torch is not
     loaded, else 1).
+    findings_settings: the rules' thresholds (gradlab.findings.Settings; None: the defaults).
     """
     formats = parse_formats(formats)
     look = get_style(style)
@@ -91,7 +104,8 @@ def build_report(
     with staged_folder(out_dir, inputs + run_dirs + analysis_dirs) as stage:
         warnings += stage.warnings
         if runs:
-            result = _runs_report(runs, entries, analysis_jobs, stage.path, formats, look, workers, warnings)
+            settings = findings_settings or default_settings()
+            result = _runs_report(runs, entries, analysis_jobs, stage.path, formats, look, workers, warnings, settings)
         else:
             result = _analyses_only_report(entries, analysis_jobs, stage.path, formats, look, workers, warnings)
     result.files = [out_dir / p.relative_to(stage.path) for p in result.files]
@@ -99,7 +113,8 @@ def build_report(
     return result
 
 
-def _runs_report(runs, entries, analysis_jobs, out_dir: Path, formats, look, workers, warnings) -> ReportResult:
+def _runs_report(runs, entries, analysis_jobs, out_dir: Path, formats, look, workers, warnings,
+                 settings: Settings) -> ReportResult:
     """The report of ``runs`` (and analysis folders' ``entries``), written into ``out_dir``."""
     experiments = sorted({str(r.spec.get("experiment") or "?") for r in runs})
     if len(experiments) > 1:
@@ -118,13 +133,89 @@ def _runs_report(runs, entries, analysis_jobs, out_dir: Path, formats, look, wor
         skipped.append("gradient flow, gradient heatmap and layer responses: no run has layer statistics")
         warnings.append("no layer statistics in any run: gradient-flow, heatmap and response figures skipped")
     _write_data(f, out_dir, files)
+    findings, unchecked = _findings(runs, settings, warnings)
+    shown = [_finding_figure(x, figures, f.flow) for x in findings]
+    _write_findings(findings, shown, out_dir, files)
     sentences = SUM.summarize(f.models, f.flow_models, f.responses, f.phase_labels, C.nonfinite(runs))
-    md = MD.report(runs, f.table, f.finals, f.models, figures, skipped, f.layer_data, warnings, sentences, out_dir)
+    head = MD.findings_section(findings, shown, _rules_in_force(settings), len(runs), out_dir, unchecked)
+    md = MD.report(runs, f.table, f.finals, f.models, figures, skipped, f.layer_data, warnings, sentences, out_dir,
+                   head)  # fmt: skip
     md += MD.analyses(entries, analysis_figures, out_dir)
     write_text(out_dir / "report.md", md, files)
     files.insert(0, files.pop())
     summary = sentences + [s for e in entries for s in e.sentences]
-    return ReportResult(out_dir=out_dir, files=files, warnings=warnings, summary=summary, table=f.models)
+    return ReportResult(out_dir=out_dir, files=files, warnings=warnings, summary=summary, table=f.models,
+                        findings=findings)  # fmt: skip
+
+
+def _findings(runs, settings: Settings, warnings: list[str]) -> tuple[list[Finding], dict[str, str]]:
+    """check_runs on the runs taken together (a rule may compare them), each named by its
+    report key, sorted as `gradlab check` sorts them; and the runs left out, with why: a run
+    whose layer statistics cannot be read (a warning too), and, until RunView gives a run
+    without layer statistics a typed empty frame (nonfinite_onset's np.isfinite fails on its
+    object column, in `gradlab check` too), a run that has none."""
+    checked, unchecked = [], {}
+    for run in runs:
+        try:
+            empty = run.layers.empty
+        except RunDirError as e:
+            unchecked[C.run_key(run)] = "its layer statistics cannot be read"
+            warnings.append(f"findings of {C.run_key(run)} skipped: {e}")
+            continue
+        if empty:
+            unchecked[C.run_key(run)] = "no layer statistics"
+        else:
+            checked.append(run)
+    return check_runs(checked, settings, keys={r.path: C.run_key(r) for r in checked}), unchecked
+
+
+def _rules_in_force(settings: Settings) -> MD.RulesInForce:
+    """Which rules ran, which were off, and the thresholds that differ from their defaults."""
+    changed = [f"{name}.{key}={value:g}" for name, rule in settings.rules.items() if settings.enabled(name)
+               for key, value in settings[name].items() if value != rule.thresholds[key].default]  # fmt: skip
+    on = [name for name in settings.rules if settings.enabled(name)]
+    return MD.RulesInForce(on, sorted(set(settings.rules) - set(on)), changed)
+
+
+def _finding_figure(finding: Finding, figures: list[MD.DrawnFigure], flow: pd.DataFrame) -> MD.FindingFigure:
+    """The drawn figure that shows ``finding``: its figure stem, else the figures of that stem
+    (gradient_flow_<phase>: the phase whose step of the finding's run is nearest its worst or
+    first step), else the logged scalars for "curves" (a run of someone's loop logs a loss
+    but no errors); or why none was drawn."""
+    if finding.figure is None:
+        return MD.FindingFigure(None, "no figure shows it")
+    drawn = {fig.name: fig for fig in figures}
+    if finding.figure in drawn:
+        return MD.FindingFigure(drawn[finding.figure])
+    phases = {f"{finding.figure}_{p}": p for p in L.PHASES if f"{finding.figure}_{p}" in drawn}
+    if phases:
+        rows = flow[flow["run"] == finding.run].groupby("phase")["step"].max()
+        step = finding.extra.get("worst_step", finding.first_step)
+        at = {name: rows[p] for name, p in phases.items() if p in rows.index}
+        if at and step is not None:
+            return MD.FindingFigure(drawn[min(at, key=lambda name: abs(int(at[name]) - int(step)))])
+        return MD.FindingFigure(drawn[next(iter(phases))])
+    if finding.figure == "curves" and "scalars" in drawn:
+        return MD.FindingFigure(drawn["scalars"])
+    return MD.FindingFigure(None, f"this report has no {finding.figure.replace('_', ' ')} figure")
+
+
+def _write_findings(findings: list[Finding], shown: list[MD.FindingFigure], out_dir: Path, files: list[Path]):
+    """data/findings.csv (one row per finding, its layers and positions ;-separated) and
+    data/findings.json (each Finding.to_dict with the figure file that shows it)."""
+    records, rows = [], []
+    for x, fig in zip(findings, shown):
+        link = fig.link(out_dir) or ""
+        records.append({**x.to_dict(), "figure_file": link})
+        rows.append({"severity": x.severity, "rule": x.rule, "run": x.run,
+                     "layers": ";".join(p.layer for p in x.where), "positions": ";".join(str(p.position) for p in x.where),
+                     "first_step": x.first_step, "last_step": x.last_step, "when": x.when, "summary": x.summary,
+                     "evidence": x.evidence, "explanation": x.explanation, "suggestion": x.suggestion,
+                     "figure": x.figure or "", "figure_file": link})  # fmt: skip
+    table = pd.DataFrame(rows, columns=FINDINGS_CSV).astype({"first_step": "Int64", "last_step": "Int64"})
+    write_csv(out_dir / "data" / "findings.csv", table, files)
+    text = json.dumps(records, indent=2, ensure_ascii=False, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    write_text(out_dir / "data" / "findings.json", text + "\n", files)
 
 
 def _frames(runs, warnings: list[str]) -> SimpleNamespace:

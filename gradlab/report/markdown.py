@@ -1,8 +1,9 @@
-"""report.md: the runs, the summary, the figures with their captions, the table, the analyses."""
+"""report.md: the findings, the summary, the runs, the figures with their captions, the table,
+the analyses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +22,80 @@ class DrawnFigure:
     title: str
     caption: str
     paths: dict[str, Path]
+
+
+@dataclass
+class FindingFigure:
+    """The drawn figure that shows a finding, or why there is none."""
+
+    figure: DrawnFigure | None
+    reason: str = ""
+
+    def link(self, out_dir: Path) -> str | None:
+        """The figure's file relative to the report (PNG, else SVG, else its first format)."""
+        if self.figure is None or not self.figure.paths:
+            return None
+        paths = self.figure.paths
+        path = paths.get("png") or paths.get("svg") or next(iter(paths.values()))
+        return path.relative_to(out_dir).as_posix()
+
+
+@dataclass
+class RulesInForce:
+    """The findings rules that ran, those switched off, and thresholds away from their defaults."""
+
+    on: list[str]
+    off: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # "rule.key=value"
+
+
+SEVERITY_HEADINGS = {"error": "Errors", "warning": "Warnings", "info": "Info"}  # the order of the section
+
+
+def findings_section(findings, shown: list[FindingFigure], rules: RulesInForce, n_runs: int, out_dir: Path,
+                     unchecked: dict[str, str] | None = None) -> str:
+    """The "## Findings" section: the findings by severity (errors, warnings, info), one
+    bullet each: rule — run — where — when: summary. Evidence. Why. Try: what to try. (its
+    figure); or one line saying that every rule is silent. ``unchecked``: run -> why the
+    rules did not see it."""
+    lines = ["## Findings", ""]
+    ran = f"every rule ({len(rules.on)})" if not rules.off else (
+        f"every rule switched on ({len(rules.on)} of {len(rules.on) + len(rules.off)}; off: {', '.join(rules.off)})")
+    settings = f" Thresholds changed from their defaults: {', '.join(rules.changed)}." if rules.changed else ""
+    unchecked = unchecked or {}
+    if unchecked:
+        settings += " Not checked: " + "; ".join(f"`{cell(k)}` ({why})" for k, why in unchecked.items()) + "."
+    runs = f"{n_runs - len(unchecked)} of {n_runs} runs" if unchecked else f"{n_runs} run{'s' if n_runs != 1 else ''}"
+    if not findings:
+        these = f"the {runs} checked" if unchecked else "these runs"
+        return "\n".join(lines + [f"No findings: {ran} is silent on {these}.{settings}", "", ""])
+    counts = ", ".join(f"{n} {s}" for s in SEVERITY_HEADINGS if (n := sum(f.severity == s for f in findings)))
+    lines += [f"{len(findings)} finding{'s' if len(findings) != 1 else ''} in {runs} ({counts}), from {ran}; "
+              f"the rules and their thresholds: `gradlab check --rules`.{settings}", ""]  # fmt: skip
+    for severity, heading in SEVERITY_HEADINGS.items():
+        these = [(f, fig) for f, fig in zip(findings, shown) if f.severity == severity]
+        if these:
+            lines += [f"### {heading}", ""] + [finding_line(f, fig, out_dir) for f, fig in these] + [""]
+    return "\n".join(lines) + "\n"
+
+
+def finding_line(finding, shown: FindingFigure, out_dir: Path) -> str:
+    """One finding as a bullet, ending with a link to its figure (or why none was drawn)."""
+    head = " — ".join([f"**{finding.rule}**", f"`{finding.run}`"] + [t for t in (finding.where_text, finding.when) if t])
+    text = [_sentence(finding.summary), _sentence(finding.evidence), _sentence(finding.explanation),
+            "Try: " + _sentence(finding.suggestion, capital=False) if finding.suggestion.strip() else ""]  # fmt: skip
+    link = shown.link(out_dir)
+    text.append(f"([figure: {shown.figure.title}]({link}))" if link else f"(no figure drawn: {shown.reason})")
+    return f"- {head}: " + " ".join(t for t in text if t).replace("\n", " ")
+
+
+def _sentence(text: str, capital: bool = True) -> str:
+    """``text`` with a closing full stop (and a capital first letter)."""
+    text = text.strip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:] if capital else text
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def embed(fig: DrawnFigure, out_dir: Path) -> str:
@@ -96,11 +171,15 @@ def problems(warnings: list[str]) -> list[str]:
     return ["### Problems", ""] + [f"- {cell(w)}" for w in warnings] + [""] if warnings else []
 
 
-def report(runs, table, finals, models, figures, skipped, layer_data, warnings, sentences, out_dir) -> str:
-    """report.md of training runs (the analyses' section is appended by :func:`analyses`)."""
+def report(runs, table, finals, models, figures, skipped, layer_data, warnings, sentences, out_dir,
+           findings: str = "") -> str:
+    """report.md of training runs (the analyses' section is appended by :func:`analyses`);
+    ``findings``: the findings section (:func:`findings_section`), first after the title."""
     experiments = sorted({str(r.spec.get("experiment") or "") for r in runs} - {""})
     title = f"Degradation report: {', '.join(experiments)}" if experiments else "Degradation report"
     lines = [f"# {title}", "", context_line(runs), ""]
+    if findings:
+        lines += [findings.rstrip("\n"), ""]
     lines += ["## Summary", ""] + [f"- {s}" for s in sentences] + [""]
     lines += ["## Runs", "", runs_table(finals, table)]
     lines += [

@@ -1,4 +1,6 @@
-"""A short written summary that states what the numbers show, and only that.
+"""A short written summary that states what the numbers show, and only that: how the
+models compare (degradation, residual against plain nets, Fig. 7's responses). What is
+wrong in a single run is said by the findings (gradlab.findings), above the summary.
 
 Comparisons use final errors per model (mean over seeds). A difference counts only when
 it exceeds a tolerance: the combined seed spread sqrt(std_a² + std_b²) when both models
@@ -135,7 +137,10 @@ def _paired(plain: pd.DataFrame, res: pd.DataFrame) -> list[str]:
 
 
 def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> list[str]:
-    """First-to-last conv gradient-norm ratio in the deepest plain and ResNet, at init and end."""
+    """First-to-last conv gradient-norm ratio in the deepest plain and ResNet, at init and end
+    (He et al.'s pair, compared). Other models get no such sentence: a first-to-last ratio
+    follows one layer out of line, and a gradient exactly 0 has none; the findings at the top
+    of report.md (vanishing_gradients, exploding_gradients, zero_gradients) say it per run."""
     if flow_models.empty:
         return []
     out = []
@@ -167,57 +172,7 @@ def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> l
             s = (f"{when}{f' ({step})' if step else ''}, {what} from the last conv layer to the first "
                  f"{' and '.join(parts)}.")
             out.append(s)
-    return out + other_flow_sentences(flow_models) + zero_gradient_sentences(flow_models)
-
-
-def other_flow_sentences(flow_models: pd.DataFrame) -> list[str]:
-    """The same first-to-last ratios for every model of the other families (someone's own
-    models, gradlab.watch), each at its own first and last recorded step."""
-    others = flow_models[~flow_models["family"].isin((PLAIN, RESNET))]
-    out = []
-    for stat, what in FLOW_STATS.items():
-        for phase, when in (("init", "At the first recorded step"), ("end", "At the last recorded step")):
-            f = others[(others["stat"] == stat) & (others["phase"] == phase)]
-            parts = []
-            for label, line in f.groupby("label", sort=False):
-                ratio = first_last_ratio(line)
-                if ratio is not None:
-                    parts.append(f"{trend_word(ratio)} in {label} (step {int(line['step'].max()):,})")
-            if parts:
-                out.append(f"{when}, {what} from the last layer to the first {'; '.join(parts)}.")
     return out
-
-
-ZERO_GATED = ("fixup", "rezero", "skipinit")  # families whose branches start closed by design
-
-
-def zero_gradient_sentences(flow_models: pd.DataFrame) -> list[str]:
-    """Where a gradient norm is exactly 0, say so: a first-to-last ratio is then undefined,
-    and the log-scale figure leaves those layers out. The cause is named only where it is
-    known: at the first step of a family that zero-initializes a classifier, gate or last BN
-    of a branch (Fixup, ReZero, SkipInit, --zero-init-residual). Later, or elsewhere, a zero
-    may as well be dead units or a diverged net, so no cause is claimed."""
-    if "zero" not in flow_models or not flow_models["zero"].any():
-        return []
-    out = []
-    for stat, what in FLOW_STATS.items():
-        for phase, when in (("init", "At the first recorded step"), ("early", "Early in training"),
-                            ("end", "At the last recorded step")):  # fmt: skip
-            f = flow_models[(flow_models["stat"] == stat) & (flow_models["phase"] == phase)]
-            zeros = [(label, line) for label, line in f.groupby("label", sort=False) if line["zero"].any()]
-            if not zeros:
-                continue
-            parts = [f"{int(line['zero'].sum())} of {len(line)} layers in {label} (step {int(line['step'].max()):,})"
-                     for label, line in zeros]  # fmt: skip
-            gated = phase == "init" and all(_zero_gated(label, line) for label, line in zeros)
-            why = ": a zero-initialized layer or gate blocks it, so" if gated else ";"
-            out.append(f"{when}, {what} is exactly 0 at {'; '.join(parts)}{why} no first-to-last ratio is given there.")
-    return out
-
-
-def _zero_gated(label: str, line: pd.DataFrame) -> bool:
-    """Whether a model's branches start closed by design (its family, or --zero-init-residual)."""
-    return bool(line["family"].isin(ZERO_GATED).all()) or "zero-init" in label
 
 
 def response_sentences(responses: pd.DataFrame) -> list[str]:

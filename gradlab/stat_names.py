@@ -26,6 +26,7 @@ ACT_STD = "act_std"  # on "bn" points: the layer response of He et al. 2015, Fig
 ACT_ZERO_FRAC = "act_zero_frac"  # fraction zeroed by the ReLU after (or producing) a point
 ACT_GRAD_NORM = "act_grad_norm"  # ||dL/dh||_2, the vanishing-gradient curve along depth
 ACT_DEAD_FRAC = "act_dead_frac"  # fraction of units (channels, features) <= 0 for every example: dead ReLUs
+ACT_SAT_FRAC = "act_sat_frac"  # fraction of outputs in the flat tails of the sigmoid/tanh after a point
 
 # per residual block
 BRANCH_RATIO = "branch_ratio"  # ||F(x)|| / ||x||
@@ -34,7 +35,7 @@ PARAM_STATS = (GRAD_NORM, WEIGHT_NORM, GRAD_WEIGHT_RATIO, UPDATE_NORM)
 OUTPUT_STATS = (ACT_MEAN, ACT_STD, ACT_ZERO_FRAC, ACT_GRAD_NORM)
 BLOCK_STATS = (BRANCH_RATIO,)
 DEFAULT_STATS = PARAM_STATS + OUTPUT_STATS + BLOCK_STATS
-OPTIONAL_STATS = (ACT_DEAD_FRAC,)  # recorded when asked for (stats=[...])
+OPTIONAL_STATS = (ACT_DEAD_FRAC, ACT_SAT_FRAC)  # recorded when asked for (stats=[...])
 ALL_STATS = DEFAULT_STATS + OPTIONAL_STATS
 
 

@@ -76,7 +76,8 @@ class Layout:
         output_stats = [s for s in chosen if s.site == T.OUTPUT_SITE]
         points = []
         for i, (point, module) in enumerate(zip(targets.points, targets.modules)):
-            wanted = {n for s in output_stats if s.at(point) for n in s.needs}
+            act = targets.act_next.get(point.name, "")
+            wanted = {n for s in output_stats if s.at(point, act) for n in s.needs}
             if i in branches:
                 wanted.add(T.NORM)
             reductions = tuple((r, cols(1)[0]) for r in T.REDUCTIONS if r in wanted)
@@ -126,8 +127,13 @@ class Layout:
 
 
 def _warn_unrecorded(output_stats: list[Statistic], targets: Targets) -> None:
+    """Warn once about each statistic asked for that no probe point qualifies for (under any
+    of its declarations)."""
+    recorded = {s.name for s in output_stats for p in targets.points if s.at(p, targets.act_next.get(p.name, ""))}
+    warned = set()
     for s in output_stats:
-        if s.at_text and targets.points and not any(s.at(p) for p in targets.points):
+        if s.at_text and targets.points and s.name not in recorded | warned:
+            warned.add(s.name)
             warnings.warn(f"gradlab: {s.name} was asked for, but no probe point is {s.at_text}.", RuntimeWarning,
                           stacklevel=4)
 

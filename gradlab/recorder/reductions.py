@@ -1,4 +1,4 @@
-"""The recorder's reductions: sums, norms and positive counts accumulated in float32.
+"""The recorder's reductions: sums, norms and counts (positive, or beyond ±t) accumulated in float32.
 
 Each works on a whole tensor (``dim=None``: the recorder's hooks, one probe point at a
 time) or row-wise on a stack of samples (``dim=1``: the deferred path, all points of one
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["COUNT_UNIT", "F32", "TINY", "count", "flat", "norm", "row_norms", "total"]
+__all__ = ["COUNT_UNIT", "F32", "TINY", "count", "count_beyond", "flat", "norm", "row_norms", "total"]
 
 F32 = torch.float32
 TINY = torch.finfo(torch.float32).tiny
@@ -85,6 +85,15 @@ def count(src: torch.Tensor, dim: int | None = None, out: torch.Tensor | None = 
     if c.dtype == F32:
         return _sum(c, dim)
     return _sum(c, dim).float() if c.dtype == torch.float64 else _sum(c, dim, F32)
+
+
+def count_beyond(src: torch.Tensor, t: float, dim: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The number of elements with ``|src| > t`` (over ``dim``, or all of src) times
+    ``COUNT_UNIT``, as :func:`count` gives it (``out``: a scratch tensor shaped like src; src
+    is never written). ``|src| - t`` is exact near t (Sterbenz), so its sign is that of the
+    comparison; t is rounded to src's dtype. Three elementwise passes, into ``out``."""
+    a = torch.abs(src, out=out) if out is not None else torch.abs(src)
+    return count(a.sub_(t), dim, out=a)
 
 
 def row_norms(stacked: torch.Tensor) -> torch.Tensor:

@@ -16,11 +16,25 @@ read an output's sum), and a value several points see is reduced once. The raw v
 To add a statistic: name it in gradlab.stat_names and declare it here (a new reduction of
 the output comes with it: its whole-tensor and row-wise forms). Nothing else changes: the
 layout gives it columns where it applies, the hooks reduce what it needs, derive turns
-the columns into its rows.
+the columns into its rows. (Where it is recorded is its ``at``: a test of the probe point
+and of the saturating activation gradlab.recorder.targets found after it.)
+
+act_sat_frac, the fraction of outputs in a saturating activation's flat tails, is measured on
+the point's output x, the activation's input: sigma(x) < 0.01 or > 0.99 exactly when
+|x| > ln 99 = 4.5951, and |tanh(x)| > 0.99 when |x| > atanh(0.99) = ln(199)/2 = 2.6467 (a
+float32 sigma(x) or tanh(x) compared with the bound may disagree for x within ~1e-5 of it).
+The bounds are the usual convention, outputs within 1% of the ends of the range, and
+where they put the tails: there the slope is sigma'(x) = sigma(1 - sigma) < 0.0099, 3.96% of
+sigma'(0) = 1/4, and tanh'(x) = 1 - tanh^2 < 0.0199, 1.99% of tanh'(0) = 1: a gradient
+through such a unit shrinks more than 100-fold (sigmoid) or 50-fold (tanh). Saturation of
+sigmoid and tanh layers is what Glorot & Bengio (2010, "Understanding the difficulty of
+training deep feedforward neural networks", sec. 3) watched: the top sigmoid layer driven to
+0 early in training, tanh layers saturating one after another from the first.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,10 +43,10 @@ import torch
 
 from gradlab import stat_names as S
 from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, ProbePoint
-from gradlab.recorder.reductions import COUNT_UNIT, F32, count, flat, norm, total
+from gradlab.recorder.reductions import COUNT_UNIT, F32, count, count_beyond, flat, norm, total
 
-__all__ = ["BLOCK_SITE", "COUNT", "DEAD", "GRAD", "NORM", "OUTPUT_SITE", "PARAM_SITE", "REDUCTIONS", "STATISTICS",
-           "SUM", "Reduction", "Statistic", "selected"]  # fmt: skip
+__all__ = ["BLOCK_SITE", "COUNT", "DEAD", "GRAD", "NORM", "OUTPUT_SITE", "PARAM_SITE", "REDUCTIONS", "SATURATES_AT",
+           "SAT_SIGMOID", "SAT_TANH", "STATISTICS", "SUM", "Reduction", "Statistic", "selected"]  # fmt: skip
 
 PARAM_SITE, OUTPUT_SITE, BLOCK_SITE = "param", "output", "block"
 
@@ -92,19 +106,39 @@ def _dead_rows(x, channel_first):
     return _dead_fraction(x, 2 if channel_first else x.dim() - 1, keep=(0,))
 
 
+# |x| beyond which the activation applied to x is in a flat tail (the module docstring)
+SATURATES_AT = {"sigmoid": math.log(99.0), "tanh": math.atanh(0.99)}
+
+
+def _beyond(t: float) -> tuple[Callable, Callable]:
+    """whole and rows of the count of elements with |h| > t (in COUNT_UNITs)."""
+
+    def whole(h, scratch, channel_first):
+        f = flat(h)
+        return count_beyond(h, t) if f is None else count_beyond(f, t, out=scratch(f))
+
+    return whole, lambda x, cf: count_beyond(x, t, dim=_rest(x))
+
+
 SUM = Reduction("sum", lambda h, scratch, cf: total(h), lambda x, cf: total(x, dim=_rest(x)), from_batchnorm=True)
 NORM = Reduction("norm", lambda h, scratch, cf: norm(h), lambda x, cf: norm(x, dim=_rest(x)), from_batchnorm=True)
 COUNT = Reduction("count", _count_whole, lambda x, cf: count(x, dim=_rest(x)))  # elements > 0, times COUNT_UNIT
 DEAD = Reduction("dead", _dead_whole, _dead_rows)  # fraction of units <= 0 for every example
-REDUCTIONS = (SUM, NORM, COUNT, DEAD)  # (their order: the deferred path's order of work)
+SAT_SIGMOID = Reduction("sat_sigmoid", *_beyond(SATURATES_AT["sigmoid"]))  # elements |x| > ln 99
+SAT_TANH = Reduction("sat_tanh", *_beyond(SATURATES_AT["tanh"]))  # elements |x| > atanh(0.99)
+REDUCTIONS = (SUM, NORM, COUNT, DEAD, SAT_SIGMOID, SAT_TANH)  # (their order: the deferred path's order of work)
 
 
-def _everywhere(point: ProbePoint) -> bool:
+def _everywhere(point: ProbePoint, act: str) -> bool:
     return True
 
 
-def _next_to_relu(point: ProbePoint) -> bool:
+def _next_to_relu(point: ProbePoint, act: str) -> bool:
     return point.next_to_relu
+
+
+def _before(name: str) -> Callable[[ProbePoint, str], bool]:
+    return lambda point, act: act == name
 
 
 @dataclass(frozen=True)
@@ -112,14 +146,17 @@ class Statistic:
     """One statistic: ``needs`` are raw values at its ``site`` (Reductions of the output, or
     the names above); ``derive(raw)`` makes its values from them, ``raw[name]`` being a
     [steps, sites] float64 array (``raw.numel``: the elements each output's sums cover);
-    ``at`` says at which probe points it is recorded (output statistics), ``at_text`` how
-    to say so when none qualifies."""
+    ``at(point, act)`` says at which probe points it is recorded (output statistics; ``act``:
+    the saturating activation that follows the point, "sigmoid", "tanh" or "":
+    ``Targets.act_next``), ``at_text`` how to say so when none qualifies. A name may be
+    declared more than once, for points that measure it differently (act_sat_frac: one bound
+    per activation); each point qualifies for one of them at most."""
 
     name: str
     site: str
     needs: tuple
     derive: Callable[["object"], np.ndarray]
-    at: Callable[[ProbePoint], bool] = _everywhere
+    at: Callable[[ProbePoint, str], bool] = _everywhere
     at_text: str = ""
 
     @property
@@ -138,6 +175,15 @@ RELU_TEXT = ("next to a ReLU (an nn.ReLU module right after it in an nn.Sequenti
              "ReLU), so it will not be recorded. A ReLU applied as F.relu in forward is invisible to the "
              "default probe points: use nn.ReLU modules, or give the model probe_points()")
 
+SAT_TEXT = ("followed by a sigmoid or tanh (an nn.Sigmoid or nn.Tanh module right after it in an nn.Sequential), "
+            "so it will not be recorded. One applied as torch.sigmoid/torch.tanh in forward (as in the zoo's "
+            "act='sigmoid'/'tanh' nets) is invisible to the recorder: use nn.Sigmoid/nn.Tanh modules")
+
+
+def _fraction(reduction: Reduction) -> Callable:
+    return lambda r: np.rint(r[reduction] / COUNT_UNIT) / r.numel
+
+
 STATISTICS = (
     Statistic(S.GRAD_NORM, PARAM_SITE, (P_GRAD,), lambda r: r[P_GRAD]),
     Statistic(S.WEIGHT_NORM, PARAM_SITE, (P_WEIGHT,), lambda r: r[P_WEIGHT]),
@@ -152,6 +198,9 @@ STATISTICS = (
     Statistic(S.ACT_GRAD_NORM, OUTPUT_SITE, (GRAD,), lambda r: r[GRAD]),
     Statistic(S.BRANCH_RATIO, BLOCK_SITE, (BRANCH_NORM, INPUT_NORM), lambda r: r[BRANCH_NORM] / r[INPUT_NORM]),
     Statistic(S.ACT_DEAD_FRAC, OUTPUT_SITE, (DEAD,), lambda r: r[DEAD], at=_next_to_relu, at_text=RELU_TEXT),
+    Statistic(S.ACT_SAT_FRAC, OUTPUT_SITE, (SAT_SIGMOID,), _fraction(SAT_SIGMOID), at=_before("sigmoid"),
+              at_text=SAT_TEXT),
+    Statistic(S.ACT_SAT_FRAC, OUTPUT_SITE, (SAT_TANH,), _fraction(SAT_TANH), at=_before("tanh"), at_text=SAT_TEXT),
 )
 
 

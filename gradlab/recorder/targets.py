@@ -17,6 +17,10 @@ Resolution rules:
   ReLU applied as ``F.relu`` in forward is invisible here), and ``bn_next=True`` when it is
   a BatchNorm's (its output then goes to that BatchNorm only, which the recorder reads it
   from).
+* Whatever its points came from, a point is followed by a saturating activation
+  (``Targets.act_next``: "sigmoid" or "tanh", where act_sat_frac is recorded) when the next
+  module of its ``nn.Sequential`` is an ``nn.Sigmoid`` or ``nn.Tanh``; one applied as a
+  function in forward (the zoo's ``act="sigmoid"``) is invisible here.
 * ``include`` / ``exclude``: glob patterns (``fnmatch``) on module names choose which points
   are watched, and which modules' parameters: a point or parameter is kept when its module
   matches some ``include`` pattern (all, without one) and no ``exclude`` pattern.
@@ -32,7 +36,7 @@ Resolution rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Iterable
 
@@ -50,6 +54,7 @@ __all__ = [
     "default_probe_points",
     "description",
     "resolve",
+    "saturating_next",
     "strip_prefixes",
     "unwrap",
 ]
@@ -97,6 +102,7 @@ class Targets:
     blocks: list[BlockTarget]
     params: list[ParamTarget]
     from_model: bool  # True when the points came from model.probe_points()
+    act_next: dict[str, str] = field(default_factory=dict)  # point name -> "sigmoid" | "tanh" applied next
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -171,6 +177,23 @@ def default_probe_points(model: nn.Module) -> list[ProbePoint]:
                 ProbePoint(name, len(points), kind, relu_after=name in relu_next, bn_next=kind != BN and name in bn_next)
             )
     return points
+
+
+_SATURATING = ((nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh"))
+
+
+def saturating_next(model: nn.Module) -> dict[str, str]:
+    """Module name -> "sigmoid" | "tanh", for each child of an ``nn.Sequential`` whose next
+    sibling is an ``nn.Sigmoid`` or ``nn.Tanh`` (its output is that activation's input)."""
+    found = {}
+    for parent_name, parent in model.named_modules():
+        if isinstance(parent, nn.Sequential):
+            children = list(parent.named_children())
+            for (name, _), (_, nxt) in zip(children, children[1:]):
+                act = next((a for t, a in _SATURATING if isinstance(nxt, t)), None)
+                if act is not None:
+                    found[f"{parent_name}.{name}" if parent_name else name] = act
+    return found
 
 
 def _model_probe_points(inner: nn.Module) -> list[ProbePoint] | None:
@@ -255,7 +278,9 @@ def resolve(model: nn.Module, include: Iterable[str] | str | None = None,
         names = [n for n, m in inner.named_modules() if n and module_kind(m)][:4]
         raise RecorderError(f"include={include!r} / exclude={exclude!r} leave nothing to watch in "
                             f"{type(inner).__name__}; patterns match module names such as {', '.join(names) or '(none)'}.")
-    return Targets(inner, points, modules, blocks, params, from_model)
+    act_next = saturating_next(inner)
+    act_next = {p.name: act_next[p.name] for p in points if p.name in act_next}
+    return Targets(inner, points, modules, blocks, params, from_model, act_next)
 
 
 def description(name: str, targets: Targets) -> dict:

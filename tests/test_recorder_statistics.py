@@ -89,10 +89,10 @@ def test_a_model_with_every_parameter_frozen_records_its_activations():
 def test_watch_names_every_recorder_option_keyword_only():
     watch_params = inspect.signature(gradlab.watch).parameters
     recorder_params = inspect.signature(Recorder.__init__).parameters
-    assert list(watch_params) == [p for p in recorder_params if p != "self"]
+    assert list(watch_params) == [p for p in recorder_params if p != "self"] + ["findings"]  # watch's own: the rules
     for name, p in watch_params.items():
         assert p.kind != p.VAR_KEYWORD
-        if name != "model":
+        if name not in ("model", "findings"):
             assert p.kind == p.KEYWORD_ONLY and p.default == recorder_params[name].default, name
     with pytest.raises(TypeError):
         gradlab.watch(nn.Linear(2, 2), 10)  # every= must be named

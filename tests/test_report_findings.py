@@ -219,14 +219,19 @@ def test_a_finding_without_its_figure_says_why(tmp_path):
     assert np.isfinite(spike.first_step)
 
 
-def test_a_run_the_rules_did_not_see_is_named(tmp_path):
-    """A run without layer statistics is left out of the findings (for now: the rules fail on
-    it, see report/build.py _findings), and the section says so rather than calling it healthy."""
+def test_a_run_the_rules_could_not_read_is_named_and_one_without_layers_is_checked(tmp_path):
+    """A run without layer statistics is checked on what it has (its loss, its errors); one
+    whose layer table is damaged is named as not checked, never called healthy."""
     from gradlab.bench import synthetic_runs as F
+    from tests.damage import truncate_file
 
     write_run(tmp_path / "runs", "ok", *healthy())
-    bare = F.make_run(tmp_path / "runs", "plain", 20, layers=False)
+    F.make_run(tmp_path / "runs", "plain", 20, layers=False)
     result = build_report([tmp_path / "runs"], tmp_path / "rep", formats="png", workers=1)
     md = result.report.read_text(encoding="utf-8")
-    assert (f"No findings: every rule ({len(RULES)}) is silent on the 1 of 2 runs checked. "
-            f"Not checked: `{bare.name}` (no layer statistics).") in md  # fmt: skip
+    assert f"No findings: every rule ({len(RULES)}) is silent on these runs." in md and "Not checked" not in md
+    damaged = F.make_run(tmp_path / "runs", "resnet", 20)
+    truncate_file(damaged / "layers.parquet")
+    result = build_report([tmp_path / "runs"], tmp_path / "rep2", formats="png", workers=1)
+    md = result.report.read_text(encoding="utf-8")
+    assert f"Not checked: `{damaged.name}` (its layer statistics cannot be read)." in md

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 
 from gradlab import runs as R
-from gradlab import stat_names as S
 from gradlab.report import collect as C
 from gradlab.report import summary as SUM
 from gradlab.report import tables as T
@@ -149,39 +148,9 @@ def test_summary_names_unfinished_runs():
     assert "Not finished: plain-56 (diverged @ step 1200)." in text
 
 
-def test_gradient_flow_sentence_uses_first_to_last_conv_ratio_at_init():
-    rows = []
-    for family, first in (("plain", 0.001), ("resnet", 0.5)):
-        for pos, kind, value in ((1, "conv", first), (2, "conv", 0.7), (3, "conv", 1.0), (4, "fc", 9.0)):
-            rows.append({"family": family, "depth": 110, "label": f"{'plain' if family == 'plain' else 'ResNet'}-110",
-                         "phase": "init", "stat": S.GRAD_NORM, "position": pos, "kind": kind, "step": 0,
-                         "n": 1, "value": value})  # fmt: skip
-    flow = pd.DataFrame(rows)
-    text = " ".join(SUM.flow_sentences(flow, {"init": "step 0"}))
-    assert ("At initialization (step 0), ‖∂L/∂W‖ from the last conv layer to the first shrinks 1,000× (vanishing "
-            "towards the input) in plain-110 and shrinks 2× (vanishing towards the input) in ResNet-110.") in text  # fmt: skip
-    exploding = flow.assign(value=np.where(flow["position"] == 1, 1000.0, flow["value"]))
-    assert "grows 1,000× (exploding towards the input) in plain-110" in " ".join(SUM.flow_sentences(exploding, {}))
-    flat = flow.assign(value=np.where(flow["position"] == 1, 0.8, flow["value"]))
-    assert "changes 0.8× (within 2×: neither vanishing nor exploding) in plain-110" in " ".join(
-        SUM.flow_sentences(flat, {}))
-
-
 def test_no_evaluation_yet():
     models = pd.DataFrame([model_row("plain", 20, np.nan, np.nan)])
     assert SUM.summarize(models) == ["No run has evaluated yet: there are no final errors to compare."]
-
-
-def test_gradient_flow_is_not_compared_across_different_depths():
-    rows = [
-        {"family": fam, "depth": d, "label": lab, "phase": "init", "stat": S.GRAD_NORM, "position": pos,
-         "kind": "conv", "step": 0, "n": 1, "value": v}
-        for fam, d, lab, first in (("plain", 20, "plain-20", 0.01), ("resnet", 56, "ResNet-56", 0.9))
-        for pos, v in ((1, first), (2, 1.0))
-    ]  # fmt: skip
-    (sentence,) = SUM.flow_sentences(pd.DataFrame(rows), {})
-    assert ("shrinks 100× (vanishing towards the input) in plain-20 and changes 0.9× (within 2×: neither "
-            "vanishing nor exploding) in ResNet-56.") in sentence
 
 
 def test_equal_layer_responses_are_not_called_smaller():

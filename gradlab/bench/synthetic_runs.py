@@ -210,8 +210,8 @@ def make_layers(
     for pname, owner, _ in _param_shapes(points):
         p = pos.get(owner.name, 0)
         for st in S.PARAM_STATS:
-            if st in stats:
-                row(pname, owner, st, p, 1.0 + 0.01 * owner.index)
+            if st in stats:  # an update a thousandth of its weight between records, as healthy nets move
+                row(pname, owner, st, p, 1e-3 if st == S.UPDATE_NORM else 1.0 + 0.01 * owner.index)
     for owner in points:
         if owner.kind == BLOCK:
             if S.BRANCH_RATIO in stats and family == RESNET:

@@ -19,7 +19,7 @@ from gradlab.findings.engine import check_runs, default_settings
 from gradlab.findings.finding import SEVERITIES, Finding, severity_rank
 from gradlab.findings.thresholds import Settings
 
-__all__ = ["FindingStop", "FindingWarning", "LiveFindings", "live_findings"]
+__all__ = ["FindingStop", "FindingWarning", "LiveFindings", "live_findings", "wired"]
 
 
 class FindingWarning(UserWarning):
@@ -81,3 +81,18 @@ def live_findings(findings) -> LiveFindings | None:
     if isinstance(findings, LiveFindings):
         return findings
     return LiveFindings("warn" if findings is True else findings)
+
+
+def wired(findings, run_dir, callbacks) -> tuple[LiveFindings | None, tuple]:
+    """The LiveFindings of a recorder's ``findings=`` option and the callbacks its run
+    directory gets with it (a RunWriter given as run_dir takes it among its own); the
+    recorder then sets ``live.forward`` to its writer's callbacks."""
+    live = live_findings(findings)
+    if live is None:
+        return None, tuple(callbacks)
+    if run_dir is None:
+        raise RecorderError("findings are concluded from a run directory: give watch() a run_dir as well")
+    if hasattr(run_dir, "callbacks"):  # a RunWriter made beforehand
+        run_dir.callbacks.callbacks.append(live)
+        return live, tuple(callbacks)
+    return live, (*callbacks, live)

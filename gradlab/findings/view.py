@@ -32,7 +32,10 @@ class RunView:
         """step, layer, position, kind, role, stat, value (layer as str)."""
         rows = self.run.layers
         if rows.empty:
-            return pd.DataFrame(columns=["step", "layer", "position", "kind", "role", "stat", "value"])
+            return pd.DataFrame({"step": np.empty(0, np.int64), "layer": np.empty(0, object),
+                                 "position": np.empty(0, np.int64), "kind": np.empty(0, object),
+                                 "role": np.empty(0, object), "stat": np.empty(0, object),
+                                 "value": np.empty(0, np.float64)})  # fmt: skip
         roles = {p["name"]: p.get("role") or MAIN for p in self.run.model.get("probe_points") or []}
         out = pd.DataFrame({
             "step": rows["step"].to_numpy(np.int64),

@@ -439,16 +439,9 @@ def watch(
     interrupted and resumes); a function of a Finding; or a gradlab.findings.LiveFindings
     with its own thresholds and action (docs/findings.md).
     """
-    from gradlab.findings.live import live_findings
+    from gradlab.findings.live import wired
 
-    live = live_findings(findings)
-    if live is not None:
-        if run_dir is None:
-            raise RecorderError("findings are concluded from a run directory: give watch() a run_dir as well")
-        if isinstance(run_dir, RunWriter):
-            run_dir.callbacks.callbacks.append(live)
-        else:
-            callbacks = (*callbacks, live)
+    live, callbacks = wired(findings, run_dir, callbacks)
     rec = Recorder(
         model, every=every, stats=stats, dense_until=dense_until, dense_every=dense_every, histograms=histograms,
         schedule=schedule, hist_every=hist_every, buffer_steps=buffer_steps, cpu_threads=cpu_threads,

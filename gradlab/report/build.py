@@ -151,21 +151,17 @@ def _runs_report(runs, entries, analysis_jobs, out_dir: Path, formats, look, wor
 def _findings(runs, settings: Settings, warnings: list[str]) -> tuple[list[Finding], dict[str, str]]:
     """check_runs on the runs taken together (a rule may compare them), each named by its
     report key, sorted as `gradlab check` sorts them; and the runs left out, with why: a run
-    whose layer statistics cannot be read (a warning too), and, until RunView gives a run
-    without layer statistics a typed empty frame (nonfinite_onset's np.isfinite fails on its
-    object column, in `gradlab check` too), a run that has none."""
+    whose layer statistics cannot be read (a warning too). A run without layer statistics is
+    checked on what it has (its loss, its final errors)."""
     checked, unchecked = [], {}
     for run in runs:
         try:
-            empty = run.layers.empty
+            run.layers
         except RunDirError as e:
             unchecked[C.run_key(run)] = "its layer statistics cannot be read"
             warnings.append(f"findings of {C.run_key(run)} skipped: {e}")
             continue
-        if empty:
-            unchecked[C.run_key(run)] = "no layer statistics"
-        else:
-            checked.append(run)
+        checked.append(run)
     return check_runs(checked, settings, keys={r.path: C.run_key(r) for r in checked}), unchecked
 
 

@@ -14,11 +14,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from gradlab import stat_names as S
-from gradlab.along_depth import first_last_ratio
 from gradlab import families as fam
 from gradlab.families import PLAIN, RESNET
-from gradlab.report.wording import FLOW_STATS, fmt_pair, fmt_pct, fmt_std, pct, trend_word
+from gradlab.report.wording import fmt_pair, fmt_pct, fmt_std, pct
 
 SINGLE_RUN_TOLERANCE = 0.005  # 0.5 percentage points, as a fraction
 RESPONSE_TOLERANCE = 0.05  # mean responses within 5 % are "about the same"
@@ -136,45 +134,6 @@ def _paired(plain: pd.DataFrame, res: pd.DataFrame) -> list[str]:
     ]
 
 
-def flow_sentences(flow_models: pd.DataFrame, phase_labels: dict[str, str]) -> list[str]:
-    """First-to-last conv gradient-norm ratio in the deepest plain and ResNet, at init and end
-    (He et al.'s pair, compared). Other models get no such sentence: a first-to-last ratio
-    follows one layer out of line, and a gradient exactly 0 has none; the findings at the top
-    of report.md (vanishing_gradients, exploding_gradients, zero_gradients) say it per run."""
-    if flow_models.empty:
-        return []
-    out = []
-    for stat, what in FLOW_STATS.items():
-        f = flow_models[flow_models["stat"] == stat]
-        if f.empty:
-            continue
-        depths = {family: set(f.loc[f["family"] == family, "depth"]) for family in (PLAIN, RESNET)}
-        shared = depths[PLAIN] & depths[RESNET]
-        for phase in ("init", "end") if stat == S.GRAD_NORM else ("init",):
-            ratios = {}
-            for family in (PLAIN, RESNET):
-                pool = shared or depths[family]
-                if not pool:
-                    continue
-                d = max(pool)
-                line = f[(f["family"] == family) & (f["depth"] == d) & (f["phase"] == phase)]
-                ratio = first_last_ratio(line)
-                if ratio is not None:
-                    ratios[family] = (line["label"].iloc[0], ratio)
-            if not ratios:
-                continue
-            when = "At initialization" if phase == "init" else "At the end of training"
-            steps = sorted(
-                {int(f[(f["label"] == label) & (f["phase"] == phase)]["step"].max()) for label, _ in ratios.values()}
-            )
-            step = "step " + " and ".join(f"{x:,}" for x in steps) if steps else phase_labels.get(phase, "")
-            parts = [f"{trend_word(r)} in {label}" for label, r in ratios.values()]
-            s = (f"{when}{f' ({step})' if step else ''}, {what} from the last conv layer to the first "
-                 f"{' and '.join(parts)}.")
-            out.append(s)
-    return out
-
-
 def response_sentences(responses: pd.DataFrame) -> list[str]:
     """Fig. 7's claims, checked: ResNet responses smaller than plain ones; smaller when deeper."""
     if responses.empty:
@@ -238,8 +197,6 @@ def summarize(
         )
     if evaluated:
         out += degradation_sentences(models)
-    if flow_models is not None:
-        out += flow_sentences(flow_models, phase_labels or {})
     if responses is not None:
         out += response_sentences(responses)
     out += nonfinite_sentences(list(nonfinite))

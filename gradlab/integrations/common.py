@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gradlab.findings.live import FindingStop, live_findings
+from gradlab.findings.live import FindingStop, wired
 from gradlab.recorder import Recorder
 from gradlab.tracking.common import finite
 
@@ -20,14 +20,13 @@ def start_recorder(model, run_dir, default_dir: Path, step: int, options: dict) 
     options = dict(options)
     resume = options.pop("resume", step > 0)
     tensorboard = options.pop("tensorboard", None)
-    live = live_findings(options.pop("findings", None))
-    if live is not None:
-        options["callbacks"] = [*options.get("callbacks", ()), live]
     if tensorboard is not None:
         from gradlab.tracking import TensorBoardTracker, check_log_dir
 
         options["callbacks"] = [*options.get("callbacks", ()), TensorBoardTracker(check_log_dir(tensorboard))]
-    rec = Recorder(model, run_dir=Path(run_dir) if run_dir is not None else default_dir, resume=resume, **options)
+    run_dir = Path(run_dir) if run_dir is not None else default_dir
+    live, options["callbacks"] = wired(options.pop("findings", None), run_dir, options.get("callbacks", ()))
+    rec = Recorder(model, run_dir=run_dir, resume=resume, **options)
     if live is not None:
         live.forward = rec._writer.callbacks
     rec.start()

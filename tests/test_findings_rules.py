@@ -168,3 +168,28 @@ def test_degradation_within_a_family_beyond_the_margin_or_the_seed_noise(tmp_pat
         make_run(tmp_path / "seeds", "resnet", 20, seed, 60, final_train_err=e20)
         make_run(tmp_path / "seeds", "resnet", 56, seed, 60, final_train_err=e56)
     assert [x for x in check_runs(R.load(tmp_path / "seeds")) if x.rule == "degradation"] == []  # within the noise
+
+
+def _sigmoid_run(run_dir, scale):
+    import torch
+    import torch.nn as nn
+
+    import gradlab
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.Sigmoid(), nn.Linear(32, 32), nn.Sigmoid(), nn.Linear(32, 2))
+    with torch.no_grad():
+        for layer in model[::2]:
+            layer.weight.mul_(scale)
+    with gradlab.watch(model, run_dir=run_dir, every=1, stats=S.DEFAULT_STATS + (S.ACT_SAT_FRAC,)) as rec:
+        for step in range(5):
+            model.zero_grad()
+            model(torch.randn(16, 8)).pow(2).mean().backward()
+            rec.step(step)
+    return run_dir
+
+
+def test_saturated_sigmoids_are_named_where_they_saturate_and_default_inits_are_not(tmp_path):
+    (f,) = found(_sigmoid_run(tmp_path / "big", 20.0), "saturation")
+    assert f.severity in (WARNING, ERROR) and [p.layer for p in f.where][0] in ("0", "2")
+    assert found(_sigmoid_run(tmp_path / "default", 1.0), "saturation") == []

@@ -112,7 +112,7 @@ def test_dead_units_are_named_from_half_the_units_and_an_error_from_nine_in_ten(
 def test_updates_too_large_and_layers_that_do_not_move(tmp_path):
     stats, loss = healthy()
     updates = stats[S.UPDATE_NORM].copy()
-    updates[15:, 1] = 3.0  # 1.5x a weight of norm 2 per step
+    updates[15:, 1] = 30.0  # 15x a weight of norm 2 per step
     updates[1:, 6] = 0.0  # frozen, though its gradient is not zero
     stats[S.UPDATE_NORM] = updates
     run = write_run(tmp_path, "r", stats, loss)
@@ -149,11 +149,12 @@ def test_activations_that_grow_or_collapse_along_depth(tmp_path, per_layer, word
 def test_a_loss_that_does_not_fall_is_named_and_a_short_or_falling_one_is_not(tmp_path):
     stats, _ = healthy()
     flat = np.full(30, 2.30) + np.random.default_rng(0).normal(0, 0.01, 30)
-    (f,) = found(write_run(tmp_path, "flat", stats, flat), "loss_not_decreasing")
+    every10 = np.arange(30) * 10  # 290 steps logged
+    (f,) = found(write_run(tmp_path, "flat", stats, flat, steps=every10), "loss_not_decreasing")
     assert f.severity == WARNING and f.summary.startswith("the loss does not decrease: 2.3")
-    assert found(write_run(tmp_path, "falls", stats, np.linspace(2.3, 2.0, 30)), "loss_not_decreasing") == []
-    short = {k: v[:8] for k, v in stats.items()}
-    assert found(write_run(tmp_path, "short", short, np.full(8, 2.3)), "loss_not_decreasing") == []
+    falls = np.linspace(2.3, 1.5, 30)  # 35 %
+    assert found(write_run(tmp_path, "falls", stats, falls, steps=every10), "loss_not_decreasing") == []
+    assert found(write_run(tmp_path, "short", stats, flat), "loss_not_decreasing") == []  # 29 steps: too early
 
 
 def test_degradation_within_a_family_beyond_the_margin_or_the_seed_noise(tmp_path):
@@ -193,3 +194,25 @@ def test_saturated_sigmoids_are_named_where_they_saturate_and_default_inits_are_
     (f,) = found(_sigmoid_run(tmp_path / "big", 20.0), "saturation")
     assert f.severity in (WARNING, ERROR) and [p.layer for p in f.where][0] in ("0", "2")
     assert found(_sigmoid_run(tmp_path / "default", 1.0), "saturation") == []
+
+
+def test_gradients_that_grow_while_the_loss_falls_are_a_branch_opening_not_an_explosion(tmp_path):
+    stats, loss = healthy()
+    grads = stats[S.GRAD_NORM].copy()
+    grads[10:] *= 1e5  # a Fixup branch opening from zero ...
+    stats[S.GRAD_NORM] = grads
+    assert found(write_run(tmp_path, "opens", stats, loss), "exploding_gradients") == []  # ... while the loss falls
+    rising = np.linspace(2.0, 0.5, 30)
+    rising[10:] = 50.0
+    (f,) = found(write_run(tmp_path, "blows", stats, rising), "exploding_gradients")
+    assert f.extra["over"] == "time" and f.first_step == 10 and f.severity == WARNING
+
+
+def test_a_weight_growing_from_zero_has_no_update_ratio_yet(tmp_path):
+    stats, loss = healthy()
+    weights = stats[S.WEIGHT_NORM].copy()
+    weights[:, 3] = np.linspace(0.0, 2.0, 30)  # a zero-initialized conv (Fixup) growing
+    updates = stats[S.UPDATE_NORM].copy()
+    updates[1:, 3] = 2.0 / 29
+    stats[S.WEIGHT_NORM], stats[S.UPDATE_NORM] = weights, updates
+    assert found(write_run(tmp_path, "r", stats, loss), "update_ratio") == []

@@ -73,12 +73,14 @@ class RunView:
 
     def matrices(self, layers) -> list[str]:
         """Those of ``layers`` that are weight matrices or kernels (two or more dimensions, as
-        spec.json's parameter shapes say; without shapes, all but the ``.bias`` ones): the
-        ones whose norms compare; gains, biases and gates may start at or near zero."""
+        spec.json's parameter shapes say; without them, the ``.weight`` of conv and linear
+        layers): the ones whose norms compare; gains, biases, scales and gates may start at
+        or near zero."""
         shapes = {p["name"]: p.get("shape") for p in self.run.model.get("parameters") or []}
         if shapes:
             return [x for x in layers if len(shapes.get(x) or ()) >= 2]
-        return [x for x in layers if not str(x).endswith(".bias")]
+        weighted = set(self.layers.loc[self.layers["kind"].isin(("conv", "fc")), "layer"])  # a zoo net: by owner
+        return [x for x in layers if str(x).endswith(".weight") and x in weighted]
 
     def table(self, name: str, main_path: bool = True) -> pd.DataFrame:
         """One statistic as a step × layer frame, layers in depth order."""

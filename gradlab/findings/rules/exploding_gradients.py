@@ -14,7 +14,8 @@ from gradlab.findings.rules import gradient_trend as G
 from gradlab.findings.thresholds import Threshold
 
 SUITE = ("gradlab's calibration: healthy runs of the pathology suite grow at most 11x over their first records "
-         "(2026-12-06), a learning rate 150x too high 1.3e7x within 4 steps")  # fmt: skip
+         "(Fixup and ReZero on digits up to 1e9x as their branches open, with a falling loss, which the rule "
+         "leaves alone; 2026-12-06), a learning rate 150x too high 1.3e7x within 4 steps")  # fmt: skip
 THRESHOLDS = {
     **G.THRESHOLDS,
     "growth": Threshold(1e3, "growth of the median ||dL/dW|| over its first records that is a warning", SUITE),
@@ -39,7 +40,7 @@ def over_time(view, th) -> list[Finding]:
         return []
     growth = median / base
     spans = [(a, b) for a, b in episodes(growth >= th["growth"]) if b > a]  # two records at least: one is a spike
-    if not spans:
+    if not spans or not _loss_rises(view, spans[0][0], spans[-1][1]):
         return []
     first, last = spans[0][0], spans[-1][1]
     worst_step = growth.loc[first:last].idxmax()
@@ -56,6 +57,17 @@ def over_time(view, th) -> list[Finding]:
         where=view.places(movers.index), first_step=int(first), last_step=int(last), figure="gradient_heatmap",
         extra={"factor": worst, "over": "time"},
     )]  # fmt: skip
+
+
+def _loss_rises(view, first: int, last: int) -> bool:
+    """Whether the loss logged within [first, last] exceeds its first logged value: gradients
+    that grow while the loss falls are a net growing into its task (a Fixup or ReZero branch
+    opening from zero), not an explosion."""
+    loss = view.loss
+    if loss.empty:
+        return False
+    during = loss[(loss.index >= first) & (loss.index <= last)]
+    return bool(len(during)) and float(during.max()) > float(loss.iloc[0])
 
 
 def check(view, th):

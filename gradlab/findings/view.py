@@ -37,17 +37,20 @@ class RunView:
                                  "role": np.empty(0, object), "stat": np.empty(0, object),
                                  "value": np.empty(0, np.float64)})  # fmt: skip
         roles = {p["name"]: p.get("role") or MAIN for p in self.run.model.get("probe_points") or []}
-        out = pd.DataFrame({
+        layer = rows["layer"].astype("category")  # a few hundred names over many rows: work on the names
+        names = layer.cat.categories.astype(str)
+        owners = names.str.replace(r"\.(weight|bias)$", "", regex=True)
+        role = np.array([roles.get(o, MAIN) for o in owners], dtype=object)
+        codes = layer.cat.codes.to_numpy()
+        return pd.DataFrame({
             "step": rows["step"].to_numpy(np.int64),
-            "layer": rows["layer"].astype(str).to_numpy(),
+            "layer": np.asarray(names, dtype=object)[codes],
             "position": rows["index"].to_numpy(np.int64),
-            "kind": rows["kind"].astype(str).to_numpy(),
-            "stat": rows["stat"].astype(str).to_numpy(),
+            "kind": _strings(rows["kind"]),
+            "role": role[codes],
+            "stat": _strings(rows["stat"]),
             "value": rows["value"].to_numpy(np.float64),
         })  # fmt: skip
-        owner = out["layer"].str.replace(r"\.(weight|bias)$", "", regex=True)
-        out["role"] = owner.map(roles).fillna(MAIN).to_numpy()
-        return out
 
     @cached_property
     def finite_until(self) -> int | None:
@@ -79,8 +82,12 @@ class RunView:
         shapes = {p["name"]: p.get("shape") for p in self.run.model.get("parameters") or []}
         if shapes:
             return [x for x in layers if len(shapes.get(x) or ()) >= 2]
-        weighted = set(self.layers.loc[self.layers["kind"].isin(("conv", "fc")), "layer"])  # a zoo net: by owner
+        weighted = self._weighted  # a zoo net: by the kind of the owner
         return [x for x in layers if str(x).endswith(".weight") and x in weighted]
+
+    @cached_property
+    def _weighted(self) -> set[str]:
+        return set(self.layers.loc[self.layers["kind"].isin(("conv", "fc")), "layer"].unique())
 
     def table(self, name: str, main_path: bool = True) -> pd.DataFrame:
         """One statistic as a step × layer frame, layers in depth order."""
@@ -114,3 +121,9 @@ class RunView:
     @property
     def status(self) -> dict:
         return self.run.status
+
+
+def _strings(column: pd.Series) -> np.ndarray:
+    """A column of a few distinct strings as an object array, converted once per value."""
+    cat = column.astype("category")
+    return np.asarray(cat.cat.categories.astype(str), dtype=object)[cat.cat.codes.to_numpy()]

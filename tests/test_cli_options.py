@@ -76,7 +76,7 @@ def test_the_commands_get_the_parsed_formats(monkeypatch, tmp_path):
 
     got = {}
 
-    def fake_build(runs, out, formats, style):
+    def fake_build(runs, out, formats, style, **options):  # (findings_settings, ...)
         got["report"] = (formats, style)
         raise SystemExit(0)
 

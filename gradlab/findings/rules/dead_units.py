@@ -8,6 +8,7 @@ from __future__ import annotations
 from gradlab import stat_names as S
 from gradlab.findings.finding import ERROR, WARNING, Finding, layers
 from gradlab.findings.rule import Rule
+from gradlab.findings.rules.fractions import over_line
 from gradlab.findings.thresholds import Threshold
 
 SAGEMAKER = "SageMaker Debugger's dead_relu rule (threshold_layer 50 %), documented default"
@@ -18,27 +19,19 @@ THRESHOLDS = {
 
 
 def check(view, th):
-    table = view.table(S.ACT_DEAD_FRAC, main_path=False)
-    if table.empty:
+    hit = over_line(view, S.ACT_DEAD_FRAC, th["warning"])
+    if hit is None:
         return []
-    over = table >= th["warning"]
-    cols = [c for c in table.columns if over[c].any()]
-    if not cols:
-        return []
-    first = int(over[cols].any(axis=1).idxmax())
-    worst = table[cols].max()
-    severity = ERROR if (worst >= th["error"]).any() else WARNING
-    top = worst.sort_values(ascending=False)
     return [Finding(
-        RULE.name, severity, view.key,
-        f"{layers(len(cols))} have {th['warning']:.0%} or more dead units, from step {first:,}",
+        RULE.name, ERROR if hit.worst.iloc[0] >= th["error"] else WARNING, view.key,
+        f"{layers(len(hit.layers))} have {th['warning']:.0%} or more dead units, from step {hit.first_step:,}",
         f"dead fraction (units zero for every example of the batch): "
-        f"{', '.join(f'{k} {v:.0%}' for k, v in top.head(3).items())} (line: {th['warning']:.0%} a warning, "
+        f"{', '.join(f'{k} {v:.0%}' for k, v in hit.worst.head(3).items())} (line: {th['warning']:.0%} a warning, "
         f"{th['error']:.0%} an error)",
         "these units output zero for every input, so they get no gradient and cannot recover",
         "lower the learning rate, check biases initialized negative, use a leaky or smooth activation (LeakyReLU, "
         "GELU), or normalize before the ReLU",
-        where=view.places(cols), first_step=first, last_step=int(table.index[-1]), figure="activations",
+        where=view.places(hit.layers), first_step=hit.first_step, last_step=hit.last_step, figure="activations",
     )]  # fmt: skip
 
 

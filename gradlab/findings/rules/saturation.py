@@ -9,6 +9,7 @@ from __future__ import annotations
 from gradlab import stat_names as S
 from gradlab.findings.finding import ERROR, WARNING, Finding, layers
 from gradlab.findings.rule import Rule
+from gradlab.findings.rules.fractions import over_line
 from gradlab.findings.thresholds import Threshold
 
 OWN = "gradlab: half of a layer's outputs passing at most 4 % of the activation's peak slope (act_sat_frac's tails)"
@@ -19,25 +20,20 @@ THRESHOLDS = {
 
 
 def check(view, th):
-    table = view.table(S.ACT_SAT_FRAC, main_path=False)
-    if table.empty:
+    hit = over_line(view, S.ACT_SAT_FRAC, th["warning"])
+    if hit is None:
         return []
-    over = table >= th["warning"]
-    cols = [c for c in table.columns if over[c].any()]
-    if not cols:
-        return []
-    first = int(over[cols].any(axis=1).idxmax())
-    worst = table[cols].max().sort_values(ascending=False)
+    worst = hit.worst
     return [Finding(
         RULE.name, ERROR if worst.iloc[0] >= th["error"] else WARNING, view.key,
-        f"{layers(len(cols))} saturate their sigmoid/tanh: {worst.iloc[0]:.0%} of outputs in the flat tails, "
-        f"from step {first:,}",
+        f"{layers(len(hit.layers))} saturate their sigmoid/tanh: {worst.iloc[0]:.0%} of outputs in the flat tails, "
+        f"from step {hit.first_step:,}",
         f"fraction of outputs in the flat tails: {', '.join(f'{k} {v:.0%}' for k, v in worst.head(3).items())} "
         f"(line: {th['warning']:.0%} a warning, {th['error']:.0%} an error)",
         "a saturated sigmoid or tanh passes only a few percent of the gradient, so the layers before it barely learn",
         "scale the init down (Glorot & Bengio 2010), normalize before the activation, lower the learning rate, or "
         "use ReLU-like activations",
-        where=view.places(worst.index[:4]), first_step=first, last_step=int(table.index[-1]), figure="activations",
+        where=view.places(worst.index[:4]), first_step=hit.first_step, last_step=hit.last_step, figure="activations",
     )]  # fmt: skip
 
 

@@ -119,3 +119,17 @@ def test_findings_are_wandb_alerts(tmp_path):
     (folder,) = offline_runs(tmp_path / "wb")
     alerts = read_offline_run(folder)["alerts"]
     assert any(a["title"] == "gradlab: nonfinite_onset in r" and a["level"] == "ERROR" for a in alerts), alerts
+
+
+def test_a_budget_skips_checks_that_would_take_too_much_and_the_end_catches_up(tmp_path):
+    model = net()
+    live = LiveFindings(budget=1e-6)  # any check takes more than a millionth of the time since the last
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FindingWarning)
+        with gradlab.watch(model, run_dir=tmp_path / "r", every=1, buffer_steps=BUFFER, findings=live) as rec:
+            loop(rec, model, 20, nan_at=9)
+    assert live.checks == 2  # the first flush, then the end: the four flushes between were skipped
+    assert [f.rule for f in live.findings][:1] == ["nonfinite_onset"]
+    assert any("nonfinite_onset" in str(w.message) for w in caught)
+    with pytest.raises(RecorderError, match="budget must be"):
+        LiveFindings(budget=2)

@@ -13,7 +13,7 @@ import pandas as pd
 from gradlab import runs as R
 from gradlab.findings.finding import Place
 
-__all__ = ["RunView", "LOSS_COLUMNS"]
+__all__ = ["LOSS_COLUMNS", "RunView", "by_step", "steps_between"]
 
 LOSS_COLUMNS = ("train_loss", "loss")  # gradlab's trainer, then a user's own rec.log(loss=...)
 FINITE_STATS = ("weight_norm", "act_mean", "act_std", "act_grad_norm", "grad_norm")  # NaN only when broken
@@ -91,11 +91,7 @@ class RunView:
 
     def table(self, name: str, main_path: bool = True) -> pd.DataFrame:
         """One statistic as a step × layer frame, layers in depth order."""
-        rows = self.stat(name, main_path)
-        if rows.empty:
-            return pd.DataFrame()
-        order = rows.drop_duplicates("layer").sort_values(["position", "layer"])["layer"].tolist()
-        return rows.pivot_table(index="step", columns="layer", values="value", aggfunc="last")[order]
+        return by_step(self.stat(name, main_path))
 
     @cached_property
     def positions(self) -> dict[str, int]:
@@ -127,3 +123,18 @@ def _strings(column: pd.Series) -> np.ndarray:
     """A column of a few distinct strings as an object array, converted once per value."""
     cat = column.astype("category")
     return np.asarray(cat.cat.categories.astype(str), dtype=object)[cat.cat.codes.to_numpy()]
+
+
+def by_step(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of one statistic (step, layer, position, value) as a step × layer frame, layers in
+    depth order; empty for no rows."""
+    if rows.empty:
+        return pd.DataFrame()
+    order = rows.drop_duplicates("layer").sort_values(["position", "layer"])["layer"].tolist()
+    return rows.pivot_table(index="step", columns="layer", values="value", aggfunc="last")[order]
+
+
+def steps_between(table: pd.DataFrame) -> np.ndarray:
+    """Per row of a step × layer frame, the steps since the previous record (NaN for the
+    first), as a column to divide by: an update spans every step between two records."""
+    return np.diff(table.index.to_numpy(np.float64), prepend=np.nan)[:, None]

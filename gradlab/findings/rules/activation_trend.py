@@ -12,6 +12,7 @@ from gradlab.findings.depth_trend import comparable, episodes, trend_by_step
 from gradlab.findings.finding import ERROR, WARNING, Finding
 from gradlab.findings.rule import Rule
 from gradlab.findings.thresholds import Threshold
+from gradlab.findings.view import by_step
 
 CALIBRATED = ("gradlab's calibration on reports/families-digits: healthy nets within 4x (NF-ResNet-110 at the end), "
               "plain-110 collapsing 3.8e4x early in training (2026-12-06)")  # fmt: skip
@@ -25,10 +26,7 @@ def _table(view) -> pd.DataFrame:
     rows = view.stat(S.ACT_STD)
     blocks = rows[rows["kind"] == "block"]
     rows = blocks if blocks["layer"].nunique() >= 4 else comparable(rows)
-    if rows["layer"].nunique() < 4:
-        return pd.DataFrame()
-    order = rows.drop_duplicates("layer").sort_values(["position", "layer"])["layer"].tolist()
-    return rows.pivot_table(index="step", columns="layer", values="value", aggfunc="last")[order]
+    return by_step(rows) if rows["layer"].nunique() >= 4 else pd.DataFrame()
 
 
 def check(view, th):

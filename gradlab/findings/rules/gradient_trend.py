@@ -17,7 +17,7 @@ from gradlab import stat_names as S
 from gradlab.findings.depth_trend import comparable, episodes, trend_by_step
 from gradlab.findings.finding import ERROR, WARNING, Finding
 from gradlab.findings.thresholds import Threshold
-from gradlab.findings.view import RunView
+from gradlab.findings.view import RunView, by_step
 
 CALIBRATED = ("gradlab's calibration on healthy runs (reports/families-digits: at most 17x in BN ResNets, "
               "NF-ResNets, ReZero; 2026-12-06)")  # fmt: skip
@@ -33,9 +33,7 @@ def trend(view: RunView) -> tuple[str, pd.DataFrame, pd.Series]:
     for stat in (S.ACT_GRAD_NORM, S.GRAD_NORM):
         rows = comparable(view.stat(stat))
         if rows["layer"].nunique() >= 4:
-            table = rows.pivot_table(index="step", columns="layer", values="value", aggfunc="last")
-            order = rows.drop_duplicates("layer").sort_values(["position", "layer"])["layer"]
-            table = table[order.tolist()]
+            table = by_step(rows)
             return stat, table, trend_by_step(table)
     return "", pd.DataFrame(), pd.Series(dtype=float)
 

@@ -13,6 +13,7 @@ from gradlab import stat_names as S
 from gradlab.findings.finding import WARNING, Finding, layers
 from gradlab.findings.rule import Rule
 from gradlab.findings.thresholds import Threshold
+from gradlab.findings.view import steps_between
 
 THRESHOLDS = {"relative": Threshold(
     1e-3, "step size (update per gradient) below this fraction of the other layers' median",
@@ -28,7 +29,7 @@ def step_sizes(view):
         return update.iloc[0:0]
     grad = grad[cols]
     update = update[cols].reindex(grad.index)
-    gap = np.diff(grad.index.to_numpy(np.float64), prepend=np.nan)[:, None]
+    gap = steps_between(grad)
     sizes = update / gap / grad.shift(1).where(grad.shift(1) > 0)  # the update follows the previous gradient
     return sizes.iloc[1:].replace([np.inf, -np.inf], np.nan)
 

@@ -12,6 +12,7 @@ from gradlab import stat_names as S
 from gradlab.findings.finding import ERROR, WARNING, Finding, layers
 from gradlab.findings.rule import Rule
 from gradlab.findings.thresholds import Threshold
+from gradlab.findings.view import steps_between
 
 CS231N = ("CS231n (Karpathy): near 1e-3 is healthy in mid-training; gradlab's calibration: healthy zoo nets reach "
           "0.19 per step in their first steps on digits (reports/families-digits, 2026-12-06), a learning rate far "
@@ -33,7 +34,7 @@ def ratios(view):
         return update
     cols = view.matrices([c for c in update.columns if c in weight.columns])
     update = update[cols].reindex(weight.index)
-    gap = np.diff(weight.index.to_numpy(np.float64), prepend=np.nan)[:, None]  # steps since the previous record
+    gap = steps_between(weight)
     previous = weight[cols].shift(1).to_numpy()  # the update is measured from the previous record's weights
     largest = weight[cols].max().to_numpy()
     from_zero = weight[cols].iloc[0].to_numpy() <= 1e-6 * largest  # zero-initialized (Fixup): no ratio while it grows

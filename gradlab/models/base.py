@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from gradlab import families
-from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint, numbered, point
+from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint, followed_by, numbered, point
 
 __all__ = ["ResidualBlock", "ZooModel", "BLOCK", "BN", "BRANCH", "CONV", "FC", "point"]
 
@@ -19,8 +19,9 @@ __all__ = ["ResidualBlock", "ZooModel", "BLOCK", "BN", "BRANCH", "CONV", "FC", "
 class ResidualBlock(nn.Module):
     """A residual block, or its plain twin (``residual=False``: the same modules, no addition).
 
-    Subclasses set ``main_layers`` (attribute, kind, relu_after) in forward order (the last
-    layer's relu_after is taken from ``relu_after_branch``, like F(x)'s), own an
+    Subclasses set ``main_layers`` (attribute, kind, act follows) in forward order (the last
+    layer's flag is taken from ``relu_after_branch``, like F(x)'s; the activation is
+    ``act_name``, a ReLU unless the block says otherwise), own an
     ``nn.Identity`` named ``branch_out`` (registered after the branch's layers) that they
     apply to F(x) right before the addition, so that a forward hook on it sees F(x), and
     keep their projection shortcut (if any) under ``shortcut_attr``.
@@ -30,12 +31,15 @@ class ResidualBlock(nn.Module):
     shortcut_attr = "shortcut"
     # Whether forward returns a ReLU's output (post-activation blocks and their plain twins).
     relu_output = True
+    # The main path's activation ("relu", or a saturating "sigmoid"/"tanh": gradlab.models.layers).
+    act_name = "relu"
 
     def __init__(self, residual: bool, relu_after_branch: bool):
         super().__init__()
         self.residual = residual
-        # Whether a ReLU is applied to F(x) itself: true for post-activation plain twins,
-        # false when F(x) is added to the shortcut or when the block has no final ReLU.
+        # Whether the block's activation (act_name) is applied to F(x) itself: true for
+        # post-activation plain twins, false when F(x) is added to the shortcut or when the
+        # block has no final activation.
         self.relu_after_branch = relu_after_branch
         self.drop_prob = 0.0  # stochastic depth (Huang et al. 2016): see add_branch
         self.drop_rng: torch.Generator | None = None  # the model's, reseeded every step (ZooModel.seed_drops)
@@ -64,9 +68,11 @@ class ResidualBlock(nn.Module):
         *head, (last, last_kind, _) = self.main_layers
         # in every zoo block a conv listed right before a BN feeds that BN and nothing else
         feeds_bn = [k == CONV and nxt == BN for (_, k, _), (_, nxt, _) in zip(self.main_layers, self.main_layers[1:])]
-        points = [point(f"{name}.{a}", kind, name, "main", relu, bn_next=bn) for (a, kind, relu), bn in zip(head, feeds_bn)]
-        points.append(point(f"{name}.{last}", last_kind, name, "main", self.relu_after_branch))
-        points.append(point(f"{name}.branch_out", BRANCH, name, "main", self.relu_after_branch))
+        act = self.act_name
+        points = [point(f"{name}.{a}", kind, name, "main", bn_next=bn, **followed_by(act, follows))
+                  for (a, kind, follows), bn in zip(head, feeds_bn)]  # fmt: skip
+        points.append(point(f"{name}.{last}", last_kind, name, "main", **followed_by(act, self.relu_after_branch)))
+        points.append(point(f"{name}.branch_out", BRANCH, name, "main", **followed_by(act, self.relu_after_branch)))
         shortcut = getattr(self, self.shortcut_attr, None)
         if isinstance(shortcut, nn.Module):
             mods = list(shortcut.named_modules())

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from gradlab.models.base import BN, CONV, FC, point, ResidualBlock, ZooModel
 from gradlab.models.layers import ACTIVATIONS, batch_norm, conv1x1, conv3x3, init_weights
+from gradlab.models.probe_points import followed_by
 
 SHORTCUTS = ("A", "B", "C")
 WIDTHS = (16, 32, 64)
@@ -53,14 +54,13 @@ def make_shortcut(in_channels: int, out_channels: int, stride: int, option: str)
     return nn.Identity()
 
 
-def layers_of(conv_bn: list[tuple[str, str]], act: str, last_act: bool) -> tuple[tuple[str, str, bool], ...]:
-    """``main_layers`` of a branch: (attribute, kind, relu_after) for each present module,
-    relu_after where a ReLU (not another activation) comes next."""
-    relu = act == "relu"
+def layers_of(conv_bn: list[tuple[str, str]], last_act: bool) -> tuple[tuple[str, str, bool], ...]:
+    """``main_layers`` of a branch: (attribute, kind, act follows) for each present module,
+    the flag set where the main path's activation comes next."""
     out = []
     for i, (attr, kind) in enumerate(conv_bn):
         nxt = conv_bn[i + 1][1] if i + 1 < len(conv_bn) else None
-        out.append((attr, kind, relu and nxt != BN and (i + 1 < len(conv_bn) or last_act)))
+        out.append((attr, kind, nxt != BN and (i + 1 < len(conv_bn) or last_act)))
     return tuple(out)
 
 
@@ -70,8 +70,8 @@ class BasicBlock(ResidualBlock):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, residual: bool, shortcut: str,
                  norm: str = "bn", act: str = "relu"):  # fmt: skip
-        super().__init__(residual, relu_after_branch=not residual and act == "relu")
-        self.act = ACTIVATIONS[act]
+        super().__init__(residual, relu_after_branch=not residual)
+        self.act, self.act_name = ACTIVATIONS[act], act
         bias = norm == "none"
         self.conv1 = conv3x3(in_channels, out_channels, stride, bias=bias)
         self.bn1 = batch_norm(out_channels, norm)
@@ -80,7 +80,7 @@ class BasicBlock(ResidualBlock):
         self.branch_out = nn.Identity()
         self.shortcut = make_shortcut(in_channels, out_channels, stride, shortcut) if residual else None
         present = [(a, k) for a, k in (("conv1", CONV), ("bn1", BN), ("conv2", CONV), ("bn2", BN)) if getattr(self, a)]
-        self.main_layers = layers_of(present, act, last_act=False)
+        self.main_layers = layers_of(present, last_act=False)
         self.relu_output = act == "relu"
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,10 +136,9 @@ class CifarNet(ZooModel):
         return self.act(x if self.bn1 is None else self.bn1(x))
 
     def stem_points(self):
-        relu = self.act_name == "relu"
         if self.bn1 is None:
-            return [point("conv1", CONV, relu_after=relu)]
-        return [point("conv1", CONV, bn_next=True), point("bn1", BN, relu_after=relu)]
+            return [point("conv1", CONV, **followed_by(self.act_name))]
+        return [point("conv1", CONV, bn_next=True), point("bn1", BN, **followed_by(self.act_name))]
 
     def block(self, in_channels: int, out_channels: int, stride: int, stage: int, index: int, n: int) -> ResidualBlock:
         raise NotImplementedError

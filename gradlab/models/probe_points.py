@@ -36,6 +36,9 @@ class ProbePoint:
            statistics from that BatchNorm: its mean and std from the batch statistics the
            BatchNorm computes anyway, its dL/dh from the BatchNorm's backward. (The recorder
            checks on its first recorded step that the BatchNorm's input is this output.)
+    act_after: "sigmoid" | "tanh" when the next op applied to this output is that saturating
+           activation (a zoo net built with ``act="sigmoid"``), "" otherwise: the recorder
+           records act_sat_frac only there (and at points an nn.Sigmoid/nn.Tanh module follows).
     """
 
     name: str
@@ -46,6 +49,7 @@ class ProbePoint:
     relu_after: bool = False
     relu_output: bool = False
     bn_next: bool = False
+    act_after: str = ""
 
     @property
     def next_to_relu(self) -> bool:
@@ -57,14 +61,20 @@ class ProbePoint:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProbePoint":
-        return cls(**d)
+        return cls(**d)  # older run directories have no act_after: its default applies
 
 
 def point(name: str, kind: str, block: str | None = None, role: str = "main", relu_after: bool = False,
-          relu_output: bool = False, bn_next: bool = False) -> ProbePoint:
+          relu_output: bool = False, bn_next: bool = False, act_after: str = "") -> ProbePoint:
     """A probe point of a model's layout before the model numbers it (``index`` -1; zoo
     models number their layout in order: gradlab.models.base.ZooModel)."""
-    return ProbePoint(name, -1, kind, block, role, relu_after, relu_output, bn_next)
+    return ProbePoint(name, -1, kind, block, role, relu_after, relu_output, bn_next, act_after)
+
+
+def followed_by(act: str, follows: bool = True) -> dict:
+    """``point``'s keywords for an output that the activation ``act`` ("relu", "sigmoid",
+    "tanh") is applied to next (when ``follows``): relu_after for a ReLU, act_after else."""
+    return {"relu_after": follows and act == "relu", "act_after": act if follows and act != "relu" else ""}
 
 
 def numbered(points) -> tuple[ProbePoint, ...]:

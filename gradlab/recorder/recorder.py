@@ -18,7 +18,8 @@ on the steps the schedule selects:
   (population std), act_grad_norm ``||dL/dh||`` (the vanishing-gradient curve along depth
   of He et al. 2015) and, at points next to a ReLU, act_zero_frac, the fraction it zeroes,
   and (when asked for: ``stats=[...]``) act_dead_frac, the fraction of its units that are
-  never positive, dead ReLUs; act_sat_frac (asked for), at points a Sigmoid or Tanh follows,
+  never positive, dead ReLUs; act_sat_frac (asked for), at points a Sigmoid or Tanh follows
+  (a module, or a zoo point's ``act_after``),
   the fraction of outputs in its flat tails;
 * per residual block: branch_ratio ``||F(x)|| / ||x||``, the root mean square of the
   examples' norms.

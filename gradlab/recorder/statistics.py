@@ -175,9 +175,10 @@ RELU_TEXT = ("next to a ReLU (an nn.ReLU module right after it in an nn.Sequenti
              "ReLU), so it will not be recorded. A ReLU applied as F.relu in forward is invisible to the "
              "default probe points: use nn.ReLU modules, or give the model probe_points()")
 
-SAT_TEXT = ("followed by a sigmoid or tanh (an nn.Sigmoid or nn.Tanh module right after it in an nn.Sequential), "
-            "so it will not be recorded. One applied as torch.sigmoid/torch.tanh in forward (as in the zoo's "
-            "act='sigmoid'/'tanh' nets) is invisible to the recorder: use nn.Sigmoid/nn.Tanh modules")
+SAT_TEXT = ("followed by a sigmoid or tanh (an nn.Sigmoid or nn.Tanh module right after it in an nn.Sequential, "
+            "or a zoo net built with act='sigmoid'/'tanh'), so it will not be recorded. One applied as "
+            "torch.sigmoid/torch.tanh in your own model's forward is invisible to the recorder: use "
+            "nn.Sigmoid/nn.Tanh modules, or give the model probe_points() whose points set act_after")
 
 
 def _fraction(reduction: Reduction) -> Callable:

@@ -19,8 +19,9 @@ Resolution rules:
   from).
 * Whatever its points came from, a point is followed by a saturating activation
   (``Targets.act_next``: "sigmoid" or "tanh", where act_sat_frac is recorded) when the next
-  module of its ``nn.Sequential`` is an ``nn.Sigmoid`` or ``nn.Tanh``; one applied as a
-  function in forward (the zoo's ``act="sigmoid"``) is invisible here.
+  module of its ``nn.Sequential`` is an ``nn.Sigmoid`` or ``nn.Tanh``, or when the point says
+  so (``ProbePoint.act_after``: the zoo's ``act="sigmoid"``/``"tanh"`` nets, which apply it as
+  a function in forward). Another model's functional sigmoid is invisible here.
 * ``include`` / ``exclude``: glob patterns (``fnmatch``) on module names choose which points
   are watched, and which modules' parameters: a point or parameter is kept when its module
   matches some ``include`` pattern (all, without one) and no ``exclude`` pattern.
@@ -36,7 +37,7 @@ Resolution rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Iterable
 
@@ -204,18 +205,8 @@ def _model_probe_points(inner: nn.Module) -> list[ProbePoint] | None:
     for p in fn():
         if isinstance(p, dict):
             p = ProbePoint.from_dict(p)
-        points.append(
-            ProbePoint(
-                strip_prefixes(p.name),
-                p.index,
-                p.kind,
-                None if p.block is None else strip_prefixes(p.block),
-                p.role,
-                p.relu_after,
-                p.relu_output,
-                p.bn_next,
-            )
-        )
+        block = None if p.block is None else strip_prefixes(p.block)
+        points.append(replace(p, name=strip_prefixes(p.name), block=block))
     return points
 
 
@@ -279,7 +270,7 @@ def resolve(model: nn.Module, include: Iterable[str] | str | None = None,
         raise RecorderError(f"include={include!r} / exclude={exclude!r} leave nothing to watch in "
                             f"{type(inner).__name__}; patterns match module names such as {', '.join(names) or '(none)'}.")
     act_next = saturating_next(inner)
-    act_next = {p.name: act_next[p.name] for p in points if p.name in act_next}
+    act_next = {p.name: p.act_after or act_next[p.name] for p in points if p.act_after or p.name in act_next}
     return Targets(inner, points, modules, blocks, params, from_model, act_next)
 
 

@@ -50,7 +50,7 @@ from gradlab.callbacks import StopRun
 from gradlab.config import REDUCE_AT
 from gradlab.errors import RecorderError
 from gradlab.models.probe_points import ProbePoint
-from gradlab.recorder import derive
+from gradlab.recorder import derive, unstopped
 from gradlab.recorder.derive import FRAME_COLUMNS, HIST_COLUMNS
 from gradlab.recorder.instrument import Instrument
 from gradlab.recorder.schedule import Schedule
@@ -61,8 +61,14 @@ __all__ = ["FRAME_COLUMNS", "HIST_COLUMNS", "Recorder", "watch"]
 
 STATE_VERSION = 1
 
-# Modules being watched, so that a second watch raises instead of doubling every hook.
-_WATCHED: "weakref.WeakKeyDictionary[nn.Module, Recorder]" = weakref.WeakKeyDictionary()
+# Modules being watched, so that a second watch raises instead of doubling every hook. Both
+# sides are weak: a recorder dropped with its model is collected (and its run closed).
+_WATCHED: "weakref.WeakKeyDictionary[nn.Module, weakref.ref]" = weakref.WeakKeyDictionary()
+
+
+def _watcher(module: nn.Module) -> "Recorder | None":
+    ref = _WATCHED.get(module)
+    return None if ref is None else ref()
 
 
 class Recorder:
@@ -139,7 +145,7 @@ class Recorder:
         if self._started:
             raise RecorderError("This Recorder is already started; a Recorder can be started once.")
         inner = unwrap(self.model)
-        if _WATCHED.get(inner) is not None:
+        if _watcher(inner) is not None:
             raise RecorderError(
                 f"{type(inner).__name__} is already watched by another Recorder; "
                 "call .stop() on that one (or leave its `with` block) before watching it again."
@@ -150,8 +156,10 @@ class Recorder:
             if not inst.keeps_rows:
                 raise RecorderError("combine_ranks=True: rank 0 writes the run directory; pass run_dir only there.")
             self._open_writer()
-        _WATCHED[inner] = self
+        _WATCHED[inner] = weakref.ref(self)
         self._started = True
+        if self._writer is not None and self._owns_writer:
+            unstopped.register(self)  # closed at exit (or when collected) if never stopped
         inst.arm(self.schedule(self._step))
         return self
 
@@ -170,8 +178,17 @@ class Recorder:
     def stop(self, error: BaseException | None = None) -> None:
         """Remove every hook and flush what is left; a run directory is marked as
         :func:`end_state` says. The frames stay readable."""
+        self._stop(error)
+
+    def _close_unstopped(self, how: str, error: BaseException | None) -> str | None:
+        """stop() for gradlab.recorder.unstopped: ``how`` the run ended without it; the state written."""
+        return self._stop(error, f"{how} without rec.stop()")
+
+    def _stop(self, error: BaseException | None, note: str = "") -> str | None:
         if not self._started or self._stopped:
-            return
+            return None
+        unstopped.forget(self)
+        state = None
         self._inst.arm(False)
         try:
             self.flush()
@@ -180,13 +197,15 @@ class Recorder:
             raise
         finally:
             self._stopped = True
-            if _WATCHED.get(self._inst.targets.inner) is self:
+            if _watcher(self._inst.targets.inner) is self:
                 del _WATCHED[self._inst.targets.inner]
             self._inst.close()
             if self._writer is not None and self._owns_writer:
                 nonfinite = self.nonfinite
                 state, message = end_state(error, nonfinite)
+                message = f"{message} ({note})" if message and note else message or note
                 self._writer.close(state, message=message, **({"nonfinite": nonfinite} if nonfinite else {}))
+        return state
 
     def __enter__(self) -> "Recorder":
         if not self._started:
@@ -197,12 +216,20 @@ class Recorder:
         self.stop(exc)
 
     def __del__(self):
-        # A recorder dropped without stop() must not leave hooks behind.
+        # A recorder dropped without stop() leaves no hooks behind, and its run is closed.
         try:
             if self._started and not self._stopped:
-                self._inst.detach()
+                if self._writer is not None and self._owns_writer:
+                    unstopped.close(self, unstopped.COLLECTED)
+                else:
+                    self._inst.detach()
         except Exception:
             pass
+
+    @property
+    def run_dir(self):
+        """The run directory written (a Path), or None."""
+        return None if self._writer is None else self._writer.run_dir
 
     # ------------------------------------------------------------------ stepping
 

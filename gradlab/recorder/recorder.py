@@ -231,6 +231,11 @@ class Recorder:
         """The run directory written (a Path), or None."""
         return None if self._writer is None else self._writer.run_dir
 
+    @property
+    def run_name(self) -> str | None:
+        """The run's label in reports (its run directory's ``name``), or None."""
+        return None if self._writer is None else self._writer.name
+
     # ------------------------------------------------------------------ stepping
 
     @property

@@ -232,3 +232,27 @@ def test_the_compile_case_times_unrecorded_steps_and_says_what_recorded_steps_go
     assert result["recompile_limit_messages"] == 0
     assert {S.ACT_MEAN, S.ACT_GRAD_NORM} <= set(result["recorded_statistics"])  # recorded steps ran eagerly
     assert "watched x never watched" in format_result(result)
+
+
+def test_findings_variant_writes_a_run_directory_and_runs_the_rules_at_each_flush(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    res = CliRunner().invoke(cli, ["bench", "overhead", "--model", "resnet8", "--steps", "2", "--repeats", "2",
+                                   "--batch-size", "4", "--warmup", "0", "--device", "cpu", "--no-wandb",
+                                   "--findings"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = [line.split() for line in res.output.splitlines() if line.startswith("findings ")]
+    assert len(rows) == 1 and float(rows[0][5]) > 0  # its x bare column
+    assert "the rules run at each flush, every 2 recorded steps" in res.output
+    checks = int(res.output.split("the rules ran ")[1].split()[0])
+    assert checks >= 2  # 4 timed steps + 1 counted, a flush every 2
+    assert not list(tmp_path.glob("gradlab-bench-findings-*"))  # its run directory is gone
+
+
+def test_without_findings_the_bench_says_nothing_of_them():
+    from gradlab.bench.overhead import format_result, run_overhead
+
+    result = run_overhead("resnet8", batch_size=2, device="cpu", steps=1, repeats=1, warmup=0, with_wandb=False)
+    assert "findings" not in result["variants"] and result["findings_checks"] is None
+    assert "findings" not in format_result(result)

@@ -22,15 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
-import shutil
-import tempfile
 from typing import Callable, Sequence
 
-import torch
-import torch.nn.functional as F
-
 from gradlab.bench.overhead_cases import DEFAULT_CASES, TRANSFORMER, Case, build_case, parse_cases
+from gradlab.bench.overhead_variants import findings_variant, trainer, wandb_variant
 from gradlab.bench.timing import (
     aten_ops,
     describe_environment,
@@ -47,23 +42,10 @@ from gradlab.errors import ConfigError
 
 __all__ = ["VARIANTS", "format_cases", "format_result", "run_overhead", "run_overhead_cases"]
 
-VARIANTS = ("bare", "gradlab", "wandb")
+VARIANTS = ("bare", "gradlab", "findings", "wandb")
 
 
-@contextlib.contextmanager
-def _wandb_offline(tmp: str):
-    """Offline, silent wandb writing under ``tmp``; the environment is restored after."""
-    keys = {"WANDB_MODE": "offline", "WANDB_DIR": tmp, "WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+
 
 
 REDUCTIONS_TEXT = {"hooks": "reductions in the hooks", "step": "reductions deferred to step()",
@@ -91,6 +73,7 @@ def run_overhead(
     warmup: int = 2,
     with_wandb: bool = True,
     with_lightning: bool = False,
+    with_findings: bool = False,
     every: int = 1,
     reduce_at: str = "auto",
     stats: Sequence[str] | None = None,
@@ -106,7 +89,8 @@ def run_overhead(
     ``skipped`` with the reason. ``stats``: the statistics gradlab records (None: all
     default ones), to measure what a selection costs. ``with_lightning``: also time a bare
     Lightning step against one with gradlab's Lightning callback (gradlab.bench.
-    lightning_overhead), under ``lightning``.
+    lightning_overhead), under ``lightning``. ``with_findings``: also time gradlab writing a run
+    directory with the findings rules at each flush, one flush a round (``findings``).
     """
     import gradlab
 
@@ -120,14 +104,17 @@ def run_overhead(
     ((name, arch, size),) = parse_cases(model, batch_size)
     case = build_case(name, arch, size, dev, seed)
     base = case.net
-    variants: dict[str, Callable[[], None]] = {"bare": _trainer(copy.deepcopy(base), case)}
+    variants: dict[str, Callable[[], None]] = {"bare": trainer(copy.deepcopy(base), case)}
     rec_model = copy.deepcopy(base)
     rec = gradlab.watch(rec_model, every=every, dense_until=0, reduce_at=reduce_at, stats=stats)
-    variants["gradlab"] = _trainer(rec_model, case, rec.step)
+    variants["gradlab"] = trainer(rec_model, case, rec.step)
     skipped: dict[str, str] = {}
+    live = None
     with contextlib.ExitStack() as stack:
+        if with_findings:
+            variants["findings"], live = findings_variant(stack, base, case, every, reduce_at, stats, flush_every=steps)
         if with_wandb:
-            wandb_step = _wandb_variant(stack, base, case, skipped)
+            wandb_step = wandb_variant(stack, base, case, skipped)
             if wandb_step is not None:
                 variants["wandb"] = wandb_step
         else:
@@ -173,6 +160,8 @@ def run_overhead(
             "reductions": rec.reductions,
             "every": every,
             "wandb": 'wandb.watch(model, log="gradients", log_freq=1), offline, one wandb.log per step',
+            "findings": f"the same gradlab.watch writing a run directory, findings=True: the rules run at each flush, "
+                        f"every {steps} recorded steps (a run's default: 64)" if with_findings else None,
             "device": str(dev),
             "seed": seed,
         },
@@ -183,6 +172,7 @@ def run_overhead(
             name: spread(round_ratios(timings, name, "bare", steps)) for name in summary if name != "bare"
         },
         "gradlab_rows": rows,
+        "findings_checks": None if live is None else live.checks,
         "skipped": skipped,
         "lightning": lightning,
     }
@@ -201,48 +191,10 @@ def run_overhead_cases(models: str = DEFAULT_CASES, batch_size: int | None = Non
                                                for name, _, size in cases]}  # fmt: skip
 
 
-def _trainer(net: torch.nn.Module, case: Case, after_backward: Callable[[], None] | None = None):
-    """A training step of ``net`` on the case's batch (``after_backward``: the recorder's step)."""
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x, y = case.x, case.y
-
-    def step():
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if after_backward is not None:
-            after_backward()
-        opt.step()
-
-    return step
 
 
-def _wandb_variant(stack: contextlib.ExitStack, base, case: Case, skipped: dict):
-    """The wandb.watch step, offline in a temporary folder that ``stack`` removes (None: it
-    cannot run here, said in ``skipped``)."""
-    tmp = tempfile.mkdtemp(prefix="gradlab-bench-wandb-")
-    stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-    stack.enter_context(_wandb_offline(tmp))
-    try:
-        import wandb
 
-        run = wandb.init(project="gradlab-bench", dir=tmp, mode="offline",
-                         settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))  # fmt: skip
-        net = copy.deepcopy(base)
-        wandb.watch(net, log="gradients", log_freq=1)
-    except Exception as e:  # wandb missing, or it cannot start here
-        skipped["wandb"] = f"{type(e).__name__}: {e}"
-        return None
 
-    def finish():
-        with contextlib.suppress(Exception):
-            wandb.unwatch(net)
-        with contextlib.suppress(Exception):
-            run.finish(quiet=True)
-
-    stack.callback(finish)
-    counter = iter(range(1 << 62))
-    return _trainer(net, case, lambda: run.log({"bench_step": next(counter)}))
 
 
 def _lightning(base, case: Case, steps, repeats, warmup, every, dev, progress, skipped: dict) -> dict | None:
@@ -271,6 +223,7 @@ def format_result(result: dict) -> str:
         f"model: {s['model']}, {s['input']}, "
         f"{s['steps']} steps x {s['repeats']} rounds per variant ({s['warmup']} warm-up), {s['order']}",
         f"gradlab: {s['gradlab']}; wandb: {s['wandb']}",
+        *([f"findings: {s['findings']}; the rules ran {result['findings_checks']} times"] if s.get("findings") else []),
         "",
         f"{'variant':<10}{'median ms':>12}{'p25 ms':>10}{'p75 ms':>10}{'img/s':>10}{'x bare':>9}{'aten ops':>10}",
     ]
@@ -287,7 +240,7 @@ def format_result(result: dict) -> str:
         lines.append("")
         lines.append("x bare round by round (each round's median over bare's in the same round):")
         for name, r in spreads.items():
-            lines.append(f"  {name:<8} {_spread_text(r)}")
+            lines.append(f"  {name:<9}{_spread_text(r)}")
     lightning = result.get("lightning")
     if lightning:
         lines += ["", f"Lightning: {lightning['settings']}",
@@ -310,11 +263,14 @@ def format_cases(result: dict) -> str:
     """The printout of :func:`run_overhead_cases`: each case, then the cases side by side."""
     cases = result["cases"]
     blocks = [format_result(r) for r in cases]
-    lines = ["", "cases side by side (gradlab x bare: the medians' ratio; round by round, its median and 95% CI):",
-             f"{'case':<16}{'bare ms':>10}{'gradlab ms':>12}{'x bare':>8}   round by round"]
+    lines = ["", "cases side by side (x bare: the medians' ratio; round by round, its median and 95% CI):",
+             f"{'case':<16}{'variant':<10}{'bare ms':>10}{'variant ms':>12}{'x bare':>8}   round by round"]
     for r in cases:
-        v, rr = r["variants"], r["round_ratios"]["gradlab"]
-        ci = rr["ci95"]
-        lines.append(f"{r['settings']['case']:<16}{v['bare']['median_s'] * 1e3:>10.2f}{v['gradlab']['median_s'] * 1e3:>12.2f}"
-                     f"{r['ratios']['gradlab']:>8.3f}   {rr['median']:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
+        v = r["variants"]
+        for name in (n for n in ("gradlab", "findings") if n in v):
+            rr = r["round_ratios"][name]
+            ci = rr["ci95"]
+            lines.append(f"{r['settings']['case']:<16}{name:<10}{v['bare']['median_s'] * 1e3:>10.2f}"
+                         f"{v[name]['median_s'] * 1e3:>12.2f}{r['ratios'][name]:>8.3f}   {rr['median']:.3f}"
+                         + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
     return "\n\n".join(blocks) + "\n" + "\n".join(lines)

@@ -21,14 +21,29 @@ from gradlab.output_folders import check_output_folder
 from gradlab.memory import check_fits
 from gradlab.launch import make_launcher
 from gradlab.run_lock import RunLock
+from gradlab.sweep import grid, varied
+from gradlab.eta import estimate
+from gradlab.train.run_fields import check_existing
 
 
-def plan(preset: Preset, depths, families, seeds, **overrides) -> list[RunSpec]:
-    """One RunSpec per (family, depth, seed), shallow first so results arrive early.
-    Stochastic depth (model option drop_path) goes to the residual families only."""
+def plan(preset: Preset, depths, families, seeds, sweep: dict | None = None, **overrides) -> list[RunSpec]:
+    """One RunSpec per (family, depth, swept values, seed), shallow first so results arrive
+    early; runs are named by the values the sweep varies (gradlab.sweep). Stochastic depth
+    (model option drop_path) goes to the residual families only."""
     names = [(d, f, models.model_name(f, d, preset.compare.arch)) for d in depths for f in families]
-    return [make_run_spec(name, preset, seed=s, **_for_family(f, overrides)) for d, f, name in sorted(names)
-            for s in seeds]  # fmt: skip
+    sweep = sweep or {}
+    combos = [_with_values(overrides, values, varied(sweep)) for values in grid(sweep)]
+    return [make_run_spec(name, preset, seed=s, **_for_family(f, o)) for d, f, name in sorted(names)
+            for o in combos for s in seeds]  # fmt: skip
+
+
+def _with_values(overrides: dict, values: dict, named_by: tuple[str, ...]) -> dict:
+    """make_run_spec's keywords with one combination of swept values (steps scales the
+    milestones as --steps does)."""
+    values = dict(values)
+    steps = values.pop("steps", overrides.get("steps"))
+    recipe = {**(overrides.get("recipe") or {}), **values}
+    return {**overrides, "steps": steps, "recipe": recipe, "named_by": named_by}
 
 
 def _for_family(family: str, overrides: dict) -> dict:
@@ -62,23 +77,30 @@ def cost(spec: RunSpec) -> float:
 def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path | None = None, jobs: int = 1,
             formats=("pdf", "png"), style: str = "paper", progress: bool | None = None,
             notify: Callable[[str], None] = lambda message: None, callbacks: list | None = None,
-            launcher=None, wait: bool = True, threads: int | None = None) -> CompareResult:
+            launcher=None, wait: bool = True, threads: int | None = None, eta: bool = True,
+            report_options: dict | None = None) -> CompareResult:
     """Train every planned run that is not finished, then build the report.
 
     launcher: where runs execute (default: this process, or `jobs` local workers sharing
     ``threads`` CPU threads, default all); see gradlab.launch. wait=False submits the runs (a launcher with `submit`, such as
     SubmititLauncher) and returns at once with `submitted` filled in and no report.
+    eta: say how long the runs to train will take before the first starts (gradlab.eta).
+    report_options: more keywords of gradlab.report.build_report (select=("lr",), ...).
     """
     runs_dir = check_output_folder(runs_dir, "--runs-dir")
     out = check_output_folder(out or Path("reports") / specs[0].experiment, "--out")  # before any training
     dirs = [runs.run_dir_for(s, runs_dir) for s in specs]
     todo = [s for s, d in zip(specs, dirs) if _state(d) not in runs.FINISHED_STATES]
     result = CompareResult(run_dirs=dirs)
-    for s, d in zip(specs, dirs):
-        if s not in todo:
-            result.outcomes[s.name] = _state(d)
-    if len(todo) < len(specs):
-        notify(f"{len(specs) - len(todo)} of {len(specs)} runs already finished in {runs_dir}; reusing them")
+    reused = [(s, d) for s, d in zip(specs, dirs) if s not in todo]
+    for s, d in reused:
+        check_existing(d, s)  # reused only when its whole recipe is this plan's; refused before any training
+        result.outcomes[s.name] = _state(d)
+    if reused:
+        notify(f"{len(reused)} of {len(specs)} runs already finished in {runs_dir} with the same recipe; reusing them")
+    if todo and eta:
+        seconds, basis = estimate(todo, reused, cost, jobs)
+        notify(f"{len(todo)} run(s) to train, about {_duration(seconds)} ({basis})")
     total_cost = sum(cost(s) for s in todo)
     clock = {"start": time.perf_counter(), "done": 0.0, "started": 0}
 
@@ -122,11 +144,12 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
         todo, locked[:] = list(locked), []
         for spec in todo:  # the other process finishes it (reused) or stops (resumed here)
             RunLock(runs.run_dir_for(spec, runs_dir)).wait_free(notify)
-    _report(result, [d for d in dirs if (d / runs.SPEC).exists()], out, formats, style, notify)
+    _report(result, [d for d in dirs if (d / runs.SPEC).exists()], out, formats, style, notify, report_options or {})
     return result
 
 
-def _report(result: CompareResult, run_dirs: list[Path], out: Path, formats, style: str, notify) -> None:
+def _report(result: CompareResult, run_dirs: list[Path], out: Path, formats, style: str, notify,
+            options: dict) -> None:
     """Build the report, one compare at a time: one that waited for another's report
     keeps it when no run has changed since (the report is written once)."""
     from gradlab.report import build_report
@@ -138,7 +161,7 @@ def _report(result: CompareResult, run_dirs: list[Path], out: Path, formats, sty
             notify(f"{out / 'report.md'} was written by another compare since these runs last changed; kept")
             result.report_dir = out
             return
-        report = build_report(run_dirs, out, formats=formats, style=style)
+        report = build_report(run_dirs, out, formats=formats, style=style, **options)
     finally:
         lock.release()
     result.report = report

@@ -21,6 +21,7 @@ from gradlab.errors import ConfigError
 from gradlab.families import PAPER
 from gradlab.models import info as model_info
 from gradlab.models import options as model_options
+from gradlab.recipe_keys import short, shown
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -102,6 +103,7 @@ class RunSpec:
     # "max-autotune-no-cudagraphs"
     compile_mode: str = "default"
     deterministic: bool = True  # deterministic algorithms (exact resume on CPU)
+    named_by: tuple[str, ...] = ()  # recipe keys a sweep varies: their values are in the run's name
 
     @property
     def name(self) -> str:
@@ -116,12 +118,20 @@ class RunSpec:
             parts.append("ft")
         if _FREEZE_TAGS.get(self.model.freeze):
             parts.append(_FREEZE_TAGS[self.model.freeze])
+        parts += [recipe_tag(key, getattr(self.recipe, key)) for key in self.named_by]
         parts.append(f"s{self.seed}")
         return "-".join(parts)
 
     def to_dict(self) -> dict:
         """JSON-ready (tuples as lists), so that it equals what spec.json reads back."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def recipe_tag(key: str, value) -> str:
+    """A recipe value as a run-name part: lr 0.1 -> "lr0.1", milestones (150, 225) -> "milestones150_225"."""
+    if isinstance(value, bool):
+        return f"{short(key)}{'on' if value else 'off'}"
+    return f"{short(key)}{shown(value).replace('/', '_')}"
 
 
 @dataclass(frozen=True)
@@ -347,6 +357,7 @@ def make_run_spec(
     data: dict | None = None,
     recipe: dict | None = None,
     model_options: dict | None = None,
+    named_by: tuple[str, ...] = (),
 ) -> RunSpec:
     """A preset, then command-line overrides (None values mean "not given")."""
     data_spec = replace(preset.data, **{k: v for k, v in (data or {}).items() if v is not None})
@@ -368,6 +379,7 @@ def make_run_spec(
         device=device,
         compile=compile or compile_mode is not None,
         compile_mode=_compile_mode(compile_mode),
+        named_by=tuple(named_by),
     )
 
 

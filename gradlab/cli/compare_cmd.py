@@ -8,6 +8,7 @@ import click
 
 from gradlab.cli.options import ResumeNotice, cpu_threads, preset_from, run_options, spec_overrides, trackers_from
 from gradlab.cli.shared_options import formats_option, style_option
+from gradlab.cli.sweep_options import sweep_from, sweep_options
 from gradlab.launch import LAUNCHERS
 
 
@@ -73,14 +74,22 @@ def launcher_from(launcher, jobs, wait, partition, gpus_per_run, cpus_per_run, t
 @style_option
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
 @launcher_options
-@run_options
+@sweep_options
+@run_options(recipe=False)
 def compare(depths, families, seeds, out, jobs, formats, style, progress, launcher, partition, gpus_per_run,
             cpus_per_run, timeout_min, array_parallelism, wait, **opts):
     """Train plain and residual networks at matched depths and build a report.
 
-    One run per (family, depth, seed) goes to <runs-dir>/<experiment>/; finished runs
-    are reused and interrupted ones resume, so rerunning the command is safe. The
-    report (figures, table, summary) goes to --out.
+    One run per (family, depth, swept recipe values, seed) goes to
+    <runs-dir>/<experiment>/, named by the values a sweep varies (fixup20-lr0.1-s0);
+    finished runs with the same whole recipe are reused and interrupted ones resume, so
+    rerunning the command is safe. The plan, its run count and an estimate of its time
+    are printed before anything trains. The report (figures, table, summary) goes to --out.
+
+    A list of values sweeps a recipe key (--lr 0.01,0.03,0.1; any key with --set KEY=V1,V2);
+    --val-split N holds N training images out, and --select lr shows each model at the lr
+    with its lowest validation error (mean over seeds), with a sensitivity figure of every
+    value tried.
 
     With --launcher slurm every run is one task of a SLURM job array (submitit);
     submitting again skips finished runs and runs whose job is still pending or running.
@@ -88,28 +97,40 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
     \b
     Examples:
       gradlab compare --depths 20,56,110 --preset quick      # offline, digits
+      gradlab compare --depths 20,56 --families plain,resnet,fixup --lr 0.01,0.03,0.1 \\
+          --seeds 0,1 --val-split 300 --select lr --preset quick   # 36 runs, lr chosen on validation
+      gradlab compare --depths 20 --preset quick --set weight_decay=1e-4,5e-4 --seeds 0,1,2
       gradlab compare --depths 20,32,44,56 --preset paper --data-dir ~/data   # CIFAR-10 (GPU)
       gradlab compare --depths 20,56,110 --preset paper --data-dir ~/data --launcher slurm --no-wait
       gradlab compare --depths 8 --preset quick --launcher submitit-local   # the job path, here
       gradlab compare --preset imagenet_fig4 --data-dir /data/imagenet --launcher slurm   # Fig. 4
     """
     from gradlab.compare import compare as run_compare
+    from gradlab.compare import plan
     from gradlab import families as fam
     from gradlab.cli.options import parse_int_list
-    from gradlab.compare import plan
+    from gradlab.report.selection import check_request
+    from gradlab.sweep import describe, varied
 
     preset = preset_from(opts)
     depths = parse_int_list(depths, "depths") if depths is not None else preset.compare.depths
     families = fam.parse(families) if families is not None else preset.compare.families
     seeds = parse_int_list(seeds, "seeds") if seeds is not None else preset.compare.seeds
+    sweep = sweep_from(opts)
+    select, select_on = opts.pop("select"), opts.pop("select_on")
     where = launcher_from(launcher, jobs, wait, partition, gpus_per_run, cpus_per_run, timeout_min,
                           array_parallelism)
     trackers = trackers_from(opts)  # checked before anything is printed or trained
-    specs = plan(preset, depths, families, seeds, **spec_overrides(opts))
+    specs = plan(preset, depths, families, seeds, sweep=sweep, **spec_overrides(opts))
     first = specs[0]
-    click.echo(f"compare: {len(specs)} runs ({', '.join(families)} x depths {', '.join(map(str, depths))} x "
-               f"seeds {', '.join(map(str, seeds))}) on {first.data.name}, {first.recipe.steps} steps each "
-               f"-> {opts['runs_dir']}/{first.experiment}", err=True)
+    selected = check_request(select.split(",") if select else (), select_on, varied(sweep), first.data.val_split)
+    swept = describe(sweep)
+    held = f", {first.data.val_split} training images held out for validation" if first.data.val_split else ""
+    click.echo(f"compare: {len(specs)} runs ({', '.join(families)} x depths {', '.join(map(str, depths))}"
+               f"{' x ' + swept if swept else ''} x seeds {', '.join(map(str, seeds))}) on {first.data.name}{held}, "
+               f"{_steps(specs)} steps each -> {opts['runs_dir']}/{first.experiment}", err=True)
+    if selected:
+        click.echo(f"select: {selected[0]} per family x depth on validation error (mean over seeds)", err=True)
     notify = functools.partial(click.echo, err=True)
     launch = None
     if where is not None:
@@ -120,7 +141,7 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
     threads = cpu_threads(opts) if launch is None else None  # a cluster's jobs choose their own
     result = run_compare(specs, opts["runs_dir"], out=out, jobs=jobs, formats=formats, style=style, progress=progress,
                          notify=notify, callbacks=trackers + [ResumeNotice()], launcher=launch, wait=wait,
-                         threads=threads)
+                         threads=threads, report_options={"select": selected} if selected else None)
     if not wait:
         _echo_submitted(result, opts["runs_dir"], first.experiment, out)
         return
@@ -151,3 +172,8 @@ def _echo_submitted(result, runs_dir, experiment, out) -> None:
     click.echo("when the jobs are done, build the report with:")
     click.echo(f"  {shlex.join(report)}")
     click.echo("(or rerun this command without --no-wait: it submits nothing new, waits, then reports)")
+
+
+def _steps(specs) -> str:
+    """'300' or '200 or 300' (a sweep over steps)."""
+    return " or ".join(str(n) for n in sorted({s.recipe.steps for s in specs}))

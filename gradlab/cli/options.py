@@ -33,8 +33,18 @@ def parse_int_list(text: str, what: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def run_options(f):
-    """Preset/config, data and recipe overrides, device and output location."""
+_RECIPE_OPTIONS = [
+    click.option("--steps", type=int, default=None, help="Training iterations; the lr milestones scale with it."),
+    click.option("--batch-size", type=int, default=None, help="Mini-batch size."),
+    click.option("--lr", type=float, default=None, help="Base learning rate."),
+]
+
+
+def run_options(f=None, *, recipe: bool = True):
+    """Preset/config, data and recipe overrides, device and output location. recipe=False
+    leaves out --steps, --batch-size and --lr (`compare` takes them as lists to sweep)."""
+    if f is None:
+        return lambda g: run_options(g, recipe=recipe)
     options = [
         click.option("--preset", default=None, help="Named preset from experiments/ (paper, quick, imagenet_fig4). Default: paper."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
@@ -47,10 +57,7 @@ def run_options(f):
                           "to 256/224 of it and center-crops)."),
         click.option("--val-split", type=click.IntRange(min=0), default=None,
                      help="Training images held out for validation (the paper: 5000)."),
-        click.option("--steps", type=int, default=None,
-                     help="Training iterations; the lr milestones scale with it."),
-        click.option("--batch-size", type=int, default=None, help="Mini-batch size."),
-        click.option("--lr", type=float, default=None, help="Base learning rate."),
+        *(_RECIPE_OPTIONS if recipe else []),
         click.option("--no-record", is_flag=True, help="Do not record per-layer statistics."),
         norm_act_options,
         click.option("--drop-path", type=click.FloatRange(0, 1, max_open=True), default=None,
@@ -98,10 +105,11 @@ def spec_overrides(opts: dict) -> dict:
         "device": opts["device"],
         "compile": opts["compile_"],
         "compile_mode": opts["compile_mode"],
-        "steps": opts["steps"],
+        "steps": opts.get("steps"),
         "data": {"name": opts["dataset"], "data_dir": opts["data_dir"], "val_split": opts["val_split"],
                  "image_size": opts["image_size"]},
-        "recipe": {"batch_size": opts["batch_size"], "lr": opts["lr"], "record": False if opts["no_record"] else None},
+        "recipe": {"batch_size": opts.get("batch_size"), "lr": opts.get("lr"),
+                   "record": False if opts["no_record"] else None},
         "model_options": {"norm": opts["norm"], "act": opts["act"], "drop_path": opts["drop_path"],
                           "zero_init_residual": opts["zero_init_residual"] or None},
     }

@@ -105,6 +105,7 @@ class Run:
     status: dict
     metrics: pd.DataFrame
     _layers: pd.DataFrame | None = field(default=None, repr=False)
+    setting: str = field(default="", repr=False)  # what tells it from a report's other runs ("lr 0.1")
 
     @property
     def name(self) -> str:
@@ -129,9 +130,10 @@ class Run:
 
     @property
     def family_key(self) -> str:
-        """The family with the build options the run changed ("plain (no norm, sigmoid)"):
+        """The family with the build options the run changed ("plain (no norm, sigmoid)") and,
+        in a report, the ``setting`` that tells it from the other runs (gradlab.report.grouping):
         what the report groups and labels by, so that such runs are told apart."""
-        return keyed(self.family, str(self.model.get("variant") or ""))
+        return keyed(self.family, ", ".join(filter(None, (str(self.model.get("variant") or ""), self.setting))))
 
     @property
     def depth(self) -> int:

@@ -33,11 +33,15 @@ import pandas as pd
 
 from gradlab import families as fam
 from gradlab.errors import ReportError, RunDirError
+from gradlab.recipe_keys import short
 from gradlab.findings import Finding, Settings, check_runs, default_settings
 from gradlab.report import analyses as A
 from gradlab.report import collect as C
 from gradlab.report import layer_frames as L
 from gradlab.report import markdown as MD
+from gradlab.report import recipes as RC
+from gradlab.report import selection as S
+from gradlab.report import sensitivity as SENS
 from gradlab.report import summary as SUM
 from gradlab.report import tables as T
 from gradlab.report.figures_curves import curves_figure, finals_figure, scalars_figure
@@ -77,6 +81,8 @@ def build_report(
     style: str = "paper",
     workers: int | None = None,
     findings_settings: Settings | None = None,
+    select: tuple[str, ...] = (),
+    select_on: str = "val",
 ) -> ReportResult:
     """Read the runs under `run_paths` and write a report folder; see the module docstring.
 
@@ -86,7 +92,11 @@ def build_report(
     workers: processes drawing figures (None: 2 where fork is available and torch is not
     loaded, else 1).
     findings_settings: the rules' thresholds (gradlab.findings.Settings; None: the defaults).
+    select: a swept recipe key (("lr",)) to choose per model on validation error; the table,
+    figures and findings then show each model at its chosen value (gradlab.report.recipes).
+    select_on: "val"; "test" is refused (a ConfigError).
     """
+    S.check_request(select, select_on)
     formats = parse_formats(formats)
     look = get_style(style)
     if out_dir is not None:
@@ -105,7 +115,9 @@ def build_report(
         warnings += stage.warnings
         if runs:
             settings = findings_settings or default_settings()
-            result = _runs_report(runs, entries, analysis_jobs, stage.path, formats, look, workers, warnings, settings)
+            recipes = RC.prepare(runs, select, select_on)
+            result = _runs_report(recipes, entries, analysis_jobs, stage.path, formats, look, workers, warnings,
+                                  settings)
         else:
             result = _analyses_only_report(entries, analysis_jobs, stage.path, formats, look, workers, warnings)
     result.files = [out_dir / p.relative_to(stage.path) for p in result.files]
@@ -113,16 +125,18 @@ def build_report(
     return result
 
 
-def _runs_report(runs, entries, analysis_jobs, out_dir: Path, formats, look, workers, warnings,
+def _runs_report(recipes: RC.Recipes, entries, analysis_jobs, out_dir: Path, formats, look, workers, warnings,
                  settings: Settings) -> ReportResult:
-    """The report of ``runs`` (and analysis folders' ``entries``), written into ``out_dir``."""
+    """The report of the runs ``recipes`` shows (and analysis folders' ``entries``), written into ``out_dir``."""
+    runs = recipes.shown
     experiments = sorted({str(r.spec.get("experiment") or "?") for r in runs})
     if len(experiments) > 1:
         warnings.append(f"runs come from {len(experiments)} experiments ({', '.join(experiments)}); drawn together")
     f = _frames(runs, warnings)
+    f.models = RC.chosen_column(f.models, recipes)
     files: list[Path] = []
     skipped: list[str] = []
-    jobs = _figure_jobs(f, look, skipped)
+    jobs = _sensitivity_jobs(recipes, look) + _figure_jobs(f, look, skipped)
     with theme(look):
         saved = render(jobs + analysis_jobs, out_dir, formats, look.dpi, workers)
     figures = [DrawnFigure(j.name, j.title, j.caption, saved[j.name]) for j in jobs]
@@ -133,14 +147,18 @@ def _runs_report(runs, entries, analysis_jobs, out_dir: Path, formats, look, wor
         skipped.append("gradient flow, gradient heatmap and layer responses: no run has layer statistics")
         warnings.append("no layer statistics in any run: gradient-flow, heatmap and response figures skipped")
     _write_data(f, out_dir, files)
+    sens_figures = {fig.name: fig for fig in figures if fig.name.startswith("sensitivity_")}
+    figures = [fig for fig in figures if fig.name not in sens_figures]
+    sensitivity_md = _write_sensitivity(recipes, sens_figures, out_dir, files)
     findings, unchecked = _findings(runs, settings, warnings)
     shown = [_finding_figure(x, figures, f.flow) for x in findings]
     _write_findings(findings, shown, out_dir, files)
-    sentences = SUM.summarize(f.models, f.flow_models, f.responses, f.phase_labels, C.nonfinite(runs))
+    sentences = RC.selection_sentences(f.models, recipes)
+    sentences += SUM.summarize(f.models, f.flow_models, f.responses, f.phase_labels, C.nonfinite(runs))
     head = MD.findings_section(findings, shown, _rules_in_force(settings), len(runs), out_dir, unchecked)
     md = MD.report(runs, f.table, f.finals, f.models, figures, skipped, f.layer_data, warnings, sentences, out_dir,
                    head)  # fmt: skip
-    md += MD.analyses(entries, analysis_figures, out_dir)
+    md += sensitivity_md + MD.analyses(entries, analysis_figures, out_dir)
     write_text(out_dir / "report.md", md, files)
     files.insert(0, files.pop())
     summary = sentences + [s for e in entries for s in e.sentences]
@@ -292,6 +310,29 @@ def _figure_jobs(f: SimpleNamespace, look, skipped: list[str]) -> list[FigureJob
             "more than two decades.",
             1.2, responses_figure, f.responses, f.palette, f.notes, look)  # fmt: skip
     return jobs
+
+
+def _sensitivity_jobs(recipes: RC.Recipes, look) -> list[FigureJob]:
+    """A sensitivity figure per swept key (the chosen value ringed)."""
+    on = "validation error" if recipes.key else None
+    return [FigureJob(f"sensitivity_{key}", f"Sensitivity to {short(key)}", SENS.caption(key, on if key == recipes.key else None),
+                      1.0, SENS.figure, (sens, key, depth_palette(sens["depth"]), look,
+                                         recipes.choices if key == recipes.key else None))
+            for key, sens in recipes.sensitivity.items()]  # fmt: skip
+
+
+def _write_sensitivity(recipes: RC.Recipes, figures: dict, out_dir: Path, files: list[Path]) -> str:
+    """data/sensitivity_<key>.csv (one row per run) and its table; returns report.md's section."""
+    md = ""
+    for key, sens in recipes.sensitivity.items():
+        chosen = recipes.choices if key == recipes.key else None
+        summary = SENS.table(sens, key, chosen)
+        write_csv(out_dir / "data" / f"sensitivity_{key}.csv", sens, files)
+        text = SENS.to_markdown(summary, key, "validation error")
+        write_text(out_dir / f"sensitivity_{key}.md", text, files)
+        drawn = figures.get(f"sensitivity_{key}")
+        md += f"\n## Sensitivity to {short(key)}\n\n" + (MD.embed(drawn, out_dir) + "\n" if drawn else "") + text
+    return md
 
 
 def _write_data(f: SimpleNamespace, out_dir: Path, files: list[Path]) -> None:

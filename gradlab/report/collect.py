@@ -8,17 +8,20 @@ Frames (one row per ...):
     curves         run × evaluation: step, train_err, test_err
     scalars        run × logged scalar × step, for runs of someone's own loop (gradlab.watch)
     finals         run: final errors (see `finals`)
-    by_model       (family, depth): n, mean/std/min/max of the final errors over seeds
+    by_model       (family, depth): n, mean/std/min/max/95 % interval of the final errors over seeds
 The per-layer statistics are shaped in gradlab.report.layer_frames.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 
 from gradlab import families as fam
 from gradlab import runs as R
+from gradlab.seed_noise import from_summary
 
 # ---------------------------------------------------------------------------
 # runs and their states
@@ -205,44 +208,54 @@ def final_errors(metrics: pd.DataFrame) -> tuple[float, float, float]:
     return step, train_err, test_err
 
 
+def final_val(metrics: pd.DataFrame, step: float) -> float:
+    """Validation error at ``step`` (the last evaluation), NaN without a validation split."""
+    if "val_err" not in metrics or "step" not in metrics or not math.isfinite(step):
+        return float("nan")
+    at = metrics.loc[metrics["step"] == step, "val_err"].dropna()
+    return float(at.iloc[-1]) if not at.empty else float("nan")
+
+
 def finals(runs: list[R.Run]) -> pd.DataFrame:
-    """One row per run: final step, train_err and test_err (fractions), state and note."""
+    """One row per run: final step, train_err, test_err and val_err (fractions; val_err NaN
+    without a validation split), state and note."""
     table = run_table(runs).set_index("run")
     rows = []
     for run in runs:
         step, train_err, test_err = final_errors(run.metrics)
-        rows.append({"run": run_key(run), "final_step": step, "train_err": train_err, "test_err": test_err})
-    frame = pd.DataFrame(rows, columns=["run", "final_step", "train_err", "test_err"]).set_index("run")
+        rows.append({"run": run_key(run), "final_step": step, "train_err": train_err, "test_err": test_err,
+                     "val_err": final_val(run.metrics, step)})
+    frame = pd.DataFrame(rows, columns=["run", "final_step", "train_err", "test_err", "val_err"]).set_index("run")
     out = table[["family", "depth", "seed", "label", "params", "state", "note"]].join(frame)
     return out.reset_index()
 
 
-def by_model(finals_frame: pd.DataFrame, table: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Final errors per (family, depth) over seeds: n, mean, std (ddof=1), min, max.
+ERRORS = ("train", "test", "val")
 
-    std is the sample standard deviation; NaN when n == 1. n_unfinished: runs of the
-    model that did not finish (their note is in `note`).
-    """
-    cols = ["family", "depth", "label", "params", "n", "train_mean", "train_std", "train_min", "train_max",
-            "test_mean", "test_std", "test_min", "test_max", "seeds", "n_unfinished", "note"]  # fmt: skip
+
+def by_model(finals_frame: pd.DataFrame, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Final errors per (family, depth) over seeds: n, and for train, test and val errors
+    mean, std (ddof=1), min, max and ``ci``, the half-width of the 95 % t-interval of the
+    mean (gradlab.seed_noise); std and ci are NaN when n == 1. n_unfinished: runs of the
+    model that did not finish (their note is in `note`)."""
+    stats = [f"{e}_{s}" for e in ERRORS for s in ("mean", "std", "min", "max", "ci")]
+    cols = ["family", "depth", "label", "params", "n", *stats, "seeds", "n_unfinished", "note"]
     if finals_frame.empty:
         return pd.DataFrame(columns=cols)
-    g = finals_frame.groupby(["family", "depth"], sort=False)
+    frame = finals_frame if "val_err" in finals_frame else finals_frame.assign(val_err=np.nan)
+    g = frame.groupby(["family", "depth"], sort=False)
+    spread = {f"{e}_{s}": (f"{e}_err", s) for e in ERRORS for s in ("mean", "std", "min", "max")}
     agg = g.agg(
         label=("label", "first"),
         params=("params", "first"),
         n=("run", "size"),
-        train_mean=("train_err", "mean"),
-        train_std=("train_err", "std"),
-        train_min=("train_err", "min"),
-        train_max=("train_err", "max"),
-        test_mean=("test_err", "mean"),
-        test_std=("test_err", "std"),
-        test_min=("test_err", "min"),
-        test_max=("test_err", "max"),
+        **spread,
         seeds=("seed", lambda s: ",".join(str(v) for v in sorted(s))),
         n_unfinished=("note", lambda s: int((s != "").sum())),
     ).reset_index()
+    for e in ERRORS:
+        counts = g[f"{e}_err"].count().to_numpy()
+        agg[f"{e}_ci"] = [from_summary(m, s, c).half for m, s, c in zip(agg[f"{e}_mean"], agg[f"{e}_std"], counts)]
     notes = model_notes(table if table is not None else finals_frame)
     agg["note"] = [notes.get((f, d), "") for f, d in zip(agg["family"], agg["depth"])]
     return sort_models(agg, extra=())[cols].reset_index(drop=True)

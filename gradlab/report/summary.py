@@ -1,33 +1,41 @@
 """A short written summary that states what the numbers show, and only that: how the
-models compare (degradation, residual against plain nets, Fig. 7's responses). What is
-wrong in a single run is said by the findings (gradlab.findings), above the summary.
+models compare (degradation, residual against plain nets, family against family, Fig. 7's
+responses). What is wrong in a single run is said by the findings (gradlab.findings), above
+the summary.
 
-Comparisons use final errors per model (mean over seeds). A difference counts only when
-it exceeds a tolerance: the combined seed spread sqrt(std_a² + std_b²) when both models
-have several seeds, else SINGLE_RUN_TOLERANCE (0.5 percentage points).
+Comparisons use final errors per model (mean over seeds). A difference is stated only when
+the 95 % t-intervals of the two means do not overlap (gradlab.seed_noise); otherwise it is
+"within the noise of n seeds". With one seed there is no noise estimate, and the sentence
+says so instead of judging.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
 
 from gradlab import families as fam
 from gradlab.families import PLAIN, RESNET
-from gradlab.report.wording import fmt_pair, fmt_pct, fmt_std, pct
+from gradlab.report.wording import fmt_pair, fmt_pct, fmt_std
+from gradlab.seed_noise import Interval, apart, from_summary, seeds_words
 
-SINGLE_RUN_TOLERANCE = 0.005  # 0.5 percentage points, as a fraction
 RESPONSE_TOLERANCE = 0.05  # mean responses within 5 % are "about the same"
 
 
-def tolerance(a: pd.Series, b: pd.Series, which: str = "train") -> float:
-    """How large a difference in final error must be to count (fraction)."""
-    sa, sb = a[f"{which}_std"], b[f"{which}_std"]
-    if a["n"] > 1 and b["n"] > 1 and np.isfinite(sa) and np.isfinite(sb):
-        return float(math.hypot(sa, sb))
-    return SINGLE_RUN_TOLERANCE
+def _interval(m: pd.Series, which: str = "train") -> Interval:
+    return from_summary(m[f"{which}_mean"], m[f"{which}_std"], m["n"])
+
+
+def judge(a: pd.Series, b: pd.Series, which: str = "train") -> tuple[int | None, str]:
+    """(sign of b - a when beyond the intervals, 0 within them, None with one seed; the words
+    that say on what)."""
+    ia, ib = _interval(a, which), _interval(b, which)
+    beyond = apart(ia, ib)
+    if beyond is None:
+        return None, "with one seed each no noise estimate exists"
+    if not beyond:
+        return 0, f"within the noise of {seeds_words(ia, ib)} (their 95 % intervals overlap)"
+    return int(np.sign(ib.mean - ia.mean)), f"beyond the 95 % intervals of {seeds_words(ia, ib)}"
 
 
 def _caveat(*models: pd.Series) -> str:
@@ -35,16 +43,36 @@ def _caveat(*models: pd.Series) -> str:
     return f" (caveat: {', '.join(bad)}, so it did not finish its training budget)" if bad else ""
 
 
-def _tol_words(a: pd.Series, b: pd.Series, tol: float) -> str:
-    if a["n"] > 1 and b["n"] > 1:
-        return f"within the seed spread of ±{pct(tol):.2g} points"
-    return f"within {pct(tol):.2g} points (single run each)"
+def _depth_sentence(family: str, a: pd.Series, b: pd.Series) -> str:
+    """Shallowest ``a`` against deepest ``b`` of one family: degradation for plain nets,
+    whether depth still helps for residual ones."""
+    sign, basis = judge(a, b)
+    xb, xa = fmt_pair(b["train_mean"], a["train_mean"])
+    caveat = _caveat(a, b)
+    residual = fam.get(family).residual
+    if sign is None:
+        what = "a cost of depth" if residual else "degradation"
+        return (f"{b['label']} ends at {xb} training error and {a['label']} at {xa}; with one seed each no noise "
+                f"estimate exists, so whether this is {what} is not judged{caveat}.")
+    if sign == 0:
+        verdict = "the deeper residual net is not shown harder to train" if residual else "no degradation shown at this budget"
+        return f"{b['label']} and {a['label']} end {basis} ({xb} vs {xa} training error): {verdict}{caveat}."
+    if not fam.get(family).residual:
+        if sign > 0:
+            return f"{b['label']} ends with higher training error ({xb}) than {a['label']} ({xa}), {basis}: degradation{caveat}."
+        return (f"{b['label']} ends with lower training error ({xb}) than {a['label']} ({xa}), {basis}: "
+                f"no degradation at this budget{caveat}.")
+    if sign < 0:
+        return (f"{b['label']} ends lower ({xb} training error) than {a['label']} ({xa}), {basis}: "
+                f"deeper residual nets are not harder to train{caveat}.")
+    return (f"{b['label']} ends with higher training error ({xb}) than {a['label']} ({xa}), {basis}: "
+            f"at this budget the deeper residual net is harder to train too{caveat}.")
 
 
 def degradation_sentences(models: pd.DataFrame) -> list[str]:
     """Deepest vs shallowest net of every family (plain nets read as degradation, residual
     families as whether depth still helps), then each residual family against the plain
-    nets at a shared depth."""
+    nets, and each remedy against the ResNets, at a shared depth."""
     out = []
     for family in fam.ordered(models["family"]):
         sub = models[(models["family"] == family) & models["train_mean"].notna()].sort_values("depth")
@@ -54,43 +82,15 @@ def degradation_sentences(models: pd.DataFrame) -> list[str]:
         if len(sub) < 2:
             continue
         a, b = sub.iloc[0], sub.iloc[-1]  # shallow, deep
-        tol = tolerance(a, b)
-        diff = b["train_mean"] - a["train_mean"]
-        xb, xa = fmt_pair(b["train_mean"], a["train_mean"])
-        test = ""
+        s = _depth_sentence(family, a, b)
         if np.isfinite(b["test_mean"]) and np.isfinite(a["test_mean"]):
             tb, ta = fmt_pair(b["test_mean"], a["test_mean"])
-            test = f" Test error: {tb} vs {ta}."
-        caveat = _caveat(a, b)
-        if not fam.get(family).residual:
-            if diff > tol:
-                s = f"{b['label']} ends with higher training error ({xb}) than {a['label']} ({xa}): degradation{caveat}."
-            elif diff < -tol:
-                s = (f"{b['label']} ends with lower training error ({xb}) than {a['label']} ({xa}): "
-                     f"no degradation at this budget{caveat}.")  # fmt: skip
-            else:
-                s = (f"{b['label']} and {a['label']} end with similar training error ({xb} vs {xa}, "
-                     f"{_tol_words(a, b, tol)}): no degradation at this budget{caveat}.")  # fmt: skip
-        else:
-            if diff < -tol:
-                s = (f"{b['label']} ends lower ({xb} training error) than {a['label']} ({xa}): "
-                     f"deeper residual nets are not harder to train{caveat}.")  # fmt: skip
-            elif diff <= tol:
-                s = (f"{b['label']} ends within the noise of {a['label']} ({xb} vs {xa} training error, "
-                     f"{_tol_words(a, b, tol)}): the deeper residual net is not harder to train{caveat}.")  # fmt: skip
-            else:
-                s = (f"{b['label']} ends with higher training error ({xb}) than {a['label']} ({xa}): "
-                     f"at this budget the deeper residual net is harder to train too{caveat}.")  # fmt: skip
-        s += test
+            s += f" Test error: {tb} vs {ta}."
         if len(sub) > 2:
-            s += (
-                " Training error by depth: "
-                + ", ".join(f"{m['label']} {fmt_pct(m['train_mean'])}" for _, m in sub.iterrows())
-                + "."
-            )
+            s += " Training error by depth: " + ", ".join(f"{m['label']} {fmt_pct(m['train_mean'])}"
+                                                          for _, m in sub.iterrows()) + "."
         out.append(s)
-    out += paired_sentences(models)
-    return out
+    return out + paired_sentences(models)
 
 
 def finished(models: pd.DataFrame) -> pd.Series:
@@ -101,37 +101,43 @@ def finished(models: pd.DataFrame) -> pd.Series:
 
 
 def paired_sentences(models: pd.DataFrame) -> list[str]:
-    """Each residual family against the plain nets with the same options, at the deepest
-    depth both were trained at (finished ones preferred)."""
+    """Each residual family against the plain nets with the same options, then each remedy
+    against the ResNets with the same options, at the deepest depth both were trained at
+    (finished ones preferred)."""
     out = []
+    present = set(models["family"])
     for family in fam.ordered(models["family"]):
-        partner = fam.keyed(PLAIN, fam.get(family).variant)
-        if fam.get(family).residual and partner in set(models["family"]):
-            out += _paired(models[models["family"] == partner].set_index("depth"),
-                           models[models["family"] == family].set_index("depth"))  # fmt: skip
+        look = fam.get(family)
+        if not look.residual:
+            continue
+        plain, resnet = fam.keyed(PLAIN, look.variant), fam.keyed(RESNET, look.variant)
+        for partner in (plain, resnet):
+            if partner in present and partner != family:
+                out += _paired(models[models["family"] == partner].set_index("depth"),
+                               models[models["family"] == family].set_index("depth"))  # fmt: skip
     return out
 
 
-def _paired(plain: pd.DataFrame, res: pd.DataFrame) -> list[str]:
-    shared = sorted(set(plain.index) & set(res.index))
-    shared = [d for d in shared if np.isfinite(plain.loc[d, "train_mean"]) and np.isfinite(res.loc[d, "train_mean"])]
+def _paired(other: pd.DataFrame, res: pd.DataFrame) -> list[str]:
+    """``res``'s model against ``other``'s at their deepest shared depth."""
+    shared = sorted(set(other.index) & set(res.index))
+    shared = [d for d in shared if np.isfinite(other.loc[d, "train_mean"]) and np.isfinite(res.loc[d, "train_mean"])]
     if not shared:
         return []
-    done = [d for d in shared if plain.loc[d, "note"] == "" and res.loc[d, "note"] == ""]
+    done = [d for d in shared if other.loc[d, "note"] == "" and res.loc[d, "note"] == ""]
     d = (done or shared)[-1]
-    p, r = plain.loc[d], res.loc[d]
-    tol = tolerance(p, r)
+    p, r = other.loc[d], res.loc[d]
+    sign, basis = judge(p, r)
     xr, xp = fmt_pair(r["train_mean"], p["train_mean"])
-    diff = r["train_mean"] - p["train_mean"]
-    if diff < -tol:
-        verdict = "the residual net trains to a lower error"
-    elif diff > tol:
-        verdict = "the plain net trains to a lower error here"
+    if sign is None:
+        verdict = f"{basis}, so which trains lower is not judged"
+    elif sign < 0:
+        verdict = f"{r['label']} trains to a lower error, {basis}"
+    elif sign > 0:
+        verdict = f"{p['label']} trains to a lower error here, {basis}"
     else:
-        verdict = f"about the same ({_tol_words(p, r, tol)})"
-    return [
-        f"At depth {d}, {r['label']} ends at {xr} training error vs {xp} for {p['label']}: {verdict}{_caveat(p, r)}."
-    ]
+        verdict = f"about the same, {basis}"
+    return [f"At depth {d}, {r['label']} ends at {xr} training error vs {xp} for {p['label']}: {verdict}{_caveat(p, r)}."]
 
 
 def response_sentences(responses: pd.DataFrame) -> list[str]:
@@ -191,10 +197,11 @@ def summarize(
     out = []
     evaluated = not models.empty and models["train_mean"].notna().any()
     if evaluated and (models["n"] > 1).any():
-        out.append(
-            "Final errors are means over seeds; a difference counts only when larger than the seed spread "
-            "(sqrt(std_a² + std_b²))."
-        )
+        out.append("Final errors are means over seeds; a difference is stated only when the 95 % t-intervals "
+                   "of the two means do not overlap.")
+    elif evaluated and len(models) > 1:
+        out.append("Each model has one seed, so no noise estimate exists: differences are reported, not judged "
+                   "(run seeds, such as --seeds 0,1,2, to judge them).")
     if evaluated:
         out += degradation_sentences(models)
     if responses is not None:

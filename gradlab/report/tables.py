@@ -1,8 +1,10 @@
-"""Table 6 of He et al. 2015: model, depth, #params, final training and test error.
+"""Table 6 of He et al. 2015: model, depth, #params, n, final training and test error.
 
 Final errors: test error at the last evaluation, training error from that same
-evaluation (see collect.final_errors). With several seeds a cell reads "mean ± std"
-(sample std, ddof=1) and the model cell notes n. Models with a run that did not finish
+evaluation (see collect.final_errors). With several seeds a cell reads "mean ± std
+[low, high]": sample std (ddof=1) and the 95 % t-interval of the mean over the n seeds
+(gradlab.seed_noise). A model chosen on validation error (gradlab.report.selection) says
+which value was chosen and its validation error. Models with a run that did not finish
 get a footnote mark and a footnote saying what happened.
 """
 
@@ -18,31 +20,39 @@ from gradlab.units import format_params
 
 MARKS = ("†", "‡", "§", "¶", "#")
 LATEX_MARKS = {"†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"$^\S$", "¶": r"$^\P$", "#": r"$^\#$"}
-HEADER = ("model", "depth", "#params", "train error (%)", "test error (%)")
+HEADER = ("model", "depth", "#params", "n", "train error (%)", "test error (%)")
+CHOSEN = "chosen on validation"
 
 CAPTION = (
     "Final training and test error (%). Test error at the last evaluation; training error from the "
-    "same evaluation. With several seeds: mean ± std (sample std) over n seeds."
+    "same evaluation. With several seeds: mean ± std (sample std) over n seeds [95 % t-interval of the mean, "
+    "within 0–100]; "
+    "one seed gives no noise estimate."
 )
 
 
 @dataclass
 class TableRow:
     family: str
-    label: str  # "plain-20", "ResNet-56 (n=3)"
+    label: str  # "plain-20", "ResNet-56"
     mark: str  # footnote mark or ""
     depth: int
     params: str
+    n: int
     train: str
     test: str
+    chosen: str = ""  # "lr 0.1 (val 3.3%)" where a value was chosen on validation
 
 
-def format_error(mean: float, std: float, n: int) -> str:
-    """Percent: "8.12" for one run, "8.12 ± 0.16" (mean ± std) for several."""
+def format_error(mean: float, std: float, n: int, ci: float = float("nan")) -> str:
+    """Percent: "8.12" for one run, "8.12 ± 0.16 [6.70, 9.54]" (mean ± std [95 % interval])
+    for several."""
     if mean is None or not math.isfinite(mean):
         return "–"
     if n > 1 and std is not None and math.isfinite(std):
-        return f"{pct(mean):.2f} ± {pct(std):.2f}"
+        low, high = max(0.0, mean - ci), min(1.0, mean + ci)  # an error rate: the interval within 0-100 %
+        band = f" [{pct(low):.2f}, {pct(high):.2f}]" if ci is not None and math.isfinite(ci) else ""
+        return f"{pct(mean):.2f} ± {pct(std):.2f}{band}"
     return f"{pct(mean):.2f}"
 
 
@@ -57,29 +67,37 @@ def table_rows(models: pd.DataFrame) -> tuple[list[TableRow], list[str]]:
             notes.append(
                 f"{mark} {m.label}: {m.note}; {'errors at its last evaluation' if evaluated else 'no evaluation yet'}."
             )
-        label = m.label + (f" (n={m.n})" if m.n > 1 else "")
         rows.append(
             TableRow(
                 family=m.family,
-                label=label,
+                label=m.label,
                 mark=mark,
                 depth=int(m.depth),
                 params=format_params(int(m.params)),
-                train=format_error(m.train_mean, m.train_std, m.n),
-                test=format_error(m.test_mean, m.test_std, m.n),
+                n=int(m.n),
+                train=format_error(m.train_mean, m.train_std, m.n, getattr(m, "train_ci", float("nan"))),
+                test=format_error(m.test_mean, m.test_std, m.n, getattr(m, "test_ci", float("nan"))),
+                chosen=str(getattr(m, "chosen", "") or ""),
             )
         )
     return rows, notes
 
 
+def _header(rows: list[TableRow]) -> tuple[str, ...]:
+    return HEADER + ((CHOSEN,) if any(r.chosen for r in rows) else ())
+
+
+def _cells(r: TableRow, header: tuple[str, ...]) -> list[str]:
+    cells = [r.label + r.mark, str(r.depth), r.params, str(r.n), r.train, r.test]
+    return cells + ([r.chosen or "–"] if CHOSEN in header else [])
+
+
 def to_markdown(models: pd.DataFrame) -> str:
     rows, notes = table_rows(models)
-    lines = [
-        "| " + " | ".join(HEADER) + " |",
-        "|:--|--:|--:|--:|--:|",
-    ]
+    header = _header(rows)
+    lines = ["| " + " | ".join(header) + " |", "|:--|" + "--:|" * (len(header) - 1)]
     for r in rows:
-        lines.append(f"| {r.label}{r.mark} | {r.depth} | {r.params} | {r.train} | {r.test} |")
+        lines.append("| " + " | ".join(_cells(r, header)) + " |")
     out = "\n".join(lines) + "\n"
     out += "\n" + CAPTION + "\n"
     if notes:
@@ -112,15 +130,16 @@ def _latex_mark(mark: str) -> str:
 def to_latex(models: pd.DataFrame, label: str = "tab:degradation") -> str:
     """A booktabs table (needs \\usepackage{booktabs}); a rule separates plain and ResNet rows."""
     rows, notes = table_rows(models)
+    header = _header(rows)
     out = [
         "% generated by gradlab report; needs \\usepackage{booktabs}",
         r"\begin{table}[t]",
         r"\centering",
         rf"\caption{{{latex_escape(CAPTION)}}}",
         rf"\label{{{label}}}",
-        r"\begin{tabular}{lrrrr}",
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
         r"\toprule",
-        " & ".join(latex_escape(h) for h in HEADER) + r" \\",
+        " & ".join(latex_escape(h) for h in header) + r" \\",
         r"\midrule",
     ]
     prev = None
@@ -128,8 +147,8 @@ def to_latex(models: pd.DataFrame, label: str = "tab:degradation") -> str:
         if prev is not None and r.family != prev:
             out.append(r"\midrule")
         prev = r.family
-        cells = [latex_escape(r.label) + _latex_mark(r.mark), str(r.depth), latex_escape(r.params),
-                 latex_escape(r.train), latex_escape(r.test)]  # fmt: skip
+        cells = _cells(r, header)
+        cells = [latex_escape(r.label) + _latex_mark(r.mark)] + [latex_escape(c) for c in cells[1:]]
         out.append(" & ".join(cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
     if notes:

@@ -1,7 +1,8 @@
 """Degradation (He et al. 2015): within one family and recipe, a deeper net that ends with a
-higher training error than the shallowest one, by more than the seed noise — or, with one
-seed per depth, by more than ``margin`` (no noise estimate exists then, and the finding says
-so). Training error, not test error: degradation is an optimization failure, not
+higher training error than the shallowest one, beyond the seed noise (the 95 % t-intervals of
+the two means do not overlap: gradlab.seed_noise, as the report's summary judges) — or, with
+one seed per depth, by more than ``margin`` (no noise estimate exists then, and the finding
+says so). Training error, not test error: degradation is an optimization failure, not
 overfitting."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from gradlab import families as fam
 from gradlab.findings.finding import WARNING, Finding
 from gradlab.findings.rule import Rule
 from gradlab.findings.thresholds import Threshold
+from gradlab.seed_noise import apart, interval, seeds_words
 
 THRESHOLDS = {"margin": Threshold(
     0.05, "the least rise of the final training error (absolute) that is degradation, with one seed per depth",
@@ -42,13 +44,13 @@ def check_group(views, th):
         for depth in sorted(d for d in by_depth if d > shallow):
             deep = by_depth[depth]
             rise = float(np.mean(deep) - np.mean(base))
-            n = min(len(deep), len(base))
-            if n >= 2:
-                noise = 2 * float(np.hypot(np.std(deep, ddof=1) / np.sqrt(len(deep)), np.std(base, ddof=1) / np.sqrt(len(base))))
-                line, basis = noise, f"beyond twice the standard error of {n}+ seeds ({noise:.1%})"
+            a, b = interval(base), interval(deep)
+            beyond = apart(a, b)
+            if beyond is None:
+                beyond, basis = rise > th["margin"], f"beyond {th['margin']:.0%} (one seed each: no noise estimate)"
             else:
-                line, basis = th["margin"], f"beyond {th['margin']:.0%} (one seed each: no noise estimate)"
-            if rise <= line:
+                basis = f"beyond the 95 % intervals of {seeds_words(a, b)} ({a.low:.1%}–{a.high:.1%} at depth {shallow})"
+            if rise <= 0 or not beyond:
                 continue
             deep_label, shallow_label = fam.label(family, depth), fam.label(family, shallow)
             found.append(Finding(

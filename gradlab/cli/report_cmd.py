@@ -19,8 +19,13 @@ from gradlab.errors import RunInterrupted
 @formats_option
 @style_option
 @thresholds_options
+@click.option("--select", "select", default=None, metavar="KEY",
+              help="Show each model at the value of the swept recipe KEY (e.g. lr) with its lowest validation "
+                   "error, mean over seeds (runs trained with --val-split).")
+@click.option("--select-on", type=click.Choice(["val", "test"]), default="val", show_default=True,
+              help="What --select chooses on; test is refused (the test error would be biased low).")
 def report(runs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...], style: str,
-           overrides: tuple[str, ...], thresholds: Path | None) -> None:
+           overrides: tuple[str, ...], thresholds: Path | None, select: str | None, select_on: str) -> None:
     """Build findings, paper-style figures, a Table-6-style table and a summary from RUNS.
 
     RUNS are run directories or folders holding them (e.g. runs/degradation), and the
@@ -37,10 +42,14 @@ def report(runs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...], s
       gradlab report runs/quick-digits runs/probes --out reports/all --formats png
       gradlab report runs/my-model --style notebook          # a run of gradlab.watch
       gradlab report runs/ --set vanishing_gradients.warning=1000 --set loss_spike.enabled=false
+      gradlab report runs/quick-digits --select lr           # each model at its lr chosen on validation
     """
     from gradlab.interrupt import StopNow, stop_at_once
 
+    from gradlab.report.selection import check_request
+
     settings = findings_settings(overrides, thresholds)  # a wrong --set fails before any work
+    selected = check_request(select.split(",") if select else (), select_on)
 
     try:
         with stop_at_once():  # Ctrl-C or SIGTERM: the drawing child and the half-built folder go
@@ -49,7 +58,8 @@ def report(runs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...], s
 
             if out is not None:
                 check_out_dir(out)
-            result = build_report(list(runs), out, formats=formats, style=style, findings_settings=settings)
+            result = build_report(list(runs), out, formats=formats, style=style, findings_settings=settings,
+                                  select=selected)
     except StopNow as e:
         where = out if out is not None else "the report folder"
         raise RunInterrupted(f"report interrupted by {e}; {where} holds the previous report or the new one, "

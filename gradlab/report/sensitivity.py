@@ -105,7 +105,6 @@ def figure(sens: pd.DataFrame, key: str, palette: dict, style: Style, choices: p
         ax.legend(fontsize="x-small", frameon=False)
     axes[0].set_ylabel("final error (%)")
     axes[0].set_ylim(bottom=0)
-    fig.tight_layout()
     return fig
 
 

@@ -20,6 +20,7 @@ from gradlab.recorder.buffer import HistogramBuffer, StepBuffer
 from gradlab.recorder.forward_order import CallOrder, reindexed, warn_never_called
 from gradlab.recorder.hooks import StepHooks
 from gradlab.recorder.layout import Layout
+from gradlab.recorder.misuse import warn_targets
 from gradlab.recorder.params import ParamStats
 from gradlab.recorder.ranks import RankCombiner
 from gradlab.recorder.statistics import P_GRAD
@@ -35,6 +36,7 @@ class Instrument:
                  act_sample: int | None, cpu_threads: int | None, reduce_at: str, buffer_steps: int,
                  histograms: bool, combine_ranks: bool):  # fmt: skip
         self.targets = t = resolve(model, include, exclude)
+        warn_targets(t)
         self.layout = layout = Layout.build(t, stats, warn_unrecorded=stats_asked)
         dev = next((p.param.device for p in t.params), None)
         self.device = dev if dev is not None else next((b.device for b in t.inner.buffers()), torch.device("cpu"))

@@ -53,6 +53,7 @@ from gradlab.models.probe_points import ProbePoint
 from gradlab.recorder import derive, unstopped
 from gradlab.recorder.derive import FRAME_COLUMNS, HIST_COLUMNS
 from gradlab.recorder.instrument import Instrument
+from gradlab.recorder.misuse import StepChecks
 from gradlab.recorder.schedule import Schedule
 from gradlab.recorder.targets import description, unwrap
 from gradlab.run_writer import RunWriter, metrics_row
@@ -137,6 +138,7 @@ class Recorder:
         self._hist_history: list[pd.DataFrame] = []
         self._frame_cache: pd.DataFrame | None = None
         self._logged: list[dict] = []
+        self._checks = StepChecks()  # misuse named once (gradlab.recorder.misuse)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -262,6 +264,7 @@ class Recorder:
         """Set the number of the next step (e.g. when resuming) and arm the hooks for it."""
         self._require_running()
         self._step = int(step)
+        self._checks.restart(self._step)
         self._inst.hooks.clear()
         self._inst.arm(self.schedule(self._step))
 
@@ -275,6 +278,7 @@ class Recorder:
         self._require_running()
         inst = self._inst
         s = self._step if step is None else int(step)
+        self._checks.stepped(s, self.schedule(s), inst.targets.params)
         if inst.settle_order() and self._writer is not None:
             self._writer.describe(description(self._writer.name, inst.targets))
         full = self.schedule(s) and inst.record(s, outputs=inst.armed)
@@ -311,6 +315,7 @@ class Recorder:
         if not self._started:
             return derive.empty_frame()
         new, hist = self._inst.drain()
+        self._checks.flushed(new)
         if hist is not None:
             self._hist_history.append(hist)
         if self._writer is not None:

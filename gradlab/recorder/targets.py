@@ -10,7 +10,9 @@ Resolution rules:
 * If the model has ``probe_points()`` (every gradlab zoo model has), those are used as is.
 * Otherwise the defaults are every Conv*/Linear (kind "conv"/"fc"), every BatchNorm (kind
   "bn") and every other norm layer (InstanceNorm*/LayerNorm/GroupNorm/RMSNorm, kind
-  "norm"), numbered in registration order (``named_modules()``); the recorder renumbers
+  "norm"), and modules that are such layers by what they are, not by class (a weight
+  matrix: "fc", like GPT-2's Conv1D; a per-feature weight that normalizes: "norm", like a
+  hand-written RMSNorm: gradlab.recorder.kinds), numbered in registration order (``named_modules()``); the recorder renumbers
   them in the order the modules actually run, from its first recorded forward
   (gradlab.recorder.forward_order). A default point has ``relu_after=True`` when the next
   module of its ``nn.Sequential`` is an ``nn.ReLU`` (only such points get act_zero_frac: a
@@ -24,7 +26,8 @@ Resolution rules:
   a function in forward). Another model's functional sigmoid is invisible here.
 * ``include`` / ``exclude``: glob patterns (``fnmatch``) on module names choose which points
   are watched, and which modules' parameters: a point or parameter is kept when its module
-  matches some ``include`` pattern (all, without one) and no ``exclude`` pattern.
+  matches some ``include`` pattern (all, without one) and no ``exclude`` pattern. Each
+  pattern that matches no point's or parameter's module is noted (``Targets.unmatched``).
 * Residual blocks (for ``branch_ratio``) are the blocks named by probe points of kind
   "branch": ``x`` is the input of the module named ``point.block`` and ``F(x)`` the output
   of the branch point. Default targets have no blocks.
@@ -32,7 +35,9 @@ Resolution rules:
   their module is not a probe point, to the nearest enclosing probe point (e.g. a residual
   block's "block" point); if there is none, they get index -1 (until the forward order gives
   them their module's place) and a kind from their module's type ("conv"/"fc"/"bn"/"norm",
-  or "other").
+  or "other"); the modules of kind "other" are noted (``Targets.unclassified``).
+* A parameter that several modules share (a tied embedding and classifier) is one target,
+  under the first name ``named_parameters()`` gives, with its other names as ``aliases``.
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ import torch.nn as nn
 
 from gradlab.errors import RecorderError
 from gradlab.runs import WATCH_SOURCE
-from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, NORM, ProbePoint
+from gradlab.models.probe_points import BLOCK, BN, BRANCH, CONV, FC, ProbePoint
 from gradlab.recorder.bn_stats import is_batchnorm
+from gradlab.recorder.kinds import module_kind, unclassified
 
 __all__ = [
     "BlockTarget",
@@ -61,18 +67,6 @@ __all__ = [
 ]
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-_CONV_TYPES = (nn.modules.conv._ConvNd,)
-_FC_TYPES = (nn.Linear, nn.Bilinear)
-_NORM_TYPES = tuple(
-    t
-    for t in (
-        nn.modules.batchnorm._NormBase,  # BatchNorm*, SyncBatchNorm, InstanceNorm*
-        nn.LayerNorm,
-        nn.GroupNorm,
-        getattr(nn, "RMSNorm", None),
-    )
-    if t is not None
-)
 
 
 @dataclass(frozen=True)
@@ -83,6 +77,7 @@ class ParamTarget:
     param: nn.Parameter
     index: int
     kind: str
+    aliases: tuple[str, ...] = ()  # its other names, where modules share it (tied weights)
 
 
 @dataclass(frozen=True)
@@ -104,6 +99,8 @@ class Targets:
     params: list[ParamTarget]
     from_model: bool  # True when the points came from model.probe_points()
     act_next: dict[str, str] = field(default_factory=dict)  # point name -> "sigmoid" | "tanh" applied next
+    unmatched: tuple[str, ...] = ()  # "include 'x.*'": patterns that chose nothing
+    unclassified: tuple[str, ...] = ()  # "name (Class)": modules of kind "other"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -130,19 +127,6 @@ def strip_prefixes(name: str) -> str:
                 name = name[len(prefix) :]
                 changed = True
     return name
-
-
-def module_kind(module: nn.Module) -> str | None:
-    """"conv" | "fc" | "bn" | "norm" for the default probe-point types, else None."""
-    if isinstance(module, _CONV_TYPES):
-        return CONV
-    if isinstance(module, _FC_TYPES):
-        return FC
-    if is_batchnorm(module):
-        return BN
-    if isinstance(module, _NORM_TYPES):
-        return NORM
-    return None
 
 
 def _selector(include: Iterable[str] | str | None, exclude: Iterable[str] | str | None):
@@ -221,6 +205,22 @@ def resolve(model: nn.Module, include: Iterable[str] | str | None = None,
     from_model = points is not None
     if points is None:
         points = default_probe_points(inner)
+    _check_points(inner, points, named)
+    candidates = [p.name for p in points] + [n.rpartition(".")[0] for n, q in inner.named_parameters() if q.requires_grad]
+    points = [p for p in points if keep(p.name)]
+    modules = [named[p.name] for p in points]
+    params, unowned = _params(inner, named, points, keep)
+    if not points and not params and (include or exclude):
+        names = [n for n, m in inner.named_modules() if n and module_kind(m)][:4]
+        raise RecorderError(f"include={include!r} / exclude={exclude!r} leave nothing to watch in "
+                            f"{type(inner).__name__}; patterns match module names such as {', '.join(names) or '(none)'}.")
+    act_next = saturating_next(inner)
+    act_next = {p.name: p.act_after or act_next[p.name] for p in points if p.act_after or p.name in act_next}
+    return Targets(inner, points, modules, _blocks(points, named), params, from_model, act_next,
+                   _unmatched(include, exclude, candidates), tuple(unclassified(inner, unowned)))  # fmt: skip
+
+
+def _check_points(inner: nn.Module, points: list[ProbePoint], named: dict) -> None:
     missing = [p.name for p in points if p.name not in named]
     if missing:
         raise RecorderError(
@@ -231,9 +231,9 @@ def resolve(model: nn.Module, include: Iterable[str] | str | None = None,
     indices = [p.index for p in points]
     if len(set(indices)) != len(indices):
         raise RecorderError(f"{type(inner).__name__}.probe_points() has repeated indices; they must be unique.")
-    points = [p for p in points if keep(p.name)]
-    modules = [named[p.name] for p in points]
 
+
+def _blocks(points: list[ProbePoint], named: dict) -> list[BlockTarget]:
     block_points = {p.block: p for p in points if p.kind == BLOCK and p.block is not None}
     blocks = []
     for i, p in enumerate(points):
@@ -243,35 +243,48 @@ def resolve(model: nn.Module, include: Iterable[str] | str | None = None,
             raise RecorderError(f"Branch point {p.name!r} names block {p.block!r}, which is not a module of the model.")
         owner = block_points.get(p.block)
         blocks.append(BlockTarget(p.block, named[p.block], i, owner.index if owner else p.index))
+    return blocks
 
+
+def _params(inner: nn.Module, named: dict, points: list[ProbePoint], keep) -> tuple[list[ParamTarget], list[str]]:
+    """The kept parameters with their owners (their other names, if tied), and the modules
+    of those no point owns."""
+    aliases: dict[int, list[str]] = {}
+    for pname, param in inner.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(param), []).append(strip_prefixes(pname))
     by_name = {p.name: p for p in points}
-    params = []
+    params, unowned = [], []
     for pname, param in inner.named_parameters():
         path = pname.rpartition(".")[0]
         if not param.requires_grad or not keep(path):
             continue
-        owner = None
-        probe = path
-        while True:
+        owner, probe = None, path
+        while owner is None:
             owner = by_name.get(probe)
-            if owner is not None and owner.kind != BRANCH:
-                break
-            owner = None
-            if not probe:
+            if owner is not None and owner.kind == BRANCH:
+                owner = None
+            if owner is None and not probe:
                 break
             probe = probe.rpartition(".")[0]
         if owner is not None:
             index, kind = owner.index, owner.kind
         else:
             index, kind = -1, module_kind(named.get(path, inner)) or "other"
-        params.append(ParamTarget(strip_prefixes(pname), param, index, kind))
-    if not points and not params and (include or exclude):
-        names = [n for n, m in inner.named_modules() if n and module_kind(m)][:4]
-        raise RecorderError(f"include={include!r} / exclude={exclude!r} leave nothing to watch in "
-                            f"{type(inner).__name__}; patterns match module names such as {', '.join(names) or '(none)'}.")
-    act_next = saturating_next(inner)
-    act_next = {p.name: p.act_after or act_next[p.name] for p in points if p.act_after or p.name in act_next}
-    return Targets(inner, points, modules, blocks, params, from_model, act_next)
+            if kind == "other":
+                unowned.append(path)
+        name = strip_prefixes(pname)
+        params.append(ParamTarget(name, param, index, kind, tuple(a for a in aliases[id(param)] if a != name)))
+    return params, unowned
+
+
+def _unmatched(include, exclude, names: list[str]) -> tuple[str, ...]:
+    """"include 'x'" / "exclude 'y'" for each pattern that matches none of ``names``."""
+    out = []
+    for what, patterns in (("include", include), ("exclude", exclude)):
+        for pattern in [patterns] if isinstance(patterns, str) else list(patterns or []):
+            if not any(fnmatchcase(n, pattern) for n in names):
+                out.append(f"{what} {pattern!r}")
+    return tuple(out)
 
 
 def description(name: str, targets: Targets) -> dict:
@@ -285,7 +298,7 @@ def description(name: str, targets: Targets) -> dict:
         "depth": sum(1 for p in points if p.kind in (CONV, FC) and p.role == "main"),
         "params": sum(p.numel() for p in targets.inner.parameters() if p.requires_grad),
         "probe_points": [p.to_dict() for p in points],
-        "parameters": [{"name": p.name, "index": p.index, "kind": p.kind, "shape": list(p.param.shape)}
-                       for p in targets.params],  # fmt: skip
+        "parameters": [{"name": p.name, "index": p.index, "kind": p.kind, "shape": list(p.param.shape),
+                        **({"aliases": list(p.aliases)} if p.aliases else {})} for p in targets.params],  # fmt: skip
         "source": WATCH_SOURCE,
     }

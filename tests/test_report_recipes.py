@@ -122,6 +122,8 @@ def test_selection_chooses_the_planted_validation_minimum_not_the_test_one(tmp_p
     assert "Fixup: Fixup-20 at lr 0.1 (validation 10.1%, test 11.5%, 95 % interval ±6.4 points)." in text
     md = (out / "table.md").read_text()
     assert "chosen on validation" in md and "| lr 0.1 (val 10.1%) |" in md
+    report = (out / "report.md").read_text()
+    assert "Each model at its lr chosen on validation error (the table's last column)." in report  # captions
     sens = (out / "sensitivity_lr.md").read_text()
     assert "| **Fixup-20** | **0.1** | 2 |" in sens and "| Fixup-20 | 0.03 | 2 |" in sens
     assert "Bold: the value chosen on validation error." in sens
@@ -132,6 +134,8 @@ def test_without_select_nothing_says_a_value_was_chosen(tmp_path):
     result = build_report(tmp_path, tmp_path / "report", formats=("png",))
     text = " ".join(result.summary) + (tmp_path / "report" / "table.md").read_text()
     assert "chosen" not in text and "Bold:" not in (tmp_path / "report" / "sensitivity_lr.md").read_text()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "chosen on validation" not in report and "Ringed" not in report and "Each model is shown at" not in report
     assert "Fixup-20 (lr 0.1)" in text
 
 

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from gradlab import runs
+from gradlab.callbacks import Callback
 from gradlab.cli.main import cli
 from gradlab.compare import compare, plan
 from gradlab.config import load_preset
@@ -77,11 +78,20 @@ def test_a_swept_value_the_recipe_refuses_is_refused_before_anything_trains():
 # --- reuse -----------------------------------------------------------------------------------
 
 
+class Config(Callback):
+    """What a tracker is given as a run's config (W&B's config, TensorBoard's spec text)."""
+
+    seen: list = []
+
+    def on_start(self, run_dir, spec, resumed):
+        self.seen.append((spec["name"], spec["recipe"]["lr"], spec["run"]["named_by"]))
+
+
 class Counting(InProcess):
     """The in-process launcher, keeping the names of the runs it trained."""
 
     def __init__(self):
-        super().__init__(progress=False)
+        super().__init__(progress=False, callbacks=[Config()])
         self.trained = []
 
     def run(self, specs, runs_dir, on_start, on_done):
@@ -100,8 +110,10 @@ def _compare(tmp_path, lrs, **recipe):
 
 
 def test_rerun_trains_nothing_and_a_changed_value_trains_only_its_runs(tmp_path):
+    Config.seen.clear()
     trained, messages = _compare(tmp_path, "0.01,0.1")
     assert trained == ["plain8-lr0.01-s0", "plain8-lr0.1-s0"]
+    assert Config.seen == [("plain8-lr0.01-s0", 0.01, ["lr"]), ("plain8-lr0.1-s0", 0.1, ["lr"])]
     assert any(m.startswith("2 run(s) to train, about ") for m in messages)
     assert not any("already finished" in m for m in messages)
     trained, messages = _compare(tmp_path, "0.01,0.1")

@@ -24,7 +24,7 @@ analyses); a report of analysis folders alone has just that section (and its pro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterable
@@ -136,7 +136,7 @@ def _runs_report(recipes: RC.Recipes, entries, analysis_jobs, out_dir: Path, for
     f.models = RC.chosen_column(f.models, recipes)
     files: list[Path] = []
     skipped: list[str] = []
-    jobs = _sensitivity_jobs(recipes, look) + _figure_jobs(f, look, skipped)
+    jobs = _sensitivity_jobs(recipes, look) + [_at_chosen(j, recipes) for j in _figure_jobs(f, look, skipped)]
     with theme(look):
         saved = render(jobs + analysis_jobs, out_dir, formats, look.dpi, workers)
     figures = [DrawnFigure(j.name, j.title, j.caption, saved[j.name]) for j in jobs]
@@ -319,6 +319,14 @@ def _sensitivity_jobs(recipes: RC.Recipes, look) -> list[FigureJob]:
                       1.0, SENS.figure, (sens, key, depth_palette(sens["depth"]), look,
                                          recipes.choices if key == recipes.key else None))
             for key, sens in recipes.sensitivity.items()]  # fmt: skip
+
+
+def _at_chosen(job: FigureJob, recipes: RC.Recipes) -> FigureJob:
+    """The job, its caption saying that each model is drawn at its value chosen on validation."""
+    if recipes.key is None:
+        return job
+    note = f" Each model at its {short(recipes.key)} chosen on validation error (the table's last column)."
+    return replace(job, caption=job.caption + note)
 
 
 def _write_sensitivity(recipes: RC.Recipes, figures: dict, out_dir: Path, files: list[Path]) -> str:

@@ -124,13 +124,7 @@ def compare(depths, families, seeds, out, jobs, formats, style, progress, launch
     specs = plan(preset, depths, families, seeds, sweep=sweep, **spec_overrides(opts))
     first = specs[0]
     selected = check_request(select.split(",") if select else (), select_on, varied(sweep), first.data.val_split)
-    swept = describe(sweep)
-    held = f", {first.data.val_split} training images held out for validation" if first.data.val_split else ""
-    click.echo(f"compare: {len(specs)} runs ({', '.join(families)} x depths {', '.join(map(str, depths))}"
-               f"{' x ' + swept if swept else ''} x seeds {', '.join(map(str, seeds))}) on {first.data.name}{held}, "
-               f"{_steps(specs)} steps each -> {opts['runs_dir']}/{first.experiment}", err=True)
-    if selected:
-        click.echo(f"select: {selected[0]} per family x depth on validation error (mean over seeds)", err=True)
+    _echo_plan(specs, families, depths, describe(sweep), seeds, opts["runs_dir"], selected)
     notify = functools.partial(click.echo, err=True)
     launch = None
     if where is not None:
@@ -172,6 +166,17 @@ def _echo_submitted(result, runs_dir, experiment, out) -> None:
     click.echo("when the jobs are done, build the report with:")
     click.echo(f"  {shlex.join(report)}")
     click.echo("(or rerun this command without --no-wait: it submits nothing new, waits, then reports)")
+
+
+def _echo_plan(specs, families, depths, swept: str, seeds, runs_dir, selected) -> None:
+    """The plan, before anything trains: its grid, run count, data, steps, where it goes."""
+    first = specs[0]
+    held = f", {first.data.val_split} training images held out for validation" if first.data.val_split else ""
+    click.echo(f"compare: {len(specs)} runs ({', '.join(families)} x depths {', '.join(map(str, depths))}"
+               f"{' x ' + swept if swept else ''} x seeds {', '.join(map(str, seeds))}) on {first.data.name}{held}, "
+               f"{_steps(specs)} steps each -> {runs_dir}/{first.experiment}", err=True)
+    if selected:
+        click.echo(f"select: {selected[0]} per family x depth on validation error (mean over seeds)", err=True)
 
 
 def _steps(specs) -> str:

@@ -24,7 +24,7 @@ analyses); a report of analysis folders alone has just that section (and its pro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterable
@@ -33,7 +33,6 @@ import pandas as pd
 
 from gradlab import families as fam
 from gradlab.errors import ReportError, RunDirError
-from gradlab.recipe_keys import short
 from gradlab.findings import Finding, Settings, check_runs, default_settings
 from gradlab.report import analyses as A
 from gradlab.report import collect as C
@@ -41,7 +40,6 @@ from gradlab.report import layer_frames as L
 from gradlab.report import markdown as MD
 from gradlab.report import recipes as RC
 from gradlab.report import selection as S
-from gradlab.report import sensitivity as SENS
 from gradlab.report import summary as SUM
 from gradlab.report import tables as T
 from gradlab.report.figures_curves import curves_figure, finals_figure, scalars_figure
@@ -136,7 +134,7 @@ def _runs_report(recipes: RC.Recipes, entries, analysis_jobs, out_dir: Path, for
     f.models = RC.chosen_column(f.models, recipes)
     files: list[Path] = []
     skipped: list[str] = []
-    jobs = _sensitivity_jobs(recipes, look) + [_at_chosen(j, recipes) for j in _figure_jobs(f, look, skipped)]
+    jobs = RC.sensitivity_jobs(recipes, look) + [RC.at_chosen(j, recipes) for j in _figure_jobs(f, look, skipped)]
     with theme(look):
         saved = render(jobs + analysis_jobs, out_dir, formats, look.dpi, workers)
     figures = [DrawnFigure(j.name, j.title, j.caption, saved[j.name]) for j in jobs]
@@ -149,7 +147,7 @@ def _runs_report(recipes: RC.Recipes, entries, analysis_jobs, out_dir: Path, for
     _write_data(f, out_dir, files)
     sens_figures = {fig.name: fig for fig in figures if fig.name.startswith("sensitivity_")}
     figures = [fig for fig in figures if fig.name not in sens_figures]
-    sensitivity_md = _write_sensitivity(recipes, sens_figures, out_dir, files)
+    sensitivity_md = RC.write_sensitivity(recipes, sens_figures, out_dir, files)
     findings, unchecked = _findings(runs, settings, warnings)
     shown = [_finding_figure(x, figures, f.flow) for x in findings]
     _write_findings(findings, shown, out_dir, files)
@@ -310,37 +308,6 @@ def _figure_jobs(f: SimpleNamespace, look, skipped: list[str]) -> list[FigureJob
             "more than two decades.",
             1.2, responses_figure, f.responses, f.palette, f.notes, look)  # fmt: skip
     return jobs
-
-
-def _sensitivity_jobs(recipes: RC.Recipes, look) -> list[FigureJob]:
-    """A sensitivity figure per swept key (the chosen value ringed)."""
-    on = "validation error" if recipes.key else None
-    return [FigureJob(f"sensitivity_{key}", f"Sensitivity to {short(key)}", SENS.caption(key, on if key == recipes.key else None),
-                      1.0, SENS.figure, (sens, key, depth_palette(sens["depth"]), look,
-                                         recipes.choices if key == recipes.key else None))
-            for key, sens in recipes.sensitivity.items()]  # fmt: skip
-
-
-def _at_chosen(job: FigureJob, recipes: RC.Recipes) -> FigureJob:
-    """The job, its caption saying that each model is drawn at its value chosen on validation."""
-    if recipes.key is None:
-        return job
-    note = f" Each model at its {short(recipes.key)} chosen on validation error (the table's last column)."
-    return replace(job, caption=job.caption + note)
-
-
-def _write_sensitivity(recipes: RC.Recipes, figures: dict, out_dir: Path, files: list[Path]) -> str:
-    """data/sensitivity_<key>.csv (one row per run) and its table; returns report.md's section."""
-    md = ""
-    for key, sens in recipes.sensitivity.items():
-        chosen = recipes.choices if key == recipes.key else None
-        summary = SENS.table(sens, key, chosen)
-        write_csv(out_dir / "data" / f"sensitivity_{key}.csv", sens, files)
-        text = SENS.to_markdown(summary, key, "validation error")
-        write_text(out_dir / f"sensitivity_{key}.md", text, files)
-        drawn = figures.get(f"sensitivity_{key}")
-        md += f"\n## Sensitivity to {short(key)}\n\n" + (MD.embed(drawn, out_dir) + "\n" if drawn else "") + text
-    return md
 
 
 def _write_data(f: SimpleNamespace, out_dir: Path, files: list[Path]) -> None:

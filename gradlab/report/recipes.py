@@ -1,13 +1,14 @@
 """How a report treats runs of several recipes: each run's setting (gradlab.report.grouping),
-the sensitivity to each swept key (gradlab.report.sensitivity) and, with ``select``, the runs
-at each model's value chosen on validation error (gradlab.report.selection): what the
-table, figures and findings then show.
+the sensitivity to each swept key (gradlab.report.sensitivity: its figures, tables and
+report.md section) and, with ``select``, the runs at each model's value chosen on validation
+error (gradlab.report.selection): what the table, figures and findings then show.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pandas as pd
 
@@ -16,7 +17,11 @@ from gradlab.recipe_keys import short, shown
 from gradlab.report import collect as C
 from gradlab.report import grouping as G
 from gradlab.report import selection as S
+from gradlab.report import markdown as MD
 from gradlab.report import sensitivity as SENS
+from gradlab.report.files import write_csv, write_text
+from gradlab.report.render import FigureJob
+from gradlab.report.style import depth_palette
 from gradlab.report.wording import fmt_pct
 from gradlab.seed_noise import from_summary
 
@@ -94,3 +99,34 @@ def selection_sentences(models: pd.DataFrame, recipes: Recipes) -> list[str]:
         if parts:
             out.append(f"{fam.get(family).title}: " + "; ".join(parts) + ".")
     return out
+
+
+def sensitivity_jobs(recipes: Recipes, look) -> list[FigureJob]:
+    """A sensitivity figure per swept key (the chosen value ringed)."""
+    on = "validation error" if recipes.key else None
+    return [FigureJob(f"sensitivity_{key}", f"Sensitivity to {short(key)}", SENS.caption(key, on if key == recipes.key else None),
+                      1.0, SENS.figure, (sens, key, depth_palette(sens["depth"]), look,
+                                         recipes.choices if key == recipes.key else None))
+            for key, sens in recipes.sensitivity.items()]  # fmt: skip
+
+
+def at_chosen(job: FigureJob, recipes: Recipes) -> FigureJob:
+    """The job, its caption saying that each model is drawn at its value chosen on validation."""
+    if recipes.key is None:
+        return job
+    note = f" Each model at its {short(recipes.key)} chosen on validation error (the table's last column)."
+    return replace(job, caption=job.caption + note)
+
+
+def write_sensitivity(recipes: Recipes, figures: dict, out_dir: Path, files: list[Path]) -> str:
+    """data/sensitivity_<key>.csv (one row per run) and its table; returns report.md's section."""
+    md = ""
+    for key, sens in recipes.sensitivity.items():
+        chosen = recipes.choices if key == recipes.key else None
+        summary = SENS.table(sens, key, chosen)
+        write_csv(out_dir / "data" / f"sensitivity_{key}.csv", sens, files)
+        text = SENS.to_markdown(summary, key, "validation error")
+        write_text(out_dir / f"sensitivity_{key}.md", text, files)
+        drawn = figures.get(f"sensitivity_{key}")
+        md += f"\n## Sensitivity to {short(key)}\n\n" + (MD.embed(drawn, out_dir) + "\n" if drawn else "") + text
+    return md

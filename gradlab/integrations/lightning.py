@@ -88,7 +88,6 @@ class GradlabCallback(pl.Callback):
         rows are flushed to disk first)."""
         if self.recorder is None:
             return dict(self.restored or {})
-        self._emit()
         self.recorder.flush()
         return {"run_dir": str(self.recorder.run_dir), "name": self.recorder.run_name,
                 "recorder": self.recorder.state_dict()}  # fmt: skip

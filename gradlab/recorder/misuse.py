@@ -82,29 +82,36 @@ class StepChecks:
         """Check the rows a flush derived (zeroed gradients, weights that did not move)."""
         if not len(rows) or {"zeros", "still"} <= self.said:
             return
-        steps = np.sort(rows["step"].unique())
-        by_stat = {stat: frame for stat, frame in rows.groupby("stat", observed=True)}
-        grads, acts, updates = (by_stat.get(s) for s in (S.GRAD_NORM, S.ACT_GRAD_NORM, S.UPDATE_NORM))
-        for step in steps:
-            grad = None if grads is None else grads.loc[grads["step"] == step, "value"].to_numpy()
-            if grad is not None and len(grad) and "zeros" not in self.said and not grad.any() and (
-                    acts is None or acts.loc[acts["step"] == step, "value"].to_numpy().any()):  # fmt: skip
+        stat = rows["stat"]
+        grad_moved, grad_finite = _per_step(rows[stat == S.GRAD_NORM])
+        act_moved, _ = _per_step(rows[stat == S.ACT_GRAD_NORM])
+        moved, _ = _per_step(rows[stat == S.UPDATE_NORM])
+        for step in np.sort(rows["step"].unique()):
+            if step in grad_moved and not grad_moved[step] and act_moved.get(step, True) and "zeros" not in self.said:
                 self.said.add("zeros")
                 _say(f"every parameter's gradient was exactly zero at step {step}, though gradients reached the "
                      f"activations (zero_grad() before rec.step()?): {_FIX_ORDER}.", 5)  # fmt: skip
-            self._moved(step, grad, updates)
+            # no weight moved since the recorded step right before (a GradScaler's skipped steps,
+            # with non-finite gradients, do not move either)
+            if step == self.last_recorded + 1 and moved.get(step, True) is False and grad_finite.get(step, True):
+                self._still(step)
             self.last_recorded = int(step)
 
-    def _moved(self, step, grad, updates) -> None:
-        """Count recorded steps right after another at which no weight changed; name the second."""
-        if updates is None or "still" in self.said or step != self.last_recorded + 1:
-            return
-        update = updates.loc[updates["step"] == step, "value"].to_numpy()
-        finite = grad is None or np.isfinite(grad).all()  # a GradScaler's skipped steps do not move either
-        if len(update) and finite and not update.any():
-            self.still += 1
-            if self.still >= 2:  # one (a warm-up from lr 0) is no pattern
-                self.said.add("still")
-                _say(f"no weight changed between steps {step - 1} and {step}, nor at an earlier step: rec.step() "
-                     "runs more than once per optimizer step (in a gradient-accumulation loop: once, after the last "
-                     "micro-batch's backward), or the optimizer does not step.", 6)  # fmt: skip
+    def _still(self, step: int) -> None:
+        """A recorded step right after another at which no weight changed; name the second."""
+        self.still += 1
+        if self.still >= 2 and "still" not in self.said:  # one (a warm-up from lr 0) is no pattern
+            self.said.add("still")
+            _say(f"no weight changed between steps {step - 1} and {step}, nor at an earlier step: rec.step() runs "
+                 "more than once per optimizer step (in a gradient-accumulation loop: once, after the last "
+                 "micro-batch's backward), or the optimizer does not step.", 6)  # fmt: skip
+
+
+def _per_step(frame: pd.DataFrame) -> tuple[dict, dict]:
+    """{step: whether some value is non-zero (NaN counts)}, {step: whether all are finite}."""
+    if not len(frame):
+        return {}, {}
+    values = frame["value"].to_numpy()
+    nonzero = pd.Series(values != 0).groupby(frame["step"].to_numpy()).any()
+    finite = pd.Series(np.isfinite(values)).groupby(frame["step"].to_numpy()).all()
+    return {int(k): bool(v) for k, v in nonzero.items()}, {int(k): bool(v) for k, v in finite.items()}

@@ -24,6 +24,7 @@ import torch.nn as nn
 from gradlab.recorder.bn_grads import BNGrads
 from gradlab.recorder.bn_stats import BNStats, bn_node, saved_stats
 from gradlab.recorder.compiled import eager, eager_while_armed
+from gradlab.recorder.fast_taps import FastTaps
 from gradlab.recorder.layout import Layout
 from gradlab.recorder.mixed import reducer_for
 from gradlab.recorder.reductions import F32
@@ -61,7 +62,10 @@ class StepHooks:
         self.vals: list[torch.Tensor] = list(self.template)  # this step's value of every column
         self.sample = Sample(act_sample)
         self.reducer = reducer_for(defer, device, self.vals, self.sample, FlatScratch())
-        self.numel = [0] * len(self.taps)  # elements each point's sums and norms cover
+        deferred = getattr(self.reducer, "deferred", self.reducer if defer == "step" else None)
+        self.fast = FastTaps(None if self.thread_limit else deferred, getattr(self.reducer, "small", None), self.sample)
+        self.no_numel = [0] * len(self.taps)
+        self.numel = list(self.no_numel)  # elements each point's sums and norms cover
         self.seen: dict[int, SeenOutput] = {}  # id(tensor) -> what was taken of it, this forward
         self.fed_out: dict[int, torch.Tensor] = {}  # unchecked fed points' outputs, this forward
         self.handles: list = []
@@ -81,8 +85,10 @@ class StepHooks:
             hook = self._hook
             for tap, module in zip(self.taps, self.modules):
                 if tap.hooked:
-                    on_output = self._on_plain_output if tap.plain else self._on_output
-                    self.handles.append(module.register_forward_hook(hook(partial(on_output, tap))))
+                    on_output = hook(partial(self._on_plain_output if tap.plain else self._on_output, tap))
+                    if tap.fast is not None and tap.plain:  # the lean hook (gradlab.recorder.fast_taps)
+                        on_output = self.fast.hook(tap, on_output, self.numel)
+                    self.handles.append(module.register_forward_hook(on_output))
                 elif tap.fed and tap.active and not tap.checked:
                     self.handles.append(module.register_forward_hook(hook(partial(self._note_fed, tap))))
             for b, block in enumerate(self.blocks if self.block_todo else ()):
@@ -109,6 +115,11 @@ class StepHooks:
     def write(self, row: torch.Tensor, written: np.ndarray) -> None:
         """Fill the step's ``row`` on the device and mark in ``written`` the columns set."""
         self.reducer.finish()
+        fast = self.fast
+        if fast.learning and fast.seen:  # the first recorded step: which points can take the lean hook
+            self.rearm = fast.learn() or self.rearm
+        elif fast.fast and fast.revoke_changed():
+            self.rearm = True
         base, vals = self.base, self.vals[self.base :]  # (the parameters' columns: gradlab.recorder.params)
         unset = self.unset
         measured = [v is not unset for v in vals]
@@ -127,7 +138,7 @@ class StepHooks:
         for j in self.fed_out:  # a fed point's output that its BatchNorm never took
             self._unpair(self.taps[j])
         self.fed_out.clear()
-        self.numel = [0] * len(self.taps)
+        self.numel[:] = self.no_numel  # (in place: the lean hooks hold the list)
         self.seen.clear()
         self.vals[:] = self.template
         self.bn_stats.clear()
@@ -141,6 +152,7 @@ class StepHooks:
         if e is None or e.ref() is not h or e.version != h._version:
             e = SeenOutput(h)
             self.seen[id(h)] = e
+        e.uses += 1
         return e
 
     # ------------------------------------------------------------------ forward hooks
@@ -175,7 +187,10 @@ class StepHooks:
             return
         h = output_tensor(output)
         if h is not None:
-            self._measure(tap, h, self._seen_entry(h))  # (a BatchNorm output it sees shares its statistics)
+            e = self._seen_entry(h)
+            self._measure(tap, h, e)  # (a BatchNorm output it sees shares its statistics)
+            if self.fast.learning:
+                self.fast.observe(tap, h, e)
 
     @eager
     def _note_fed(self, tap: Tap, module: nn.Module, args, output) -> None:

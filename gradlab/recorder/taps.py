@@ -40,7 +40,7 @@ class SeenOutput:
     it (a BN output and the ``branch_out`` point after it, a block output and the next
     block's input are reduced once)."""
 
-    __slots__ = ("ref", "version", "values", "grad_cols", "sample", "derived", "saved")
+    __slots__ = ("ref", "version", "values", "grad_cols", "sample", "derived", "saved", "uses")
 
     def __init__(self, h: torch.Tensor):
         self.ref = weakref.ref(h)
@@ -50,6 +50,7 @@ class SeenOutput:
         self.grad_cols: list[int] | None = None
         self.derived = None  # a BatchNorm output: its key in BNStats, whose sum and norm it gets
         self.saved = None  # a BatchNorm output: the statistics its backward node saved (False: none)
+        self.uses = 0  # the points and blocks that took it
 
 
 class Tap:
@@ -58,7 +59,7 @@ class Tap:
     routes the output elsewhere)."""
 
     __slots__ = ("position", "is_bn", "channel_first", "reductions", "from_bn", "on_tensor", "bn_cols", "grad_col",
-                 "active", "fed", "feeder", "checked")  # fmt: skip
+                 "active", "fed", "feeder", "checked", "fast")  # fmt: skip
 
     def __init__(self, cols: PointColumns):
         self.position = cols.position  # in Targets.points and Targets.modules
@@ -73,6 +74,7 @@ class Tap:
         self.fed = cols.fed  # its output goes only to the next point, a BatchNorm, whose hooks measure it
         self.feeder: Tap | None = None  # (on that BatchNorm's tap) the tap it measures
         self.checked = False  # a recorded step saw the BatchNorm's input be this point's output
+        self.fast = None  # a FastPlan: it takes the lean hook (gradlab.recorder.fast_taps)
 
     @property
     def plain(self) -> bool:

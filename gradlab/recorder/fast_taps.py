@@ -1,0 +1,130 @@
+"""A lean forward hook for the probe points whose outputs are small and their own.
+
+On a CPU a short step (a transformer of width 32, a ResNet at batch 8) pays the recorder
+per probe point, in Python, more than in arithmetic: the general hook
+(gradlab.recorder.hooks) asks of every output where it goes, whether another point sees
+it, whether it is kept or copied, whether its gradient is retained or hooked. For most
+points the answers are the same at every step. The first recorded step learns them
+(:meth:`FastTaps.learn`); from the next one, a point whose output was small (deferred to
+``step()``: gradlab.recorder.deferred), seen by no other point or block, not changed in
+place by a later op, and whose gradient could be retained, gets a hook that does just
+that: keep a reference, retain the gradient, note the elements. Any other call (another
+shape or dtype, eval mode, no grad, a tensor subclass, a memory bound reached) takes the
+general hook, which records it as before; an output found changed in place at ``step()``
+sends its point back to the general hook for good. The values are those of the general
+hook: the same reductions run on the same tensors at ``step()``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gradlab.recorder.compiled import eager
+from gradlab.recorder.taps import Tap
+
+__all__ = ["FastPlan", "FastTaps"]
+
+_TENSOR = torch.Tensor
+
+
+class FastPlan:
+    """What the general hook did with a point's output, to be done again without asking."""
+
+    __slots__ = ("shape", "dtype", "first", "meta", "key", "todo", "size", "numel", "grad_cols", "grad_key")
+
+    def __init__(self, tap: Tap, h: torch.Tensor, first: int | None, numel: int, grad: bool):
+        self.shape, self.dtype, self.first = h.shape, h.dtype, first
+        self.meta = (h.shape if first is None else (first, *h.shape[1:]), h.dtype, tap.channel_first)
+        self.key = tap.reductions[0][1] if tap.reductions else -1  # the deferred path's key: its first column
+        self.todo = tap.reductions
+        self.size = h.numel() * h.element_size()
+        self.numel = numel
+        self.grad_cols = [tap.grad_col] if grad else None
+        self.grad_key = tap.grad_col
+
+
+class FastTaps:
+    """Learns on the first recorded step which points can take the lean hook, and makes it.
+
+    ``deferred``: the DeferredReductions of the step (None: reductions run in the hooks,
+    and nothing here applies); ``small``: the most elements an output may have to be
+    deferred (gradlab.recorder.mixed; None: any); ``sample``: the recorder's Sample."""
+
+    def __init__(self, deferred, small: int | None, sample):
+        self.deferred = deferred
+        self.small = small
+        self.sample = sample
+        self.learning = deferred is not None  # the next recorded step is watched to learn
+        self.seen: dict[int, tuple] = {}  # tap position -> (tap, output, its SeenOutput), the learning step
+        self.fast: dict[int, Tap] = {}  # tap position -> the tap, for those with a plan
+
+    def observe(self, tap: Tap, h: torch.Tensor, entry) -> None:
+        """The general hook measured ``tap`` on ``h`` (during the learning step)."""
+        self.seen[tap.position] = (tap, h, entry)
+
+    def learn(self) -> bool:
+        """After the learning step's ``finish()``: give a plan to each point that qualifies.
+        True if any did."""
+        self.learning = False
+        d = self.deferred
+        for tap, h, e in self.seen.values():
+            plan = self._plan(tap, h, e.uses, d)
+            if plan is not None:
+                tap.fast = plan
+                self.fast[tap.position] = tap
+        self.seen.clear()
+        return bool(self.fast)
+
+    def _plan(self, tap: Tap, h: torch.Tensor, uses: int, d) -> FastPlan | None:
+        if uses != 1 or type(h) is not _TENSOR or h.grad_fn is None or not h.requires_grad:
+            return None
+        numel = self.sample.numel(h)
+        if self.small is not None and (numel > self.small or h.numel() > self.small):
+            return None
+        grad = tap.grad_col >= 0
+        key = tap.reductions[0][1] if tap.reductions else -1
+        if key in d._copied or (grad and (tap.grad_col in d.grads._in_place or h.numel() > d.grads.retain_numel)):
+            return None
+        return FastPlan(tap, h, self.sample.size(h), numel, grad)
+
+    def revoke_changed(self) -> bool:
+        """Points whose output a later op was found to change in place lose their plan
+        (the general hook copies such outputs); True if any did."""
+        d, gone = self.deferred, []
+        for position, tap in self.fast.items():
+            plan = tap.fast
+            if plan.key in d._copied or (plan.grad_cols is not None and plan.grad_key in d.grads._in_place):
+                gone.append(position)
+        for position in gone:
+            self.fast.pop(position).fast = None
+        return bool(gone)
+
+    def hook(self, tap: Tap, general, numel: list):
+        """The lean forward hook of ``tap`` (``general``: the general hook, for any call the
+        plan does not describe; ``numel``: the step's elements per point)."""
+        plan, d = tap.fast, self.deferred
+        grads, grad_enabled, position = d.grads, torch.is_grad_enabled, tap.position
+        shape, dtype, first, meta, key, todo, size = plan.shape, plan.dtype, plan.first, plan.meta, plan.key, plan.todo, plan.size
+        grad_cols, n = plan.grad_cols, plan.numel
+
+        @eager
+        def fast(module, args, output):
+            if (type(output) is not _TENSOR or output.shape != shape or output.dtype != dtype or not module.training
+                    or not grad_enabled() or not output.requires_grad or d._kept + size > d.ref_bytes
+                    or grad_cols is not None and grads._retained_bytes + size > grads.grad_bytes):  # fmt: skip
+                return general(module, args, output)
+            version = output._version
+            if todo:
+                d._kept += size
+                d._wants.append((len(d._samples), todo))
+                d._samples.append(output)
+                d._firsts.append(first)
+                d._metas.append(meta)
+                d._origins.append((output, version, key, False))
+            if grad_cols is not None:
+                output.retain_grad()
+                grads._retained.append((output, version, grad_cols, plan.grad_key))
+                grads._retained_bytes += size
+            numel[position] = n
+
+        return fast

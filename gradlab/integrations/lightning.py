@@ -45,8 +45,11 @@ class GradlabCallback(pl.Callback):
         self.run_dir = run_dir
         self.options = checked_options(recorder_options, "GradlabCallback")
         self.recorder = None
-        self.stopped_by = None  # the FindingStop that ended the fit
         self.restored: dict | None = None  # a checkpoint's state, applied when training starts
+        self._new_fit()
+
+    def _new_fit(self) -> None:
+        self.stopped_by = None  # the FindingStop that ended the fit
         self._logged_step = -1  # the last optimizer step a training row was logged for
         self._last: dict[str, float] = {}  # the values of the rows logged so far, by name
         self._eval_keys: set[str] = set()  # names whose values came from validation
@@ -58,7 +61,8 @@ class GradlabCallback(pl.Callback):
         # (not on_fit_start: a fit resumed from a checkpoint has its global step only here)
         if not trainer.is_global_zero:
             return
-        state = self.restored
+        self._new_fit()
+        state, self.restored = self.restored, None
         if state:
             run_dir, name = Path(state["run_dir"]), state["name"]
         elif self.run_dir is not None:

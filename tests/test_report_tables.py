@@ -141,8 +141,8 @@ def test_summary_differences_inside_the_intervals_are_within_the_noise():
     ])
     sentences = SUM.summarize(models)
     text = " ".join(sentences)
-    assert ("plain-56 and plain-20 end within the noise of 2 and 3 seeds (their 95 % intervals overlap) "
-            "(9.5% vs 8.0% training error): no degradation shown at this budget.") in text
+    assert ("plain-56 and plain-20 end within the noise of 2 and 3 seeds (9.5% vs 8.0% training error; their 95 % "
+            "intervals overlap): no degradation shown at this budget.") in text
     assert ("At depth 56, Fixup-56 ends at 9.0% training error vs 9.5% for plain-56: about the same, within the "
             "noise of 2 seeds (their 95 % intervals overlap).") in text
     assert ": degradation" not in text and "no noise estimate" not in text

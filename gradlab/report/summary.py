@@ -56,7 +56,8 @@ def _depth_sentence(family: str, a: pd.Series, b: pd.Series) -> str:
                 f"estimate exists, so whether this is {what} is not judged{caveat}.")
     if sign == 0:
         verdict = "the deeper residual net is not shown harder to train" if residual else "no degradation shown at this budget"
-        return f"{b['label']} and {a['label']} end {basis} ({xb} vs {xa} training error): {verdict}{caveat}."
+        basis = basis.replace(" (their", f" ({xb} vs {xa} training error; their")
+        return f"{b['label']} and {a['label']} end {basis}: {verdict}{caveat}."
     if not fam.get(family).residual:
         if sign > 0:
             return f"{b['label']} ends with higher training error ({xb}) than {a['label']} ({xa}), {basis}: degradation{caveat}."

@@ -181,3 +181,20 @@ def test_hf_metrics_carry_the_step_of_their_layer_rows(tmp_path):
     assert list(logged.index) == list(range(6))
     for step, value in logged.items():  # the Trainer's total norm is that of the same step's gradients
         assert total[step] == pytest.approx(value, rel=1e-4)
+
+
+def test_lightning_loggers_receive_the_layer_statistics_when_asked(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def tags(loggers: bool) -> set[str]:
+        logger = pl.loggers.TensorBoardLogger(tmp_path, name=f"tb-{loggers}")
+        callback = LightningCallback(tmp_path / f"run-{loggers}", every=1, loggers=loggers)
+        trainer(tmp_path, [callback], max_steps=3, logger=logger).fit(Module(), loader())
+        events = EventAccumulator(logger.log_dir)
+        events.Reload()
+        return set(events.Tags()["scalars"])
+
+    asked = tags(True)
+    assert "grad_norm/000.net.0.weight" in asked and "act_grad_norm/002.net.3" in asked and "train_loss" in asked
+    assert not any(t.startswith("grad_norm/") for t in tags(False))

@@ -17,6 +17,9 @@ without a logger), named after the logger ("lightning_logs/version_3"), with a s
 callback's state goes into Lightning's checkpoints: ``fit(ckpt_path=...)`` continues the
 same run directory with the update norms' previous weights and the first non-finite value.
 A run that raises is marked failed. On several processes only global rank 0 records.
+With ``loggers=True`` the layer statistics also go to the trainer's own loggers
+(``trainer.loggers``: a TensorBoardLogger, a WandbLogger, ...) under the tags gradlab's
+trackers use (``grad_norm/003.net.0.weight``), at the steps of their layer rows.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
+from gradlab.callbacks import Callback
 from gradlab.integrations.common import checked_options, default_run, numbers, start_recorder, step_or_stop
+from gradlab.tracking.common import finite, layer_key
 
 __all__ = ["GradlabCallback"]
 
@@ -33,7 +38,8 @@ __all__ = ["GradlabCallback"]
 class GradlabCallback(pl.Callback):
     """Records gradient flow of the module being fit into a gradlab run directory.
 
-    run_dir: where the run directory goes (default: see the module docstring); every other
+    run_dir: where the run directory goes (default: see the module docstring); loggers:
+    also log the layer statistics through ``trainer.loggers``; every other
     keyword is the recorder's (``every``, ``stats``, ``include``, ``exclude``, ``name``,
     ``config``, ``callbacks`` for W&B/TensorBoard trackers, ...), checked here;
     ``tensorboard=DIR`` also writes TensorBoard event files under DIR; ``findings=`` runs
@@ -41,8 +47,9 @@ class GradlabCallback(pl.Callback):
     through ``trainer.should_stop``, the run marked interrupted by the finding.
     """
 
-    def __init__(self, run_dir: str | Path | None = None, **recorder_options):
+    def __init__(self, run_dir: str | Path | None = None, loggers: bool = False, **recorder_options):
         self.run_dir = run_dir
+        self.loggers = bool(loggers)
         self.options = checked_options(recorder_options, "GradlabCallback")
         self.recorder = None
         self.restored: dict | None = None  # a checkpoint's state, applied when training starts
@@ -69,7 +76,10 @@ class GradlabCallback(pl.Callback):
             run_dir, name = Path(self.run_dir), None
         else:
             run_dir, name = default_run(*_default_place(trainer))
-        self.recorder = start_recorder(pl_module, run_dir, trainer.global_step, self.options, name,
+        options = self.options
+        if self.loggers and trainer.loggers:
+            options = {**options, "callbacks": [*options.get("callbacks", ()), TrainerLoggers(trainer.loggers)]}
+        self.recorder = start_recorder(pl_module, run_dir, trainer.global_step, options, name,
                                        resume=bool(state) or None)  # fmt: skip
         if state:
             self.recorder.load_state_dict(state["recorder"])
@@ -137,6 +147,21 @@ class GradlabCallback(pl.Callback):
         if self._row:
             self.recorder.log(self._row_step, **self._row)
             self._row = {}
+
+
+class TrainerLoggers(Callback):
+    """The recorder's layer rows, as they are written, to Lightning loggers (``loggers=True``)."""
+
+    def __init__(self, loggers):
+        self.loggers = list(loggers)
+
+    def on_layers(self, run_dir: Path, frame) -> None:
+        for step, rows in frame.groupby("step"):
+            metrics = {layer_key(stat, index, layer): float(value)
+                       for stat, index, layer, value in zip(rows["stat"], rows["index"], rows["layer"], rows["value"])
+                       if finite(value)}  # fmt: skip
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=int(step))
 
 
 def _default_place(trainer: pl.Trainer) -> tuple[Path, str]:

@@ -61,13 +61,16 @@ def probe_rate(spec, cost) -> float:
     return per_step * spec.recipe.steps / cost(spec)
 
 
-def estimate(todo: list, reused: list[tuple], cost, jobs: int = 1) -> tuple[float, str]:
+def estimate(todo: list, reused: list[tuple], cost, jobs: int = 1, probe: bool = True) -> tuple[float | None, str]:
     """(seconds, where the rate comes from) for training ``todo`` ``jobs`` at a time;
-    ``reused``: the (spec, run directory) of the plan's finished runs."""
+    ``reused``: the (spec, run directory) of the plan's finished runs. probe=False (runs that
+    train elsewhere, on a cluster): no timed steps here, so (None, why) without finished runs."""
     total = sum(cost(s) for s in todo)
     rate = rate_from_runs(reused, cost)
     if rate is not None:
         basis = f"at the pace of the {len(reused)} finished run(s) here"
+    elif not probe:
+        return None, "no estimate: they train on the launcher's machines and none has finished here yet"
     else:
         cheapest = min(todo, key=cost)
         rate = probe_rate(cheapest, cost)

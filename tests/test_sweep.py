@@ -134,6 +134,17 @@ def test_a_finished_run_of_another_recipe_under_the_same_name_is_refused_before_
     assert not (tmp_path / "runs" / "quick-digits" / "plain8-lr0.3-s0").exists()  # nothing trained
 
 
+def test_the_eta_of_runs_that_train_elsewhere_is_not_guessed_from_this_machine():
+    from gradlab.compare import cost
+    from gradlab.eta import estimate
+
+    specs = plan(load_preset("quick"), (20,), ("plain",), (0,))
+    assert estimate(specs, [], cost, probe=False) == (
+        None, "no estimate: they train on the launcher's machines and none has finished here yet")
+    seconds, basis = estimate(specs, [], cost)
+    assert seconds > 0 and basis == "from 3 timed steps of plain20, without recording or evaluation: a lower bound"
+
+
 # --- the command line ------------------------------------------------------------------------
 
 

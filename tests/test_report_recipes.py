@@ -124,6 +124,7 @@ def test_selection_chooses_the_planted_validation_minimum_not_the_test_one(tmp_p
     assert "chosen on validation" in md and "| lr 0.1 (val 10.1%) |" in md
     report = (out / "report.md").read_text()
     assert "Each model at its lr chosen on validation error (the table's last column)." in report  # captions
+    assert "Ringed: the value chosen on validation error." in report
     sens = (out / "sensitivity_lr.md").read_text()
     assert "| **Fixup-20** | **0.1** | 2 |" in sens and "| Fixup-20 | 0.03 | 2 |" in sens
     assert "Bold: the value chosen on validation error." in sens
@@ -171,3 +172,13 @@ def test_sort_runs_orders_values_as_numbers():
     runs = [type("Run", (), {"path": p})() for p in ("a", "b", "c")]
     settings = {"a": {"lr": 0.1}, "b": {"lr": 0.003}, "c": {"lr": 0.03}}
     assert [r.path for r in RC.sort_runs(runs, settings)] == ["b", "c", "a"]
+
+
+def test_the_degradation_finding_judges_seeds_by_the_same_intervals(tmp_path):
+    from gradlab.findings import check_runs
+
+    for seed, (e20, e56) in enumerate(((0.04, 0.30), (0.05, 0.31))):
+        F.make_run(tmp_path, "plain", 20, seed, 60, final_train_err=e20, layers=False)
+        F.make_run(tmp_path, "plain", 56, seed, 60, final_train_err=e56, layers=False)
+    (f,) = [x for x in check_runs(R.load(tmp_path)) if x.rule == "degradation"]
+    assert "beyond the 95 % intervals of 2 seeds" in f.evidence and "no noise estimate" not in f.evidence

@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 LEVEL = 0.95
 
@@ -23,6 +22,8 @@ def t_quantile(n: int, level: float = LEVEL) -> float:
     degrees of freedom): 12.71 for n = 2, 4.30 for n = 3."""
     if n < 2:
         return float("nan")
+    from scipy import stats  # here: importing the findings (the live recorder's too) stays light
+
     return float(stats.t.ppf(0.5 + level / 2, n - 1))
 
 

@@ -85,3 +85,12 @@ def test_a_stopped_run_gets_no_line_about_stop(tmp_path, body):
 def test_a_recorder_without_run_dir_says_nothing_at_exit(tmp_path):
     done = _script(tmp_path, "rec = gradlab.watch(model, every=1)\ntrain(rec, 1)\n")
     assert done.returncode == 0 and LINE not in done.stderr and "gradlab" not in done.stderr
+
+
+def test_a_forked_child_that_exits_leaves_its_parents_run_alone(tmp_path):
+    body = ("import os\nrec = gradlab.watch(model, run_dir=RUN, every=1)\ntrain(rec)\npid = os.fork()\n"
+            "if pid == 0:\n    sys.exit(0)\nos.waitpid(pid, 0)\nimport json\n"
+            "print('after child:', json.load(open(RUN + '/status.json'))['state'])\nrec.stop()\n")  # fmt: skip
+    done = _script(tmp_path, body)
+    assert "after child: running" in done.stdout, done.stderr
+    assert LINE not in done.stderr and runs.read_status(tmp_path / "run")["state"] == runs.DONE

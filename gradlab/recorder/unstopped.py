@@ -12,6 +12,7 @@ Python at all: its status stays "running", which readers call crashed.
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import warnings
 import weakref
@@ -34,6 +35,7 @@ def register(rec) -> None:
         _chain_excepthook()
         atexit.register(_at_exit)
     _LIVE.add(rec)
+    rec._started_in = os.getpid()  # a forked child that exits normally must not close its parent's runs
 
 
 def forget(rec) -> None:
@@ -65,7 +67,9 @@ def _at_exit() -> None:
 def close(rec, how: str, error: BaseException | None = None) -> None:
     """Stop ``rec``, which its owner never stopped, and say so in one line (``how``: what
     ended it). Never raises: it runs at exit or in a finalizer."""
-    _LIVE.discard(rec)
+    _LIVE.discard(rec)  # (a collected recorder has left the set already)
+    if getattr(rec, "_started_in", None) != os.getpid():  # not registered, or by the process this one forked from
+        return
     where = rec.run_dir
     try:
         state = rec._close_unstopped(how, error)

@@ -256,3 +256,18 @@ def test_without_findings_the_bench_says_nothing_of_them():
     result = run_overhead("resnet8", batch_size=2, device="cpu", steps=1, repeats=1, warmup=0, with_wandb=False)
     assert "findings" not in result["variants"] and result["findings_checks"] is None
     assert "findings" not in format_result(result)
+
+
+def test_a_zoo_case_may_name_its_activation_where_saturation_is_recorded():
+    from gradlab.bench.overhead import run_overhead
+    from gradlab.bench.overhead_cases import parse_cases
+
+    assert parse_cases("plain20:sigmoid@2,resnet20:tanh", 8) == [("plain20:sigmoid@2", "plain20:sigmoid", 2),
+                                                                  ("resnet20:tanh", "resnet20:tanh", 8)]  # fmt: skip
+    rows = {stats: run_overhead("plain8:sigmoid", batch_size=2, device="cpu", steps=1, repeats=1, warmup=0,
+                                with_wandb=False, stats=stats)["gradlab_rows"]
+            for stats in (("act_mean",), ("act_mean", "act_sat_frac"))}  # fmt: skip
+    assert rows[("act_mean", "act_sat_frac")] > rows[("act_mean",)] > 0  # one more statistic per point
+    for bad in ("plain20:gelu", "transformer:tanh"):
+        res = CliRunner().invoke(cli, ["bench", "overhead", "--model", bad, "--no-wandb"])
+        assert res.exit_code == 1 and "one of relu, tanh, sigmoid" in res.output and "Traceback" not in res.output

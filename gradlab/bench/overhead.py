@@ -186,7 +186,7 @@ def run_overhead_cases(models: str = DEFAULT_CASES, batch_size: int | None = Non
         if arch != TRANSFORMER:
             from gradlab.models import info
 
-            info(arch)  # an unknown name is an error now, not after the first case's minutes
+            info(arch.partition(":")[0])  # an unknown name is an error now, not after the first case's minutes
     return {"benchmark": "overhead", "cases": [run_overhead(name, batch_size=size, **options)
                                                for name, _, size in cases]}  # fmt: skip
 

@@ -9,6 +9,9 @@ kernel launches and a CPU on dispatch:
     resnet56        ResNet-56, 128 images of 3x32x32
     transformer     the transformer, 4 sequences of 8 tokens
     resnet20@8      ResNet-20, 8 images of 3x32x32
+
+A zoo name may carry the activation its CIFAR blocks use after a colon (``plain20:sigmoid``,
+``resnet20:tanh@8``): where act_sat_frac is recorded, to measure what it costs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from gradlab.errors import ConfigError
+from gradlab.models.options import ACTS
 
 __all__ = ["Case", "DEFAULT_CASES", "build_case", "parse_cases"]
 
@@ -54,6 +58,10 @@ def parse_cases(text: str, batch_size: int | None) -> list[tuple[str, str, int]]
         model, _, batch = item.partition("@")
         if batch and not batch.isdigit() or batch == "0":
             raise ConfigError(f"--model {item}: the batch after @ must be a positive whole number, as in resnet20@8")
+        act = model.partition(":")[2]
+        if act and (act not in ACTS or model.startswith(TRANSFORMER)):
+            raise ConfigError(f"--model {item}: after the colon comes a zoo net's activation, one of {', '.join(ACTS)}, "
+                              "as in plain20:sigmoid")  # fmt: skip
         size = int(batch) if batch else batch_size if batch_size is not None else 4 if model == TRANSFORMER else 128
         out.append((item, model, size))
     return out
@@ -70,8 +78,9 @@ def build_case(name: str, model: str, batch_size: int, device: torch.device, see
     from gradlab.models import build
 
     torch.manual_seed(seed)
-    net = build(model).to(device)
-    shape = input_size(model)
+    arch, _, act = model.partition(":")
+    net = build(arch, act=act or "relu").to(device)
+    shape = input_size(arch)
     x = torch.randn(batch_size, *shape, device=device)
     with torch.no_grad():
         net.eval()

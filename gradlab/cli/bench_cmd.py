@@ -42,7 +42,7 @@ def _progress_printer():
 @bench.command("overhead")
 @click.option("--model", "models", default="resnet56,transformer,resnet20@8", show_default=True,
               help="Cases, comma-separated: a zoo model name or transformer (a 12-layer pre-LN transformer), "
-              "@N for the batch size.")
+              "@N for the batch size, :sigmoid or :tanh for a CIFAR net's activation (plain20:sigmoid@8).")
 @click.option("--steps", default=5, show_default=True, type=click.IntRange(1), help="Timed steps per variant per round.")
 @click.option("--repeats", default=6, show_default=True, type=click.IntRange(1),
               help="Interleaved rounds (6: each of the six orders of the three variants once). "

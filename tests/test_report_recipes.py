@@ -65,6 +65,10 @@ def test_differing_settings_leave_out_what_every_run_shares():
     assert G.setting_label({"lr": 0.1, "weight_decay": 5e-4, "data.val_split": 300}) == "lr 0.1, wd 0.0005, val_split 300"
     # runs of someone's own loop: their config, flattened
     assert G.differing([{"opt.lr": 1, "opt.beta": 2}, {"opt.lr": 3, "opt.beta": 2}]) == [{"opt.lr": 1}, {"opt.lr": 3}]
+    # runs already named apart (post-LN, pre-LN) keep their labels; two runs of one name are told apart
+    configs = [{"norm_first": False, "lr": 0.03}, {"norm_first": True, "lr": 0.03}, {"norm_first": True, "lr": 0.1}]
+    assert G.differing(configs, within=["post-LN", "pre-LN", "pre-LN"]) == [{"lr": 0.03}, {"lr": 0.03}, {"lr": 0.1}]
+    assert G.differing(configs[:2], within=["post-LN", "pre-LN"]) == [{}, {}]
 
 
 def test_fixup20_at_two_lrs_is_two_rows_and_two_seeds_one_row_with_an_interval(tmp_path):

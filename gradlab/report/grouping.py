@@ -41,12 +41,16 @@ def _hashable(value):
     return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def differing(settings: list[dict], ignore=()) -> list[dict]:
+def differing(settings: list[dict], ignore=(), within: list | None = None) -> list[dict]:
     """For each run's settings, the ones whose value is not the same in every run (a key
-    some runs lack differs too, as None), in the order the keys first appear."""
+    some runs lack differs too, as None), in the order the keys first appear. ``within``:
+    a group per run (its model); then only keys that differ inside some group count, so runs
+    already told apart by their names keep their labels."""
     skip = IGNORED | set(ignore)
+    groups = within if within is not None else [None] * len(settings)
     keys = list(dict.fromkeys(k for s in settings for k in s if k not in skip))
-    varies = [k for k in keys if len({_hashable(s.get(k)) for s in settings}) > 1]
+    varies = [k for k in keys if any(len({_hashable(s.get(k)) for s, g in zip(settings, groups) if g == group}) > 1
+                                     for group in set(groups))]
     return [{k: s.get(k) for k in varies} for s in settings]
 
 
@@ -56,10 +60,12 @@ def setting_label(setting: dict) -> str:
 
 
 def assign_settings(runs: list[R.Run], ignore=()) -> dict[str, dict]:
-    """Set each run's ``setting`` (the label of what tells it from the other runs, without
-    the keys in ``ignore``, e.g. a key chosen on validation) and return the differing
-    settings by run path."""
-    found = differing([run_settings(r) for r in runs], ignore)
+    """Set each run's ``setting`` (the label of what tells it from the other runs of its
+    family and build options, without the keys in ``ignore``, e.g. a key chosen on
+    validation) and return the differing settings by run path."""
+    for run in runs:
+        run.setting = ""
+    found = differing([run_settings(r) for r in runs], ignore, within=[r.family_key for r in runs])
     for run, setting in zip(runs, found):
         run.setting = setting_label(setting)
     return {str(r.path): s for r, s in zip(runs, found)}

@@ -247,6 +247,7 @@ def test_findings_variant_writes_a_run_directory_and_runs_the_rules_at_each_flus
     assert "the rules run at each flush, every 2 recorded steps" in res.output
     checks = int(res.output.split("the rules ran ")[1].split()[0])
     assert checks >= 2  # 4 timed steps + 1 counted, a flush every 2
+    assert "findings, mean step (the flushes and checks included):" in res.output
     assert not list(tmp_path.glob("gradlab-bench-findings-*"))  # its run directory is gone
 
 
@@ -255,7 +256,7 @@ def test_without_findings_the_bench_says_nothing_of_them():
 
     result = run_overhead("resnet8", batch_size=2, device="cpu", steps=1, repeats=1, warmup=0, with_wandb=False)
     assert "findings" not in result["variants"] and result["findings_checks"] is None
-    assert "findings" not in format_result(result)
+    assert "findings" not in format_result(result) and "mean step" not in format_result(result)
 
 
 def test_a_zoo_case_may_name_its_activation_where_saturation_is_recorded():

@@ -161,9 +161,10 @@ def round_order(names: list[str], r: int) -> list[str]:
 
 
 def summarize(times: list[float]) -> dict:
-    """Median, quartiles, min and count of a list of step times (seconds)."""
+    """Median, quartiles, min, mean and count of a list of step times (seconds)."""
     if not times:
-        return {"n": 0, "median_s": float("nan"), "p25_s": float("nan"), "p75_s": float("nan"), "min_s": float("nan")}
+        return {"n": 0, "median_s": float("nan"), "p25_s": float("nan"), "p75_s": float("nan"), "min_s": float("nan"),
+                "mean_s": float("nan")}  # fmt: skip
     # "inclusive" interpolates within the data; the default extrapolates (negative times for small n)
     q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
     return {
@@ -172,6 +173,7 @@ def summarize(times: list[float]) -> dict:
         "p25_s": q[0],
         "p75_s": q[2],
         "min_s": min(times),
+        "mean_s": statistics.fmean(times),
     }
 
 

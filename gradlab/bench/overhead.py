@@ -255,12 +255,15 @@ def format_result(result: dict) -> str:
 
 
 def _findings_mean_text(result: dict) -> str:
-    """The findings variant's mean step against bare's: its flushes and checks fall on some
-    steps only, which a median leaves out."""
-    v = result["variants"]
-    f, b = v["findings"]["mean_s"], v["bare"]["mean_s"]
+    """The findings variant's mean step against bare's (its flushes and checks fall on one
+    step in ``steps``, which a median leaves out), and what that makes a flush cost at a
+    run's default of one every 64 recorded steps."""
+    v, every = result["variants"], result["settings"]["steps"]
+    f, g, b = v["findings"]["mean_s"], v["gradlab"]["mean_s"], v["bare"]["mean_s"]
+    flush = (f - g) * every
     return (f"findings, mean step (the flushes and checks included): {f * 1e3:.1f} ms against bare's "
-            f"{b * 1e3:.1f} ms, {f / b:.3f}x; gradlab without them {v['gradlab']['mean_s'] / b:.3f}x")
+            f"{b * 1e3:.1f} ms, {f / b:.3f}x; gradlab without them {g / b:.3f}x: a flush with its check costs "
+            f"about {flush * 1e3:.0f} ms, {(g + flush / 64) / b:.3f}x bare at a run's default flush every 64 steps")
 
 
 def _spread_text(r: dict) -> str:

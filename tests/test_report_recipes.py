@@ -122,7 +122,7 @@ def test_selection_chooses_the_planted_validation_minimum_not_the_test_one(tmp_p
     assert table.loc["Fixup-20", "n"] == 2
     text = " ".join(result.summary)
     assert ("Each model is shown at the lr with the lowest validation error, mean over its seeds (300 images held "
-            "out of the training set; the test error played no part).") in text
+            "out of the training set; the test error played no part): 4 of the 12 runs.") in text
     assert "Fixup: Fixup-20 at lr 0.1 (validation 10.1%, test 11.5%, 95 % interval ±6.4 points)." in text
     md = (out / "table.md").read_text()
     assert "chosen on validation" in md and "| lr 0.1 (val 10.1%) |" in md

@@ -83,8 +83,10 @@ def selection_sentences(models: pd.DataFrame, recipes: Recipes) -> list[str]:
     if recipes.choices is None:
         return []
     key = short(recipes.key)
+    n_all = len(next(iter(recipes.sensitivity.values())))
     out = [f"Each model is shown at the {key} with the lowest validation error, mean over its seeds "
-           f"({recipes.val_size} images held out of the training set; the test error played no part)."]
+           f"({recipes.val_size} images held out of the training set; the test error played no part): "
+           f"{len(recipes.shown)} of the {n_all} runs."]
     pick = recipes.choices.set_index(["family", "depth"])
     for family in fam.ordered(models["family"]):
         parts = []

@@ -78,11 +78,13 @@ class Classifier(torch.nn.Module):
         return {"loss": F.cross_entropy(logits, labels), "logits": logits}
 
 
-def hf_train(output_dir, callback, **args):
-    args = transformers.TrainingArguments(output_dir=str(output_dir), per_device_train_batch_size=16, max_steps=6,
+def hf_train(output_dir, callback, resume=None, **args):
+    args = {"max_steps": 6, "save_strategy": "no", **args}
+    args = transformers.TrainingArguments(output_dir=str(output_dir), per_device_train_batch_size=16,
                                           learning_rate=0.1, logging_steps=1, report_to=[], use_cpu=True,
-                                          save_strategy="no", disable_tqdm=True, seed=0, **args)  # fmt: skip
-    transformers.Trainer(model=Classifier(), args=args, train_dataset=Examples(), callbacks=[callback]).train()
+                                          disable_tqdm=True, seed=0, **args)  # fmt: skip
+    trainer = transformers.Trainer(model=Classifier(), args=args, train_dataset=Examples(), callbacks=[callback])
+    trainer.train(resume_from_checkpoint=resume)
 
 
 @pytest.mark.slow
@@ -198,3 +200,11 @@ def test_lightning_loggers_receive_the_layer_statistics_when_asked(tmp_path):
     asked = tags(True)
     assert "grad_norm/000.net.0.weight" in asked and "act_grad_norm/002.net.3" in asked and "train_loss" in asked
     assert not any(t.startswith("grad_norm/") for t in tags(False))
+
+
+def test_an_hf_training_resumed_from_its_checkpoint_continues_its_default_run(tmp_path):
+    hf_train(tmp_path / "hf", HFCallback(every=1), save_strategy="steps", save_steps=3, max_steps=3)
+    hf_train(tmp_path / "hf", HFCallback(every=1), resume=str(tmp_path / "hf" / "checkpoint-3"))
+    assert [d.name for d in runs.find_run_dirs(tmp_path)] == ["gradlab"]
+    run = runs.read_run(tmp_path / "hf" / "gradlab")
+    assert sorted(run.layers["step"].unique()) == list(range(6)) and run.state == runs.DONE

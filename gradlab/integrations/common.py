@@ -39,15 +39,18 @@ def checked_options(options: dict, who: str) -> dict:
     return options
 
 
-def default_run(parent: Path, label: str) -> tuple[Path, str]:
+def default_run(parent: Path, label: str, resuming: bool = False) -> tuple[Path, str]:
     """Where a callback's run goes when no run_dir is given, and its name: ``parent/gradlab``
     named ``label``, or ``gradlab-2``, ``-3``, ... named ``label-2``, ... when a run is
-    there already (a second fit into the same folder), so that runs are never drawn as one."""
+    there already (a second fit into the same folder), so that runs are never drawn as one;
+    ``resuming`` (training resumed from a checkpoint): the last of them that holds a run."""
+    last = None
     for n in count(1):
         suffix = "" if n == 1 else f"-{n}"
         run_dir = Path(parent) / f"gradlab{suffix}"
         if not run_dir.exists() or not any(run_dir.iterdir()):
-            return run_dir, f"{label}{suffix}"
+            return last if resuming and last is not None else (run_dir, f"{label}{suffix}")
+        last = run_dir, f"{label}{suffix}"
     raise AssertionError("unreachable")
 
 

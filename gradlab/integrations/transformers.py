@@ -10,7 +10,7 @@ grad_norm, of the optimizer step just taken) is numbered by that step, as its la
 are; an evaluation by the steps done, as the layer rows measuring those weights. The run
 directory defaults to ``<output_dir>/gradlab``, named after ``run_name`` or the output
 folder, with a suffix (``gradlab-2``, "...-2") when a run is there already, so that two
-trainings are two runs; it is the one ``gradlab report`` draws. The Trainer has no event
+trainings are two runs (a training resumed from a checkpoint continues the last of them); it is the one ``gradlab report`` draws. The Trainer has no event
 for a failed run: a run that raises is closed when the process ends
 (gradlab.recorder.unstopped), failed by the exception that ended it. On several processes
 only the main one records.
@@ -50,7 +50,7 @@ class GradlabCallback(TrainerCallback):
                 run_dir, name = Path(self.run_dir), None
             else:
                 output = Path(args.output_dir or ".")
-                run_dir, name = default_run(output, args.run_name or output.resolve().name)
+                run_dir, name = default_run(output, args.run_name or output.resolve().name, state.global_step > 0)
             self.recorder = start_recorder(model, run_dir, state.global_step, self.options, name)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):

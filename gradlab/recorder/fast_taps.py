@@ -76,7 +76,7 @@ class FastTaps:
         return bool(self.fast)
 
     def _plan(self, tap: Tap, h: torch.Tensor, uses: int, d) -> FastPlan | None:
-        if uses != 1 or type(h) is not _TENSOR or h.grad_fn is None or not h.requires_grad:
+        if uses != 1 or not tap.active or type(h) is not _TENSOR or h.grad_fn is None or not h.requires_grad:
             return None
         numel = self.sample.numel(h)
         if self.small is not None and (numel > self.small or h.numel() > self.small):

@@ -28,6 +28,7 @@ from gradlab.recorder.fast_taps import FastTaps
 from gradlab.recorder.layout import Layout
 from gradlab.recorder.mixed import reducer_for
 from gradlab.recorder.reductions import F32
+from gradlab.recorder.repeated_calls import RepeatedCalls
 from gradlab.recorder.statistics import INPUT_NORM, NORM, SUM
 from gradlab.recorder.targets import Targets
 from gradlab.recorder.taps import FlatScratch, Sample, SeenOutput, Tap, output_tensor, with_threads
@@ -64,6 +65,7 @@ class StepHooks:
         self.reducer = reducer_for(defer, device, self.vals, self.sample, FlatScratch())
         deferred = getattr(self.reducer, "deferred", self.reducer if defer == "step" else None)
         self.fast = FastTaps(None if self.thread_limit else deferred, getattr(self.reducer, "small", None), self.sample)
+        self.repeats = RepeatedCalls(self.taps, [p.name for p in targets.points])  # a module run twice in a forward
         self.no_numel = [0] * len(self.taps)
         self.numel = list(self.no_numel)  # elements each point's sums and norms cover
         self.seen: dict[int, SeenOutput] = {}  # id(tensor) -> what was taken of it, this forward
@@ -115,6 +117,8 @@ class StepHooks:
     def write(self, row: torch.Tensor, written: np.ndarray) -> None:
         """Fill the step's ``row`` on the device and mark in ``written`` the columns set."""
         self.reducer.finish()
+        if self.repeats.counting and self.repeats.judge():  # the first recorded step: points called twice?
+            self.rearm = True
         fast = self.fast
         if fast.learning and fast.seen:  # the first recorded step: which points can take the lean hook
             self.rearm = fast.learn() or self.rearm
@@ -132,6 +136,8 @@ class StepHooks:
         written[self.reducer.write(row)] = True
         written[self.bn_stats.write(row)] = True
         written[self.bn_grads.write(row)] = True
+        if self.repeats.masked:  # never a mix of two calls' values
+            written[self.repeats.masked] = False
 
     def clear(self) -> None:
         """Forget this step's values (after it was recorded, or when its forward ran unarmed)."""
@@ -165,6 +171,8 @@ class StepHooks:
         if feeder is not None and not feeder.checked:
             feeder = self._check_pair(tap, args)
         own = tap.active and module.training
+        if own and self.repeats.counting:
+            self.repeats.calls[tap.position] += 1
         fed = feeder is not None and feeder.active and args and self.modules[feeder.position].training
         if not (own or fed):
             return
@@ -187,6 +195,8 @@ class StepHooks:
             return
         h = output_tensor(output)
         if h is not None:
+            if self.repeats.counting:
+                self.repeats.calls[tap.position] += 1
             e = self._seen_entry(h)
             self._measure(tap, h, e)  # (a BatchNorm output it sees shares its statistics)
             if self.fast.learning:

@@ -99,7 +99,7 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
     if reused:
         notify(f"{len(reused)} of {len(specs)} runs already finished in {runs_dir} with the same recipe; reusing them")
     if todo and eta:
-        seconds, basis = estimate(todo, reused, cost, jobs, probe=launcher is None)
+        seconds, basis = estimate(todo, reused, cost, jobs, probe=not hasattr(launcher, "submit"))
         about = f"about {_duration(seconds)} ({basis})" if seconds is not None else basis
         notify(f"{len(todo)} run(s) to train, {about}")
     total_cost = sum(cost(s) for s in todo)

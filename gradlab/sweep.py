@@ -44,11 +44,11 @@ def parse_values(key: str, text: str, flag: str) -> tuple:
     tp = typing.get_type_hints(Recipe)[key]
     raw = [t.strip() for t in str(text).split(",")]
     if not all(raw):
-        raise ConfigError(f"{flag} has an empty value in '{text}'; give values separated by commas, such as "
-                          f"{flag} {_example(tp)}")
+        raise ConfigError(f"{flag.rstrip('=')} has an empty value in '{text}'; give values separated by commas, "
+                          f"such as {_example(tp, flag)}")
     values = tuple(_value(t, tp, flag) for t in raw)
     if len(set(values)) != len(values):
-        raise ConfigError(f"{flag} lists a value twice: {text}")
+        raise ConfigError(f"{flag.rstrip('=')} lists a value twice: {text}")
     return values
 
 
@@ -62,16 +62,18 @@ def _value(text: str, tp, flag: str):
             return tuple(int(v) for v in text.split("/") if v)
         return tp(text)
     except ValueError:
-        raise ConfigError(f"{flag}: '{text}' is not a {_type_word(tp)}; give values separated by commas, such as "
-                          f"{flag} {_example(tp)}") from None
+        raise ConfigError(f"{flag.rstrip('=')}: '{text}' is not a {_type_word(tp)}; give values separated by "
+                          f"commas, such as {_example(tp, flag)}") from None
 
 
 def _type_word(tp) -> str:
     return {float: "number", int: "whole number", bool: "true or false"}.get(tp, "list of steps like 150/225")
 
 
-def _example(tp) -> str:
-    return {float: "0.01,0.1", int: "64,128", bool: "true,false"}.get(tp, "150/225,100/200")
+def _example(tp, flag: str) -> str:
+    """'--lr 0.01,0.1' or, for --set, '--set lr=0.01,0.1'."""
+    values = {float: "0.01,0.1", int: "64,128", bool: "true,false"}.get(tp, "150/225,100/200")
+    return f"{flag}{values}" if flag.endswith("=") else f"{flag} {values}"
 
 
 def parse_set(items) -> dict[str, tuple]:

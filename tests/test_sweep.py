@@ -39,9 +39,11 @@ def test_flags_and_set_make_one_sweep_typed_as_the_recipe():
     (["eval_every=10,20"], "eval_every changes what is written, not what is trained, so it cannot be swept"),
     (["lr"], "--set lr: give KEY=VALUES, such as --set weight_decay=1e-4,5e-4"),
     (["lr=0.1", "lr=0.2"], "--set lr is given twice"),
-    (["lr=0.1,x"], "--set lr=: 'x' is not a number"),
-    (["lr=0.1,,0.2"], "has an empty value"),
-    (["lr=0.1,0.1"], "lists a value twice"),
+    (["lr=0.1,x"], "--set lr: 'x' is not a number; give values separated by commas, such as --set lr=0.01,0.1"),
+    (["batch_size=64,big"], "--set batch_size: 'big' is not a whole number; give values separated by commas, such as "
+                            "--set batch_size=64,128"),
+    (["lr=0.1,,0.2"], "--set lr has an empty value in '0.1,,0.2'"),
+    (["lr=0.1,0.1"], "--set lr lists a value twice: 0.1,0.1"),
 ])
 def test_bad_sweeps_are_refused_with_the_fix(items, message):
     with pytest.raises(ConfigError) as e:
@@ -159,6 +161,8 @@ def _cli(tmp_path, *args):
     (["--lr", "0.01,0.1", "--select", "lr"], "no images are held out: add --val-split N"),
     (["--lr", "0.1", "--val-split", "300", "--select", "lr"], "--select lr: lr takes one value here (nothing is swept)"),
     (["--lr", "0.01,0.1", "--set", "lr=0.3"], "lr is given by --lr and by --set"),
+    (["--lr", "0.01,abc"], "--lr: 'abc' is not a number; give values separated by commas, such as --lr 0.01,0.1"),
+    (["--steps", "100,1.5"], "--steps: '1.5' is not a whole number"),
 ])
 def test_cli_refusals_are_one_line_before_anything_trains(tmp_path, args, message):
     res = _cli(tmp_path, *args)

@@ -124,6 +124,7 @@ def test_selection_chooses_the_planted_validation_minimum_not_the_test_one(tmp_p
     assert ("Each model is shown at the lr with the lowest validation error, mean over its seeds (300 images held "
             "out of the training set; the test error played no part): 4 of the 12 runs.") in text
     assert "Fixup: Fixup-20 at lr 0.1 (validation 10.1%, test 11.5%, 95 % interval ±6.4 points)." in text
+    assert "left out" not in text
     md = (out / "table.md").read_text()
     assert "chosen on validation" in md and "| lr 0.1 (val 10.1%) |" in md
     report = (out / "report.md").read_text()
@@ -186,3 +187,12 @@ def test_the_degradation_finding_judges_seeds_by_the_same_intervals(tmp_path):
         F.make_run(tmp_path, "plain", 56, seed, 60, final_train_err=e56, layers=False)
     (f,) = [x for x in check_runs(R.load(tmp_path)) if x.rule == "degradation"]
     assert "beyond the 95 % intervals of 2 seeds" in f.evidence and "no noise estimate" not in f.evidence
+
+
+def test_a_model_without_validation_error_is_named_as_left_out(tmp_path):
+    _sweep(tmp_path)
+    make(tmp_path, "resnet", 20, 0, 0.1, 0.05, 0.06)  # trained without a validation split
+    make(tmp_path, "resnet", 20, 0, 0.03, 0.05, 0.06)
+    result = build_report(tmp_path, tmp_path / "report", formats=("png",), select=("lr",))
+    assert "ResNet-20: no lr chosen (no validation error), so it is left out." in result.summary
+    assert "ResNet-20" not in list(result.table["label"])

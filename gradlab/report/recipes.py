@@ -100,6 +100,9 @@ def selection_sentences(models: pd.DataFrame, recipes: Recipes) -> list[str]:
                          f"{fmt_pct(c['val_mean'])}, test {fmt_pct(m.test_mean)}{band})")
         if parts:
             out.append(f"{fam.get(family).title}: " + "; ".join(parts) + ".")
+    unchosen = recipes.choices[recipes.choices["value"].isna()]
+    out += [f"{fam.label(c.family, c.depth)}: no {key} chosen ({c.note}), so it is left out."
+            for c in unchosen.itertuples(index=False)]
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32 * 1024
@@ -36,13 +37,24 @@ def _key(item) -> str:
     return "/".join(item.nested_key) if item.nested_key else item.key
 
 
-def read_offline_run(run_folder: Path) -> dict:
+def read_offline_run(run_folder: Path, wait_s: float = 60.0) -> dict:
     """{"run": RunRecord, "config": {...}, "history": [rows], "summary": {...}, "alerts": [...]} of one
-    offline run."""
+    offline run. ``run.finish()`` may return before wandb's writer has put the last records
+    down (seen on a busy machine): the file is read again until it holds the run's exit
+    record, for at most ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = _read(run_folder)
+        if out["exited"] or time.monotonic() > deadline:
+            return out
+        time.sleep(0.1)
+
+
+def _read(run_folder: Path) -> dict:
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = Path(run_folder).glob("run-*.wandb")
-    out = {"run": None, "config": {}, "history": [], "summary": {}, "alerts": []}
+    out = {"run": None, "config": {}, "history": [], "summary": {}, "alerts": [], "exited": False}
     for raw in _chunks(path.read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(raw)
@@ -56,6 +68,8 @@ def read_offline_run(run_folder: Path) -> dict:
             out["history"].append({_key(i): json.loads(i.value_json) for i in rec.history.item})
         elif kind == "summary":
             out["summary"].update({_key(u): json.loads(u.value_json) for u in rec.summary.update})
+        elif kind == "exit":
+            out["exited"] = True
         elif kind == "alert":
             out["alerts"].append({"title": rec.alert.title, "text": rec.alert.text, "level": rec.alert.level})
     return out

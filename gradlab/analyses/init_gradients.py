@@ -34,7 +34,7 @@ from gradlab.along_depth import first_last_ratio, positive_logs
 from gradlab.environment import describe
 from gradlab.models.options import variant_text
 from gradlab.models.probe_points import CONV, FC
-from gradlab.recorder.recorder import watch
+from gradlab.recorder import watch
 from gradlab.analyses.result import ProbeResult
 from gradlab.analyses.sweep import Sweep
 

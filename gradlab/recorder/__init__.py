@@ -7,7 +7,8 @@ What is recorded and which setups are supported: gradlab.recorder.recorder; how 
 cheap, and what it costs: docs/recorder.md.
 """
 
-from gradlab.recorder.recorder import Recorder, watch
+from gradlab.recorder.recorder import Recorder
 from gradlab.recorder.schedule import Schedule, default_schedule
+from gradlab.recorder.watching import watch
 
 __all__ = ["Recorder", "Schedule", "default_schedule", "watch"]

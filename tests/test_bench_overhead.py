@@ -240,7 +240,7 @@ def test_findings_variant_writes_a_run_directory_and_runs_the_rules_at_each_flus
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     res = CliRunner().invoke(cli, ["bench", "overhead", "--model", "resnet8", "--steps", "2", "--repeats", "2",
                                    "--batch-size", "4", "--warmup", "0", "--device", "cpu", "--no-wandb",
-                                   "--findings"])  # fmt: skip
+                                   "--findings", "--flush-every", "2"])  # fmt: skip
     assert res.exit_code == 0, res.output
     rows = [line.split() for line in res.output.splitlines() if line.startswith("findings ")]
     assert len(rows) == 1 and float(rows[0][5]) > 0  # its x bare column
@@ -272,3 +272,11 @@ def test_a_zoo_case_may_name_its_activation_where_saturation_is_recorded():
     for bad in ("plain20:gelu", "transformer:tanh"):
         res = CliRunner().invoke(cli, ["bench", "overhead", "--model", bad, "--no-wandb"])
         assert res.exit_code == 1 and "one of relu, tanh, sigmoid" in res.output and "Traceback" not in res.output
+
+
+def test_findings_without_a_flush_in_the_timed_steps_say_their_cost_is_not_measured():
+    res = CliRunner().invoke(cli, ["bench", "overhead", "--model", "resnet8", "--steps", "1", "--repeats", "1",
+                                   "--batch-size", "2", "--warmup", "0", "--device", "cpu", "--no-wandb",
+                                   "--findings"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "no flush fell in the timed steps" in res.output and "a flush with its check costs" not in res.output

@@ -74,6 +74,7 @@ def run_overhead(
     with_wandb: bool = True,
     with_lightning: bool = False,
     with_findings: bool = False,
+    flush_every: int = 64,
     every: int = 1,
     reduce_at: str = "auto",
     stats: Sequence[str] | None = None,
@@ -90,7 +91,8 @@ def run_overhead(
     default ones), to measure what a selection costs. ``with_lightning``: also time a bare
     Lightning step against one with gradlab's Lightning callback (gradlab.bench.
     lightning_overhead), under ``lightning``. ``with_findings``: also time gradlab writing a run
-    directory with the findings rules at each flush, one flush a round (``findings``).
+    directory with the findings rules at each flush, every ``flush_every`` recorded steps (a
+    run's default, 64: time more steps than that to include flushes) (``findings``).
     """
     import gradlab
 
@@ -112,7 +114,7 @@ def run_overhead(
     live = None
     with contextlib.ExitStack() as stack:
         if with_findings:
-            variants["findings"], live = findings_variant(stack, base, case, every, reduce_at, stats, flush_every=steps)
+            variants["findings"], live = findings_variant(stack, base, case, every, reduce_at, stats, flush_every)
         if with_wandb:
             wandb_step = wandb_variant(stack, base, case, skipped)
             if wandb_step is not None:
@@ -121,6 +123,7 @@ def run_overhead(
             skipped["wandb"] = "disabled (--no-wandb)"
         try:
             timings = interleaved(variants, steps=steps, repeats=repeats, device=dev, warmup=warmup, progress=progress)
+            checks = None if live is None else live.checks  # (in the timed and warm-up steps; stop() checks again)
             synchronize(dev)
             rows = len(rec.frame())
             next_recorded = rec.current_step
@@ -161,7 +164,8 @@ def run_overhead(
             "every": every,
             "wandb": 'wandb.watch(model, log="gradients", log_freq=1), offline, one wandb.log per step',
             "findings": f"the same gradlab.watch writing a run directory, findings=True: the rules run at each flush, "
-                        f"every {steps} recorded steps (a run's default: 64)" if with_findings else None,
+                        f"every {flush_every} recorded steps (a run's default: 64)" if with_findings else None,
+            "flush_every": flush_every,
             "device": str(dev),
             "seed": seed,
         },
@@ -172,7 +176,7 @@ def run_overhead(
             name: spread(round_ratios(timings, name, "bare", steps)) for name in summary if name != "bare"
         },
         "gradlab_rows": rows,
-        "findings_checks": None if live is None else live.checks,
+        "findings_checks": checks,
         "skipped": skipped,
         "lightning": lightning,
     }
@@ -223,7 +227,7 @@ def format_result(result: dict) -> str:
         f"model: {s['model']}, {s['input']}, "
         f"{s['steps']} steps x {s['repeats']} rounds per variant ({s['warmup']} warm-up), {s['order']}",
         f"gradlab: {s['gradlab']}; wandb: {s['wandb']}",
-        *([f"findings: {s['findings']}; the rules ran {result['findings_checks']} times"] if s.get("findings") else []),
+        *([f"findings: {s['findings']}; the rules ran {result['findings_checks']} times (warm-up included)"] if s.get("findings") else []),
         *([_findings_mean_text(result)] if s.get("findings") else []),
         "",
         f"{'variant':<10}{'median ms':>12}{'p25 ms':>10}{'p75 ms':>10}{'img/s':>10}{'x bare':>9}{'aten ops':>10}",
@@ -256,9 +260,12 @@ def format_result(result: dict) -> str:
 
 def _findings_mean_text(result: dict) -> str:
     """The findings variant's mean step against bare's (its flushes and checks fall on one
-    step in ``steps``, which a median leaves out), and what that makes a flush cost at a
-    run's default of one every 64 recorded steps."""
-    v, every = result["variants"], result["settings"]["steps"]
+    step in ``flush_every``, which a median leaves out), and what that makes a flush cost at
+    a run's default of one every 64 recorded steps."""
+    v, every = result["variants"], result["settings"]["flush_every"]
+    if not result["findings_checks"]:
+        return (f"findings: no flush fell in the timed steps, so their cost is not in these figures; time more than "
+                f"--flush-every {every} steps (--steps x --repeats)")  # fmt: skip
     f, g, b = v["findings"]["mean_s"], v["gradlab"]["mean_s"], v["bare"]["mean_s"]
     flush = (f - g) * every
     return (f"findings, mean step (the flushes and checks included): {f * 1e3:.1f} ms against bare's "

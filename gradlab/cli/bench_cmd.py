@@ -56,8 +56,10 @@ def _progress_printer():
 @click.option("--lightning", "with_lightning", is_flag=True,
               help="Also time a bare Lightning step against one with gradlab's Lightning callback (needs lightning).")
 @click.option("--findings", "with_findings", is_flag=True,
-              help="Also time gradlab writing a run directory with the findings rules at each flush (one flush a "
-              "round: more often than a run's 64 steps).")
+              help="Also time gradlab writing a run directory with the findings rules at each flush (the mean step "
+              "includes the flushes: time more steps than --flush-every).")
+@click.option("--flush-every", default=64, show_default=True, type=click.IntRange(1),
+              help="With --findings: recorded steps between flushes (a run's default: 64).")
 @click.option("--compile", "compiled", is_flag=True,
               help="Instead: a torch.compile'd case watched with the default schedule against the same compiled case "
               "never watched, unrecorded steps timed (default case: transformer).")
@@ -69,7 +71,7 @@ def _progress_printer():
               f"(default: all of {', '.join(S.DEFAULT_STATS)}).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write all figures here.")
 def overhead(models, steps, repeats, warmup, batch_size, device, every, no_wandb, with_lightning, with_findings,
-             compiled, reduce_at, stats_csv, json_path):
+             flush_every, compiled, reduce_at, stats_csv, json_path):
     """Training-step time bare vs gradlab (every step) vs wandb.watch, interleaved in one process,
     for a step dominated by arithmetic (ResNet-56 at batch 128) and two short ones made of many
     small ops (the transformer, ResNet-20 at batch 8), one case after the other.
@@ -81,8 +83,8 @@ def overhead(models, steps, repeats, warmup, batch_size, device, every, no_wandb
       gradlab bench overhead --model resnet56 --stats act_grad_norm --no-wandb
     What gradlab's Lightning callback costs over a bare Lightning step:
       gradlab bench overhead --model resnet56 --lightning --no-wandb
-    With a run directory and the findings rules at each flush:
-      gradlab bench overhead --model resnet56 --findings --no-wandb --repeats 12
+    With a run directory and the findings rules at each flush (two flushes in 132 steps):
+      gradlab bench overhead --model resnet56 --findings --no-wandb --repeats 12 --steps 11
     A compiled model's unrecorded steps, watched and not:
       gradlab bench overhead --compile --repeats 12
     """
@@ -98,7 +100,8 @@ def overhead(models, steps, repeats, warmup, batch_size, device, every, no_wandb
     from gradlab.bench.overhead import format_cases, format_result, run_overhead, run_overhead_cases
 
     options = dict(steps=steps, repeats=repeats, device=device, warmup=warmup, with_wandb=not no_wandb,
-                   with_lightning=with_lightning, with_findings=with_findings, every=every, reduce_at=reduce_at,
+                   with_lightning=with_lightning, with_findings=with_findings, flush_every=flush_every, every=every,
+                   reduce_at=reduce_at,
                    stats=None if stats_csv is None else [n.strip() for n in stats_csv.split(",") if n.strip()])
     progress, close = _progress_printer()
     try:

@@ -227,8 +227,8 @@ def format_result(result: dict) -> str:
         f"model: {s['model']}, {s['input']}, "
         f"{s['steps']} steps x {s['repeats']} rounds per variant ({s['warmup']} warm-up), {s['order']}",
         f"gradlab: {s['gradlab']}; wandb: {s['wandb']}",
-        *([f"findings: {s['findings']}; the rules ran {result['findings_checks']} times (warm-up included)"] if s.get("findings") else []),
-        *([_findings_mean_text(result)] if s.get("findings") else []),
+        *([f"findings: {s['findings']}; the rules ran {result['findings_checks']} times (warm-up included)",
+           _findings_mean_text(result)] if s.get("findings") else []),
         "",
         f"{'variant':<10}{'median ms':>12}{'p25 ms':>10}{'p75 ms':>10}{'img/s':>10}{'x bare':>9}{'aten ops':>10}",
     ]

@@ -104,8 +104,8 @@ class FastTaps:
         plan does not describe; ``numel``: the step's elements per point)."""
         plan, d = tap.fast, self.deferred
         grads, grad_enabled, position = d.grads, torch.is_grad_enabled, tap.position
-        shape, dtype, first, meta, key, todo, size = plan.shape, plan.dtype, plan.first, plan.meta, plan.key, plan.todo, plan.size
-        grad_cols, n = plan.grad_cols, plan.numel
+        shape, dtype, first, meta, key = plan.shape, plan.dtype, plan.first, plan.meta, plan.key
+        todo, size, grad_cols, n = plan.todo, plan.size, plan.grad_cols, plan.numel
 
         @eager
         def fast(module, args, output):

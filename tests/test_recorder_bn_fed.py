@@ -93,17 +93,18 @@ def test_zoo_block_stats_match_unpaired_recording():
 
 
 @pytest.mark.parametrize("reduce_at", ["hooks", "step"])
-def test_gradient_accumulation_keeps_the_last_micro_batch(reduce_at):
+def test_gradient_accumulation_keeps_the_last_micro_batch_activations_and_every_gradient(reduce_at):
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 16, 2))
     batches = [torch.randn(32, 2, 4, 4) * s + s for s in (1.0, 3.0)]
     rec = gradlab.watch(model, every=1, act_sample=8, reduce_at=reduce_at)
     model[1].eps = 1.0  # so that the BatchNorm's output std, sqrt(var / (var + eps)), differs between them
     kept, handles = capture(model, ["0", "1"])
-    bn_outs = []
+    bn_outs, outs = [], []
     for xb in batches:
         model(xb).pow(2).mean().backward()
         last, last_bn = kept["0"], kept["1"]
+        outs.append((last, last_bn))
         bn_outs.append(kept["1"].detach().double())
     rec.step()
     for h in handles:
@@ -114,8 +115,10 @@ def test_gradient_accumulation_keeps_the_last_micro_batch(reduce_at):
     conv = last.detach().double()
     assert df[("0", "act_mean")] == pytest.approx(conv.mean().item(), rel=1e-5)
     assert df[("0", "act_std")] == pytest.approx(conv.std(unbiased=False).item(), rel=1e-4)
-    assert df[("0", "act_grad_norm")] == pytest.approx(last.grad.double().norm().item(), rel=1e-5)
-    assert df[("1", "act_grad_norm")] == pytest.approx(last_bn.grad.double().norm().item(), rel=1e-5)
+    # dL/dh over the step's whole batch: both micro-batches' gradients (the optimizer step's scale)
+    for layer, i in (("0", 0), ("1", 1)):
+        both = torch.cat([o[i].grad.double().flatten() for o in outs]).norm().item()
+        assert df[(layer, "act_grad_norm")] == pytest.approx(both, rel=1e-5)
     first_std, last_std = (b.std(unbiased=False).item() for b in bn_outs)
     assert first_std != pytest.approx(last_std, rel=1e-2)
     # the BatchNorm's own output, from its statistics: the last micro-batch's too

@@ -61,7 +61,7 @@ class BNGrads:
         self.where = where
         self._valid: dict[object, bool] = {}  # BatchNorm key -> the formula held on its first backward
         self._plans: dict[tuple, tuple] = {}
-        self.queued: dict[object, tuple] = {}
+        self.queued: list[tuple] = []  # (key, what write() derives from), one per BatchNorm backward
         self._gamma_beta: torch.Tensor | None = None
 
     def clear(self) -> None:
@@ -73,8 +73,8 @@ class BNGrads:
         its forward's gradlab.recorder.bn_stats.saved_stats; ``gamma_beta``: the forward's
         stacked gammas and betas). ``||dy||`` goes to ``dy_cols`` (which may still grow until
         write), ``||dx||`` to ``dx_col``. False: take both norms directly. A later call with
-        the same key (the next micro-batch) replaces an earlier one."""
-        self.queued.pop(key, None)
+        the same key (the step's next micro-batch) is queued too: write() takes the norm over
+        all of them."""
         valid = self._valid.get(key)
         if valid is False or saved is None or gamma_beta is None or len(grad_inputs) < 3 or torch.is_grad_enabled():
             return False  # (grad mode is on in a backward with create_graph: leave that graph alone)
@@ -96,7 +96,7 @@ class BNGrads:
             if not valid:
                 return False
         # (holding dgamma and dbeta makes autograd copy them into .grad: cheaper than a kernel here)
-        self.queued[key] = (rows, dgamma, dbeta, invstd, c, eps, m, dy_cols, dx_col)
+        self.queued.append((key, (rows, dgamma, dbeta, invstd, c, eps, m, dy_cols, dx_col)))
         self._gamma_beta = gamma_beta
         return True
 
@@ -114,13 +114,14 @@ class BNGrads:
         return abs(derived - direct) <= 1e-3 * direct + 1e-6 * scale
 
     def write(self, row: torch.Tensor) -> list[int]:
-        """Derive every queued BatchNorm's ||dy|| and ||dx|| into ``row``; returns the columns set."""
-        queued = list(self.queued.values())
+        """Derive every queued BatchNorm's ||dy|| and ||dx|| into ``row``; returns the columns
+        set (a column several micro-batches fill gets the norm over all of them)."""
+        queued = [q for _, q in self.queued]
         if not queued:
             return []
-        key = tuple((k, q[0].shape[0], *q[4:7], tuple(q[7]), q[8]) for k, q in self.queued.items())
+        key = tuple((k, q[0].shape[0], *q[4:7], tuple(q[7]), q[8]) for k, q in self.queued)
         plan = cached_plan(self._plans, key, lambda: self._plan(key))
-        segment, eps, m, pick, src, dst, cols = plan
+        segment, eps, m, pick, src, slot, dst, cols = plan
         rows = [q[0] for q in queued]
         if len({r.shape[0] for r in rows}) == 1:  # one batch size: the rows line up
             s2 = torch.cat(rows, dim=1).square_().sum(0)
@@ -130,8 +131,12 @@ class BNGrads:
         invstd = torch.cat([q[3] for q in queued]).to(F32)
         dx2 = _dx_square(s2, sums[1], sums[0], self._gamma_beta[0].index_select(0, pick), invstd, eps, m)
         acc = torch.zeros((2, len(queued)), dtype=F32, device=self.device)
-        acc.index_add_(1, segment, torch.stack([s2, dx2])).sqrt_()
-        row.index_copy_(0, dst, acc.view(-1).index_select(0, src))
+        acc.index_add_(1, segment, torch.stack([s2, dx2]))
+        if slot is None:
+            row.index_copy_(0, dst, acc.sqrt_().view(-1).index_select(0, src))
+        else:  # micro-batches: add the squares of each column's, then the root
+            total = torch.zeros(len(cols), dtype=F32, device=self.device)
+            row.index_copy_(0, dst, total.index_add_(0, slot, acc.view(-1).index_select(0, src)).sqrt_())
         return cols
 
     def _plan(self, layout: tuple) -> tuple:
@@ -146,12 +151,16 @@ class BNGrads:
             pick += range(start, start + c)
             src += [i] * len(dy_cols) + [n + i]
             dst += [*dy_cols, dx_col]
+        cols = list(dict.fromkeys(dst))
+        where = {c: j for j, c in enumerate(cols)}
+        slot = None if len(cols) == len(dst) else as_tensor([where[c] for c in dst], torch.long)
         return (
             as_tensor(segment, torch.long),
             as_tensor(eps, F32),
             as_tensor(m, F32),
             as_tensor(pick, torch.long),
             as_tensor(src, torch.long),
-            as_tensor(dst, torch.long),
-            dst,
+            slot,
+            as_tensor(cols if slot is not None else dst, torch.long),
+            cols if slot is not None else dst,
         )

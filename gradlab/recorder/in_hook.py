@@ -33,6 +33,7 @@ class InHookReductions:
         self.vals = vals  # the step's values (StepHooks resets the list in place)
         self.sample = sample
         self.scratch = scratch
+        self._grad_cols: set[int] = set()  # gradient columns written this step
 
     def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
         """Reduce output ``h`` for each (reduction, column) of ``todo``."""
@@ -46,11 +47,16 @@ class InHookReductions:
             vals[col] = v
 
     def grad(self, g: torch.Tensor, cols: list[int]) -> None:
-        """||g|| into ``cols`` (``g`` outside autograd)."""
+        """||g|| into ``cols`` (``g`` outside autograd); a column a step's earlier micro-batch
+        wrote gets the norm over both, sqrt(a^2 + b^2): the step's whole batch."""
         v = norm(g)
-        vals = self.vals
+        vals, done = self.vals, self._grad_cols
         for c in cols:
-            vals[c] = v
+            if c in done:
+                vals[c] = torch.hypot(vals[c], v)
+            else:
+                vals[c] = v
+                done.add(c)
 
     def retain(self, h: torch.Tensor, cols: list[int], key: int) -> bool:
         """(Gradients are reduced in their hooks: none is kept.)"""
@@ -63,4 +69,5 @@ class InHookReductions:
         return []
 
     def clear(self) -> None:
-        """(Nothing is held between steps.)"""
+        """Forget which gradient columns this step wrote (nothing else is held between steps)."""
+        self._grad_cols.clear()

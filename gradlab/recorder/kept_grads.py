@@ -110,19 +110,27 @@ class KeptGradients:
         if not self._norms:
             return []
         key = tuple((n.shape[0], tuple(map(tuple, c))) for n, c in self._norms)
-        src, dst, cols = cached_plan(self._plans, key, lambda: self._plan(self._norms))
+        src, slot, dst, cols = cached_plan(self._plans, key, lambda: self._plan(self._norms))
         norms = torch.cat([n for n, _ in self._norms]) if len(self._norms) > 1 else self._norms[0][0]
-        row.index_copy_(0, dst, norms.index_select(0, src))
+        if slot is None:  # one gradient per column (the usual step)
+            row.index_copy_(0, dst, norms.index_select(0, src))
+        else:  # several micro-batches: the norm over all of them, sqrt of the sum of squares
+            total = torch.zeros(len(cols), dtype=norms.dtype, device=norms.device)
+            row.index_copy_(0, dst, total.index_add_(0, slot, norms.index_select(0, src).square_()).sqrt_())
         return cols
 
     def _plan(self, norms: list) -> tuple:
-        """Positions in the concatenated norms -> row columns (a gradient may fill several)."""
+        """Positions in the concatenated norms -> row columns (a gradient may fill several),
+        and, where a column gets several (micro-batches), the slot each adds its square to."""
         src, dst, offset = [], [], 0
         for n, columns in norms:
             for i, cs in enumerate(columns):
                 src += [offset + i] * len(cs)
                 dst += cs
             offset += n.shape[0]
-        last = {c: s for s, c in zip(src, dst)}  # a column written twice (a second micro-batch): the last wins
         as_index = lambda v: torch.tensor(v, dtype=torch.long, device=self.device)  # noqa: E731
-        return as_index(list(last.values())), as_index(list(last)), list(last)
+        cols = list(dict.fromkeys(dst))
+        if len(cols) == len(dst):
+            return as_index(src), None, as_index(dst), cols
+        where = {c: i for i, c in enumerate(cols)}
+        return as_index(src), as_index([where[c] for c in dst]), as_index(cols), cols

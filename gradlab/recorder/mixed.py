@@ -52,6 +52,7 @@ class MixedReductions:
 
     def clear(self) -> None:
         self.deferred.clear()
+        self.in_hook.clear()
 
 
 def reducer_for(where: str, device: torch.device, vals: list, sample, scratch):

@@ -1,0 +1,64 @@
+"""Gradient accumulation: ||dL/dh|| is taken over the step's whole batch, every micro-batch's
+gradient together, so a batch split into k micro-batches (each loss divided by k) records
+what the same batch in one piece records; the activation statistics are the last
+micro-batch's (docs/recorder.md)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import gradlab
+from gradlab.bench.transformer import tiny_transformer
+
+
+def _grad_norms(model, x, y, micro: int, reduce_at: str):
+    model = copy.deepcopy(model)
+    with gradlab.watch(model, every=1, dense_until=0, reduce_at=reduce_at) as rec:
+        for xs, ys in zip(x.chunk(micro), y.chunk(micro)):
+            (F.cross_entropy(model(xs), ys) / micro).backward()
+        rec.step()
+    df = rec.frame()
+    return df[df["stat"] == "act_grad_norm"].set_index("layer")["value"].sort_index()
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+@pytest.mark.parametrize("reduce_at", ["mixed", "hooks", "step"])
+@pytest.mark.parametrize("make", ["mlp", "transformer"])
+def test_one_batch_in_four_micro_batches_records_the_gradient_norms_of_the_whole(make, reduce_at):
+    torch.manual_seed(0)
+    if make == "mlp":
+        model, x, y = _mlp(), torch.randn(8, 6), torch.randint(0, 3, (8,))
+    else:
+        model, (x, y) = tiny_transformer(depth=2, batch=8)
+    one, four = _grad_norms(model, x, y, 1, reduce_at), _grad_norms(model, x, y, 4, reduce_at)
+    assert list(one.index) == list(four.index) and len(one) >= 3
+    np.testing.assert_allclose(four.to_numpy(), one.to_numpy(), rtol=2e-5)
+
+
+def test_the_gradient_norm_of_a_step_is_that_of_all_its_micro_batches_in_plain_pytorch():
+    torch.manual_seed(0)
+    model, x, y = _mlp(), torch.randn(8, 6), torch.randint(0, 3, (8,))
+    kept = []
+
+    def keep(module, args, out):
+        out.retain_grad()
+        kept.append(out)
+
+    model[3].register_forward_hook(keep)
+    with gradlab.watch(model, every=1, dense_until=0) as rec:
+        for xs, ys in zip(x.chunk(2), y.chunk(2)):
+            (F.cross_entropy(model(xs), ys) / 2).backward()
+        rec.step()
+    df = rec.frame().set_index(["layer", "stat"])["value"]
+    expected = torch.cat([h.grad.flatten() for h in kept]).norm().item()
+    assert df[("3", "act_grad_norm")] == pytest.approx(expected, rel=1e-5)
+    assert df[("3", "act_mean")] == pytest.approx(kept[-1].mean().item(), rel=1e-5)  # the last micro-batch's

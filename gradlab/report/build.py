@@ -31,7 +31,6 @@ from typing import Iterable
 
 import pandas as pd
 
-from gradlab import families as fam
 from gradlab.errors import ReportError, RunDirError
 from gradlab.findings import Finding, Settings, check_runs, default_settings
 from gradlab.report import analyses as A
@@ -42,9 +41,7 @@ from gradlab.report import recipes as RC
 from gradlab.report import selection as S
 from gradlab.report import summary as SUM
 from gradlab.report import tables as T
-from gradlab.report.figures_curves import curves_figure, finals_figure, scalars_figure
-from gradlab.report.figures_flow import activation_figure, flow_figure, heatmap_figure, heatmap_range
-from gradlab.report.figures_response import responses_figure
+from gradlab.report.figure_jobs import figure_jobs, own_families
 from gradlab.report.files import DEFAULT_FORMATS, check_out_dir, default_out_dir, parse_formats, write_csv, write_text
 from gradlab.report.inputs import find, read_runs
 from gradlab.report.markdown import DrawnFigure
@@ -134,7 +131,7 @@ def _runs_report(recipes: RC.Recipes, entries, analysis_jobs, out_dir: Path, for
     f.models = RC.chosen_column(f.models, recipes)
     files: list[Path] = []
     skipped: list[str] = []
-    jobs = RC.sensitivity_jobs(recipes, look) + [RC.at_chosen(j, recipes) for j in _figure_jobs(f, look, skipped)]
+    jobs = RC.sensitivity_jobs(recipes, look) + [RC.at_chosen(j, recipes) for j in figure_jobs(f, look, skipped, own_families(runs))]
     with theme(look):
         saved = render(jobs + analysis_jobs, out_dir, formats, look.dpi, workers)
     figures = [DrawnFigure(j.name, j.title, j.caption, saved[j.name]) for j in jobs]
@@ -256,60 +253,6 @@ def _heatmap_panels(models: pd.DataFrame, maps: dict) -> list[tuple[dict, pd.Dat
     return [(row, maps[key]) for key, row in keyed if key in maps]
 
 
-def _figure_jobs(f: SimpleNamespace, look, skipped: list[str]) -> list[FigureJob]:
-    """The figures of a runs report, as jobs for render; what cannot be drawn goes to ``skipped``."""
-    jobs: list[FigureJob] = []
-
-    def job(name, title, caption, weight, make, *args):
-        jobs.append(FigureJob(name, title, caption, weight, make, args))
-
-    if not f.curves.empty:
-        job("curves", "Training curves (Fig. 6 style)",
-            "Dashed lines: training error; bold lines: test error. One panel per family (plain nets, ResNets, "
-            "or a run's own name). With several seeds, the mean over seeds (shaded: test-error min–max).",
-            1.0, curves_figure, f.curves, f.palette, f.notes, look)  # fmt: skip
-    elif f.logged.empty:
-        skipped.append("training curves: no run has evaluated yet")
-    if not f.logged.empty:
-        job("scalars", "Logged scalars",
-            "What the runs of your own loop logged with rec.log, against the step: one panel per name, "
-            "one line per run.",
-            0.8, scalars_figure, f.logged, look)  # fmt: skip
-    if f.models["train_mean"].notna().any():
-        job("final_error", "Final error vs depth",
-            "Final training and test error against depth. " + _family_marks(f.table)
-            + "; ×: a run did not finish. Errorbars: std over seeds (when several).",
-            0.8, finals_figure, f.models, f.palette, look, f.notes)  # fmt: skip
-    for phase in L.PHASES:
-        if f.flow_models.empty or not (f.flow_models["phase"] == phase).any():
-            continue
-        job(f"gradient_flow_{phase}", f"Gradient flow, {phase} ({f.phase_labels[phase]})",
-            "Per-layer gradient norms along depth (layer 1 = first conv, last = classifier), log scale. "
-            "Top: ‖∂L/∂W‖ of each main-path conv/fc weight (every weight matrix of other models); bottom: "
-            "‖∂L/∂h‖ at each conv output (conv and linear outputs of other models). Geometric mean over seeds.",
-            1.5, flow_figure, f.flow_models, phase, f.phase_labels[phase], f.palette, f.notes, look)  # fmt: skip
-    if f.heatmaps:  # one panel per model, seeds pooled: a figure per seed cost minutes at 500 runs
-        job("gradient_heatmap", "Gradient norm by layer and step",
-            "‖∂L/∂W‖ of each main-path weight (y: layer, input at the bottom) at each recorded step "
-            "(x, in recording order; the schedule is denser early), one panel per model: the geometric mean "
-            "over its seeds (those that recorded the step). One log colour scale for all panels; grey: "
-            "non-finite or 0 in some seed.",
-            2.0, heatmap_figure, f.heatmaps, look, heatmap_range(f.heatmaps))  # fmt: skip
-    if not f.acts_models.empty:
-        job("activations", "Activations along depth",
-            "Std of the output of each residual block (zoo nets) or of each watched layer (other models) along "
-            "depth, at initialization, early in training and at its end (rows); log scale, geometric mean over "
-            "seeds. Sampled on the first examples of a batch, except at BatchNorms.",
-            1.2, activation_figure, f.acts_models, f.palette, f.notes, look)  # fmt: skip
-    if not f.responses.empty:
-        job("layer_responses", "Layer responses (Fig. 7 style)",
-            "Std of each BN output (after BN, before ReLU) at the last recorded step. Top: layers in their "
-            "original order; bottom: sorted by magnitude. Mean over seeds. Log y axis when the stds span "
-            "more than two decades.",
-            1.2, responses_figure, f.responses, f.palette, f.notes, look)  # fmt: skip
-    return jobs
-
-
 def _write_data(f: SimpleNamespace, out_dir: Path, files: list[Path]) -> None:
     """The tables (Markdown, LaTeX) and the CSVs behind the figures."""
     write_text(out_dir / "table.md", T.to_markdown(f.models), files)
@@ -318,15 +261,6 @@ def _write_data(f: SimpleNamespace, out_dir: Path, files: list[Path]) -> None:
     if_any = {"gradient_flow": f.flow, "layer_responses": f.responses, "activations": f.acts, "scalars": f.logged}
     for name, frame in {**always, **{k: v for k, v in if_any.items() if not v.empty}}.items():
         write_csv(out_dir / "data" / f"{name}.csv", frame, files)
-
-
-def _family_marks(table) -> str:
-    """How the final-error figure tells families apart, for its caption."""
-    families = set(table["family"])
-    if families <= {fam.PLAIN, fam.RESNET}:
-        return "Open circles, dashed: plain; filled squares, solid: ResNet"
-    text = "One marker and line style per family (legend), one colour per depth"
-    return text + ("; a depth's markers side by side" if len(families) > 2 else "")
 
 
 def _analyses_only_report(entries, jobs, out_dir: Path, formats, look, workers, warnings) -> ReportResult:

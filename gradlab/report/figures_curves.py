@@ -70,23 +70,45 @@ def curves_figure(curves: pd.DataFrame, palette: dict, notes: dict, style: Style
     return fig
 
 
-def finals_figure(models: pd.DataFrame, palette: dict, style: Style, notes: dict | None = None):
-    """Final training and test error against depth, plain vs ResNet (errorbars: std over seeds).
+def finals_figure(models: pd.DataFrame, palette: dict, style: Style, notes: dict | None = None, own=None):
+    """Final training and test error (errorbars: std over seeds): zoo nets against depth,
+    plain vs ResNet; models of someone's own loop (``own``: their family keys, runs of
+    gradlab.watch, whose "depth" is only a count of layers; None: the families gradlab does
+    not know) side by side, one colour and marker each, in a row of their own.
 
     Models with an unfinished run (keys of `notes`) are crossed out. With more than two
     families, each family's points are shifted a little along depth so none hides another.
     """
     notes = notes or {}
-    families = fam.ordered(models["family"])
-    wide = len(families) > 2
-    fig = new_figure(style.full_width if wide else style.single_width, style.panel_height * (1.6 if wide else 1.3))
-    axes = fig.subplots(1, 2, sharey=True)
-    depths = sorted(models["depth"].unique())
+    own = {f for f in models["family"] if not fam.get(f).with_depth} if own is None else set(own)
+    zoo, mine = models[~models["family"].isin(own)], models[models["family"].isin(own)]
+    wide = len(fam.ordered(zoo["family"])) > 2 or len(mine) > 4
+    nrows = int(not zoo.empty) + int(not mine.empty)
+    fig = new_figure(style.full_width if wide else style.single_width, style.panel_height * (1.6 if wide else 1.3) * nrows)
+    grid = fig.subplots(nrows, 2, sharey=True, squeeze=False)
     w = style.rc.get("lines.linewidth", 1.0)
-    for ax, which, title in zip(axes, ("train", "test"), ("training error", "test error")):
+    row = 0
+    if not zoo.empty:
+        _finals_by_depth(grid[row], zoo, palette, notes, w, wide)
+        row += 1
+    if not mine.empty:
+        _finals_by_run(grid[row], mine, notes, w)
+    for r, axes in enumerate(grid):
+        axes[0].set_ylabel("final error (%)")
+        for ax, title in zip(axes, ("training error", "test error")):
+            ax.set_title(title if r == 0 else "")
+    grid[0, 0].set_ylim(bottom=0)
+    return fig
+
+
+def _finals_by_depth(axes, models: pd.DataFrame, palette: dict, notes: dict, w: float, wide: bool) -> None:
+    """Zoo models against depth (log x), a marker and line style per family, a colour per depth."""
+    families = fam.ordered(models["family"])
+    depths = sorted(models["depth"].unique())
+    for ax, which in zip(axes, ("train", "test")):
         for k, family in enumerate(families):
             sub = models[models["family"] == family].sort_values("depth")
-            shift = 1.06 ** (k - (len(families) - 1) / 2) if wide else 1.0  # a log axis: a factor
+            shift = 1.06 ** (k - (len(families) - 1) / 2) if len(families) > 2 else 1.0  # a log axis: a factor
             x = sub["depth"].to_numpy(dtype=float) * shift
             y = pct(sub[f"{which}_mean"].to_numpy(dtype=float))
             err = pct(sub[f"{which}_std"].fillna(0).to_numpy(dtype=float))
@@ -100,38 +122,52 @@ def finals_figure(models: pd.DataFrame, palette: dict, style: Style, notes: dict
                 )  # fmt: skip
                 if (family, int(d)) in notes:
                     ax.plot(xi, yi, ls="none", marker="x", color="0.15", ms=6 * w, mew=1.0 * w, zorder=4)
-        ax.set_title(title)
         if min(depths) > 0:
             ax.set_xscale("log")
         ax.set_xticks(depths)
         ax.set_xticklabels([str(d) for d in depths])
         ax.minorticks_off()
-        lo, hi = min(depths), max(depths)
         if min(depths) > 0:
-            ax.set_xlim(lo / (1.4 if wide else 1.25), hi * (1.4 if wide else 1.25))
+            ax.set_xlim(min(depths) / (1.4 if wide else 1.25), max(depths) * (1.4 if wide else 1.25))
         ax.set_xlabel("depth (layers)")
-    axes[0].set_ylabel("final error (%)")
-    axes[0].set_ylim(bottom=0)
     handles = [
-        Line2D(
-            [],
-            [],
-            color="0.35",
-            ls=fam.get(f).linestyle,
-            marker=fam.get(f).marker,
-            mfc=face(f, "0.35"),
-            mec="0.35",
-            lw=0.9 * w,
-            ms=4.5 * w,
-            label=fam.get(f).title + (f" ({fam.get(f).variant})" if fam.get(f).variant else ""),
-        )  # fmt: skip
+        Line2D([], [], color="0.35", ls=fam.get(f).linestyle, marker=fam.get(f).marker, mfc=face(f, "0.35"),
+               mec="0.35", lw=0.9 * w, ms=4.5 * w,
+               label=fam.get(f).title + (f" ({fam.get(f).variant})" if fam.get(f).variant else ""))
         for f in families
-        if fam.get(f).with_depth  # (runs of someone's own model are named in the table)
-    ]
+    ]  # fmt: skip
+    _unfinished_handle(handles, models, notes, w)
+    axes[1].legend(handles=handles, loc="best", fontsize="x-small" if wide else None)
+
+
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _finals_by_run(axes, models: pd.DataFrame, notes: dict, w: float) -> None:
+    """Models of someone's own loop side by side (x: the model, not a depth), each in a
+    colour and marker of its own, named on the axis and in the legend."""
+    handles = []
+    for ax, which in zip(axes, ("train", "test")):
+        handles = []
+        for i, m in enumerate(models.itertuples(index=False)):
+            color, marker = f"C{i % 10}", RUN_MARKERS[i % len(RUN_MARKERS)]
+            y, err = pct(getattr(m, f"{which}_mean")), pct(getattr(m, f"{which}_std"))
+            ax.errorbar(i, y, yerr=err if np.isfinite(err) and err > 0 else None, fmt=marker, color=color,
+                        ms=4.5 * w, capsize=2 * w, lw=0.9 * w, zorder=3)  # fmt: skip
+            if (m.family, int(m.depth)) in notes:
+                ax.plot(i, y, ls="none", marker="x", color="0.15", ms=6 * w, mew=1.0 * w, zorder=4)
+            handles.append(Line2D([], [], ls="none", marker=marker, color=color, ms=4.5 * w, label=m.label))
+        ax.set_xticks(range(len(models)), list(models["label"]), rotation=30 if len(models) > 2 else 0,
+                      ha="right" if len(models) > 2 else "center")  # fmt: skip
+        ax.set_xlim(-0.6, len(models) - 0.4)
+        ax.set_xlabel("run")
+    _unfinished_handle(handles, models, notes, w)
+    axes[1].legend(handles=handles, loc="best")
+
+
+def _unfinished_handle(handles: list, models: pd.DataFrame, notes: dict, w: float) -> None:
     if any((f, int(d)) in notes for f, d in zip(models["family"], models["depth"])):
         handles.append(Line2D([], [], ls="none", marker="x", color="0.15", ms=6 * w, mew=1.0 * w, label="not finished"))
-    axes[1].legend(handles=handles, loc="best", fontsize="x-small" if wide else None)
-    return fig
 
 
 SCALAR_PANELS = 6  # at most this many logged scalars get a panel (the first ones logged)

@@ -9,12 +9,20 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
+from matplotlib.patches import Patch
 
 from gradlab import families as fam
 from gradlab import stat_names as S
-from gradlab.report.style import HEATMAP_CMAP, Style, family_rows, legend_label, new_figure
+from gradlab.report.layer_numbering import layer_name
+from gradlab.report.style import HEATMAP_CMAP, Style, family_rows, font_points, layer_axis, legend_label, new_figure
 from gradlab.report.wording import FLOW_STATS as STAT_LABELS
-PHASE_TITLES = {"init": "at initialization", "early": "early in training", "end": "end of training"}
+PHASE_TITLES = {"init": "at initialization", "early": "early in training", "end": "at the end of training"}
+ACT_YLABELS = {"init": "output std,\nat init", "early": "output std,\nearly", "end": "output std,\nat the end"}
+# outputs of a kind of layer, in an activation figure's legend; their line styles and markers
+KIND_NAMES = {"block": "block outputs", "norm": "norm outputs", "bn": "BN outputs", "fc": "linear outputs",
+              "conv": "conv outputs", "act": "activation outputs", "other": "other outputs"}
+KIND_LOOKS = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (1, 1)), "v"), ((0, (5, 1)), "P")]
+HEATMAP_ZERO, HEATMAP_NONFINITE = "white", "#d62728"  # colours outside the log scale: exact 0, NaN/inf
 
 
 def flow_figure(flow_models: pd.DataFrame, phase: str, step_label: str, palette: dict, notes: dict, style: Style):
@@ -25,7 +33,7 @@ def flow_figure(flow_models: pd.DataFrame, phase: str, step_label: str, palette:
     sub = flow_models[flow_models["phase"] == phase]
     stats = [s for s in (S.GRAD_NORM, S.ACT_GRAD_NORM) if (sub["stat"] == s).any()]
     families = fam.ordered(sub["family"])
-    axes = panels(stats, families, style, 1.05, sharex=True)
+    axes = panels(stats, families, style, 1.05, sharex="col")
     depth_panels(axes, sub, stats, families, palette, lambda family, depth: legend_label(family, depth, notes), style,
                  rows=family_rows(families))  # fmt: skip
     fig = axes[0, 0].figure
@@ -40,9 +48,10 @@ def activation_figure(acts_models: pd.DataFrame, palette: dict, notes: dict, sty
     families = fam.ordered(acts_models["family"])
     axes = panels(phases, families, style, 0.9, sharex="col")
     fig = axes[0, 0].figure
-    ylabels = {p: f"output std,\n{PHASE_TITLES[p].replace(' training', '')}" for p in phases}
+    ylabels = {p: ACT_YLABELS[p] for p in phases}
     depth_panels(axes, acts_models, phases, families, palette, lambda family, depth: legend_label(family, depth, notes),
-                 style, xlabel="block or layer (1 = input side)", ylabels=ylabels, rows=family_rows(families))  # fmt: skip
+                 style, xlabel="block or layer (1 = input side)", ylabels=ylabels, rows=family_rows(families),
+                 by_kind=True)  # fmt: skip
     fig.suptitle("Activations along depth")
     return fig
 
@@ -60,42 +69,73 @@ def panels(rows: list, families: list[str], style: Style, height: float, **share
     return axes.T
 
 
-def depth_lines(ax, frame: pd.DataFrame, x: str, palette: dict, label: Callable[[int], str], w: float) -> None:
+def depth_lines(ax, frame: pd.DataFrame, x: str, palette: dict, label: Callable[[int], str], w: float,
+                by_kind: bool = False) -> None:
     """One line per depth of ``frame`` (value against column ``x``), in the depth's colour;
     dots on short lines (counting drawable points: a lone one would not show), shallow nets
-    drawn on top."""
+    drawn on top. ``by_kind``: a line per kind of point too (norm outputs apart from linear
+    ones), told apart by line style and marker, named in the legend."""
+    kinds = sorted(frame["kind"].dropna().unique()) if by_kind and "kind" in frame else []
+    split = len(kinds) > 1
     for depth in sorted(frame["depth"].unique()):
-        line = frame[frame["depth"] == depth].sort_values(x)
-        short = line["value"].notna().sum() <= 30
-        ax.plot(line[x], line["value"], color=palette[int(depth)], lw=w, marker="." if short else None,
-                ms=3 * w, label=label(int(depth)), zorder=2 + 1 / (1 + depth))
+        d = frame[frame["depth"] == depth]
+        for k, kind in enumerate(kinds if split else [None]):
+            line = (d if kind is None else d[d["kind"] == kind]).sort_values(x)
+            short = line["value"].notna().sum() <= 30
+            ls, marker = KIND_LOOKS[k % len(KIND_LOOKS)] if split else ("-", "." if short else None)
+            name = label(int(depth)) + (f", {KIND_NAMES.get(kind, f'{kind} outputs')}" if split else "")
+            ax.plot(line[x], line["value"], color=palette[int(depth)], lw=w, ls=ls, marker=marker,
+                    ms=(2.5 if split else 3) * w, mfc="white" if split and k else None, label=name,
+                    zorder=2 + 1 / (1 + depth))  # fmt: skip
 
 
 def depth_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str], palette: dict,
                  label: Callable[[str, int], str], style: Style, x: str = "position",
                  xlabel: str = "layer (1 = input side)", ylabels: dict | None = None, log: bool = True,
-                 rows: bool = False) -> None:
+                 rows: bool = False, by_kind: bool = False) -> None:
     """Statistics along depth: axes[r, c] gets stat r of family c, one line per depth
-    (value against column ``x``), log y unless ``log`` is False, titles on the top row and
-    labels on the edges (``ylabels``: stat -> label; default: the gradient-flow ones);
-    ``rows``: the axes are a row per family, given transposed (:func:`panels`)."""
+    (value against column ``x``; ``by_kind``: and per kind of point), log y unless ``log``
+    is False, titles on the top row and labels on the edges (``ylabels``: stat -> label;
+    default: the gradient-flow ones); ``rows``: the axes are a row per family, given
+    transposed (:func:`panels`). The layer axis has integer ticks, named by the layers
+    where one model is drawn (every n-th name where not all fit)."""
     w = style.rc.get("lines.linewidth", 1.0)
     ylabels = STAT_LABELS if ylabels is None else ylabels
     for r, stat in enumerate(stats):
         for c, family in enumerate(families):
             ax = axes[r, c]
             d = frame[(frame["stat"] == stat) & (frame["family"] == family)]
-            depth_lines(ax, d, x, palette, lambda depth, f=family: label(f, depth), w)
+            depth_lines(ax, d, x, palette, lambda depth, f=family: label(f, depth), w, by_kind)
             if log:
                 ax.set_yscale("log")
                 _note_zeros(ax, d)
             if r == 0:
                 ax.set_title(fam.get(family).panel_title)
-                ax.legend(loc="best")
+                ax.legend(loc="best", frameon=True, framealpha=0.85, edgecolor="none")
             if (c if rows else r) == (len(families) if rows else len(stats)) - 1:
                 ax.set_xlabel(xlabel)
             if rows or c == 0:
                 ax.set_ylabel(ylabels[stat])
+    for c, family in enumerate(families):  # after drawing: shared axes share their ticks
+        d = frame[(frame["family"] == family) & frame["stat"].isin(stats)]
+        columns = 1 if rows else len(families)
+        layer_axis(axes[-1, c].xaxis, d[x], layer_names(d, x), 0.8 * style.full_width / columns, _tick_points())
+
+
+def layer_names(frame: pd.DataFrame, x: str = "position") -> dict[int, str] | None:
+    """position -> layer name where ``frame`` holds one model's layers (each position one
+    name, the ".weight" of ∂W rows dropped); None where depths or names differ."""
+    if "layer" not in frame or frame.empty or frame["depth"].nunique() != 1:
+        return None
+    pairs = frame[[x, "layer"]].dropna().astype({x: int, "layer": str})
+    pairs = pairs.assign(layer=pairs["layer"].map(layer_name)).drop_duplicates()
+    if pairs[x].duplicated().any():
+        return None
+    return dict(zip(pairs[x], pairs["layer"]))
+
+
+def _tick_points() -> float:
+    return font_points(mpl.rcParams["xtick.labelsize"])
 
 
 def _note_zeros(ax, frame: pd.DataFrame) -> None:
@@ -137,17 +177,21 @@ def heatmap_figure(maps: list[tuple[dict, pd.DataFrame]], style: Style, value_ra
     axes = fig.subplots(*shape, squeeze=False)
     vmin, vmax = value_range or heatmap_range(maps)
     norm = LogNorm(vmin=vmin, vmax=vmax)
-    cmap = mpl.colormaps[HEATMAP_CMAP].with_extremes(bad="0.75")
+    cmap = mpl.colormaps[HEATMAP_CMAP].with_extremes(bad=HEATMAP_NONFINITE, under=HEATMAP_ZERO)
     cell = [(depths.index(int(row["depth"])), families.index(row["family"])) for row, _ in maps]
     cell = [(c, r) for r, c in cell] if by_family else cell
     used = set(cell)
-    image = None
+    image, seen = None, set()
     for (row, m), (r, c) in zip(maps, cell):
         ax = axes[r, c]
-        arr = m.to_numpy(dtype=float)
-        arr = np.where(np.isfinite(arr) & (arr > 0), arr, np.nan)
+        arr = heatmap_cells(m.to_numpy(dtype=float), vmin, vmax)
+        seen |= {"zero"} if (arr < vmin).any() else set()
+        seen |= {"non-finite"} if np.isnan(arr).any() else set()
         image = ax.imshow(arr, aspect="auto", origin="lower", interpolation="nearest", norm=norm, cmap=cmap,
-                          extent=(-0.5, arr.shape[1] - 0.5, 0.5, arr.shape[0] + 0.5))  # fmt: skip
+                          extent=(-0.5, arr.shape[1] - 0.5, -0.5, arr.shape[0] - 0.5))  # fmt: skip
+        names = m.attrs.get("names") or {}
+        layer_axis(ax.yaxis, range(len(m.index)), {i: names.get(int(p), str(p)) for i, p in enumerate(m.index)},
+                   0.8 * style.panel_height * 0.95, _tick_points())  # fmt: skip
         steps = list(m.columns)
         ticks = np.unique(np.linspace(0, len(steps) - 1, min(5, len(steps))).round().astype(int))
         ax.set_xticks(ticks)
@@ -166,9 +210,24 @@ def heatmap_figure(maps: list[tuple[dict, pd.DataFrame]], style: Style, value_ra
     if image is not None:
         bar = fig.colorbar(image, ax=axes, shrink=0.9, pad=0.01, aspect=30)
         bar.set_label(STAT_LABELS[S.GRAD_NORM])
+    if seen:  # what the cells outside the colour scale mean
+        fig.legend(handles=[Patch(facecolor=HEATMAP_ZERO if s == "zero" else HEATMAP_NONFINITE, edgecolor="0.3",
+                                  lw=0.5, label="exactly 0" if s == "zero" else "non-finite (NaN, inf)")
+                            for s in ("zero", "non-finite") if s in seen],
+                   loc="outside lower right", ncols=2)  # fmt: skip
     if title:
         fig.suptitle(title)
     return fig
+
+
+def heatmap_cells(arr: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """Values for a log-scale image: finite positive values clipped into [vmin, vmax];
+    exact zeros just below vmin (the colour map's "under" colour); non-finite and negative
+    values NaN (its "bad" colour)."""
+    arr = np.asarray(arr, dtype=float)
+    good = np.isfinite(arr) & (arr > 0)
+    out = np.where(good, np.clip(arr, vmin, vmax), np.nan)
+    return np.where(arr == 0, vmin / 10, out)
 
 
 def _short_step(step) -> str:

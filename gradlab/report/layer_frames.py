@@ -27,13 +27,12 @@ from gradlab import stat_names as S
 from gradlab.along_depth import positive_logs
 from gradlab.errors import RunDirError
 from gradlab.report.collect import identity, reached_step, run_key, total_steps
+from gradlab.report.layer_numbering import MAIN, LayerMap, layer_name, own_model_map, zoo_map
 
 # the statistics the report draws
 REPORT_STATS = (S.GRAD_NORM, S.ACT_GRAD_NORM, S.ACT_STD)
 PHASES = ("init", "early", "end")
 EARLY_FRACTION = 0.05  # "early" = the recorded step nearest 5 % of training
-WEIGHTED_KINDS = ("conv", "fc")
-MAIN = "main"
 
 
 @dataclass
@@ -85,28 +84,6 @@ def load_layer_data(runs: list[R.Run], stats=REPORT_STATS) -> LayerData:
     return data
 
 
-@dataclass(frozen=True)
-class LayerMap:
-    """Positions along depth of the probe points and parameters of one model.
-
-    weight_pos: parameter/point name -> 1-based position among main-path weighted
-                layers (conv and fc weights; shortcut projections excluded); for a run of
-                someone's own model, among all its weight matrices (embeddings included).
-    conv_point_pos: point name -> position of the outputs whose ||dL/dh|| is drawn (conv
-                outputs; conv and linear outputs for someone's own model).
-    bn_pos:     BN point name -> 1-based position among main-path BN layers.
-    act_pos:    point name -> position of the outputs whose std is drawn along depth: the
-                residual blocks' outputs (zoo ResNets and their plain twins), else every
-                main-path point's.
-    """
-
-    weight_pos: dict[str, int]
-    conv_point_pos: dict[str, int]
-    bn_pos: dict[str, int]
-    kinds: dict[int, str]  # weighted position -> "conv" | "fc"
-    act_pos: dict[str, int] = field(default_factory=dict)
-
-
 def missing_layers_note(run) -> str:
     """Why a run has no layer rows to draw: recording was off; or it is on and a live run
     has not flushed yet (rows come at each checkpoint or flush); or none of the drawn stats."""
@@ -144,28 +121,10 @@ def layer_map(run: R.Run, frame: pd.DataFrame | None = None) -> LayerMap:
         pts = sorted(set(pts))  # a module's weight row and output row name the same point
     else:
         pts = []
-    weighted = [(name, kind) for _, name, kind, role in pts if kind in WEIGHTED_KINDS and role == MAIN]
-    bns = [name for _, name, kind, role in pts if kind == "bn" and role == MAIN]
-    blocks = [name for _, name, kind, _ in pts if kind == "block"]
-    outputs = blocks or [name for _, name, _, role in pts if role == MAIN]
-    act_pos = {n: i + 1 for i, n in enumerate(outputs)}
     params = run.model.get("parameters")
-    if params:  # a run of someone's own model (gradlab.watch): every weight matrix, in depth order
-        matrices = [p for p in sorted(params, key=lambda p: int(p.get("index", -1))) if len(p.get("shape", ())) >= 2]
-        return LayerMap(
-            weight_pos={p["name"]: i + 1 for i, p in enumerate(matrices)},
-            conv_point_pos={n: i + 1 for i, (n, _) in enumerate(weighted)},
-            bn_pos={n: i + 1 for i, n in enumerate(bns)},
-            kinds={i + 1: p.get("kind", "other") for i, p in enumerate(matrices)},
-            act_pos=act_pos,
-        )
-    return LayerMap(
-        weight_pos={f"{n}.weight": i + 1 for i, (n, _) in enumerate(weighted)},
-        conv_point_pos={n: i + 1 for i, (n, k) in enumerate(weighted) if k == "conv"},
-        bn_pos={n: i + 1 for i, n in enumerate(bns)},
-        kinds={i + 1: k for i, (_, k) in enumerate(weighted)},
-        act_pos=act_pos,
-    )
+    if params:  # a run of someone's own model (gradlab.watch): one numbering for all its layers
+        return own_model_map(pts, params)
+    return zoo_map(pts)
 
 
 def _select(frame: pd.DataFrame, stat: str, positions: dict[str, int]) -> pd.DataFrame:
@@ -252,16 +211,19 @@ def gradient_flow(runs: list[R.Run], data: LayerData) -> pd.DataFrame:
 def activations(runs: list[R.Run], data: LayerData) -> pd.DataFrame:
     """The std of each block output (zoo nets) or each probe point's output (other models)
     along depth, at init, early and at the end of every run with layer data; "stat" holds
-    the phase, so that one figure row shows one phase."""
-    cols = ["run", "family", "depth", "seed", "label", "phase", "step", "stat", "position", "layer", "value"]
+    the phase, so that one figure row shows one phase; "kind" the point's (block, norm, fc,
+    ...), so that outputs of different kinds are drawn as lines of their own."""
+    cols = ["run", "family", "depth", "seed", "label", "phase", "step", "stat", "position", "kind", "layer", "value"]
     parts = []
     for run in runs:
         frame = data.frames.get(run_key(run))
         if frame is None:
             continue
-        rows = _select(frame, S.ACT_STD, layer_map(run, frame).act_pos)
+        lm = layer_map(run, frame)
+        rows = _select(frame, S.ACT_STD, lm.act_pos)
         if rows.empty:
             continue
+        rows = rows.assign(kind=rows["layer"].map(lm.point_kinds).fillna("other"))
         for phase, part in _by_phase(run, rows):
             parts.append(part.assign(phase=phase, stat=phase, **identity(run)))
     if not parts:
@@ -287,21 +249,26 @@ def model_heatmaps(runs: list[R.Run], data: LayerData) -> dict[tuple[str, int], 
         frame = data.frames.get(run_key(run))
         rows = weight_grad_rows(run, frame) if frame is not None else None
         if rows is not None and not rows.empty:
-            parts.setdefault((run.family_key, run.depth), []).append(rows[["position", "step", "value"]])
+            parts.setdefault((run.family_key, run.depth), []).append(rows[["position", "step", "value", "layer"]])
     return {key: pool_seeds(rows) for key, rows in parts.items()}
 
 
 def pool_seeds(parts: list[pd.DataFrame]) -> pd.DataFrame:
     """The geometric mean over the seeds (``parts``: position, step, value rows) that
     recorded each (position, step), as a (position × step) frame; NaN where a seed's value
-    is non-finite or not positive, so that no seed's blow-up hides behind another's value."""
+    is non-finite (or negative), so that no seed's blow-up hides behind another's value;
+    else 0 where a seed's value is exactly 0 (the heatmap colours the two apart)."""
     rows = pd.concat(parts, ignore_index=True)
+    v = rows["value"].to_numpy(dtype=float)
     logs = positive_logs(rows["value"])
-    pooled = rows.assign(logv=logs, bad=np.isnan(logs)).groupby(["position", "step"], sort=True)
-    pooled = pooled.agg(logv=("logv", "mean"), bad=("bad", "any"))
-    value = pd.Series(np.where(pooled["bad"], np.nan, np.exp(pooled["logv"])), index=pooled.index)
+    pooled = rows.assign(logv=logs, bad=~np.isfinite(v) | (v < 0), zero=v == 0).groupby(["position", "step"], sort=True)
+    pooled = pooled.agg(logv=("logv", "mean"), bad=("bad", "any"), zero=("zero", "any"))
+    value = pd.Series(np.where(pooled["bad"], np.nan, np.where(pooled["zero"], 0.0, np.exp(pooled["logv"]))),
+                      index=pooled.index)  # fmt: skip
     frame = value.unstack("step").sort_index(axis=0).sort_index(axis=1)
     frame.attrs["seeds"] = len(parts)  # how many runs it pools, for the panel's title
+    if "layer" in rows:  # position -> layer name, for the axis
+        frame.attrs["names"] = dict(zip(rows["position"].astype(int), rows["layer"].astype(str).map(layer_name)))
     return frame
 
 
@@ -336,7 +303,7 @@ def flow_by_model(flow: pd.DataFrame) -> pd.DataFrame:
     if flow.empty:
         return flow.assign(n=pd.Series(dtype=np.int64), zero=pd.Series(dtype=bool))
     f = flow.assign(logv=positive_logs(flow["value"]), zero=flow["value"] == 0)
-    keys = [k for k in ("family", "depth", "label", "phase", "stat", "position", "kind") if k in flow]
+    keys = [k for k in ("family", "depth", "label", "phase", "stat", "position", "kind", "layer") if k in flow]
     g = f.groupby(keys, sort=True, dropna=False)
     out = g.agg(logv=("logv", "mean"), step=("step", "max"), n=("run", "nunique"), zero=("zero", "all"))
     out = out.reset_index()

@@ -12,6 +12,7 @@ import pandas as pd
 from gradlab import __version__
 from gradlab import runs as R
 from gradlab.report import tables as T
+from gradlab.report.figure_jobs import paper_runs
 
 
 @dataclass
@@ -176,7 +177,9 @@ def report(runs, table, finals, models, figures, skipped, layer_data, warnings, 
     """report.md of training runs (the analyses' section is appended by :func:`analyses`);
     ``findings``: the findings section (:func:`findings_section`), first after the title."""
     experiments = sorted({str(r.spec.get("experiment") or "") for r in runs} - {""})
-    title = f"Degradation report: {', '.join(experiments)}" if experiments else "Degradation report"
+    paper = paper_runs(runs)  # zoo nets: the paper's names; runs of your own loop: plain ones
+    kind = "Degradation report" if paper else "Training report"
+    title = f"{kind}: {', '.join(experiments)}" if experiments else kind
     lines = [f"# {title}", "", context_line(runs), ""]
     if findings:
         lines += [findings.rstrip("\n"), ""]
@@ -198,7 +201,7 @@ def report(runs, table, finals, models, figures, skipped, layer_data, warnings, 
         lines += [f"- `{cell(k)}`: {cell(v)}" for k, v in layer_data.missing.items()] + [""]
     for s in skipped:
         lines += [f"Skipped: {s}.", ""]
-    lines += ["## Table (Table 6 style)", "", T.to_markdown(models), "LaTeX (booktabs): [table.tex](table.tex)", ""]
+    lines += ["## Table (Table 6 style)" if paper else "## Table: final errors", "", T.to_markdown(models), "LaTeX (booktabs): [table.tex](table.tex)", ""]
     lines += ["Numbers behind the figures: [data/](data/) (CSV).", ""]
     return "\n".join(lines)
 

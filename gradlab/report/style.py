@@ -168,3 +168,55 @@ def nice_ceiling(value: float) -> float:
         if m * 10**exp >= value:
             return m * 10**exp
     return 10 ** (exp + 1)
+
+
+LABEL_PITCH = 1.5  # a tick label needs this many times its font size (in points) along the axis
+SHORT_NAME = 16  # characters of a layer name on an axis at most
+
+
+def short_layer_name(name: str) -> str:
+    """A layer's name short enough for a tick label: the parts that carry a number (blocks,
+    stages) and the last one, without "weight" ("encoder.layers.0.self_attn.in_proj_weight"
+    -> "0.in_proj", "layer2.1.conv1.weight" -> "layer2.1.conv1")."""
+    for suffix in (".weight", "_weight"):
+        name = name[: -len(suffix)] if name.endswith(suffix) else name
+    parts = name.split(".")
+    kept = [p for p in parts[:-1] if any(ch.isdigit() for ch in p)] + parts[-1:]
+    short = ".".join(kept)
+    return short if len(short) <= SHORT_NAME else "…" + short[-(SHORT_NAME - 1):]
+
+
+def layer_axis(axis, positions, names: dict | None, length_in: float, fontsize: float) -> None:
+    """Integer ticks on a layer axis (matplotlib XAxis or YAxis); with ``names`` (position ->
+    layer name, one name per position), the layers' short names, every n-th where not all
+    fit in ``length_in`` inches at ``fontsize`` points."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter
+
+    positions = sorted({int(p) for p in positions})
+    if not positions:
+        return
+    if not names:
+        axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        return
+    fit = max(1, int(length_in * 72 / (LABEL_PITCH * fontsize)))
+    gap = (positions[-1] - positions[0] + 1) / fit  # the least distance between two labels
+    ticks = [positions[0]]
+    for p in positions[1:]:
+        if p - ticks[-1] >= gap:
+            ticks.append(p)
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_minor_locator(FixedLocator(positions if len(ticks) < len(positions) else []))
+    axis.set_minor_formatter(NullFormatter())
+    vertical = axis.axis_name == "x"
+    axis.set_ticks(ticks, [short_layer_name(names[p]) if p in names else str(p) for p in ticks],
+                   rotation=90 if vertical else 0, fontsize=fontsize)
+
+
+def font_points(size, default: float = 8.0) -> float:
+    """A matplotlib font size (points, or a name such as "small") in points."""
+    from matplotlib.font_manager import FontProperties
+
+    try:
+        return float(FontProperties(size=size).get_size_in_points())
+    except (TypeError, ValueError):
+        return default

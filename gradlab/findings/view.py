@@ -131,7 +131,8 @@ def by_step(rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame()
     order = rows.drop_duplicates("layer").sort_values(["position", "layer"])["layer"].tolist()
-    return rows.pivot_table(index="step", columns="layer", values="value", aggfunc="last")[order]
+    table = rows.groupby(["step", "layer"], sort=False)["value"].last().unstack()  # (a repeated step: the last)
+    return table.sort_index()[order]
 
 
 def steps_between(table: pd.DataFrame) -> np.ndarray:

@@ -40,7 +40,7 @@ def check(view, th):
         return []
     grad, weight = view.table(S.GRAD_NORM), view.table(S.WEIGHT_NORM)
     still = []
-    for col in sizes.columns:
+    for col in _candidates(sizes, th["relative"]):
         mine = sizes[col]
         others = sizes.drop(columns=col).median(axis=1)
         moved = (mine > th["relative"] * others) | ((mine > 0) & (others == 0))
@@ -58,6 +58,21 @@ def check(view, th):
         "check requires_grad and the optimizer's parameter groups, and the learning rate schedule",
         where=view.places(still), first_step=first, last_step=last, figure="gradient_heatmap",
     )]  # fmt: skip
+
+
+def _candidates(sizes, relative: float) -> list:
+    """The layers that may not move: those never above ``relative`` times an upper bound of
+    the other layers' median at any step. Removing one of k sorted values leaves a median of
+    at most the value at rank k // 2 + 1, so a layer above that bound moved at that step;
+    the rest go to the exact test (one median per layer, over the others). A step with one
+    value has no others: it excludes nobody."""
+    values = sizes.to_numpy(np.float64)
+    ordered = np.sort(values, axis=1)  # NaNs last
+    k = np.isfinite(values).sum(axis=1)
+    rank = np.clip(k // 2 + 1, 0, np.maximum(k - 1, 0))
+    upper = np.where(k > 1, ordered[np.arange(len(values)), rank], np.inf)  # (one value: no others to compare)
+    above = values > relative * upper[:, None]  # (NaN compares False)
+    return [col for col, moved in zip(sizes.columns, above.any(axis=0)) if not moved]
 
 
 def _rounds_away(col, others, grad, weight) -> bool:

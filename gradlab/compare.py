@@ -92,9 +92,10 @@ def compare(specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path
     dirs = [runs.run_dir_for(s, runs_dir) for s in specs]
     todo = [s for s, d in zip(specs, dirs) if _state(d) not in runs.FINISHED_STATES]
     result = CompareResult(run_dirs=dirs)
+    for s, d in zip(specs, dirs):  # reused or resumed only when its whole spec is this plan's: refused first
+        check_existing(d, s)
     reused = [(s, d) for s, d in zip(specs, dirs) if s not in todo]
     for s, d in reused:
-        check_existing(d, s)  # reused only when its whole recipe is this plan's; refused before any training
         result.outcomes[s.name] = _state(d)
     if reused:
         notify(f"{len(reused)} of {len(specs)} runs already finished in {runs_dir} with the same recipe; reusing them")

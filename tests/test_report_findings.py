@@ -64,7 +64,7 @@ def report(tmp_path_factory):
 def test_report_md_starts_with_the_findings_by_severity(report):
     result, out, md = report
     title, context, first = [block for block in md.split("\n\n")][:3]
-    assert title.startswith("# Degradation report: runs") and context.startswith("4 runs; experiment runs")
+    assert title.startswith("# Training report: runs") and context.startswith("4 runs; experiment runs")
     assert first == "## Findings"
     section = findings_section(md)
     assert section.index("### Errors") < section.index("### Warnings") < section.index("### Info")

@@ -183,6 +183,7 @@ def short_layer_name(name: str) -> str:
     parts = name.split(".")
     kept = [p for p in parts[:-1] if any(ch.isdigit() for ch in p)] + parts[-1:]
     short = ".".join(kept)
+    short = short if any(ch.isalpha() for ch in short) else name  # "blocks.0.1", not "0.1"
     return short if len(short) <= SHORT_NAME else "…" + short[-(SHORT_NAME - 1):]
 
 

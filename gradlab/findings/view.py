@@ -67,7 +67,8 @@ class RunView:
     def stat(self, name: str, main_path: bool = True, after_nonfinite: bool = False) -> pd.DataFrame:
         """The rows of one statistic (main-path layers only by default), sorted by step and
         position; only the steps before the first non-finite value unless ``after_nonfinite``."""
-        rows = self.layers[self.layers["stat"] == name]
+        at = self._rows_of.get(name)
+        rows = self.layers.iloc[at] if at is not None else self.layers.iloc[0:0]
         if main_path:
             rows = rows[rows["role"] == MAIN]
         if not after_nonfinite and self.finite_until is not None:
@@ -84,6 +85,11 @@ class RunView:
             return [x for x in layers if len(shapes.get(x) or ()) >= 2]
         weighted = self._weighted  # a zoo net: by the kind of the owner
         return [x for x in layers if str(x).endswith(".weight") and x in weighted]
+
+    @cached_property
+    def _rows_of(self) -> dict:
+        """Statistic -> the positions of its rows (one pass over the names for every stat())."""
+        return self.layers.groupby("stat", sort=False).indices
 
     @cached_property
     def _weighted(self) -> set[str]:

@@ -20,7 +20,10 @@ GRAD_STATS = (S.ACT_GRAD_NORM, S.GRAD_NORM)
 def _from_rows(view) -> dict | None:
     """The first non-finite value in the rows, ordered as the recorder orders its sighting."""
     rows = view.layers
-    bad = rows[rows["stat"].isin(WEIGHT_STATS + ACT_STATS + GRAD_STATS) & ~np.isfinite(rows["value"])]
+    nonfinite = ~np.isfinite(rows["value"].to_numpy())
+    if not nonfinite.any():  # (the usual case, decided without reading the names)
+        return None
+    bad = rows[nonfinite & rows["stat"].isin(WEIGHT_STATS + ACT_STATS + GRAD_STATS).to_numpy()]
     if bad.empty:
         return None
     first = bad[bad["step"] == bad["step"].min()]

@@ -164,7 +164,7 @@ def run_overhead(
             "every": every,
             "wandb": 'wandb.watch(model, log="gradients", log_freq=1), offline, one wandb.log per step',
             "findings": f"the same gradlab.watch writing a run directory, findings=True: the rules run at each flush, "
-                        f"every {flush_every} recorded steps (a run's default: 64)" if with_findings else None,
+                        f"every {flush_every} recorded steps (a run's default: 64, or 30 s)" if with_findings else None,
             "flush_every": flush_every,
             "device": str(dev),
             "seed": seed,

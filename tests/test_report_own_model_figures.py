@@ -144,9 +144,10 @@ def test_activation_lines_by_kind_and_labels_that_fit(frames):
     am = frames["acts_models"]
     with theme(PAPER):
         fig = activation_figure(am, depth_palette(am["depth"]), {}, PAPER)
-    ax = fig.axes[0]
-    texts = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert any("norm outputs" in t for t in texts) and any("linear outputs" in t for t in texts)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == ["linear outputs", "norm outputs"]
+    lines = fig.axes[0].get_lines()  # one run: a line per kind, each in a style of its own
+    assert len(lines) == 2 and lines[0].get_linestyle() != lines[1].get_linestyle()
     ylabels = [a.get_ylabel() for a in fig.axes if a.get_ylabel()]
     assert "output std,\nearly" in ylabels and not any(y.endswith(" in") for y in ylabels)
     _assert_inside(fig)

@@ -9,6 +9,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from gradlab import families as fam
@@ -19,9 +20,16 @@ from gradlab.report.wording import FLOW_STATS as STAT_LABELS
 PHASE_TITLES = {"init": "at initialization", "early": "early in training", "end": "at the end of training"}
 ACT_YLABELS = {"init": "output std,\nat init", "early": "output std,\nearly", "end": "output std,\nat the end"}
 # outputs of a kind of layer, in an activation figure's legend; their line styles and markers
-KIND_NAMES = {"block": "block outputs", "norm": "norm outputs", "bn": "BN outputs", "fc": "linear outputs",
-              "conv": "conv outputs", "act": "activation outputs", "other": "other outputs"}
-KIND_LOOKS = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (1, 1)), "v"), ((0, (5, 1)), "P")]
+KIND_NAMES = {"fc": "linear outputs", "norm": "norm outputs", "conv": "conv outputs", "bn": "BN outputs",
+              "block": "block outputs", "act": "activation outputs", "other": "other outputs"}
+KIND_LOOKS = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (1, 1)), "v"), ((0, (5, 1)), "P"), ("-", "X")]
+
+
+def kind_look(kind: str) -> dict:
+    """Line style, marker and marker face of a kind of point, the same in every panel."""
+    i = list(KIND_NAMES).index(kind) if kind in KIND_NAMES else len(KIND_NAMES) - 1
+    ls, marker = KIND_LOOKS[i % len(KIND_LOOKS)]
+    return {"ls": ls, "marker": marker, "mfc": "white" if i else None}
 HEATMAP_ZERO, HEATMAP_NONFINITE = "white", "#d62728"  # colours outside the log scale: exact 0, NaN/inf
 
 
@@ -82,11 +90,10 @@ def depth_lines(ax, frame: pd.DataFrame, x: str, palette: dict, label: Callable[
         for k, kind in enumerate(kinds if split else [None]):
             line = (d if kind is None else d[d["kind"] == kind]).sort_values(x)
             short = line["value"].notna().sum() <= 30
-            ls, marker = KIND_LOOKS[k % len(KIND_LOOKS)] if split else ("-", "." if short else None)
-            name = label(int(depth)) + (f", {KIND_NAMES.get(kind, f'{kind} outputs')}" if split else "")
-            ax.plot(line[x], line["value"], color=palette[int(depth)], lw=w, ls=ls, marker=marker,
-                    ms=(2.5 if split else 3) * w, mfc="white" if split and k else None, label=name,
-                    zorder=2 + 1 / (1 + depth))  # fmt: skip
+            look = kind_look(kind) if split else {"ls": "-", "marker": "." if short else None}
+            first = kind is None or k == 0  # one legend entry per depth; the kinds go in the figure's legend
+            ax.plot(line[x], line["value"], color=palette[int(depth)], lw=w, ms=(2.5 if split else 3) * w,
+                    label=label(int(depth)) if first else "_", zorder=2 + 1 / (1 + depth), **look)  # fmt: skip
 
 
 def depth_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str], palette: dict,
@@ -111,15 +118,28 @@ def depth_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str
                 _note_zeros(ax, d)
             if r == 0:
                 ax.set_title(fam.get(family).panel_title)
-                ax.legend(loc="best", frameon=True, framealpha=0.85, edgecolor="none")
+                if not (by_kind and d["depth"].nunique() == 1):  # one model: the title names it
+                    ax.legend(loc="best", frameon=True, framealpha=0.85, edgecolor="none")
             if (c if rows else r) == (len(families) if rows else len(stats)) - 1:
                 ax.set_xlabel(xlabel)
             if rows or c == 0:
                 ax.set_ylabel(ylabels[stat])
+    if by_kind:
+        kind_legend(axes[0, 0].figure, frame, w)
     for c, family in enumerate(families):  # after drawing: shared axes share their ticks
         d = frame[(frame["family"] == family) & frame["stat"].isin(stats)]
         columns = 1 if rows else len(families)
         layer_axis(axes[-1, c].xaxis, d[x], layer_names(d, x), 0.8 * style.full_width / columns, _tick_points())
+
+
+def kind_legend(fig, frame: pd.DataFrame, w: float) -> None:
+    """The figure's legend of the kinds of point drawn as lines of their own (see depth_lines)."""
+    kinds = sorted(frame["kind"].dropna().unique()) if "kind" in frame else []
+    if len(kinds) < 2:
+        return
+    handles = [Line2D([], [], color="0.3", lw=w, ms=2.5 * w, label=KIND_NAMES.get(kind, f"{kind} outputs"),
+                      **kind_look(kind)) for kind in kinds]  # fmt: skip
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
 
 
 def layer_names(frame: pd.DataFrame, x: str = "position") -> dict[int, str] | None:

@@ -205,6 +205,8 @@ def layer_axis(axis, positions, names: dict | None, length_in: float, fontsize: 
     for p in positions[1:]:
         if p - ticks[-1] >= gap:
             ticks.append(p)
+    if ticks[-1] != positions[-1] and len(ticks) > 1 and positions[-1] - ticks[-2] >= gap:
+        ticks[-1] = positions[-1]  # the output end (the classifier) named rather than the one before it
     axis.set_major_locator(FixedLocator(ticks))
     axis.set_minor_locator(FixedLocator(positions if len(ticks) < len(positions) else []))
     axis.set_minor_formatter(NullFormatter())

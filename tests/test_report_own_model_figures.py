@@ -233,6 +233,7 @@ def test_own_report_headings_and_captions(own_runs, tmp_path):
     for paper_words in ("Degradation report", "Fig. 6 style", "Table 6 style", "Final error vs depth"):
         assert paper_words not in md
     assert "## Table: final errors" in md and "### Final error by run" in md
+    assert "| narrow | – | " in md and "| wide | – | " in md  # no invented depth in the table either
     assert "one colour and marker per run (legend), not placed along depth" in md
     assert "white: exactly 0 (in some seed); red: non-finite, NaN or inf (in some seed)" in md
     assert "grey" not in md

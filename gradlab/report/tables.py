@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from gradlab import families as fam
 from gradlab.report.wording import pct
 from gradlab.units import format_params
 
@@ -88,7 +89,8 @@ def _header(rows: list[TableRow]) -> tuple[str, ...]:
 
 
 def _cells(r: TableRow, header: tuple[str, ...]) -> list[str]:
-    cells = [r.label + r.mark, str(r.depth), r.params, str(r.n), r.train, r.test]
+    depth = str(r.depth) if fam.get(r.family).with_depth else "–"  # your own model: its layer count is no zoo depth
+    cells = [r.label + r.mark, depth, r.params, str(r.n), r.train, r.test]
     return cells + ([r.chosen or "–"] if CHOSEN in header else [])
 
 

@@ -22,6 +22,7 @@ from gradlab.report.figure_jobs import flow_caption
 from gradlab.report.figures_curves import finals_figure
 from gradlab.report.figures_flow import activation_figure, flow_figure, heatmap_cells, heatmap_figure
 from gradlab.report.layer_numbering import own_model_map
+from gradlab.report.line_groups import line_groups
 from gradlab.report.style import depth_palette, get_style, layer_axis, new_figure, short_layer_name, theme
 
 pytestmark = pytest.mark.filterwarnings("ignore:gradlab.*did not run as a module:RuntimeWarning")
@@ -145,9 +146,9 @@ def test_activation_lines_by_kind_and_labels_that_fit(frames):
     with theme(PAPER):
         fig = activation_figure(am, depth_palette(am["depth"]), {}, PAPER)
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert texts == ["linear outputs", "norm outputs"]
-    lines = fig.axes[0].get_lines()  # one run: a line per kind, each in a style of its own
-    assert len(lines) == 2 and lines[0].get_linestyle() != lines[1].get_linestyle()
+    assert texts == ["blocks.*.0 (norm)", "blocks.*.1 (linear)", "layers met once"]
+    lines = fig.axes[0].get_lines()  # one run: a line per repeated layer, each in a style of its own
+    assert len(lines) == 3 and len({line.get_linestyle() for line in lines}) == 3
     ylabels = [a.get_ylabel() for a in fig.axes if a.get_ylabel()]
     assert "output std,\nearly" in ylabels and not any(y.endswith(" in") for y in ylabels)
     _assert_inside(fig)
@@ -167,6 +168,21 @@ def _assert_inside(fig):
     for part in parts:
         e = part.get_tightbbox(renderer) if hasattr(part, "get_tightbbox") else part.get_window_extent(renderer)
         assert e.x0 >= box.x0 - 1 and e.x1 <= box.x1 + 1 and e.y0 >= box.y0 - 1 and e.y1 <= box.y1 + 1, part
+
+
+def test_lines_by_repeated_layer_by_kind_or_one():
+    names = ["embed"] + [f"enc.layers.{i}.{n}" for i in range(3) for n in ("norm1", "linear1", "linear2")] + ["head"]
+    kinds = ["fc"] + ["norm", "fc", "fc"] * 3 + ["fc"]
+    frame = pd.DataFrame({"family": "m", "depth": 9, "stat": "end", "position": range(1, 12), "layer": names,
+                          "kind": kinds, "value": 1.0})
+    lined, looks = line_groups(frame)
+    assert [text for text, _ in looks.values()] == ["linear1 (linear)", "linear2 (linear)", "norm1 (norm)",
+                                                    "layers met once"]
+    assert list(lined["line"])[:2] == ["once", "enc.layers.*.norm1"]
+    many = frame.assign(layer=[f"l{i}" for i in range(11)])  # nothing repeats: by kind
+    assert [text for text, _ in line_groups(many)[1].values()] == ["linear outputs", "norm outputs"]
+    blocks = frame.assign(kind="block")  # zoo nets' block outputs: one line
+    assert line_groups(blocks)[1] == {} and set(line_groups(blocks)[0]["line"]) == {""}
 
 
 # --------------------------------------------------------------------------- heatmap
@@ -238,7 +254,8 @@ def test_own_report_headings_and_captions(own_runs, tmp_path):
     assert "white: exactly 0 (in some seed); red: non-finite, NaN or inf (in some seed)" in md
     assert "grey" not in md
     assert "one number per layer for its weight and its output" in md
-    assert "Outputs of different kinds of layer (norm, linear, ...) are lines of their own" in md
+    assert "Outputs of different kinds of layer (norm, linear, ...) are lines of their own; where the model " \
+           "repeats a block, each layer of the block (linear1, norm1, ...) is a line" in md
 
 
 def test_zoo_report_keeps_the_papers_names(tmp_path):

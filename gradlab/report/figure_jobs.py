@@ -111,8 +111,10 @@ def activations_caption(zoo: bool, mine: bool) -> str:
             "depth, at initialization, early in training and at its end (rows); log scale, geometric mean over "
             "seeds. Sampled on the first examples of a batch, except at BatchNorms.")  # fmt: skip
     if mine:
-        text += (" Outputs of different kinds of layer (norm, linear, ...) are lines of their own, told apart by "
-                 f"line style and marker (legend); {OWN_NUMBERING}, as in the gradient-flow figures.")
+        text += (" Outputs of different kinds of layer (norm, linear, ...) are lines of their own; where the model "
+                 "repeats a block, each layer of the block (linear1, norm1, ...) is a line, and layers met once (an "
+                 "embedding, the classifier) are markers; told apart by line style and marker (legend); "
+                 f"{OWN_NUMBERING}, as in the gradient-flow figures.")
     return text
 
 

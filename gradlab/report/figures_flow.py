@@ -15,21 +15,12 @@ from matplotlib.patches import Patch
 from gradlab import families as fam
 from gradlab import stat_names as S
 from gradlab.report.layer_numbering import layer_name
+from gradlab.report.line_groups import line_groups
 from gradlab.report.style import HEATMAP_CMAP, Style, family_rows, font_points, layer_axis, legend_label, new_figure
 from gradlab.report.wording import FLOW_STATS as STAT_LABELS
+
 PHASE_TITLES = {"init": "at initialization", "early": "early in training", "end": "at the end of training"}
 ACT_YLABELS = {"init": "output std,\nat init", "early": "output std,\nearly", "end": "output std,\nat the end"}
-# outputs of a kind of layer, in an activation figure's legend; their line styles and markers
-KIND_NAMES = {"fc": "linear outputs", "norm": "norm outputs", "conv": "conv outputs", "bn": "BN outputs",
-              "block": "block outputs", "act": "activation outputs", "other": "other outputs"}
-KIND_LOOKS = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (1, 1)), "v"), ((0, (5, 1)), "P"), ("-", "X")]
-
-
-def kind_look(kind: str) -> dict:
-    """Line style, marker and marker face of a kind of point, the same in every panel."""
-    i = list(KIND_NAMES).index(kind) if kind in KIND_NAMES else len(KIND_NAMES) - 1
-    ls, marker = KIND_LOOKS[i % len(KIND_LOOKS)]
-    return {"ls": ls, "marker": marker, "mfc": "white" if i else None}
 HEATMAP_ZERO, HEATMAP_NONFINITE = "white", "#d62728"  # colours outside the log scale: exact 0, NaN/inf
 
 
@@ -78,22 +69,20 @@ def panels(rows: list, families: list[str], style: Style, height: float, **share
 
 
 def depth_lines(ax, frame: pd.DataFrame, x: str, palette: dict, label: Callable[[int], str], w: float,
-                by_kind: bool = False) -> None:
+                looks: dict | None = None) -> None:
     """One line per depth of ``frame`` (value against column ``x``), in the depth's colour;
     dots on short lines (counting drawable points: a lone one would not show), shallow nets
-    drawn on top. ``by_kind``: a line per kind of point too (norm outputs apart from linear
-    ones), told apart by line style and marker, named in the legend."""
-    kinds = sorted(frame["kind"].dropna().unique()) if by_kind and "kind" in frame else []
-    split = len(kinds) > 1
+    drawn on top. ``looks`` (gradlab.report.line_groups): a line per value of the frame's
+    "line" column too (norm outputs apart from linear ones), in that value's style."""
+    looks = looks or {}
     for depth in sorted(frame["depth"].unique()):
         d = frame[frame["depth"] == depth]
-        for k, kind in enumerate(kinds if split else [None]):
-            line = (d if kind is None else d[d["kind"] == kind]).sort_values(x)
+        for k, key in enumerate([key for key in looks if (d["line"] == key).any()] if looks else [None]):
+            line = (d if key is None else d[d["line"] == key]).sort_values(x)
             short = line["value"].notna().sum() <= 30
-            look = kind_look(kind) if split else {"ls": "-", "marker": "." if short else None}
-            first = kind is None or k == 0  # one legend entry per depth; the kinds go in the figure's legend
-            ax.plot(line[x], line["value"], color=palette[int(depth)], lw=w, ms=(2.5 if split else 3) * w,
-                    label=label(int(depth)) if first else "_", zorder=2 + 1 / (1 + depth), **look)  # fmt: skip
+            look = looks[key][1] if key is not None else {"ls": "-", "marker": "." if short else None}
+            ax.plot(line[x], line["value"], color=palette[int(depth)], lw=w, ms=(2.5 if looks else 3) * w,
+                    label=label(int(depth)) if k == 0 else "_", zorder=2 + 1 / (1 + depth), **look)  # fmt: skip
 
 
 def depth_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str], palette: dict,
@@ -101,45 +90,38 @@ def depth_panels(axes, frame: pd.DataFrame, stats: list[str], families: list[str
                  xlabel: str = "layer (1 = input side)", ylabels: dict | None = None, log: bool = True,
                  rows: bool = False, by_kind: bool = False) -> None:
     """Statistics along depth: axes[r, c] gets stat r of family c, one line per depth
-    (value against column ``x``; ``by_kind``: and per kind of point), log y unless ``log``
+    (value against column ``x``; ``by_kind``: and per kind of point or repeated layer,
+    gradlab.report.line_groups), log y unless ``log``
     is False, titles on the top row and labels on the edges (``ylabels``: stat -> label;
     default: the gradient-flow ones); ``rows``: the axes are a row per family, given
     transposed (:func:`panels`). The layer axis has integer ticks, named by the layers
     where one model is drawn (every n-th name where not all fit)."""
     w = style.rc.get("lines.linewidth", 1.0)
     ylabels = STAT_LABELS if ylabels is None else ylabels
+    frame, looks = line_groups(frame) if by_kind else (frame, {})
     for r, stat in enumerate(stats):
         for c, family in enumerate(families):
             ax = axes[r, c]
             d = frame[(frame["stat"] == stat) & (frame["family"] == family)]
-            depth_lines(ax, d, x, palette, lambda depth, f=family: label(f, depth), w, by_kind)
+            depth_lines(ax, d, x, palette, lambda depth, f=family: label(f, depth), w, looks)
             if log:
                 ax.set_yscale("log")
                 _note_zeros(ax, d)
             if r == 0:
                 ax.set_title(fam.get(family).panel_title)
-                if not (by_kind and d["depth"].nunique() == 1):  # one model: the title names it
+                if not (looks and d["depth"].nunique() == 1):  # one model: the title names it
                     ax.legend(loc="best", frameon=True, framealpha=0.85, edgecolor="none")
             if (c if rows else r) == (len(families) if rows else len(stats)) - 1:
                 ax.set_xlabel(xlabel)
             if rows or c == 0:
                 ax.set_ylabel(ylabels[stat])
-    if by_kind:
-        kind_legend(axes[0, 0].figure, frame, w)
+    if looks:
+        handles = [Line2D([], [], color="0.3", lw=w, ms=2.5 * w, label=text, **look) for text, look in looks.values()]
+        axes[0, 0].figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5))
     for c, family in enumerate(families):  # after drawing: shared axes share their ticks
         d = frame[(frame["family"] == family) & frame["stat"].isin(stats)]
         columns = 1 if rows else len(families)
         layer_axis(axes[-1, c].xaxis, d[x], layer_names(d, x), 0.8 * style.full_width / columns, _tick_points())
-
-
-def kind_legend(fig, frame: pd.DataFrame, w: float) -> None:
-    """The figure's legend of the kinds of point drawn as lines of their own (see depth_lines)."""
-    kinds = sorted(frame["kind"].dropna().unique()) if "kind" in frame else []
-    if len(kinds) < 2:
-        return
-    handles = [Line2D([], [], color="0.3", lw=w, ms=2.5 * w, label=KIND_NAMES.get(kind, f"{kind} outputs"),
-                      **kind_look(kind)) for kind in kinds]  # fmt: skip
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
 
 
 def layer_names(frame: pd.DataFrame, x: str = "position") -> dict[int, str] | None:

@@ -94,8 +94,6 @@ def run_overhead(
     directory with the findings rules at each flush, every ``flush_every`` recorded steps (a
     run's default, 64: time more steps than that to include flushes) (``findings``).
     """
-    import gradlab
-
     checks = (("steps", steps, 1), ("repeats", repeats, 1), ("batch_size", batch_size or 1, 1), ("warmup", warmup, 0),
               ("every", every, 1))  # fmt: skip
     for name, value, least in checks:
@@ -105,6 +103,46 @@ def run_overhead(
     dev = resolve_device(device)
     ((name, arch, size),) = parse_cases(model, batch_size)
     case = build_case(name, arch, size, dev, seed)
+    base = case.net
+    timed = _timed(case, dev, steps, repeats, warmup, every, reduce_at, stats, with_wandb, with_findings, flush_every,
+                   progress)  # fmt: skip
+    variants, timings, ops, rows, findings_checks, reductions, skipped = timed
+    lightning = None
+    if with_lightning:
+        lightning = _lightning(base, case, steps, repeats, warmup, every, dev, progress, skipped)
+    summary = {}
+    for name in variants:
+        s = summarize(timings.steps[name])
+        s["images_per_s"] = case.batch_size / s["median_s"]
+        s["aten_ops"] = ops[name]
+        summary[name] = s
+    bare = summary["bare"]["median_s"]
+    gradlab_text = (f"gradlab.watch(model, every={every}, dense_until=0, reduce_at={reduce_at!r}), "
+                    f"{_stats_phrase(stats)}, {REDUCTIONS_TEXT[reductions]}")  # fmt: skip
+    settings = _settings(case, steps, repeats, warmup, variants, gradlab_text, stats, reductions, every,
+                         flush_every if with_findings else None, dev, seed)  # fmt: skip
+    return {
+        "settings": settings,
+        "environment": describe_environment(dev),
+        "variants": summary,
+        "ratios": {name: summary[name]["median_s"] / bare for name in summary if name != "bare"},
+        "round_ratios": {
+            name: spread(round_ratios(timings, name, "bare", steps)) for name in summary if name != "bare"
+        },
+        "gradlab_rows": rows,
+        "findings_checks": findings_checks,
+        "skipped": skipped,
+        "lightning": lightning,
+    }
+
+
+def _timed(case: Case, dev, steps, repeats, warmup, every, reduce_at, stats, with_wandb, with_findings, flush_every,
+           progress) -> tuple:  # fmt: skip
+    """Build the variants on copies of the case's model and time them interleaved. Returns
+    (variant names, timings, ATen ops per variant, gradlab's rows, the findings' checks,
+    gradlab's reductions, the variants skipped and why)."""
+    import gradlab
+
     base = case.net
     variants: dict[str, Callable[[], None]] = {"bare": trainer(copy.deepcopy(base), case)}
     rec_model = copy.deepcopy(base)
@@ -123,7 +161,7 @@ def run_overhead(
             skipped["wandb"] = "disabled (--no-wandb)"
         try:
             timings = interleaved(variants, steps=steps, repeats=repeats, device=dev, warmup=warmup, progress=progress)
-            checks = None if live is None else live.checks  # (in the timed and warm-up steps; stop() checks again)
+            findings_checks = None if live is None else live.checks  # (timed and warm-up steps; stop() checks again)
             synchronize(dev)
             rows = len(rec.frame())
             next_recorded = rec.current_step
@@ -133,52 +171,37 @@ def run_overhead(
             ops = {name: _ops_or_none(fn) for name, fn in variants.items()}  # one more step each
         finally:
             rec.stop()
+    return list(variants), timings, ops, rows, findings_checks, rec.reductions, skipped
 
-    lightning = None
-    if with_lightning:
-        lightning = _lightning(base, case, steps, repeats, warmup, every, dev, progress, skipped)
-    summary = {}
-    for name in variants:
-        s = summarize(timings.steps[name])
-        s["images_per_s"] = case.batch_size / s["median_s"]
-        s["aten_ops"] = ops[name]
-        summary[name] = s
-    bare = summary["bare"]["median_s"]
+
+def _settings(case: Case, steps: int, repeats: int, warmup: int, variants: list[str], gradlab_text: str, stats,
+              reductions: str, every: int, flush_every: int | None, dev, seed: int) -> dict:  # fmt: skip
+    """What :func:`run_overhead` timed, as its result's ``settings`` say it (``flush_every``: None
+    without the findings variant)."""
+    findings = None if flush_every is None else (
+        "the same gradlab.watch writing a run directory, findings=True: the rules run at each flush, "
+        f"every {flush_every} recorded steps (a run's default: 64, or 30 s)")  # fmt: skip
     return {
-        "settings": {
-            "case": case.name,
-            "model": case.model,
-            "batch_size": case.batch_size,
-            "input_size": case.input_size,
-            "input": case.input_text,
-            "steps": steps,
-            "repeats": repeats,
-            "warmup": warmup,
-            "timed_steps_per_variant": steps * repeats,
-            "order": "interleaved, in a balanced order changing from round to round: " + ", ".join(variants),
-            "optimizer": "SGD(lr=0.1, momentum=0.9, weight_decay=1e-4)",
-            "gradlab": f"gradlab.watch(model, every={every}, dense_until=0, reduce_at={reduce_at!r}), "
-                       f"{_stats_phrase(stats)}, {REDUCTIONS_TEXT[rec.reductions]}",
-            "stats": list(stats),
-            "reductions": rec.reductions,
-            "every": every,
-            "wandb": 'wandb.watch(model, log="gradients", log_freq=1), offline, one wandb.log per step',
-            "findings": f"the same gradlab.watch writing a run directory, findings=True: the rules run at each flush, "
-                        f"every {flush_every} recorded steps (a run's default: 64, or 30 s)" if with_findings else None,
-            "flush_every": flush_every,
-            "device": str(dev),
-            "seed": seed,
-        },
-        "environment": describe_environment(dev),
-        "variants": summary,
-        "ratios": {name: summary[name]["median_s"] / bare for name in summary if name != "bare"},
-        "round_ratios": {
-            name: spread(round_ratios(timings, name, "bare", steps)) for name in summary if name != "bare"
-        },
-        "gradlab_rows": rows,
-        "findings_checks": checks,
-        "skipped": skipped,
-        "lightning": lightning,
+        "case": case.name,
+        "model": case.model,
+        "batch_size": case.batch_size,
+        "input_size": case.input_size,
+        "input": case.input_text,
+        "steps": steps,
+        "repeats": repeats,
+        "warmup": warmup,
+        "timed_steps_per_variant": steps * repeats,
+        "order": "interleaved, in a balanced order changing from round to round: " + ", ".join(variants),
+        "optimizer": "SGD(lr=0.1, momentum=0.9, weight_decay=1e-4)",
+        "gradlab": gradlab_text,
+        "stats": list(stats),
+        "reductions": reductions,
+        "every": every,
+        "wandb": 'wandb.watch(model, log="gradients", log_freq=1), offline, one wandb.log per step',
+        "findings": findings,
+        "flush_every": flush_every or 64,
+        "device": str(dev),
+        "seed": seed,
     }
 
 

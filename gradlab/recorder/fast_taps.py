@@ -62,6 +62,13 @@ class FastTaps:
         """The general hook measured ``tap`` on ``h`` (during the learning step)."""
         self.seen[tap.position] = (tap, h, entry)
 
+    def after_step(self) -> bool:
+        """At a recorded step's end (after ``finish()``): learn on the first, revoke the plans of
+        outputs found changed in place on the others. True when a point's hook changes."""
+        if self.learning and self.seen:
+            return self.learn()
+        return bool(self.fast) and self.revoke_changed()
+
     def learn(self) -> bool:
         """After the learning step's ``finish()``: give a plan to each point that qualifies.
         True if any did."""

@@ -117,13 +117,8 @@ class StepHooks:
     def write(self, row: torch.Tensor, written: np.ndarray) -> None:
         """Fill the step's ``row`` on the device and mark in ``written`` the columns set."""
         self.reducer.finish()
-        if self.repeats.counting and self.repeats.judge():  # the first recorded step: points called twice?
-            self.rearm = True
-        fast = self.fast
-        if fast.learning and fast.seen:  # the first recorded step: which points can take the lean hook
-            self.rearm = fast.learn() or self.rearm
-        elif fast.fast and fast.revoke_changed():
-            self.rearm = True
+        repeated = self.repeats.counting and self.repeats.judge()  # the first recorded step: points run twice?
+        self.rearm = self.fast.after_step() or repeated or self.rearm  # (hooks change: re-attach them)
         base, vals = self.base, self.vals[self.base :]  # (the parameters' columns: gradlab.recorder.params)
         unset = self.unset
         measured = [v is not unset for v in vals]

@@ -25,6 +25,31 @@ def batches(n=96):
     return x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
 
 
+class Classifier(nn.Module):
+    """small_net with the loss a Hugging Face Trainer reads from its output."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = small_net()
+
+    def forward(self, x, labels=None):
+        logits = self.net(x)
+        return {"loss": F.cross_entropy(logits, labels), "logits": logits}
+
+
+class Examples(torch.utils.data.Dataset):
+    """batches() as the dicts a Hugging Face Trainer feeds its model."""
+
+    def __init__(self):
+        self.x, self.y = batches()
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
 def recorded_grad_norms(run_dir):
     layers = runs.read_run(run_dir).layers
     rows = layers[layers["stat"] == S.GRAD_NORM]
@@ -146,25 +171,6 @@ def test_transformers_callback_records_the_gradients_the_optimizer_steps_with(tm
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
     from gradlab.integrations.transformers import GradlabCallback
-
-    class Classifier(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = small_net()
-
-        def forward(self, x, labels=None):
-            logits = self.net(x)
-            return {"loss": F.cross_entropy(logits, labels), "logits": logits}
-
-    class Examples(torch.utils.data.Dataset):
-        def __init__(self):
-            self.x, self.y = batches()
-
-        def __len__(self):
-            return len(self.y)
-
-        def __getitem__(self, i):
-            return {"x": self.x[i], "labels": self.y[i]}
 
     class HookFree(transformers.TrainerCallback):
         def __init__(self):

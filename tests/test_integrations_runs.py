@@ -15,7 +15,7 @@ from gradlab import runs
 from gradlab import stat_names as S
 from gradlab.errors import RecorderError
 from gradlab.report.collect import identity
-from tests.test_integrations import batches, small_net
+from tests.test_integrations import Classifier, Examples, batches, small_net
 
 pl = pytest.importorskip("lightning.pytorch")
 transformers = pytest.importorskip("transformers")
@@ -55,27 +55,6 @@ def trainer(root, callbacks, max_steps=6, **kw):
     kw = {"enable_checkpointing": False, "logger": True, **kw}
     return pl.Trainer(max_steps=max_steps, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
                       log_every_n_steps=1, default_root_dir=root, callbacks=callbacks, **kw)  # fmt: skip
-
-
-class Examples(torch.utils.data.Dataset):
-    def __init__(self):
-        self.x, self.y = batches()
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return {"x": self.x[i], "labels": self.y[i]}
-
-
-class Classifier(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = small_net()
-
-    def forward(self, x, labels=None):
-        logits = self.net(x)
-        return {"loss": F.cross_entropy(logits, labels), "logits": logits}
 
 
 def hf_train(output_dir, callback, resume=None, **args):

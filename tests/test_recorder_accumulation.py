@@ -64,3 +64,18 @@ def test_the_gradient_norm_of_a_step_is_that_of_all_its_micro_batches_in_plain_p
     expected = torch.cat([h.grad.flatten() for h in kept]).norm().item()
     assert df[("3", "act_grad_norm")] == pytest.approx(expected, rel=1e-5)
     assert df[("3", "act_mean")] == pytest.approx(kept[-1].mean().item(), rel=1e-5)  # the last micro-batch's
+
+
+def test_the_norm_over_micro_batches_keeps_tiny_and_non_finite_norms():
+    """Squares of norms near 1e-20 underflow float32; each column is scaled by its largest."""
+    from gradlab.recorder.plans import column_slots, put_norms
+
+    cols, slot = column_slots([7, 3, 7, 3, 5])
+    assert cols == [7, 3, 5] and slot == [0, 1, 0, 1, 2]
+    assert column_slots([2, 4]) == ([2, 4], None)
+    norms = torch.tensor([3e-25, 0.0, 4e-25, 2.0, float("inf")])
+    row = torch.full((8,), -1.0)
+    put_norms(row, torch.tensor(cols), norms, torch.tensor(slot))
+    assert row[7].item() == pytest.approx(5e-25, rel=1e-6) and row[3].item() == 2.0 and row[5].item() == float("inf")
+    put_norms(row, torch.tensor([1, 2]), torch.tensor([float("nan"), 0.5]), None)
+    assert np.isnan(row[1].item()) and row[2].item() == 0.5

@@ -37,7 +37,7 @@ import math
 import torch
 
 from gradlab.recorder.bn_stats import normalised_square
-from gradlab.recorder.plans import cached_plan
+from gradlab.recorder.plans import cached_plan, column_slots, put_norms
 from gradlab.recorder.reductions import F32
 
 __all__ = ["BNGrads"]
@@ -131,12 +131,8 @@ class BNGrads:
         invstd = torch.cat([q[3] for q in queued]).to(F32)
         dx2 = _dx_square(s2, sums[1], sums[0], self._gamma_beta[0].index_select(0, pick), invstd, eps, m)
         acc = torch.zeros((2, len(queued)), dtype=F32, device=self.device)
-        acc.index_add_(1, segment, torch.stack([s2, dx2]))
-        if slot is None:
-            row.index_copy_(0, dst, acc.sqrt_().view(-1).index_select(0, src))
-        else:  # micro-batches: add the squares of each column's, then the root
-            total = torch.zeros(len(cols), dtype=F32, device=self.device)
-            row.index_copy_(0, dst, total.index_add_(0, slot, acc.view(-1).index_select(0, src)).sqrt_())
+        acc.index_add_(1, segment, torch.stack([s2, dx2])).sqrt_()
+        put_norms(row, dst, acc.view(-1).index_select(0, src), slot)  # (micro-batches: the norm over all of them)
         return cols
 
     def _plan(self, layout: tuple) -> tuple:
@@ -151,16 +147,14 @@ class BNGrads:
             pick += range(start, start + c)
             src += [i] * len(dy_cols) + [n + i]
             dst += [*dy_cols, dx_col]
-        cols = list(dict.fromkeys(dst))
-        where = {c: j for j, c in enumerate(cols)}
-        slot = None if len(cols) == len(dst) else as_tensor([where[c] for c in dst], torch.long)
+        cols, slot = column_slots(dst)
         return (
             as_tensor(segment, torch.long),
             as_tensor(eps, F32),
             as_tensor(m, F32),
             as_tensor(pick, torch.long),
             as_tensor(src, torch.long),
-            slot,
-            as_tensor(cols if slot is not None else dst, torch.long),
-            cols if slot is not None else dst,
+            None if slot is None else as_tensor(slot, torch.long),
+            as_tensor(cols, torch.long),
+            cols,
         )

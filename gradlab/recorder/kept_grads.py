@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from gradlab.recorder.plans import cached_plan
+from gradlab.recorder.plans import cached_plan, column_slots, put_norms
 from gradlab.recorder.reductions import row_norms
 from gradlab.recorder.stack_buffers import StackBuffers
 
@@ -112,11 +112,7 @@ class KeptGradients:
         key = tuple((n.shape[0], tuple(map(tuple, c))) for n, c in self._norms)
         src, slot, dst, cols = cached_plan(self._plans, key, lambda: self._plan(self._norms))
         norms = torch.cat([n for n, _ in self._norms]) if len(self._norms) > 1 else self._norms[0][0]
-        if slot is None:  # one gradient per column (the usual step)
-            row.index_copy_(0, dst, norms.index_select(0, src))
-        else:  # several micro-batches: the norm over all of them, sqrt of the sum of squares
-            total = torch.zeros(len(cols), dtype=norms.dtype, device=norms.device)
-            row.index_copy_(0, dst, total.index_add_(0, slot, norms.index_select(0, src).square_()).sqrt_())
+        put_norms(row, dst, norms.index_select(0, src), slot)  # (micro-batches: the norm over all of them)
         return cols
 
     def _plan(self, norms: list) -> tuple:
@@ -129,8 +125,5 @@ class KeptGradients:
                 dst += cs
             offset += n.shape[0]
         as_index = lambda v: torch.tensor(v, dtype=torch.long, device=self.device)  # noqa: E731
-        cols = list(dict.fromkeys(dst))
-        if len(cols) == len(dst):
-            return as_index(src), None, as_index(dst), cols
-        where = {c: i for i, c in enumerate(cols)}
-        return as_index(src), as_index([where[c] for c in dst]), as_index(cols), cols
+        cols, slot = column_slots(dst)
+        return as_index(src), None if slot is None else as_index(slot), as_index(cols), cols

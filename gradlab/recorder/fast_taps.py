@@ -85,23 +85,23 @@ class FastTaps:
     def _plan(self, tap: Tap, h: torch.Tensor, uses: int, d) -> FastPlan | None:
         if uses != 1 or not tap.active or type(h) is not _TENSOR or h.grad_fn is None or not h.requires_grad:
             return None
-        numel = self.sample.numel(h)
-        if self.small is not None and (numel > self.small or h.numel() > self.small):
+        if self.small is not None and h.numel() > self.small:  # (its sample and its gradient are no larger)
             return None
         grad = tap.grad_col >= 0
-        key = tap.reductions[0][1] if tap.reductions else -1
-        if key in d._copied or (grad and (tap.grad_col in d.grads._in_place or h.numel() > d.grads.retain_numel)):
+        if grad and h.numel() > d.grads.retain_numel:
             return None
-        return FastPlan(tap, h, self.sample.size(h), numel, grad)
+        plan = FastPlan(tap, h, self.sample.size(h), self.sample.numel(h), grad)
+        return None if self._changed_in_place(plan) else plan
+
+    def _changed_in_place(self, plan: FastPlan) -> bool:
+        """Whether the deferred path has seen a later op change this point's output in place."""
+        d = self.deferred
+        return plan.key in d._copied or (plan.grad_cols is not None and plan.grad_key in d.grads._in_place)
 
     def revoke_changed(self) -> bool:
         """Points whose output a later op was found to change in place lose their plan
         (the general hook copies such outputs); True if any did."""
-        d, gone = self.deferred, []
-        for position, tap in self.fast.items():
-            plan = tap.fast
-            if plan.key in d._copied or (plan.grad_cols is not None and plan.grad_key in d.grads._in_place):
-                gone.append(position)
+        gone = [position for position, tap in self.fast.items() if self._changed_in_place(tap.fast)]
         for position in gone:
             self.fast.pop(position).fast = None
         return bool(gone)

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.nn.functional as F
 
+from gradlab import runs
 from gradlab.bench.overhead_cases import Case
+from gradlab.run_writer import RunWriter
 
 if TYPE_CHECKING:
     from gradlab.findings.live import LiveFindings
@@ -92,8 +94,8 @@ def findings_variant(stack: contextlib.ExitStack, base, case: Case, every: int, 
     """The gradlab step with what a user's run adds: a run directory in a temporary folder,
     and the findings rules (gradlab.findings.live) run on it at each flush, every
     ``flush_every`` recorded steps (a run's buffer flushes every 64, or every 30 s, which
-    here is left out: the variants share the clock, so it would come three times early). Findings on the synthetic batch
-    are not printed. Returns the step and the LiveFindings (its ``checks`` count the rules' runs)."""
+    here is left out: the variants share the clock, so it would come three times early).
+    Findings on the synthetic batch are not printed. Returns the step and the LiveFindings (its ``checks`` count the rules' runs)."""
     import gradlab
     from gradlab.findings.live import FindingWarning, LiveFindings
 
@@ -102,8 +104,10 @@ def findings_variant(stack: contextlib.ExitStack, base, case: Case, every: int, 
     stack.enter_context(warnings.catch_warnings())  # (restored when the stack closes)
     warnings.simplefilter("ignore", FindingWarning)
     net, live = copy.deepcopy(base), LiveFindings()
+    # written by steps only, as gradlab's trainer writes (the variants share the clock)
+    writer = stack.enter_context(RunWriter(os.path.join(tmp, "run"), flush_seconds=None))
+    stack.callback(writer.close, runs.DONE)
     rec = gradlab.watch(net, every=every, dense_until=0, reduce_at=reduce_at, stats=stats, buffer_steps=flush_every,
-                        run_dir=os.path.join(tmp, "run"), findings=live)  # fmt: skip
-    rec._writer.flush_seconds = None  # by steps only: the variants share the clock, a run's 30 s would come 3x early
-    stack.callback(rec.stop)
+                        run_dir=writer, findings=live)  # fmt: skip
+    stack.callback(rec.stop)  # (before the writer closes)
     return trainer(net, case, rec.step), live

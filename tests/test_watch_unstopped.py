@@ -94,3 +94,12 @@ def test_a_forked_child_that_exits_leaves_its_parents_run_alone(tmp_path):
     done = _script(tmp_path, body)
     assert "after child: running" in done.stdout, done.stderr
     assert LINE not in done.stderr and runs.read_status(tmp_path / "run")["state"] == runs.DONE
+
+
+def test_a_run_never_stopped_that_cannot_be_written_at_exit_says_so_in_one_line(tmp_path):
+    body = ("import resource, signal\nrec = gradlab.watch(model, run_dir=RUN, every=1)\ntrain(rec)\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\nresource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))\n")
+    done = _script(tmp_path, body)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "without rec.stop()" in line]
+    assert len(said) == 1 and "could not be closed" in said[0] and "Traceback" not in done.stderr

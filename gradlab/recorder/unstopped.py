@@ -74,8 +74,8 @@ def close(rec, how: str, error: BaseException | None = None) -> None:
     try:
         state = rec._close_unstopped(how, error)
     except Exception as e:  # a full disk at exit: the writer marked the run failed if it could
-        print(f"gradlab: {how} without rec.stop(), and the run in {where} could not be closed: "
-              f"{type(e).__name__}: {e}", file=sys.stderr)  # fmt: skip
+        warnings.warn(f"gradlab: {how} without rec.stop(), and the run in {where} could not be closed: "
+                      f"{type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)  # fmt: skip
         return
     warnings.warn(f"gradlab: {how} without rec.stop(); the run in {where} was written and marked {state}. "
                   "Call rec.stop() when training ends, or use `with gradlab.watch(...) as rec:`.",

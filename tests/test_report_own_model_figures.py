@@ -5,6 +5,8 @@ legend, labels that fit, and titles and captions worded for the runs drawn."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +22,7 @@ from gradlab.report import collect as C
 from gradlab.report import layer_frames as L
 from gradlab.report.figure_jobs import flow_caption
 from gradlab.report.figures_curves import finals_figure
-from gradlab.report.figures_flow import activation_figure, flow_figure, heatmap_cells, heatmap_figure
+from gradlab.report.figures_flow import activation_figure, flow_figure, heatmap_cells, heatmap_figure, layer_names
 from gradlab.report.layer_numbering import own_model_map
 from gradlab.report.line_groups import line_groups
 from gradlab.report.style import depth_palette, get_style, layer_axis, new_figure, short_layer_name, theme
@@ -274,3 +276,42 @@ def test_flow_caption_names_both_kinds_of_run_when_mixed():
     assert "one number per layer" not in flow_caption(True, False)
     mixed = flow_caption(True, True)
     assert "one number per layer" in mixed and "Zoo nets: main-path conv/fc weights" in mixed
+
+
+class TiedLM(nn.Module):
+    """An embedding and a classifier that share one matrix (tie=True), a Linear between."""
+
+    def __init__(self, tie: bool):
+        super().__init__()
+        self.embed = nn.Embedding(10, 6)
+        self.mix = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 10, bias=False)
+        if tie:
+            self.head.weight = self.embed.weight
+
+    def forward(self, tokens):
+        return self.head(self.mix(self.embed(tokens)))
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_a_tied_matrix_is_drawn_under_both_names(tmp_path, tie):
+    model = TiedLM(tie)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the tied matrix is said at watch(): tests/test_watch_misuse.py)
+        with gradlab.watch(model, every=1, run_dir=tmp_path / "lm") as rec:
+            for step in range(2):
+                tokens = torch.randint(0, 10, (4, 3), generator=torch.Generator().manual_seed(step))
+                F.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten()).backward()
+                rec.step()
+                model.zero_grad()
+    run = R.read_run(tmp_path / "lm")
+    flow = L.gradient_flow([run], L.load_layer_data([run]))
+    weights = flow[flow["stat"] == "grad_norm"]
+    names = set(layer_names(weights).values())
+    if tie:
+        assert set(weights["layer"]) == {"embed.weight = head.weight", "mix.weight"}
+        assert names == {"embed = head", "mix"}
+    else:
+        assert set(weights["layer"]) == {"embed.weight", "mix.weight", "head.weight"}
+        assert names == {"embed", "mix", "head"}
+    assert short_layer_name("transformer.wte = lm_head") == "wte = lm_head"

@@ -144,8 +144,13 @@ def _select(frame: pd.DataFrame, stat: str, positions: dict[str, int]) -> pd.Dat
 
 
 def weight_grad_rows(run: R.Run, frame: pd.DataFrame) -> pd.DataFrame:
-    """||dL/dW|| of main-path conv/fc weights: step, layer, value, position."""
-    return _select(frame, S.GRAD_NORM, layer_map(run, frame).weight_pos)
+    """||dL/dW|| of main-path conv/fc weights: step, layer, value, position. A tied weight's
+    rows are named by all its owners ("wte.weight = lm_head.weight"): one tensor, one row."""
+    lm = layer_map(run, frame)
+    rows = _select(frame, S.GRAD_NORM, lm.weight_pos)
+    if lm.shown_as:
+        rows["layer"] = rows["layer"].replace(lm.shown_as)
+    return rows
 
 
 def act_grad_rows(run: R.Run, frame: pd.DataFrame) -> pd.DataFrame:

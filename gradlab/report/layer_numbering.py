@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 WEIGHTED_KINDS = ("conv", "fc")
+TIED = " = "  # between the names of one tensor that several modules share
 MAIN = "main"
 
 
@@ -38,10 +39,14 @@ class LayerMap:
     kinds: dict[int, str]  # weighted position -> "conv" | "fc" (own models: any kind)
     act_pos: dict[str, int] = field(default_factory=dict)
     point_kinds: dict[str, str] = field(default_factory=dict)
+    shown_as: dict[str, str] = field(default_factory=dict)  # a tied parameter -> "its name = its other names"
 
 
 def layer_name(parameter: str) -> str:
-    """The layer a parameter belongs to, as its output point is named ("embed.weight" -> "embed")."""
+    """The layer a parameter belongs to, as its output point is named ("embed.weight" -> "embed");
+    a tied parameter's several names, each so ("wte.weight = lm_head.weight" -> "wte = lm_head")."""
+    if TIED in parameter:
+        return TIED.join(layer_name(p) for p in parameter.split(TIED))
     return parameter[: -len(".weight")] if parameter.endswith(".weight") else parameter
 
 
@@ -81,4 +86,5 @@ def own_model_map(pts: list[tuple], params: list[dict]) -> LayerMap:
         kinds={pos[name]: kind for name, (_, kind) in place.items()},
         act_pos={n: pos[n] for n, _ in main},
         point_kinds={name: kind for _, name, kind, _ in pts},
+        shown_as={p["name"]: TIED.join([p["name"], *p["aliases"]]) for p in matrices if p.get("aliases")},
     )

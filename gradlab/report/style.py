@@ -17,6 +17,7 @@ import seaborn as sns
 
 from gradlab import families
 from gradlab.errors import ReportError
+from gradlab.report.layer_numbering import TIED
 
 PAPER, NOTEBOOK = "paper", "notebook"
 STYLES = (PAPER, NOTEBOOK)
@@ -177,7 +178,10 @@ SHORT_NAME = 16  # characters of a layer name on an axis at most
 def short_layer_name(name: str) -> str:
     """A layer's name short enough for a tick label: the parts that carry a number (blocks,
     stages) and the last one, without "weight" ("encoder.layers.0.self_attn.in_proj_weight"
-    -> "0.in_proj", "layer2.1.conv1.weight" -> "layer2.1.conv1")."""
+    -> "0.in_proj", "layer2.1.conv1.weight" -> "layer2.1.conv1"); each name of a tied
+    tensor so ("transformer.wte = lm_head" -> "wte = lm_head")."""
+    if TIED in name:
+        return TIED.join(short_layer_name(part) for part in name.split(TIED))
     for suffix in (".weight", "_weight"):
         name = name[: -len(suffix)] if name.endswith(suffix) else name
     parts = name.split(".")

@@ -280,3 +280,17 @@ def test_findings_without_a_flush_in_the_timed_steps_say_their_cost_is_not_measu
                                    "--findings"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "no flush fell in the timed steps" in res.output and "a flush with its check costs" not in res.output
+
+
+def test_the_flushes_cost_is_given_only_where_the_means_show_one():
+    from gradlab.bench.overhead import _findings_mean_text
+
+    def result(findings_ms):
+        means = {"bare": 0.800, "gradlab": 0.860, "findings": findings_ms / 1e3}
+        return {"variants": {k: {"mean_s": m} for k, m in means.items()}, "settings": {"flush_every": 64},
+                "findings_checks": 2}  # fmt: skip
+
+    costly = _findings_mean_text(result(870.0))
+    assert "a flush with its check costs about 640 ms" in costly and "less than the noise" not in costly
+    cheap = _findings_mean_text(result(850.0))  # below gradlab's mean: the noise, no cost to estimate
+    assert "cost less than the noise between rounds" in cheap and "costs about" not in cheap

@@ -290,10 +290,13 @@ def _findings_mean_text(result: dict) -> str:
         return (f"findings: no flush fell in the timed steps, so their cost is not in these figures; time more than "
                 f"--flush-every {every} steps (--steps x --repeats)")  # fmt: skip
     f, g, b = v["findings"]["mean_s"], v["gradlab"]["mean_s"], v["bare"]["mean_s"]
+    head = (f"findings, mean step (the flushes and checks included): {f * 1e3:.1f} ms against bare's "
+            f"{b * 1e3:.1f} ms, {f / b:.3f}x; gradlab without them {g / b:.3f}x: ")  # fmt: skip
     flush = (f - g) * every
-    return (f"findings, mean step (the flushes and checks included): {f * 1e3:.1f} ms against bare's "
-            f"{b * 1e3:.1f} ms, {f / b:.3f}x; gradlab without them {g / b:.3f}x: a flush with its check costs "
-            f"about {flush * 1e3:.0f} ms, {(g + flush / 64) / b:.3f}x bare at a run's default flush every 64 steps")
+    if flush <= 0:  # the flushes' cost is smaller than the steps' noise: no estimate to give
+        return head + "the flushes and checks cost less than the noise between rounds (the mean with them is not above it)"
+    return head + (f"a flush with its check costs about {flush * 1e3:.0f} ms, {(g + flush / 64) / b:.3f}x bare at a "
+                   "run's default flush every 64 steps")  # fmt: skip
 
 
 def _spread_text(r: dict) -> str:

@@ -6,6 +6,7 @@
 * shattering: shattered gradients, Balduzzi et al. 2017 (`gradlab analyze shattering`)
 * lesion: deleting blocks or layers of trained nets, Veit et al. 2016 (`gradlab lesion`)
 
-sweep and init_inputs build the nets and batches the at-init studies loop over; result is
-what every study returns.
+sweep and init_inputs build the nets and batches the at-init studies loop over; lesion_runs
+and lesion_deletions are the lesion study's trained runs and deletions; result is what
+every study returns.
 """

@@ -32,7 +32,10 @@ steps, statistics read from BatchNorm's own batch statistics, values kept on the
 until ``flush()``, reductions deferred on CUDA) and what it costs: docs/recorder.md.
 
 Supported setups (mixed precision, channels_last, DDP, torch.compile, gradient
-accumulation, GradScaler) and what is not supported: docs/recorder.md.
+accumulation, GradScaler) and what is not supported: docs/recorder.md. This file holds
+when and what is recorded (starting, stepping, stopping, checkpoint state); what becomes
+of the rows (the run directory or memory, and reading them back) is
+gradlab.recorder.session_rows.
 """
 
 from __future__ import annotations
@@ -41,21 +44,18 @@ import os
 import weakref
 from typing import Iterable
 
-import pandas as pd
 import torch.nn as nn
 
-from gradlab import runs
 from gradlab import stat_names as S
-from gradlab.callbacks import StopRun
 from gradlab.config import REDUCE_AT
 from gradlab.errors import RecorderError
-from gradlab.models.probe_points import ProbePoint
-from gradlab.recorder import derive, unstopped
+from gradlab.recorder import unstopped
 from gradlab.recorder.derive import FRAME_COLUMNS, HIST_COLUMNS
 from gradlab.recorder.instrument import Instrument
 from gradlab.recorder.misuse import StepChecks
 from gradlab.recorder.schedule import Schedule
-from gradlab.recorder.targets import description, unwrap
+from gradlab.recorder.session_rows import ReadBack, SessionRows, end_state
+from gradlab.recorder.targets import unwrap
 from gradlab.run_writer import RunWriter, metrics_row
 
 __all__ = ["FRAME_COLUMNS", "HIST_COLUMNS", "Recorder", "end_state"]
@@ -72,9 +72,10 @@ def _watcher(module: nn.Module) -> "Recorder | None":
     return None if ref is None else ref()
 
 
-class Recorder:
+class Recorder(ReadBack):
     """Records gradient-flow statistics of ``model`` on the steps its schedule selects; the
-    options are those of :func:`watch`, which makes and starts one."""
+    options are those of :func:`watch`, which makes and starts one. Its read side (flush,
+    frame, metrics, histograms, nonfinite, run_dir, ...) is its base ReadBack."""
 
     def __init__(
         self,
@@ -119,25 +120,15 @@ class Recorder:
         self._options = dict(stats_asked=stats is not None, include=include, exclude=exclude, act_sample=act_sample,
                              cpu_threads=cpu_threads, reduce_at=reduce_at, buffer_steps=int(buffer_steps),
                              histograms=bool(histograms), combine_ranks=bool(combine_ranks))  # fmt: skip
-        self._owns_writer = not isinstance(run_dir, RunWriter)
-        if not self._owns_writer:
-            if name is not None or config is not None or resume or overwrite or tuple(callbacks):
-                raise RecorderError("name, config, resume, overwrite and callbacks describe a run_dir folder; "
-                                    "a RunWriter given as run_dir carries its own.")
-            self._writer = run_dir
-        else:
-            self._writer = None if run_dir is None else RunWriter(
-                run_dir, name=name, config=config, resume=resume, overwrite=overwrite, callbacks=callbacks)
+        # where the rows go and are read back from (gradlab.recorder.session_rows)
+        self._rows = SessionRows(run_dir, name=name, config=config, resume=resume, overwrite=overwrite,
+                                 callbacks=callbacks)  # fmt: skip
+        self._writer = self._rows.writer  # or None (watch() and the integrations forward findings to it)
+        self._owns_writer = self._rows.owns_writer
         self._inst: Instrument | None = None  # the measuring parts (start())
         self._reductions = "hooks"
         self._started = self._stopped = False
         self._step = 0  # the number of the step whose forward runs next
-        self._first_step = 0  # this session's first step (a resumed run directory holds earlier ones)
-        # rows kept in memory when there is no run directory to write them to
-        self._history: list[pd.DataFrame] = []
-        self._hist_history: list[pd.DataFrame] = []
-        self._frame_cache: pd.DataFrame | None = None
-        self._logged: list[dict] = []
         self._checks = StepChecks()  # misuse named once (gradlab.recorder.misuse)
 
     # ------------------------------------------------------------------ lifecycle
@@ -166,16 +157,9 @@ class Recorder:
         return self
 
     def _open_writer(self) -> None:
-        from gradlab.environment import describe
-
-        w = self._writer
         info = {"schedule": self.schedule.to_dict(), "stats": list(self.stats), "act_sample": self.act_sample,
                 "reductions": self.reductions}  # fmt: skip
-        self._step = self._first_step = w.open(description(w.name, self._inst.targets), info,
-                                               describe(self._inst.device))  # fmt: skip
-        if self._owns_writer:
-            w.status(runs.RUNNING)
-            w.started(resumed=w.resumed)
+        self._step = self._rows.open(self._inst.targets, info, self._inst.device)
 
     def stop(self, error: BaseException | None = None) -> None:
         """Remove every hook and flush what is left; a run directory is marked as
@@ -202,11 +186,7 @@ class Recorder:
             if _watcher(self._inst.targets.inner) is self:
                 del _WATCHED[self._inst.targets.inner]
             self._inst.close()
-            if self._writer is not None and self._owns_writer:
-                nonfinite = self.nonfinite
-                state, message = end_state(error, nonfinite)
-                message = f"{message} ({note})" if message and note else message or note
-                self._writer.close(state, message=message, **({"nonfinite": nonfinite} if nonfinite else {}))
+            state = self._rows.close(error, self.nonfinite, note)
         return state
 
     def __enter__(self) -> "Recorder":
@@ -227,16 +207,6 @@ class Recorder:
                     self._inst.detach()
         except Exception:
             pass
-
-    @property
-    def run_dir(self):
-        """The run directory written (a Path), or None."""
-        return None if self._writer is None else self._writer.run_dir
-
-    @property
-    def run_name(self) -> str | None:
-        """The run's label in reports (its run directory's ``name``), or None."""
-        return None if self._writer is None else self._writer.name
 
     # ------------------------------------------------------------------ stepping
 
@@ -279,15 +249,15 @@ class Recorder:
         inst = self._inst
         s = self._step if step is None else int(step)
         self._checks.stepped(s, self.schedule(s), inst.targets.params)
-        if inst.settle_order() and self._writer is not None:
-            self._writer.describe(description(self._writer.name, inst.targets))
+        if inst.settle_order():
+            self._rows.describe(inst.targets)
         full = self.schedule(s) and inst.record(s, outputs=inst.armed)
         if inst.hist_buffer is not None and s % self.hist_every == 0:
             full = inst.record_histograms(s) or full
         inst.hooks.clear()
         self._step = s + 1
         inst.arm(self.schedule(self._step))
-        if full or self._writer is not None and self._writer.due():
+        if full or self._rows.due():
             self.flush()
 
     def log(self, step: int, /, **scalars) -> None:
@@ -295,92 +265,13 @@ class Recorder:
         train_loss=loss, test_err=err)``): :meth:`metrics`, and metrics.parquet of the run
         directory. Values are numbers or 0-dim tensors (a tensor costs a host sync)."""
         self._require_running()
-        row = metrics_row(step, scalars)
-        if self._writer is not None:
-            self._writer.log(row)
-        else:
-            self._logged.append(row)
+        self._rows.log(metrics_row(step, scalars))
 
     def _require_running(self) -> None:
         if not self._started:
             raise RecorderError("The Recorder is not started; use gradlab.watch(model) or Recorder(model).start().")
         if self._stopped:
             raise RecorderError("The Recorder is stopped; start a new one with gradlab.watch(model).")
-
-    # ------------------------------------------------------------------ reading
-
-    def flush(self) -> pd.DataFrame:
-        """Copy the device buffer to the host (the only host sync); return the new rows, which
-        go to the run directory (or, without one, to the history that :meth:`frame` returns)."""
-        if not self._started:
-            return derive.empty_frame()
-        new, hist = self._inst.drain()
-        self._checks.flushed(new)
-        if hist is not None:
-            self._hist_history.append(hist)
-        if self._writer is not None:
-            self._writer.add_layers(new)
-            if self._writer.write() and self._owns_writer:
-                self._writer.status(runs.RUNNING)
-        elif len(new):
-            self._history.append(new)
-            self._frame_cache = None
-        return new
-
-    def frame(self) -> pd.DataFrame:
-        """Every row recorded so far in this session (flushes first): step(int64), layer(str),
-        index(int32), kind(str), stat(str), value(float64). With a run directory the rows are
-        read back from it."""
-        self.flush()
-        if self._writer is not None:
-            rows = self._writer.rows(runs.LAYERS, self._first_step)
-            return derive.typed(rows) if rows is not None else derive.empty_frame()
-        if self._frame_cache is None:  # concatenated once, until the next flush
-            history = self._history
-            self._frame_cache = derive.empty_frame() if not history else (
-                history[0] if len(history) == 1 else pd.concat(history, ignore_index=True))
-            self._history = [self._frame_cache] if history else []
-        return self._frame_cache.copy()
-
-    def metrics(self) -> pd.DataFrame:
-        """Every row given to :meth:`log` (this session's): step, then the scalars by name."""
-        if self._writer is not None:
-            self._writer.write()
-            rows = self._writer.rows(runs.METRICS, self._first_step)
-            return rows if rows is not None else pd.DataFrame(columns=["step"])
-        return pd.DataFrame(self._logged, columns=None if self._logged else ["step"])
-
-    def histograms(self) -> pd.DataFrame:
-        """Gradient histograms (flushes first): step, layer, index, kind, bin, lower, upper
-        (edges of |g|), count. Empty unless the recorder was made with histograms=True."""
-        self.flush()
-        if not self._hist_history:
-            return derive.empty_hist_frame()
-        return pd.concat(self._hist_history, ignore_index=True)
-
-    @property
-    def nonfinite(self) -> dict | None:
-        """{"step", "layer", "what": "grad"|"activation"|"weight"} of the first non-finite
-        value, as of the last flush; None if none was seen. Ordered by step, then weights
-        before activations before gradients; among weights and activations the shallowest,
-        among gradients the deepest (where backward produced it first)."""
-        found = self._inst.nonfinite if self._inst is not None else None
-        return None if found is None else dict(found)
-
-    @property
-    def probe_points(self) -> list[ProbePoint]:
-        """The resolved probe points in depth order (write them into the run directory)."""
-        self._require_started()
-        return list(self._inst.targets.points)
-
-    @property
-    def param_names(self) -> list[str]:
-        self._require_started()
-        return [p.name for p in self._inst.targets.params]
-
-    def _require_started(self) -> None:
-        if self._inst is None:
-            raise RecorderError("The Recorder is not started; use gradlab.watch(model) or Recorder(model).start().")
 
     # ------------------------------------------------------------------ state
 
@@ -401,17 +292,3 @@ class Recorder:
         self._inst.load_state(state)
         self.set_step(int(state["step"]))
 
-
-def end_state(error: BaseException | None, nonfinite: dict | None) -> tuple[str, str]:
-    """(state, message) of a watched run: failed by ``error`` (interrupted for a
-    KeyboardInterrupt); else diverged when a weight or an activation went non-finite (a
-    non-finite gradient alone is what a GradScaler's skipped steps look like, so it is
-    noted, not judged); else done."""
-    if isinstance(error, StopRun):  # a finding (or another callback) stopped it on purpose
-        return runs.INTERRUPTED, str(error)
-    if error is not None:
-        state = runs.INTERRUPTED if isinstance(error, KeyboardInterrupt) else runs.FAILED
-        return state, f"{type(error).__name__}: {error}"
-    if nonfinite and nonfinite["what"] != "grad":
-        return runs.DIVERGED, f"{runs.diverged_note(nonfinite)}: the run diverged"
-    return runs.DONE, ""

@@ -43,9 +43,11 @@ def value(df, stat, layer, step=0):
 
 
 def all_hooks(model):
+    """Hooks on the model's modules, a forward wrapped by the recorder counting as one
+    (gradlab.recorder.forward_wrap)."""
     n = 0
     for m in model.modules():
-        n += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        n += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + ("forward" in vars(m))
         n += len(getattr(m, "_backward_pre_hooks", {}))
     return n
 
@@ -143,6 +145,26 @@ def test_branch_ratio_known_answers(scale):
     # the branch point's own statistics are those of F(x)
     assert value(df, S.ACT_MEAN, "block.branch_out") == pytest.approx(scale * float(x.mean()), rel=REL, abs=1e-7)
 
+
+
+def test_a_forward_the_user_set_on_a_module_is_watched_and_given_back():
+    """The recorder wraps a watched module's forward (gradlab.recorder.forward_wrap): one the
+    user set on the instance is the one that runs, is measured, and is there again after."""
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
+    own = model[0].forward
+
+    def doubled(x):
+        return 2 * own(x)
+
+    model[0].forward = doubled
+    with watch(model, every=2, dense_until=0) as rec:
+        for _ in range(3):  # steps 0 and 2 recorded, 1 not: wrapped, unwrapped, wrapped
+            train_step(model, rec, X, lambda y: y.sum())
+            assert vars(model[0]).get("forward") is doubled or rec.recording
+        df = rec.frame()
+    assert vars(model[0])["forward"] is doubled and "forward" not in vars(model[1])
+    with torch.no_grad():
+        assert value(df, S.ACT_MEAN, "0", 2) == pytest.approx(float(doubled(X).mean()), rel=REL)
 
 def test_update_norm_between_recorded_steps():
     model = linear(W)

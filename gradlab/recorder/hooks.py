@@ -1,6 +1,7 @@
 """The hooks of a recorded step and the scratch state they share until ``step()``.
 
-Forward hooks on the probe points' modules hand each output to the reduction strategy
+Forward hooks on the probe points' modules (each module's forward wrapped to call them:
+gradlab.recorder.forward_wrap) hand each output to the reduction strategy
 (gradlab.recorder.in_hook reduces it at once, gradlab.recorder.deferred keeps a sample for
 ``step()``, gradlab.recorder.mixed chooses by size), dL/dh is handed over by a hook or
 kept with ``retain_grad`` (gradlab.recorder.kept_grads), and forward pre-hooks on residual blocks take
@@ -25,6 +26,7 @@ from gradlab.recorder.bn_grads import BNGrads
 from gradlab.recorder.bn_stats import BNStats, bn_node, saved_stats
 from gradlab.recorder.compiled import eager, eager_while_armed
 from gradlab.recorder.fast_taps import FastTaps
+from gradlab.recorder.forward_wrap import wrap_forward
 from gradlab.recorder.layout import Layout
 from gradlab.recorder.mixed import reducer_for
 from gradlab.recorder.reductions import F32
@@ -34,6 +36,26 @@ from gradlab.recorder.targets import Targets
 from gradlab.recorder.taps import FlatScratch, Sample, SeenOutput, Tap, output_tensor, with_threads
 
 __all__ = ["StepHooks"]
+
+
+def _attach(module: nn.Module, pres: list, posts: list):
+    """``module``'s hooks as a wrapped forward (gradlab.recorder.forward_wrap: cheaper than
+    module hooks), or as module hooks where its forward cannot be set (a ScriptModule)."""
+    if len(pres) <= 1 and not isinstance(module, torch.jit.ScriptModule):
+        return wrap_forward(module, pres[0] if pres else None, posts)
+    handles = [module.register_forward_pre_hook(h) for h in pres] + [module.register_forward_hook(h) for h in posts]
+    return _Handles(handles)
+
+
+class _Handles:
+    """Several hook handles removed as one."""
+
+    def __init__(self, handles: list):
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 class StepHooks:
@@ -85,16 +107,20 @@ class StepHooks:
             return
         if armed:
             hook = self._hook
+            wraps: dict[int, tuple[nn.Module, list, list]] = {}  # id(module) -> (module, its pre hooks, its hooks)
             for tap, module in zip(self.taps, self.modules):
                 if tap.hooked:
                     on_output = hook(partial(self._on_plain_output if tap.plain else self._on_output, tap))
                     if tap.fast is not None and tap.plain:  # the lean hook (gradlab.recorder.fast_taps)
                         on_output = self.fast.hook(tap, on_output, self.numel)
-                    self.handles.append(module.register_forward_hook(on_output))
+                    wraps.setdefault(id(module), (module, [], []))[2].append(on_output)
                 elif tap.fed and tap.active and not tap.checked:
-                    self.handles.append(module.register_forward_hook(hook(partial(self._note_fed, tap))))
+                    wraps.setdefault(id(module), (module, [], []))[2].append(hook(partial(self._note_fed, tap)))
             for b, block in enumerate(self.blocks if self.block_todo else ()):
-                self.handles.append(block.module.register_forward_pre_hook(hook(partial(self._on_block_input, b))))
+                on_input = hook(partial(self._on_block_input, b))
+                wraps.setdefault(id(block.module), (block.module, [], []))[1].append(on_input)
+            for module, pres, posts in wraps.values():
+                self.handles.append(_attach(module, pres, posts))
             self.armed = True
             eager_while_armed(True)  # compiled code runs eagerly now (gradlab.recorder.compiled)
         else:

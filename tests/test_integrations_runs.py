@@ -15,6 +15,7 @@ from gradlab import runs
 from gradlab import stat_names as S
 from gradlab.errors import RecorderError
 from gradlab.report.collect import identity
+from gradlab.report.inputs import experiments_warning
 from tests.test_integrations import Classifier, Examples, batches, small_net
 
 pl = pytest.importorskip("lightning.pytorch")
@@ -78,6 +79,7 @@ def test_default_lightning_fits_and_hf_trainings_into_one_folder_are_distinct_ru
                      "hf/gradlab": "hf", "hf/gradlab-2": "hf-2"}  # fmt: skip
     labels = {identity(runs.read_run(d))["label"] for d in found}
     assert len(labels) == 4 and all(runs.read_run(d).state == runs.DONE for d in found)
+    assert experiments_warning([runs.read_run(d) for d in found]) is None  # labelled apart: nothing to warn of
     # what the user names stays as given
     hf_train(tmp_path / "named", HFCallback(every=2, name="bert-lr0.1"))
     trainer(tmp_path / "own", [LightningCallback(tmp_path / "own" / "fit-a", every=2)]).fit(Module(), loader())

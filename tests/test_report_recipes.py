@@ -196,3 +196,12 @@ def test_a_model_without_validation_error_is_named_as_left_out(tmp_path):
     result = build_report(tmp_path, tmp_path / "report", formats=("png",), select=("lr",))
     assert "ResNet-20: no lr chosen (no validation error), so it is left out." in result.summary
     assert "ResNet-20" not in list(result.table["label"])
+
+
+def test_trainer_runs_of_two_experiments_are_said_to_be_drawn_together(tmp_path):
+    from gradlab.report.inputs import experiments_warning
+
+    one = [R.read_run(F.make_run(tmp_path, F.RESNET, 20, seed=s, experiment="a", layers=False)) for s in (0, 1)]
+    other = R.read_run(F.make_run(tmp_path, F.PLAIN, 20, experiment="b", layers=False))
+    assert experiments_warning(one) is None
+    assert experiments_warning([*one, other]) == "runs come from 2 experiments (a, b); drawn together"

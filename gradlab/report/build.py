@@ -43,7 +43,7 @@ from gradlab.report import summary as SUM
 from gradlab.report import tables as T
 from gradlab.report.figure_jobs import figure_jobs, own_families
 from gradlab.report.files import DEFAULT_FORMATS, check_out_dir, default_out_dir, parse_formats, write_csv, write_text
-from gradlab.report.inputs import find, read_runs
+from gradlab.report.inputs import experiments_warning, find, read_runs
 from gradlab.report.markdown import DrawnFigure
 from gradlab.report.render import FigureJob, render
 from gradlab.report.staging import staged_folder
@@ -124,9 +124,9 @@ def _runs_report(recipes: RC.Recipes, entries, analysis_jobs, out_dir: Path, for
                  settings: Settings) -> ReportResult:
     """The report of the runs ``recipes`` shows (and analysis folders' ``entries``), written into ``out_dir``."""
     runs = recipes.shown
-    experiments = sorted({str(r.spec.get("experiment") or "?") for r in runs})
-    if len(experiments) > 1:
-        warnings.append(f"runs come from {len(experiments)} experiments ({', '.join(experiments)}); drawn together")
+    mixed = experiments_warning(runs)
+    if mixed:
+        warnings.append(mixed)
     f = _frames(runs, warnings)
     f.models = RC.chosen_column(f.models, recipes)
     files: list[Path] = []

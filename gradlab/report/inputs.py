@@ -61,3 +61,15 @@ def read_runs(run_dirs: list[Path]) -> tuple[list[R.Run], list[str]]:
             run.report_key = str(run.path)
     return runs, warnings
 
+
+def experiments_warning(runs) -> str | None:
+    """The warning that trainer runs of several experiments (recipes chosen apart, a
+    different preset or flags) are drawn together; None when they come from one. Runs of
+    someone's own loop (gradlab.watch, the callbacks) are left out: they are labelled by
+    their own names, and their folder says nothing of a recipe."""
+    trained = [r for r in runs if r.spec.get("source") != R.WATCH_SOURCE]
+    experiments = sorted({str(r.spec.get("experiment") or "?") for r in trained})
+    if len(experiments) < 2:
+        return None
+    return f"runs come from {len(experiments)} experiments ({', '.join(experiments)}); drawn together"
+

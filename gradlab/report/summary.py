@@ -197,14 +197,14 @@ def summarize(
     """Sentences for report.md, each backed by the numbers it quotes."""
     out = []
     evaluated = not models.empty and models["train_mean"].notna().any()
+    compared = degradation_sentences(models) if evaluated else []
     if evaluated and (models["n"] > 1).any():
         out.append("Final errors are means over seeds; a difference is stated only when the 95 % t-intervals "
                    "of the two means do not overlap.")
-    elif evaluated and len(models) > 1:
+    elif compared:  # said of the comparisons below: with none (runs of one's own loop, no shared depth) it is not
         out.append("Each model has one seed, so no noise estimate exists: differences are reported, not judged "
                    "(run seeds, such as --seeds 0,1,2, to judge them).")
-    if evaluated:
-        out += degradation_sentences(models)
+    out += compared
     if responses is not None:
         out += response_sentences(responses)
     out += nonfinite_sentences(list(nonfinite))
@@ -212,9 +212,11 @@ def summarize(
         return out or ["No run has evaluated yet: there are no final errors to compare."]
     unfinished = models[models["note"] != ""]
     if not unfinished.empty:
+        evaluated_too = unfinished["train_mean"].notna()
         out.append(
             "Not finished: "
-            + "; ".join(f"{m['label']} ({m['note']})" for _, m in unfinished.iterrows())
-            + ". Numbers for these are from their last evaluation."
+            + "; ".join(f"{m['label']} ({m['note']}{'' if ok else '; no evaluation yet'})"
+                        for ok, (_, m) in zip(evaluated_too, unfinished.iterrows()))
+            + (". Numbers for these are from their last evaluation." if evaluated_too.any() else ".")
         )
     return out

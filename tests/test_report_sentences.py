@@ -286,3 +286,29 @@ def test_a_sound_report_has_no_warnings(tmp_path):
     for absent in ("### Problems", "Skipped:", "Layer statistics missing", "Not checked", "Not finished",
                    "caveat", "drawn together", "first non-finite"):
         assert absent not in md, absent
+
+
+def test_a_summary_with_nothing_to_compare_says_so_and_only_then(tmp_path):
+    from gradlab.report.markdown import NOTHING_COMPARED
+
+    for name, err in (("post-LN", 0.2), ("pre-LN", 0.3)):
+        own_run(tmp_path / "own", name, {"train_err": err, "test_err": err + 0.1})
+    own = build_report([tmp_path / "own"], tmp_path / "own-out", formats="png", workers=1)
+    md = own.report.read_text(encoding="utf-8")
+    assert f"## Summary\n\n- {NOTHING_COMPARED}\n" in md
+    F.make_run(tmp_path / "zoo", "plain", 20, steps=60, n_records=5)
+    F.make_run(tmp_path / "zoo", "resnet", 20, steps=60, n_records=5)
+    zoo = build_report([tmp_path / "zoo"], tmp_path / "zoo-out", formats="png", workers=1)
+    assert NOTHING_COMPARED not in zoo.report.read_text(encoding="utf-8")
+
+
+def test_all_layer_files_damaged_is_not_called_no_layer_statistics(tmp_path):
+    damaged = F.make_run(tmp_path / "runs", "plain", 20, steps=60, n_records=5)
+    truncate_file(damaged / R.LAYERS)
+    result = build_report([tmp_path / "runs"], tmp_path / "out", formats="png", workers=1)
+    assert "no readable layer statistics in any run: gradient-flow, heatmap and response figures skipped" in result.warnings
+    assert not any(w.startswith("no layer statistics") for w in result.warnings)
+    never = tmp_path / "never"
+    F.make_run(never, "plain", 20, steps=60, layers=False)
+    result = build_report([never], tmp_path / "out2", formats="png", workers=1)
+    assert "no layer statistics in any run: gradient-flow, heatmap and response figures skipped" in result.warnings

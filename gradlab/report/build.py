@@ -139,8 +139,9 @@ def _runs_report(recipes: RC.Recipes, entries, analysis_jobs, out_dir: Path, for
     for fig in figures + analysis_figures:
         files.extend(fig.paths.values())
     if not f.layer_data:
-        skipped.append("gradient flow, gradient heatmap and layer responses: no run has layer statistics")
-        warnings.append("no layer statistics in any run: gradient-flow, heatmap and response figures skipped")
+        readable = "readable " if any(w.startswith("layer statistics of ") for w in warnings) else ""
+        skipped.append(f"gradient flow, gradient heatmap and layer responses: no run has {readable}layer statistics")
+        warnings.append(f"no {readable}layer statistics in any run: gradient-flow, heatmap and response figures skipped")
     _write_data(f, out_dir, files)
     sens_figures = {fig.name: fig for fig in figures if fig.name.startswith("sensitivity_")}
     figures = [fig for fig in figures if fig.name not in sens_figures]

@@ -172,6 +172,10 @@ def problems(warnings: list[str]) -> list[str]:
     return ["### Problems", ""] + [f"- {cell(w)}" for w in warnings] + [""] if warnings else []
 
 
+NOTHING_COMPARED = ("No two of these models are compared: the summary compares zoo nets of one family at two "
+                    "depths, and two families at one depth, and these runs hold no such pair.")
+
+
 def report(runs, table, finals, models, figures, skipped, layer_data, warnings, sentences, out_dir,
            findings: str = "") -> str:
     """report.md of training runs (the analyses' section is appended by :func:`analyses`);
@@ -183,7 +187,7 @@ def report(runs, table, finals, models, figures, skipped, layer_data, warnings, 
     lines = [f"# {title}", "", context_line(runs), ""]
     if findings:
         lines += [findings.rstrip("\n"), ""]
-    lines += ["## Summary", ""] + [f"- {s}" for s in sentences] + [""]
+    lines += ["## Summary", ""] + [f"- {s}" for s in sentences or [NOTHING_COMPARED]] + [""]
     lines += ["## Runs", "", runs_table(finals, table)]
     lines += [
         "Final errors: test error at the last evaluation, training error from that same evaluation.",

@@ -14,9 +14,10 @@ the module (which may still replace its output after it).
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
-__all__ = ["ForwardWrap", "wrap_forward"]
+__all__ = ["ForwardWrap", "attach", "wrap_forward"]
 
 
 class ForwardWrap:
@@ -63,3 +64,25 @@ def wrap_forward(module: nn.Module, pre=None, posts=()) -> ForwardWrap:
 
     module.__dict__["forward"] = forward
     return ForwardWrap(module, forward, own)
+
+
+def attach(hooks) -> list:
+    """Attach ``hooks``, (module, pre-hook or None, hook or None) each, a wrapped forward per
+    module; returns the handles. A module whose forward cannot be set (a ScriptModule), or
+    with several pre-hooks, gets module hooks instead."""
+    by_module: dict[int, tuple[nn.Module, list, list]] = {}
+    for module, pre, post in hooks:
+        _, pres, posts = by_module.setdefault(id(module), (module, [], []))
+        if pre is not None:
+            pres.append(pre)
+        if post is not None:
+            posts.append(post)
+    handles = []
+    for module, pres, posts in by_module.values():
+        if len(pres) <= 1 and not isinstance(module, torch.jit.ScriptModule):
+            handles.append(wrap_forward(module, pres[0] if pres else None, posts))
+        else:
+            handles += [module.register_forward_pre_hook(h) for h in pres]
+            handles += [module.register_forward_hook(h) for h in posts]
+    return handles
+

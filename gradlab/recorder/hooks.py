@@ -26,36 +26,16 @@ from gradlab.recorder.bn_grads import BNGrads
 from gradlab.recorder.bn_stats import BNStats, bn_node, saved_stats
 from gradlab.recorder.compiled import eager, eager_while_armed
 from gradlab.recorder.fast_taps import FastTaps
-from gradlab.recorder.forward_wrap import wrap_forward
+from gradlab.recorder.forward_wrap import attach
 from gradlab.recorder.layout import Layout
 from gradlab.recorder.mixed import reducer_for
 from gradlab.recorder.reductions import F32
 from gradlab.recorder.repeated_calls import RepeatedCalls
 from gradlab.recorder.statistics import INPUT_NORM, NORM, SUM
 from gradlab.recorder.targets import Targets
-from gradlab.recorder.taps import FlatScratch, Sample, SeenOutput, Tap, output_tensor, with_threads
+from gradlab.recorder.taps import FlatScratch, Sample, SeenOutput, SeenOutputs, Tap, output_tensor, with_threads
 
 __all__ = ["StepHooks"]
-
-
-def _attach(module: nn.Module, pres: list, posts: list):
-    """``module``'s hooks as a wrapped forward (gradlab.recorder.forward_wrap: cheaper than
-    module hooks), or as module hooks where its forward cannot be set (a ScriptModule)."""
-    if len(pres) <= 1 and not isinstance(module, torch.jit.ScriptModule):
-        return wrap_forward(module, pres[0] if pres else None, posts)
-    handles = [module.register_forward_pre_hook(h) for h in pres] + [module.register_forward_hook(h) for h in posts]
-    return _Handles(handles)
-
-
-class _Handles:
-    """Several hook handles removed as one."""
-
-    def __init__(self, handles: list):
-        self.handles = handles
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
 
 class StepHooks:
@@ -90,7 +70,7 @@ class StepHooks:
         self.repeats = RepeatedCalls(self.taps, [p.name for p in targets.points])  # a module run twice in a forward
         self.no_numel = [0] * len(self.taps)
         self.numel = list(self.no_numel)  # elements each point's sums and norms cover
-        self.seen: dict[int, SeenOutput] = {}  # id(tensor) -> what was taken of it, this forward
+        self.seen = SeenOutputs()  # id(tensor) -> what was taken of it, this forward
         self.fed_out: dict[int, torch.Tensor] = {}  # unchecked fed points' outputs, this forward
         self.handles: list = []
         self.armed = False
@@ -107,20 +87,18 @@ class StepHooks:
             return
         if armed:
             hook = self._hook
-            wraps: dict[int, tuple[nn.Module, list, list]] = {}  # id(module) -> (module, its pre hooks, its hooks)
+            hooks: list[tuple] = []  # (module, a pre-hook or None, a hook or None)
             for tap, module in zip(self.taps, self.modules):
                 if tap.hooked:
                     on_output = hook(partial(self._on_plain_output if tap.plain else self._on_output, tap))
                     if tap.fast is not None and tap.plain:  # the lean hook (gradlab.recorder.fast_taps)
                         on_output = self.fast.hook(tap, on_output, self.numel)
-                    wraps.setdefault(id(module), (module, [], []))[2].append(on_output)
+                    hooks.append((module, None, on_output))
                 elif tap.fed and tap.active and not tap.checked:
-                    wraps.setdefault(id(module), (module, [], []))[2].append(hook(partial(self._note_fed, tap)))
+                    hooks.append((module, None, hook(partial(self._note_fed, tap))))
             for b, block in enumerate(self.blocks if self.block_todo else ()):
-                on_input = hook(partial(self._on_block_input, b))
-                wraps.setdefault(id(block.module), (block.module, [], []))[1].append(on_input)
-            for module, pres, posts in wraps.values():
-                self.handles.append(_attach(module, pres, posts))
+                hooks.append((block.module, hook(partial(self._on_block_input, b)), None))
+            self.handles.extend(attach(hooks))
             self.armed = True
             eager_while_armed(True)  # compiled code runs eagerly now (gradlab.recorder.compiled)
         else:
@@ -172,16 +150,6 @@ class StepHooks:
         self.bn_grads.clear()
         self.reducer.clear()
 
-    # ------------------------------------------------------------------ helpers
-
-    def _seen_entry(self, h: torch.Tensor) -> SeenOutput:
-        e = self.seen.get(id(h))
-        if e is None or e.ref() is not h or e.version != h._version:
-            e = SeenOutput(h)
-            self.seen[id(h)] = e
-        e.uses += 1
-        return e
-
     # ------------------------------------------------------------------ forward hooks
 
     @eager
@@ -200,7 +168,7 @@ class StepHooks:
         h = output_tensor(output)
         if h is None:
             return
-        e = self._seen_entry(h)
+        e = self.seen.entry(h)
         if fed:
             self._measure_fed(feeder, args[0], h, e)
         if own:
@@ -218,7 +186,7 @@ class StepHooks:
         if h is not None:
             if self.repeats.counting:
                 self.repeats.calls[tap.position] += 1
-            e = self._seen_entry(h)
+            e = self.seen.entry(h)
             self._measure(tap, h, e)  # (a BatchNorm output it sees shares its statistics)
             if self.fast.learning:
                 self.fast.observe(tap, h, e)
@@ -255,7 +223,7 @@ class StepHooks:
         self.rearm = True
 
     def _measure(self, tap: Tap, h: torch.Tensor, e: SeenOutput | None = None) -> None:
-        e = e or self._seen_entry(h)
+        e = e or self.seen.entry(h)
         self._reduce_output(tap, e, h)
         if tap.grad_col >= 0 and h.requires_grad:
             self._want_grad(tap, e, h)
@@ -304,7 +272,7 @@ class StepHooks:
         which also serves dL/dy. Whatever cannot be had that way is measured on x itself."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.is_sparse:
             return
-        e = self._seen_entry(x)
+        e = self.seen.entry(x)
         if p.from_bn:  # (a fed point needs nothing else)
             sums, norms = ([c] if c >= 0 else [] for c in p.bn_cols)
             fresh = SUM not in e.values and NORM not in e.values and e.sample is None
@@ -332,7 +300,7 @@ class StepHooks:
         x = args[0]
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             return
-        self.reducer.output(self._seen_entry(x), x, self.block_todo[b], True)
+        self.reducer.output(self.seen.entry(x), x, self.block_todo[b], True)
 
     # ------------------------------------------------------------------ gradient hooks
 

@@ -15,7 +15,7 @@ from gradlab.recorder.compiled import eager
 from gradlab.recorder.layout import PointColumns
 from gradlab.recorder.statistics import NORM, SUM
 
-__all__ = ["FlatScratch", "Sample", "SeenOutput", "Tap", "output_tensor", "with_threads"]
+__all__ = ["FlatScratch", "Sample", "SeenOutput", "SeenOutputs", "Tap", "output_tensor", "with_threads"]
 
 
 def with_threads(fn, limit: int):
@@ -51,6 +51,19 @@ class SeenOutput:
         self.derived = None  # a BatchNorm output: its key in BNStats, whose sum and norm it gets
         self.saved = None  # a BatchNorm output: the statistics its backward node saved (False: none)
         self.uses = 0  # the points and blocks that took it
+
+
+class SeenOutputs(dict):
+    """The outputs seen during one forward, by ``id``: :meth:`entry` gives an output's
+    SeenOutput (a new one for a tensor that reuses a freed one's id, or was changed in place
+    since) and counts the point or block that takes it."""
+
+    def entry(self, h: torch.Tensor) -> SeenOutput:
+        e = self.get(id(h))
+        if e is None or e.ref() is not h or e.version != h._version:
+            e = self[id(h)] = SeenOutput(h)
+        e.uses += 1
+        return e
 
 
 class Tap:

@@ -57,6 +57,7 @@ class FastTaps:
         self.learning = deferred is not None  # the next recorded step is watched to learn
         self.seen: dict[int, tuple] = {}  # tap position -> (tap, output, its SeenOutput), the learning step
         self.fast: dict[int, Tap] = {}  # tap position -> the tap, for those with a plan
+        self._known = (0, 0)  # how many outputs the deferred path knew to be changed in place, at the last check
 
     def observe(self, tap: Tap, h: torch.Tensor, entry) -> None:
         """The general hook measured ``tap`` on ``h`` (during the learning step)."""
@@ -100,7 +101,12 @@ class FastTaps:
 
     def revoke_changed(self) -> bool:
         """Points whose output a later op was found to change in place lose their plan
-        (the general hook copies such outputs); True if any did."""
+        (the general hook copies such outputs); True if any did. (Only when the deferred
+        path found a new one since the last check: the sets only grow.)"""
+        known = (len(self.deferred._copied), len(self.deferred.grads._in_place))
+        if known == self._known:
+            return False
+        self._known = known
         gone = [position for position, tap in self.fast.items() if self._changed_in_place(tap.fast)]
         for position in gone:
             self.fast.pop(position).fast = None

@@ -94,14 +94,14 @@ class KeptGradients:
         self._learned = True
         self._reduce()
 
+    @torch.no_grad()
     def _reduce(self) -> None:
         """The norms of the gradients kept so far, a stack per shape: few kernels however many."""
         by_shape: dict[tuple, list[int]] = {}
         for i, (g, _) in enumerate(self._grads):
             by_shape.setdefault((g.shape, g.dtype), []).append(i)
         for members in by_shape.values():
-            with torch.no_grad():
-                stacked = self.buffers.stack([self._grads[i][0] for i in members])
+            stacked = self.buffers.stack([self._grads[i][0] for i in members])
             self._norms.append((row_norms(stacked), [self._grads[i][1] for i in members]))
         self._grads, self._held = [], 0
 

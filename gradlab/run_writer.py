@@ -46,13 +46,14 @@ class RunWriter:
 
     def __init__(self, run_dir, *, name: str | None = None, config: dict | None = None, resume: bool = False,
                  overwrite: bool = False, callbacks=(), flush_seconds: float | None = 30.0,
-                 source: str = runs.WATCH_SOURCE, total_steps: int = 0):  # fmt: skip
+                 source: str = runs.WATCH_SOURCE, total_steps: int = 0, experiment: str | None = None):  # fmt: skip
         if resume and overwrite:
             raise RecorderError("resume=True and overwrite=True exclude each other; choose one.")
         if config is not None and not isinstance(config, dict):
             raise RecorderError(f"config must be a dict of settings, not {type(config).__name__}.")
         self.run_dir = Path(run_dir)
         self.name = str(name) if name else self.run_dir.resolve().name
+        self.experiment = str(experiment) if experiment else None  # None: the folder holding run_dir
         self.config = dict(config or {})
         self.resume = resume
         self.overwrite = overwrite
@@ -120,7 +121,7 @@ class RunWriter:
             self.spec = {
                 "format_version": runs.FORMAT_VERSION,
                 "name": self.name,
-                "experiment": self.run_dir.resolve().parent.name,
+                "experiment": self.experiment or (old or {}).get("experiment") or self.run_dir.resolve().parent.name,
                 "source": self.source,
                 "model": self.fixed_model if self.fixed_model is not None else model,
                 "config": self.config,

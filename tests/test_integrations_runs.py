@@ -80,6 +80,10 @@ def test_default_lightning_fits_and_hf_trainings_into_one_folder_are_distinct_ru
     labels = {identity(runs.read_run(d))["label"] for d in found}
     assert len(labels) == 4 and all(runs.read_run(d).state == runs.DONE for d in found)
     assert experiments_warning([runs.read_run(d) for d in found]) is None  # labelled apart: nothing to warn of
+    experiments = {d.relative_to(tmp_path).as_posix(): runs.read_run(d).spec["experiment"] for d in found}
+    assert experiments == {"lightning_logs/version_0/gradlab": "lightning_logs",  # the logger's, not "version_0"
+                           "lightning_logs/version_1/gradlab": "lightning_logs", "hf/gradlab": "hf",
+                           "hf/gradlab-2": "hf"}  # fmt: skip
     # what the user names stays as given
     hf_train(tmp_path / "named", HFCallback(every=2, name="bert-lr0.1"))
     trainer(tmp_path / "own", [LightningCallback(tmp_path / "own" / "fit-a", every=2)]).fit(Module(), loader())

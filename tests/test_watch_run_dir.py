@@ -299,3 +299,20 @@ def test_a_run_another_process_writes_is_refused_as_busy_not_as_one_to_resume(tm
         holder.wait()
     listed = CliRunner().invoke(cli, ["runs", str(tmp_path)]).output
     assert " 0 " in listed and "0/0" not in listed  # a loop of one's own plans no total: the step alone
+
+
+def test_a_run_belongs_to_its_folder_or_to_the_experiment_it_is_given(tmp_path):
+    from gradlab.run_writer import RunWriter
+
+    def run(run_dir, **options):
+        torch.manual_seed(0)
+        model = TinyTransformer(layers=1)
+        with gradlab.watch(model, every=1, run_dir=run_dir, **options) as rec:
+            train(rec, model, 1)
+        return json.loads((run_dir / runs.SPEC).read_text())["experiment"]
+
+    assert run(tmp_path / "sweep" / "a") == "sweep"
+    assert run(tmp_path / "sweep" / "b", experiment="lr-study") == "lr-study"
+    assert run(tmp_path / "sweep" / "b", resume=True) == "lr-study"  # a resumed run keeps it
+    with pytest.raises(RecorderError, match="name, experiment, config, resume, overwrite and callbacks describe"):
+        gradlab.watch(TinyTransformer(layers=1), run_dir=RunWriter(tmp_path / "w"), experiment="x")

@@ -70,13 +70,15 @@ class GradlabCallback(pl.Callback):
             return
         self._new_fit()
         state, self.restored = self.restored, None
+        options = self.options
         if state:
             run_dir, name = Path(state["run_dir"]), state["name"]
         elif self.run_dir is not None:
             run_dir, name = Path(self.run_dir), None
         else:
             run_dir, name = default_run(*_default_place(trainer))
-        options = self.options
+            if trainer.logger is not None and trainer.log_dir and "experiment" not in options:
+                options = {**options, "experiment": Path(trainer.log_dir).parent.name}  # the logger's, above versions
         if self.loggers and trainer.loggers:
             options = {**options, "callbacks": [*options.get("callbacks", ()), TrainerLoggers(trainer.loggers)]}
         self.recorder = start_recorder(pl_module, run_dir, trainer.global_step, options, name,

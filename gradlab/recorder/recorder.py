@@ -96,6 +96,7 @@ class Recorder(ReadBack):
         exclude: Iterable[str] | str | None = None,
         run_dir: str | os.PathLike | RunWriter | None = None,
         name: str | None = None,
+        experiment: str | None = None,
         config: dict | None = None,
         resume: bool = False,
         overwrite: bool = False,
@@ -122,7 +123,7 @@ class Recorder(ReadBack):
                              histograms=bool(histograms), combine_ranks=bool(combine_ranks))  # fmt: skip
         # where the rows go and are read back from (gradlab.recorder.session_rows)
         self._rows = SessionRows(run_dir, name=name, config=config, resume=resume, overwrite=overwrite,
-                                 callbacks=callbacks)  # fmt: skip
+                                 callbacks=callbacks, experiment=experiment)  # fmt: skip
         self._writer = self._rows.writer  # or None (watch() and the integrations forward findings to it)
         self._owns_writer = self._rows.owns_writer
         self._inst: Instrument | None = None  # the measuring parts (start())

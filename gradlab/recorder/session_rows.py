@@ -29,16 +29,17 @@ class SessionRows:
     earlier ones). ``owns_writer``: the writer was made here from a folder, so its status
     and its closing are the recorder's."""
 
-    def __init__(self, run_dir, *, name, config, resume, overwrite, callbacks):
+    def __init__(self, run_dir, *, name, config, resume, overwrite, callbacks, experiment=None):
         self.owns_writer = not isinstance(run_dir, RunWriter)
         if not self.owns_writer:
-            if name is not None or config is not None or resume or overwrite or tuple(callbacks):
-                raise RecorderError("name, config, resume, overwrite and callbacks describe a run_dir folder; "
-                                    "a RunWriter given as run_dir carries its own.")
+            if name is not None or config is not None or resume or overwrite or tuple(callbacks) or experiment:
+                raise RecorderError("name, experiment, config, resume, overwrite and callbacks describe a run_dir "
+                                    "folder; a RunWriter given as run_dir carries its own.")  # fmt: skip
             self.writer = run_dir
         else:
             self.writer = None if run_dir is None else RunWriter(
-                run_dir, name=name, config=config, resume=resume, overwrite=overwrite, callbacks=callbacks)
+                run_dir, name=name, config=config, resume=resume, overwrite=overwrite, callbacks=callbacks,
+                experiment=experiment)  # fmt: skip
         self.first_step = 0
         # rows kept in memory when there is no run directory to write them to
         self._layers: list[pd.DataFrame] = []

@@ -34,6 +34,7 @@ def watch(
     exclude: Iterable[str] | str | None = None,
     run_dir: str | os.PathLike | RunWriter | None = None,
     name: str | None = None,
+    experiment: str | None = None,
     config: dict | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -63,7 +64,8 @@ def watch(
     ``include``/``exclude``: glob patterns on module names choosing the layers watched
     (gradlab.recorder.targets). ``run_dir``: also write a run directory that ``gradlab
     report`` draws (gradlab.run_writer), with ``name`` (its label; default: the
-    folder's name), ``config`` (a dict of your settings), ``resume``/``overwrite`` (for a
+    folder's name), ``experiment`` (what spec.json says the run belongs to, for the
+    report's title; default: the name of the folder holding it), ``config`` (a dict of your settings), ``resume``/``overwrite`` (for a
     folder that holds a run already) and ``callbacks`` (trackers such as
     gradlab.tracking.WandbTracker, told what is written); or a RunWriter made beforehand
     (gradlab's trainer does), which its maker closes. Rows written there are not kept in
@@ -84,7 +86,7 @@ def watch(
         model, every=every, stats=stats, dense_until=dense_until, dense_every=dense_every, histograms=histograms,
         schedule=schedule, hist_every=hist_every, buffer_steps=buffer_steps, cpu_threads=cpu_threads,
         act_sample=act_sample, reduce_at=reduce_at, include=include, exclude=exclude, run_dir=run_dir, name=name,
-        config=config, resume=resume, overwrite=overwrite, callbacks=callbacks, combine_ranks=combine_ranks,
+        experiment=experiment, config=config, resume=resume, overwrite=overwrite, callbacks=callbacks, combine_ranks=combine_ranks,
     )
     if live is not None:
         live.forward = rec._writer.callbacks

@@ -76,9 +76,10 @@ class GradlabCallback(pl.Callback):
         elif self.run_dir is not None:
             run_dir, name = Path(self.run_dir), None
         else:
-            run_dir, name = default_run(*_default_place(trainer))
-            if trainer.logger is not None and trainer.log_dir and "experiment" not in options:
-                options = {**options, "experiment": Path(trainer.log_dir).parent.name}  # the logger's, above versions
+            folder, label, experiment = _default_place(trainer)
+            run_dir, name = default_run(folder, label)
+            if experiment and "experiment" not in options:
+                options = {**options, "experiment": experiment}
         if self.loggers and trainer.loggers:
             options = {**options, "callbacks": [*options.get("callbacks", ()), TrainerLoggers(trainer.loggers)]}
         self.recorder = start_recorder(pl_module, run_dir, trainer.global_step, options, name,
@@ -166,12 +167,14 @@ class TrainerLoggers(Callback):
                 logger.log_metrics(metrics, step=int(step))
 
 
-def _default_place(trainer: pl.Trainer) -> tuple[Path, str]:
-    """(folder, label) of a run with no run_dir: the logger's versioned folder and
-    "name/version", or the trainer's root folder and its name."""
+def _default_place(trainer: pl.Trainer) -> tuple[Path, str, str | None]:
+    """(folder, label, experiment) of a run with no run_dir: the logger's versioned folder,
+    "name/version" and the logger's folder above its versions; or the trainer's root folder
+    and its name (experiment None: the folder holding the run, as for any run)."""
     logger = trainer.logger
     if logger is not None and trainer.log_dir:
         version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-        return Path(trainer.log_dir), f"{logger.name}/{version}" if logger.name else version
+        log_dir = Path(trainer.log_dir)
+        return log_dir, f"{logger.name}/{version}" if logger.name else version, log_dir.parent.name
     root = Path(trainer.default_root_dir)
-    return root, root.resolve().name
+    return root, root.resolve().name, None

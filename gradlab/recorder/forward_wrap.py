@@ -38,29 +38,20 @@ class ForwardWrap:
             d["forward"] = self.own
 
 
-def wrap_forward(module: nn.Module, pre=None, posts=()) -> ForwardWrap:
-    """Wrap ``module.forward`` to call ``pre(module, args)`` before it and each of ``posts``
-    as ``post(module, args, output)`` after it; returns the handle that unwraps it."""
+def wrap_forward(module: nn.Module, pres=(), posts=()) -> ForwardWrap:
+    """Wrap ``module.forward`` to call each of ``pres`` as ``pre(module, args)`` before it and
+    each of ``posts`` as ``post(module, args, output)`` after it; returns the handle that
+    unwraps it."""
     own = module.__dict__.get("forward")  # a forward the user set on the instance, kept
-    inner = module.forward
-    posts = tuple(posts)
-    if pre is None and len(posts) == 1:
-        (post,) = posts
+    inner, pres, posts = module.forward, tuple(pres), tuple(posts)
 
-        def forward(*args, **kwargs):
-            output = inner(*args, **kwargs)
+    def forward(*args, **kwargs):
+        for pre in pres:
+            pre(module, args)
+        output = inner(*args, **kwargs)
+        for post in posts:
             post(module, args, output)
-            return output
-
-    else:
-
-        def forward(*args, **kwargs):
-            if pre is not None:
-                pre(module, args)
-            output = inner(*args, **kwargs)
-            for post in posts:
-                post(module, args, output)
-            return output
+        return output
 
     module.__dict__["forward"] = forward
     return ForwardWrap(module, forward, own)
@@ -68,8 +59,8 @@ def wrap_forward(module: nn.Module, pre=None, posts=()) -> ForwardWrap:
 
 def attach(hooks) -> list:
     """Attach ``hooks``, (module, pre-hook or None, hook or None) each, a wrapped forward per
-    module; returns the handles. A module whose forward cannot be set (a ScriptModule), or
-    with several pre-hooks, gets module hooks instead."""
+    module; returns the handles. A module whose forward cannot be set (a ScriptModule) gets
+    module hooks instead."""
     by_module: dict[int, tuple[nn.Module, list, list]] = {}
     for module, pre, post in hooks:
         _, pres, posts = by_module.setdefault(id(module), (module, [], []))
@@ -79,10 +70,9 @@ def attach(hooks) -> list:
             posts.append(post)
     handles = []
     for module, pres, posts in by_module.values():
-        if len(pres) <= 1 and not isinstance(module, torch.jit.ScriptModule):
-            handles.append(wrap_forward(module, pres[0] if pres else None, posts))
+        if not isinstance(module, torch.jit.ScriptModule):
+            handles.append(wrap_forward(module, pres, posts))
         else:
             handles += [module.register_forward_pre_hook(h) for h in pres]
             handles += [module.register_forward_hook(h) for h in posts]
     return handles
-

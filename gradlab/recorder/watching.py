@@ -65,10 +65,10 @@ def watch(
     (gradlab.recorder.targets). ``run_dir``: also write a run directory that ``gradlab
     report`` draws (gradlab.run_writer), with ``name`` (its label; default: the
     folder's name), ``experiment`` (what spec.json says the run belongs to, for the
-    report's title; default: the name of the folder holding it), ``config`` (a dict of your settings), ``resume``/``overwrite`` (for a
-    folder that holds a run already) and ``callbacks`` (trackers such as
-    gradlab.tracking.WandbTracker, told what is written); or a RunWriter made beforehand
-    (gradlab's trainer does), which its maker closes. Rows written there are not kept in
+    report's title; default: the name of the folder holding it), ``config`` (a dict of your
+    settings), ``resume``/``overwrite`` (for a folder that holds a run already) and
+    ``callbacks`` (trackers such as gradlab.tracking.WandbTracker, told what is written); or
+    a RunWriter made beforehand (gradlab's trainer does), which its maker closes. Rows written there are not kept in
     memory. ``combine_ranks``: under DistributedDataParallel every rank watches and steps,
     act_grad_norm is the global batch's and rank 0 alone keeps the rows (give it the
     run_dir): gradlab.recorder.ranks.
@@ -86,7 +86,8 @@ def watch(
         model, every=every, stats=stats, dense_until=dense_until, dense_every=dense_every, histograms=histograms,
         schedule=schedule, hist_every=hist_every, buffer_steps=buffer_steps, cpu_threads=cpu_threads,
         act_sample=act_sample, reduce_at=reduce_at, include=include, exclude=exclude, run_dir=run_dir, name=name,
-        experiment=experiment, config=config, resume=resume, overwrite=overwrite, callbacks=callbacks, combine_ranks=combine_ranks,
+        experiment=experiment, config=config, resume=resume, overwrite=overwrite, callbacks=callbacks,
+        combine_ranks=combine_ranks,
     )
     if live is not None:
         live.forward = rec._writer.callbacks

@@ -139,7 +139,7 @@ def _runs_report(recipes: RC.Recipes, entries, analysis_jobs, out_dir: Path, for
     for fig in figures + analysis_figures:
         files.extend(fig.paths.values())
     if not f.layer_data:
-        readable = "readable " if any(w.startswith("layer statistics of ") for w in warnings) else ""
+        readable = "readable " if any(map(_unreadable, f.layer_data.missing.values())) else ""
         skipped.append(f"gradient flow, gradient heatmap and layer responses: no run has {readable}layer statistics")
         warnings.append(f"no {readable}layer statistics in any run: gradient-flow, heatmap and response figures skipped")
     _write_data(f, out_dir, files)
@@ -228,6 +228,12 @@ def _write_findings(findings: list[Finding], shown: list[MD.FindingFigure], out_
     write_text(out_dir / "data" / "findings.json", text + "\n", files)
 
 
+def _unreadable(reason: str) -> bool:
+    """Whether a run's layer statistics are missing because its file could not be read
+    (not because the run recorded none)."""
+    return "damaged" in reason or "lacks" in reason
+
+
 def _frames(runs, warnings: list[str]) -> SimpleNamespace:
     """Every frame the figures, tables and text of a runs report draw from."""
     f = SimpleNamespace(table=C.run_table(runs), curves=C.curves(runs), finals=C.finals(runs), logged=C.scalars(runs))
@@ -236,7 +242,7 @@ def _frames(runs, warnings: list[str]) -> SimpleNamespace:
     f.palette = depth_palette(f.table["depth"])
     f.layer_data = L.load_layer_data(runs)
     for key, reason in f.layer_data.missing.items():
-        if "damaged" in reason or "lacks" in reason:
+        if _unreadable(reason):
             warnings.append(f"layer statistics of {key} skipped: {reason}")
     f.flow = L.gradient_flow(runs, f.layer_data)
     f.flow_models = L.flow_by_model(f.flow)

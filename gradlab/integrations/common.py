@@ -73,7 +73,7 @@ def start_recorder(model, run_dir: Path, step: int, options: dict, name: str | N
     live, options["callbacks"] = wired(options.pop("findings", None), run_dir, options.get("callbacks", ()))
     rec = Recorder(model, run_dir=Path(run_dir), resume=resume, **options)
     if live is not None:
-        live.forward = rec._writer.callbacks
+        live.forward = rec._rows.writer.callbacks
     rec.start()
     if step > 0:
         rec.set_step(step)

@@ -124,8 +124,6 @@ class Recorder(ReadBack):
         # where the rows go and are read back from (gradlab.recorder.session_rows)
         self._rows = SessionRows(run_dir, name=name, config=config, resume=resume, overwrite=overwrite,
                                  callbacks=callbacks, experiment=experiment)  # fmt: skip
-        self._writer = self._rows.writer  # or None (watch() and the integrations forward findings to it)
-        self._owns_writer = self._rows.owns_writer
         self._inst: Instrument | None = None  # the measuring parts (start())
         self._reductions = "hooks"
         self._started = self._stopped = False
@@ -146,13 +144,13 @@ class Recorder(ReadBack):
             )
         inst = self._inst = Instrument(self.model, self.stats, **self._options)
         self._reductions = inst.reductions
-        if self._writer is not None:
+        if self._rows.writer is not None:
             if not inst.keeps_rows:
                 raise RecorderError("combine_ranks=True: rank 0 writes the run directory; pass run_dir only there.")
             self._open_writer()
         _WATCHED[inner] = weakref.ref(self)
         self._started = True
-        if self._writer is not None and self._owns_writer:
+        if self._rows.writer is not None and self._rows.owns_writer:
             unstopped.register(self)  # closed at exit (or when collected) if never stopped
         inst.arm(self.schedule(self._step))
         return self
@@ -202,7 +200,7 @@ class Recorder(ReadBack):
         # A recorder dropped without stop() leaves no hooks behind, and its run is closed.
         try:
             if self._started and not self._stopped:
-                if self._writer is not None and self._owns_writer:
+                if self._rows.writer is not None and self._rows.owns_writer:
                     unstopped.close(self, unstopped.COLLECTED)
                 else:
                     self._inst.detach()

@@ -124,7 +124,6 @@ class SessionRows:
         return state
 
 
-
 class ReadBack:
     """The Recorder's read side, a base of it: flush() drains the device buffer into its
     SessionRows (``self._rows``), frame(), metrics() and histograms() read them back from

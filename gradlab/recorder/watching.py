@@ -90,5 +90,5 @@ def watch(
         combine_ranks=combine_ranks,
     )
     if live is not None:
-        live.forward = rec._writer.callbacks
+        live.forward = rec._rows.writer.callbacks
     return rec.start()

@@ -95,7 +95,8 @@ def findings_variant(stack: contextlib.ExitStack, base, case: Case, every: int, 
     and the findings rules (gradlab.findings.live) run on it at each flush, every
     ``flush_every`` recorded steps (a run's buffer flushes every 64, or every 30 s, which
     here is left out: the variants share the clock, so it would come three times early).
-    Findings on the synthetic batch are not printed. Returns the step and the LiveFindings (its ``checks`` count the rules' runs)."""
+    Findings on the synthetic batch are not printed. Returns the step and the LiveFindings
+    (its ``checks`` count the rules' runs)."""
     import gradlab
     from gradlab.findings.live import FindingWarning, LiveFindings
 

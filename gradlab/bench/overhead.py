@@ -39,6 +39,7 @@ from gradlab.bench.timing import (
 from gradlab import stat_names as S
 from gradlab.environment import resolve_device
 from gradlab.errors import ConfigError
+from gradlab.recorder import native
 
 __all__ = ["VARIANTS", "format_cases", "format_result", "run_overhead", "run_overhead_cases"]
 
@@ -119,6 +120,8 @@ def run_overhead(
     bare = summary["bare"]["median_s"]
     gradlab_text = (f"gradlab.watch(model, every={every}, dense_until=0, reduce_at={reduce_at!r}), "
                     f"{_stats_phrase(stats)}, {REDUCTIONS_TEXT[reductions]}")  # fmt: skip
+    if dev.type == "cpu":
+        gradlab_text += f"; {native.status()}"
     settings = _settings(case, steps, repeats, warmup, variants, gradlab_text, stats, reductions, every,
                          flush_every if with_findings else None, dev, seed)  # fmt: skip
     return {

@@ -6,7 +6,9 @@ group's tensors are stacked and reduced row-wise: a handful of kernels a step ho
 parameters there are, where a norm per tensor would cost a launch (GPU) or a dispatch (CPU)
 each. The update norm is ``||w_now - w_at_previous_record||``: the recorder keeps each
 group's stacked weights of the last record (NaN on the first). The values go into the
-step's row with one ``index_copy_`` per statistic.
+step's row with one ``index_copy_`` per statistic. On a CPU, where each of those calls costs
+more than its arithmetic, one call of a fused kernel does it all instead
+(gradlab.recorder.fused_params) when the tensors allow.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gradlab.recorder.fused_params import FusedParamNorms
 from gradlab.recorder.layout import Layout
 from gradlab.recorder.reductions import F32, row_norms
 from gradlab.recorder.stack_buffers import StackBuffers
@@ -47,6 +50,7 @@ class ParamStats:
         self.prev: list[torch.Tensor] | None = None  # per group, its stacked weights at the previous record
         self.buffers = StackBuffers()  # the stacks' memory, kept from record to record
         self._parity = 0  # which of two weight buffers the last record filled
+        self._fused: FusedParamNorms | None | bool = None  # the one-call CPU path (None: not made yet; False: none)
 
     @property
     def groups(self) -> list[_Group]:
@@ -73,6 +77,13 @@ class ParamStats:
         """Put each recorded parameter statistic into ``row`` and mark it in ``written``."""
         groups = self.groups
         if not groups:
+            return
+        if self._fused is None:
+            members = [g.members for g in groups]
+            self._fused = FusedParamNorms.make([p.param for p in self.params], self.cols, members) or False
+        if self._fused and row.is_cpu and row.is_contiguous() and self._fused.write(row, written, self.prev):
+            if self._fused.prev:
+                self.prev = self._fused.prev
             return
         if P_GRAD in self.cols:
             self._write_grad_norms(groups, row, written)

@@ -1,0 +1,121 @@
+/* Fused one-pass norms for gradlab's recorder on a CPU.
+ *
+ * Compiled on first use and loaded with ctypes by gradlab/recorder/native.py; without a C
+ * compiler the recorder reduces with PyTorch ops instead (the same values, to float32
+ * rounding). One call covers every parameter of a model: ||grad||, ||w|| and ||w - w_prev||,
+ * with w copied into w_prev in the same pass. Squares are summed in float32 lanes over
+ * blocks of BLOCK elements, the blocks in double, so the error stays near PyTorch's own.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#define LANES 16
+#define BLOCK 4096
+
+/* sum of x[i]^2 */
+static double sum_squares(const float *x, int64_t n) {
+    double total = 0.0;
+    for (int64_t start = 0; start < n; start += BLOCK) {
+        int64_t end = n - start > BLOCK ? start + BLOCK : n, i = start;
+        float acc[LANES] = {0};
+        for (; i + LANES <= end; i += LANES)
+            for (int k = 0; k < LANES; ++k) acc[k] += x[i + k] * x[i + k];
+        for (; i < end; ++i) acc[0] += x[i] * x[i];
+        for (int k = 0; k < LANES; ++k) total += acc[k];
+    }
+    return total;
+}
+
+/* sum of w[i]^2 into *ww and of (w[i] - prev[i])^2 into *dd; then prev = w */
+static void weight_and_change(const float *w, float *prev, int64_t n, double *ww, double *dd) {
+    double tw = 0.0, td = 0.0;
+    for (int64_t start = 0; start < n; start += BLOCK) {
+        int64_t end = n - start > BLOCK ? start + BLOCK : n, i = start;
+        float aw[LANES] = {0}, ad[LANES] = {0};
+        for (; i + LANES <= end; i += LANES)
+            for (int k = 0; k < LANES; ++k) {
+                float v = w[i + k], d = v - prev[i + k];
+                aw[k] += v * v;
+                ad[k] += d * d;
+                prev[i + k] = v;
+            }
+        for (; i < end; ++i) {
+            float v = w[i], d = v - prev[i];
+            aw[0] += v * v;
+            ad[0] += d * d;
+            prev[i] = v;
+        }
+        for (int k = 0; k < LANES; ++k) {
+            tw += aw[k];
+            td += ad[k];
+        }
+    }
+    *ww = tw;
+    *dd = td;
+}
+
+typedef struct {
+    const int64_t *grads, *weights, *prevs, *numel, *grad_cols, *weight_cols, *update_cols;
+    float *row;
+    int64_t lo, hi;
+    int first;
+} ParamJob;
+
+/* Parameters lo..hi-1: a NULL (0) grad or prev pointer skips that part; a column < 0 is not
+ * written; ``first``: no previous weights yet, the update norm is NaN. */
+static void *param_norms_range(void *arg) {
+    ParamJob *j = (ParamJob *)arg;
+    for (int64_t p = j->lo; p < j->hi; ++p) {
+        int64_t n = j->numel[p];
+        if (j->grads[p] && j->grad_cols[p] >= 0)
+            j->row[j->grad_cols[p]] = (float)sqrt(sum_squares((const float *)(intptr_t)j->grads[p], n));
+        if (j->prevs[p]) {
+            double ww, dd;
+            weight_and_change((const float *)(intptr_t)j->weights[p], (float *)(intptr_t)j->prevs[p], n, &ww, &dd);
+            if (j->weight_cols[p] >= 0) j->row[j->weight_cols[p]] = (float)sqrt(ww);
+            if (j->update_cols[p] >= 0) j->row[j->update_cols[p]] = j->first ? (float)NAN : (float)sqrt(dd);
+        } else if (j->weight_cols[p] >= 0) {
+            j->row[j->weight_cols[p]] = (float)sqrt(sum_squares((const float *)(intptr_t)j->weights[p], n));
+        }
+    }
+    return 0;
+}
+
+#define MAX_THREADS 64
+
+/* Every parameter's norms into ``row`` (float32, indexed by column), on up to ``threads``
+ * threads, each taking a run of parameters of about equal size. Returns 0, or -1 if a
+ * thread could not be started (the work is then done on this one). */
+int param_norms(int64_t count, const int64_t *grads, const int64_t *weights, const int64_t *prevs,
+                const int64_t *numel, const int64_t *grad_cols, const int64_t *weight_cols,
+                const int64_t *update_cols, float *row, int first, int threads) {
+    ParamJob jobs[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    int64_t total = 0;
+    for (int64_t p = 0; p < count; ++p) total += numel[p];
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > count) threads = (int)count;
+    if (threads < 1) threads = 1;
+    int64_t lo = 0, seen = 0;
+    for (int t = 0; t < threads; ++t) {
+        int64_t hi = lo;
+        int64_t goal = total / threads * (t + 1);
+        while (hi < count && (t == threads - 1 || seen < goal)) seen += numel[hi++];
+        ParamJob job = {grads, weights, prevs, numel, grad_cols, weight_cols, update_cols, row, lo, hi, first};
+        jobs[t] = job;
+        lo = hi;
+    }
+    int started = 0, failed = 0;
+    for (int t = 1; t < threads; ++t) {
+        if (pthread_create(&ids[t], 0, param_norms_range, &jobs[t]) != 0) {
+            failed = 1;
+            break;
+        }
+        started = t;
+    }
+    param_norms_range(&jobs[0]);
+    for (int t = 1; t <= started; ++t) pthread_join(ids[t], 0);
+    for (int t = started + 1; failed && t < threads; ++t) param_norms_range(&jobs[t]);
+    return failed ? -1 : 0;
+}

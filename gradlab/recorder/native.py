@@ -1,0 +1,122 @@
+"""The recorder's fused CPU kernels (gradlab/recorder/fused_norms.c), compiled on first use.
+
+On a CPU a short step pays the recorder per PyTorch call more than per element: the
+parameter statistics of a 12-layer transformer are ~150 tensors, each read for three norms
+and copied once. The C kernel does all of it in one call, one pass over each tensor. It is
+compiled with the system's C compiler (``$CC``, else ``cc``) into
+``~/.cache/gradlab/native`` (``$XDG_CACHE_HOME`` is honoured) once per source and machine,
+and loaded with ctypes: no build step at install. Where that fails (no compiler, Windows,
+a read-only home) or ``GRADLAB_NATIVE=0`` is set, :func:`library` returns None and the
+recorder reduces with PyTorch ops, which give the same values to float32 rounding;
+:func:`status` says which and why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+from pathlib import Path
+
+__all__ = ["cache_dir", "library", "reset", "status"]
+
+SOURCE = Path(__file__).with_name("fused_norms.c")
+_FLAGS = ["-O3", "-shared", "-fPIC", "-pthread"]
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | bool | None = None  # None: not tried yet; False: unavailable
+_why_not = ""
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept (``$XDG_CACHE_HOME/gradlab/native``, else ``~/.cache/...``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "gradlab" / "native"
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, compiling them on the first call; None where they cannot be had."""
+    global _lib
+    if _lib is None:
+        with _lock:
+            if _lib is None:
+                _lib = _load() or False
+    return _lib or None
+
+
+def status() -> str:
+    """One line: whether the fused kernels are in use, and if not, why."""
+    return "fused CPU kernels: on" if library() is not None else f"fused CPU kernels: off ({_why_not})"
+
+
+def reset() -> None:
+    """Forget the loaded library (the next :func:`library` call looks again; for tests)."""
+    global _lib, _why_not
+    with _lock:
+        _lib, _why_not = None, ""
+
+
+def _off(why: str) -> None:
+    global _why_not
+    _why_not = why
+
+
+def _compiler() -> str | None:
+    named = os.environ.get("CC") or (sysconfig.get_config_var("CC") or "").split(" ")[0] or "cc"
+    return shutil.which(named) or (shutil.which("cc") if "CC" not in os.environ else None)
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get("GRADLAB_NATIVE", "1").strip().lower() in ("0", "off", "false", "no"):
+        return _off("GRADLAB_NATIVE=0")
+    if sys.platform == "win32":
+        return _off("not built on Windows")
+    cc = _compiler()
+    if cc is None:
+        return _off("no C compiler found: install one (cc), or set $CC")
+    source = SOURCE.read_bytes()
+    tag = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(_FLAGS).encode(),
+                                     platform.machine().encode(), sys.platform.encode()])).hexdigest()[:16]  # fmt: skip
+    target = cache_dir() / f"fused_norms-{tag}.so"
+    if target.exists():
+        lib = _open(target)
+        if lib is not None:
+            return lib
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+    except OSError as e:
+        return _off(f"cannot write {target.parent}: {e.strerror or e}")
+    try:
+        done = subprocess.run([cc, *_FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            first = (done.stderr or done.stdout).strip().splitlines()[:1]
+            return _off(f"{Path(cc).name} failed: {first[0] if first else 'exit ' + str(done.returncode)}")
+        os.replace(tmp, target)  # atomic: a process compiling beside this one gets one whole file
+    except (OSError, subprocess.SubprocessError) as e:
+        return _off(f"{Path(cc).name} could not run: {e}")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return _open(target) or _off(f"{target} could not be loaded")
+
+
+def _open(path: Path) -> ctypes.CDLL | None:
+    try:
+        lib = ctypes.CDLL(str(path))
+        fn = lib.param_norms
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [_I64, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return lib

@@ -23,6 +23,10 @@ count, the gradient's norm); deferring them takes one per point and a few per st
   values into the step's row with one ``index_copy_`` for the activations and one for the
   gradients: a few kernels a step however many points.
 
+On a CPU, where the fused kernels are on, ``step()`` reads each kept sample where it lies
+instead of stacking it (gradlab.recorder.fused_tensors): one call for every sum, norm and
+count of the step.
+
 Kept gradients hold memory until step(): once they exceed ``grad_bytes`` they are reduced
 on the spot. Without a sample the recorder would keep or copy every whole activation, so
 on CUDA it then mixes (small tensors deferred) unless told otherwise. On a CPU a large
@@ -32,12 +36,14 @@ step(): the CPU default mixes (``reduce_at``).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from gradlab.recorder import fused_tensors
 from gradlab.recorder.kept_grads import DEFAULT_GRAD_BYTES, KeptGradients
 from gradlab.recorder.plans import cached_plan
 from gradlab.recorder.stack_buffers import StackBuffers
-from gradlab.recorder.statistics import REDUCTIONS
+from gradlab.recorder.statistics import COUNT, NORM, REDUCTIONS, SUM
 
 __all__ = ["DeferredReductions"]
 
@@ -64,6 +70,7 @@ class DeferredReductions:
         self.ref_bytes = ref_bytes
         self.buffers = StackBuffers()  # the samples' stacks, kept from step to step
         self._plans: dict[tuple, tuple] = {}
+        self._fused_plans: dict[tuple, tuple] = {}  # () where the step needs a reduction the kernel lacks
         self._copied: set[int] = set()  # outputs (by their first column) that a later op changes in place
         self._learned = False  # a step was recorded: what is changed in place is known
         self.clear()
@@ -128,6 +135,10 @@ class DeferredReductions:
         if not self._wants:
             return cols
         key = (tuple(self._metas), tuple((k, todo[0][1]) for k, todo in self._wants))
+        if self.device.type == "cpu":
+            fused = self._write_fused(row, key)
+            if fused is not None:
+                return cols + fused
         groups, src, dst, act_cols = cached_plan(self._plans, key, lambda: self._plan(self._metas, self._wants))
         samples, firsts, parts = self._samples, self._firsts, []
         with torch.no_grad():
@@ -137,6 +148,35 @@ class DeferredReductions:
         values = torch.cat(parts) if len(parts) > 1 else parts[0]
         row.index_copy_(0, dst, values.index_select(0, src))
         return cols + act_cols
+
+    def _write_fused(self, row: torch.Tensor, key) -> list[int] | None:
+        """Every sample's reductions in one call of the fused kernel, into ``row``; returns the
+        columns set, or None (nothing written) where the kernel cannot take this step."""
+        plan = cached_plan(self._fused_plans, key, lambda: self._fused_plan(self._metas, self._wants))
+        if not plan:
+            return None
+        numel, wanted, src, dst, act_cols = plan
+        values = fused_tensors.stats(self._samples, numel, wanted)
+        if values is None:
+            return None
+        row.index_copy_(0, dst, values.view(-1).index_select(0, src))
+        return act_cols
+
+    def _fused_plan(self, metas: list[tuple], wants: list[tuple[int, tuple]]) -> tuple:
+        """(each sample's elements, which of sum/norm/count are wanted, positions in the
+        kernel's [3, k] result -> row columns), or () when a reduction or dtype needs the
+        PyTorch path."""
+        order = (SUM, NORM, COUNT)
+        by_col = {col: (k, red) for k, todo in wants for red, col in todo}  # the last call wins
+        if any(red not in order for _, red in by_col.values()) or any(dtype != torch.float32 for _, dtype, _ in metas):
+            return ()
+        k = len(metas)
+        numel = np.asarray([int(np.prod(shape, dtype=np.int64)) for shape, _, _ in metas], dtype=np.int64)
+        wanted = tuple(any(red is r for _, red in by_col.values()) for r in order)
+        src = [order.index(red) * k + i for i, red in by_col.values()]
+        cols = list(by_col)
+        as_index = lambda v: torch.tensor(v, dtype=torch.long, device=self.device)  # noqa: E731
+        return numel, wanted, as_index(src), as_index(cols), cols
 
     def _plan(self, metas: list[tuple], wants: list[tuple[int, tuple]]) -> tuple:
         """Groups of same-(shape, dtype, layout) samples with the reductions each needs, and

@@ -3,8 +3,10 @@
  * Compiled on first use and loaded with ctypes by gradlab/recorder/native.py; without a C
  * compiler the recorder reduces with PyTorch ops instead (the same values, to float32
  * rounding). One call covers every parameter of a model: ||grad||, ||w|| and ||w - w_prev||,
- * with w copied into w_prev in the same pass. Squares are summed in float32 lanes over
- * blocks of BLOCK elements, the blocks in double, so the error stays near PyTorch's own.
+ * with w copied into w_prev in the same pass (param_norms); another, every small tensor a
+ * step kept: its sum, norm and count of positive elements, in one pass each (tensor_stats).
+ * Sums are taken in float32 lanes over blocks of BLOCK elements, the blocks in double, so
+ * the error stays near PyTorch's own.
  */
 #include <math.h>
 #include <pthread.h>
@@ -118,4 +120,51 @@ int param_norms(int64_t count, const int64_t *grads, const int64_t *weights, con
     for (int t = 1; t <= started; ++t) pthread_join(ids[t], 0);
     for (int t = started + 1; failed && t < threads; ++t) param_norms_range(&jobs[t]);
     return failed ? -1 : 0;
+}
+
+/* For each of ``count`` float32 tensors (addresses and sizes): its sum into sums[t], its
+ * norm into norms[t] and, times ``unit``, its count of elements > 0 into positives[t] (NaN
+ * when it holds a NaN, as gradlab.recorder.reductions.count gives it); a NULL output array
+ * is not computed. */
+void tensor_stats(int64_t count, const int64_t *addresses, const int64_t *numel, float *sums, float *norms,
+                  float *positives, float unit) {
+    for (int64_t t = 0; t < count; ++t) {
+        const float *x = (const float *)(intptr_t)addresses[t];
+        int64_t n = numel[t];
+        if (!sums && !positives) {
+            norms[t] = (float)sqrt(sum_squares(x, n));
+            continue;
+        }
+        double s = 0.0, q = 0.0;
+        int64_t c = 0, nan = 0;
+        for (int64_t start = 0; start < n; start += BLOCK) {
+            int64_t end = n - start > BLOCK ? start + BLOCK : n, i = start;
+            float as[LANES] = {0}, aq[LANES] = {0};
+            int32_t ac[LANES] = {0}, an[LANES] = {0};
+            for (; i + LANES <= end; i += LANES)
+                for (int k = 0; k < LANES; ++k) {
+                    float v = x[i + k];
+                    as[k] += v;
+                    aq[k] += v * v;
+                    ac[k] += v > 0.0f;
+                    an[k] += v != v;
+                }
+            for (; i < end; ++i) {
+                float v = x[i];
+                as[0] += v;
+                aq[0] += v * v;
+                ac[0] += v > 0.0f;
+                an[0] += v != v;
+            }
+            for (int k = 0; k < LANES; ++k) {
+                s += as[k];
+                q += aq[k];
+                c += ac[k];
+                nan += an[k];
+            }
+        }
+        if (sums) sums[t] = (float)s;
+        if (norms) norms[t] = (float)sqrt(q);
+        if (positives) positives[t] = nan ? (float)NAN : (float)((double)c * unit);
+    }
 }

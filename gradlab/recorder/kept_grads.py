@@ -15,6 +15,9 @@ gradient arrives in one of two ways:
   wrong. The output keeps its ``.grad`` as after any ``retain_grad``: it goes with the
   output, and clearing it could take the gradient from a caller who retained it too.
 
+On a CPU the norms are taken by one call of the fused kernel where the gradients allow
+(gradlab.recorder.fused_tensors), without stacking them.
+
 Kept gradients hold memory until ``step()``: past ``grad_bytes`` they are reduced on the
 spot, and past ``retain_numel`` elements a tensor is not retained.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from gradlab.recorder import fused_tensors
 from gradlab.recorder.plans import cached_plan, column_slots, put_norms
 from gradlab.recorder.reductions import row_norms
 from gradlab.recorder.stack_buffers import StackBuffers
@@ -96,7 +100,14 @@ class KeptGradients:
 
     @torch.no_grad()
     def _reduce(self) -> None:
-        """The norms of the gradients kept so far, a stack per shape: few kernels however many."""
+        """The norms of the gradients kept so far, a stack per shape: few kernels however many
+        (on a CPU, one fused call where it can)."""
+        if self._grads and self.device.type == "cpu":
+            fused = fused_tensors.norms([g for g, _ in self._grads])
+            if fused is not None:
+                self._norms.append((fused, [cols for _, cols in self._grads]))
+                self._grads, self._held = [], 0
+                return
         by_shape: dict[tuple, list[int]] = {}
         for i, (g, _) in enumerate(self._grads):
             by_shape.setdefault((g.shape, g.dtype), []).append(i)

@@ -70,9 +70,15 @@ def _off(why: str) -> None:
     _why_not = why
 
 
-def _compiler() -> str | None:
-    named = os.environ.get("CC") or (sysconfig.get_config_var("CC") or "").split(" ")[0] or "cc"
-    return shutil.which(named) or (shutil.which("cc") if "CC" not in os.environ else None)
+def _compiler() -> list[str] | None:
+    """The compiler's command: ``$CC`` (which may carry a launcher or flags: "ccache gcc"),
+    else the one Python was built with, else ``cc``; None when it is not installed."""
+    named = os.environ.get("CC", "").split() or (sysconfig.get_config_var("CC") or "").split()[:1] or ["cc"]
+    found = shutil.which(named[0])
+    if found is None and "CC" not in os.environ:
+        found = shutil.which("cc")
+        named = ["cc"]
+    return None if found is None else [found, *named[1:]]
 
 
 def _load() -> ctypes.CDLL | None:
@@ -80,11 +86,11 @@ def _load() -> ctypes.CDLL | None:
         return _off("GRADLAB_NATIVE=0")
     if sys.platform == "win32":
         return _off("not built on Windows")
-    cc = _compiler()
-    if cc is None:
+    command = _compiler()
+    if command is None:
         return _off("no C compiler found: install one (cc), or set $CC")
     source = SOURCE.read_bytes()
-    tag = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(_FLAGS).encode(),
+    tag = hashlib.sha256(b"\0".join([source, " ".join(command).encode(), " ".join(_FLAGS).encode(),
                                      platform.machine().encode(), sys.platform.encode()])).hexdigest()[:16]  # fmt: skip
     target = cache_dir() / f"fused_norms-{tag}.so"
     if target.exists():
@@ -98,13 +104,13 @@ def _load() -> ctypes.CDLL | None:
     except OSError as e:
         return _off(f"cannot write {target.parent}: {e.strerror or e}")
     try:
-        done = subprocess.run([cc, *_FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([*command, *_FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             first = (done.stderr or done.stdout).strip().splitlines()[:1]
-            return _off(f"{Path(cc).name} failed: {first[0] if first else 'exit ' + str(done.returncode)}")
+            return _off(f"{Path(command[0]).name} failed: {first[0] if first else 'exit ' + str(done.returncode)}")
         os.replace(tmp, target)  # atomic: a process compiling beside this one gets one whole file
     except (OSError, subprocess.SubprocessError) as e:
-        return _off(f"{Path(cc).name} could not run: {e}")
+        return _off(f"{Path(command[0]).name} could not run: {e}")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -119,4 +125,10 @@ def _open(path: Path) -> ctypes.CDLL | None:
         return None
     fn.argtypes = [_I64, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int, ctypes.c_int]
     fn.restype = ctypes.c_int
+    try:
+        fn = lib.tensor_stats
+    except AttributeError:
+        return None
+    fn.argtypes = [_I64, _P, _P, _P, _P, _P, ctypes.c_float]
+    fn.restype = None
     return lib

@@ -1,0 +1,129 @@
+"""The fused kernel on a step's small kept tensors (gradlab.recorder.fused_tensors): the
+deferred samples' sums, norms and counts and the kept gradients' norms give the frames the
+PyTorch path gives, NaNs included, and a reduction the kernel lacks takes the PyTorch path."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import gradlab
+from gradlab.recorder import fused_tensors, native
+from tests.recorder_frames import assert_same
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc)")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def fresh_native(monkeypatch, cache):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.delenv("GRADLAB_NATIVE", raising=False)
+    native.reset()
+    yield
+    native.reset()
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Per fused_tensors function, what each call returned (None: the kernel declined)."""
+    calls = {"stats": [], "norms": []}
+    for name in calls:
+        real = getattr(fused_tensors, name)
+        monkeypatch.setattr(fused_tensors, name, lambda *a, _r=real, _n=name: calls[_n].append(_r(*a)) or calls[_n][-1])
+    return calls
+
+
+class Poisoned(nn.Module):
+    """Makes one element of its input NaN on the steps listed."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps, self.calls = set(steps), 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls - 1 in self.steps:
+            x = x.clone()
+            x[0, 0] = float("nan")
+        return x
+
+
+def mlp(poison=()):
+    return nn.Sequential(nn.Linear(6, 16), Poisoned(poison), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16),
+                         nn.ReLU(), nn.Linear(16, 4))  # fmt: skip
+
+
+def record(monkeypatch, on: bool, steps=4, poison=(), seen=None, **kw):
+    """The frame of ``steps`` recorded steps (``seen``: a list that gets the second Linear's outputs)."""
+    monkeypatch.setenv("GRADLAB_NATIVE", "1" if on else "0")
+    native.reset()
+    torch.manual_seed(0)
+    net = mlp(poison)
+    if seen is not None:
+        net[2].register_forward_hook(lambda m, a, out: seen.append(out.detach().clone()))
+    x, y = torch.randn(8, 6), torch.randint(0, 4, (8,))
+    rec = gradlab.watch(net, every=1, dense_until=0, **kw)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        rec.step()
+        opt.step()
+    frame = rec.frame()
+    rec.stop()
+    return frame
+
+
+@pytest.mark.parametrize("reduce_at", ["step", "mixed"])
+def test_same_frames_as_the_pytorch_path(monkeypatch, fused_calls, reduce_at):
+    fused = record(monkeypatch, True, reduce_at=reduce_at)
+    taken = {name: [c is not None for c in calls] for name, calls in fused_calls.items()}
+    assert taken["stats"] and all(taken["stats"]) and taken["norms"] and all(taken["norms"])
+    fused_calls["stats"].clear()
+    plain = record(monkeypatch, False, reduce_at=reduce_at)
+    assert fused_calls["stats"] and not any(c is not None for c in fused_calls["stats"])  # (off: PyTorch's)
+    assert_same(plain, fused, rtol=1e-5, atol=1e-6)
+    assert {"act_mean", "act_std", "act_zero_frac", "act_grad_norm"} <= set(fused["stat"])
+
+
+def test_values_against_plain_pytorch(monkeypatch):
+    seen = []
+    frame = record(monkeypatch, True, steps=1, reduce_at="step", seen=seen)
+    h = seen[0]  # the second Linear's output, the ReLU's input
+    got = frame[(frame.layer == "2")].set_index("stat")["value"]
+    np.testing.assert_allclose(got["act_mean"], h.mean().item(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["act_std"], h.std(unbiased=False).item(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["act_zero_frac"], (h <= 0).float().mean().item(), atol=1e-7)
+
+
+def test_a_nan_makes_the_count_nan(monkeypatch):
+    fused = record(monkeypatch, True, steps=2, poison=(1,), reduce_at="step")
+    plain = record(monkeypatch, False, steps=2, poison=(1,), reduce_at="step")
+    assert_same(plain, fused, rtol=1e-5, atol=1e-6)  # (NaN where NaN)
+    zero = fused[(fused.stat == "act_zero_frac") & (fused.layer == "2")].set_index("step")["value"]
+    assert np.isnan(zero[1]) and not np.isnan(zero[0])
+
+
+def test_a_reduction_the_kernel_lacks_takes_the_pytorch_path(monkeypatch, fused_calls):
+    stats = ["act_mean", "act_dead_frac"]
+    fused = record(monkeypatch, True, reduce_at="step", stats=stats)
+    assert not fused_calls["stats"]  # the step's plan needs DEAD: no fused call at all
+    plain = record(monkeypatch, False, reduce_at="step", stats=stats)
+    assert_same(plain, fused, rtol=1e-5, atol=1e-6)
+    assert "act_dead_frac" in set(fused["stat"])
+
+
+def test_tensors_that_do_not_qualify_are_declined():
+    ok = [torch.randn(3, 4), torch.randn(5)]
+    assert fused_tensors.norms(ok) is not None
+    torch.testing.assert_close(fused_tensors.norms(ok), torch.stack([t.norm() for t in ok]))
+    for bad in (torch.randn(4, 3).t(), torch.randn(3, dtype=torch.float64), torch.randn(3, dtype=torch.bfloat16)):
+        assert fused_tensors.norms(ok + [bad]) is None

@@ -73,7 +73,7 @@ def test_deferred_known_answers_and_early_gradient_reduction():
     q.clear()
     q.grad(torch.tensor([3.0]), [0])
     q.grad(torch.tensor([0.0, 4.0]), [1, 2])  # 12 bytes held > 8: both reduced now
-    assert not q.grads._grads and len(q.grads._norms) == 2
+    assert not q.grads._grads and sum(n.numel() for n, _ in q.grads._norms) == 2  # (a stack per shape, or one fused call)
     q.finish()
     row = torch.full((4,), float("nan"))
     assert sorted(q.write(row)) == [0, 1, 2]

@@ -96,8 +96,9 @@ class Instrument:
         if not outputs:  # stray values of a forward that ran unarmed (none are expected)
             hooks.clear()
         written, row = buffer.written[buffer.count], buffer.row()
-        hooks.write(row, written)
-        self.params.write(row, written)
+        with torch.no_grad():  # (reductions of what the step left: no autograd bookkeeping per op)
+            hooks.write(row, written)
+            self.params.write(row, written)
         if self.ranks is not None:
             self.ranks.combine(row)
         if outputs and not self._warned_no_outputs and layout.params.get(P_GRAD):

@@ -49,6 +49,8 @@ def test_run_overhead_with_wandb_offline(monkeypatch, tmp_path):
     result = run_overhead(device="cpu", **TINY)
     variants = {"bare", "gradlab"} | ({"wandb"} if "wandb" not in result["skipped"] else set())
     check_result(result, variants)
+    timed = "wandb" in result["variants"]
+    assert result["settings"]["wandb"].startswith("wandb.watch(model") == timed  # (else "not timed")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -65,6 +67,7 @@ def test_cli_overhead_writes_json(tmp_path):
     data = json.loads(out.read_text())
     check_result(data, {"bare", "gradlab"})
     assert data["skipped"] == {"wandb": "disabled (--no-wandb)"}
+    assert "; wandb: not timed" in res.output and "wandb.watch(model" not in res.output  # (said of the run only when timed)
 
 
 def test_cli_rejects_bad_arguments():

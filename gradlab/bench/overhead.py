@@ -200,7 +200,8 @@ def _settings(case: Case, steps: int, repeats: int, warmup: int, variants: list[
         "stats": list(stats),
         "reductions": reductions,
         "every": every,
-        "wandb": 'wandb.watch(model, log="gradients", log_freq=1), offline, one wandb.log per step',
+        "wandb": ('wandb.watch(model, log="gradients", log_freq=1), offline, one wandb.log per step'
+                  if "wandb" in variants else "not timed"),
         "findings": findings,
         "flush_every": flush_every or 64,
         "device": str(dev),

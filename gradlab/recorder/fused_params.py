@@ -55,8 +55,8 @@ class FusedParamNorms:
     @classmethod
     def make(cls, params: list[torch.Tensor], cols: dict, members: list[list[int]]) -> FusedParamNorms | None:
         """The fused path for these parameters, or None when the kernels are off or the
-        parameters are not on the CPU."""
-        if not params or any(not p.is_cpu for p in params):
+        parameters are not float32 CPU tensors (no copy of the weights is kept for nothing)."""
+        if not params or any(not p.is_cpu or p.dtype is not F32 for p in params):
             return None
         lib = native.library()
         return None if lib is None else cls(lib, params, cols, members)

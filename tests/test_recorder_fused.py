@@ -204,6 +204,14 @@ def test_defaults_turn_the_kernels_on_and_compile_into_the_cache(monkeypatch, tm
     assert built.read_bytes()[:4] == b"\x7fELF"
 
 
+@needs_cc
+def test_cc_may_carry_a_launcher_or_flags(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", f"{shutil.which('cc')} -O1")  # as in CC="ccache gcc" or "gcc -O2"
+    assert native.library() is not None
+    assert native.status() == "fused CPU kernels: on"
+
+
 def test_no_compiler_named_by_cc(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))

@@ -87,6 +87,8 @@ def overhead(models, steps, repeats, warmup, batch_size, device, every, no_wandb
       gradlab bench overhead --model resnet56 --findings --no-wandb --repeats 12 --steps 11
     A compiled model's unrecorded steps, watched and not:
       gradlab bench overhead --compile --repeats 12
+    Without the fused CPU kernels (PyTorch ops reduce instead; the printout says which ran):
+      GRADLAB_NATIVE=0 gradlab bench overhead --repeats 12
     """
     if compiled:
         from gradlab.bench.compile_overhead import format_result as compile_text

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gradlab.recorder import native
+from gradlab.recorder import fused_tensors, native
 from gradlab.recorder.statistics import P_GRAD, P_UPDATE, P_WEIGHT
 
 __all__ = ["FusedParamNorms"]
@@ -39,7 +39,6 @@ class FusedParamNorms:
         self.want_grad = P_GRAD in cols
         self.numel = np.asarray([p.numel() for p in params], dtype=np.int64)
         self.threads = torch.get_num_threads() if int(self.numel.sum()) >= _THREADED_NUMEL else 1
-        self.members = members
         self.prev: list[torch.Tensor] = []  # per group, the stacked weights (filled by the kernel)
         self.prev_ptrs = np.zeros(k, dtype=np.int64)  # each parameter's row in them
         if P_UPDATE in cols:
@@ -50,6 +49,7 @@ class FusedParamNorms:
                 for j, i in enumerate(group):
                     self.prev_ptrs[i] = stack[j].data_ptr()
         self._weights_seen: list[int] | None = None  # the weights' addresses when last checked
+        self._weights = np.zeros(k, dtype=np.int64)  # ... as the kernel reads them
         self._grads = np.zeros(k, dtype=np.int64)
 
     @classmethod
@@ -68,9 +68,10 @@ class FusedParamNorms:
         params = self.params
         weights = [p.data_ptr() for p in params]
         if weights != self._weights_seen:  # (new storage: a changed dtype or layout comes with one)
-            if not all(p.dtype is F32 and p.is_cpu and p.is_contiguous() for p in params):
+            checked = fused_tensors.addresses(params)
+            if checked is None:
                 return False
-            self._weights_seen = weights
+            self._weights_seen, self._weights = weights, checked
         if self.want_grad:
             try:
                 grads = [g.data_ptr() if g.is_contiguous() else 0 for g in (p.grad for p in params)]
@@ -85,8 +86,7 @@ class FusedParamNorms:
             if prev is not self.prev:  # the PyTorch path's stacks: carried over once
                 for mine, theirs in zip(self.prev, prev):
                     mine.copy_(theirs)
-        w = np.asarray(weights, dtype=np.int64)
-        self.lib.param_norms(len(params), self._grads.ctypes.data, w.ctypes.data, self.prev_ptrs.ctypes.data,
+        self.lib.param_norms(len(params), self._grads.ctypes.data, self._weights.ctypes.data, self.prev_ptrs.ctypes.data,
                              self.numel.ctypes.data, self.cols[0].ctypes.data, self.cols[1].ctypes.data,
                              self.cols[2].ctypes.data, row.data_ptr(), first, self.threads)  # fmt: skip
         written[self.host] = True

@@ -29,20 +29,20 @@ def addresses(tensors: list[torch.Tensor]) -> np.ndarray | None:
 
 def norms(tensors: list[torch.Tensor]) -> torch.Tensor | None:
     """||t|| of each tensor, a float32 [k] tensor; None where the kernel cannot take them."""
-    lib = native.library()
-    where = None if lib is None else addresses(tensors)
-    if where is None:
-        return None
     numel = np.fromiter((t.numel() for t in tensors), dtype=np.int64, count=len(tensors))
-    out = torch.empty(len(tensors), dtype=F32)
-    lib.tensor_stats(len(tensors), where.ctypes.data, numel.ctypes.data, None, out.data_ptr(), None, COUNT_UNIT)
-    return out
+    values = _reduce(tensors, numel, (False, True, False))
+    return None if values is None else values[1]
 
 
 def stats(tensors: list[torch.Tensor], numel: np.ndarray, wanted: tuple[bool, bool, bool]) -> torch.Tensor | None:
     """Rows (sum, norm, count) of a float32 [3, k] tensor for the first ``numel[i]`` elements
     of each tensor (a sample of its leading examples); a row not ``wanted`` is left unset.
     None where the kernel cannot take them."""
+    return _reduce(tensors, numel, wanted)
+
+
+def _reduce(tensors: list[torch.Tensor], numel: np.ndarray, wanted: tuple[bool, bool, bool]) -> torch.Tensor | None:
+    """The one kernel call behind :func:`norms` and :func:`stats`."""
     lib = native.library()
     where = None if lib is None else addresses(tensors)
     if where is None:

@@ -120,15 +120,11 @@ def _load() -> ctypes.CDLL | None:
 def _open(path: Path) -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(str(path))
-        fn = lib.param_norms
-    except (OSError, AttributeError):
+        params, tensors = lib.param_norms, lib.tensor_stats
+    except (OSError, AttributeError):  # not a library, or one without the kernels
         return None
-    fn.argtypes = [_I64, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    try:
-        fn = lib.tensor_stats
-    except AttributeError:
-        return None
-    fn.argtypes = [_I64, _P, _P, _P, _P, _P, ctypes.c_float]
-    fn.restype = None
+    params.argtypes = [_I64, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int, ctypes.c_int]
+    params.restype = ctypes.c_int
+    tensors.argtypes = [_I64, _P, _P, _P, _P, _P, ctypes.c_float]
+    tensors.restype = None
     return lib

@@ -21,19 +21,7 @@ needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler 
 PARAM_STATS = ("grad_norm", "weight_norm", "update_norm")
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")  # one compile for the module's tests, none in ~/.cache
-
-
-@pytest.fixture(autouse=True)
-def fresh_native(monkeypatch, cache):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.delenv("GRADLAB_NATIVE", raising=False)
-    monkeypatch.delenv("CC", raising=False)
-    native.reset()
-    yield
-    native.reset()
+pytestmark = pytest.mark.usefixtures("fresh_native")  # (tests/conftest.py)
 
 
 @pytest.fixture

@@ -14,21 +14,8 @@ import gradlab
 from gradlab.recorder import fused_tensors, native
 from tests.recorder_frames import assert_same
 
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc)")
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(autouse=True)
-def fresh_native(monkeypatch, cache):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.delenv("GRADLAB_NATIVE", raising=False)
-    native.reset()
-    yield
-    native.reset()
+pytestmark = [pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc)"),
+              pytest.mark.usefixtures("fresh_native")]  # (tests/conftest.py)
 
 
 @pytest.fixture

@@ -167,7 +167,7 @@ class DeferredReductions:
         kernel's [3, k] result -> row columns), or () when a reduction or dtype needs the
         PyTorch path."""
         order = (SUM, NORM, COUNT)
-        by_col = {col: (k, red) for k, todo in wants for red, col in todo}  # the last call wins
+        by_col = _by_column(wants)
         if any(red not in order for _, red in by_col.values()) or any(dtype != torch.float32 for _, dtype, _ in metas):
             return ()
         k = len(metas)
@@ -181,7 +181,7 @@ class DeferredReductions:
     def _plan(self, metas: list[tuple], wants: list[tuple[int, tuple]]) -> tuple:
         """Groups of same-(shape, dtype, layout) samples with the reductions each needs, and
         where each reduced value goes: positions in the concatenated results -> row columns."""
-        by_col = {col: (k, red) for k, todo in wants for red, col in todo}  # the last call wins
+        by_col = _by_column(wants)
         by_shape: dict[tuple, list[int]] = {}
         for k, meta in enumerate(metas):
             by_shape.setdefault(meta, []).append(k)
@@ -202,3 +202,8 @@ class DeferredReductions:
         cols = list(by_col)
         as_index = lambda v: torch.tensor(v, dtype=torch.long, device=self.device)  # noqa: E731
         return groups, as_index(src), as_index(cols), cols
+
+
+def _by_column(wants: list[tuple[int, tuple]]) -> dict[int, tuple]:
+    """Column -> (sample, reduction) of the step's requests; for a column asked twice, the last call wins."""
+    return {col: (k, red) for k, todo in wants for red, col in todo}

@@ -114,3 +114,70 @@ def test_tensors_that_do_not_qualify_are_declined():
     torch.testing.assert_close(fused_tensors.norms(ok), torch.stack([t.norm() for t in ok]))
     for bad in (torch.randn(4, 3).t(), torch.randn(3, dtype=torch.float64), torch.randn(3, dtype=torch.bfloat16)):
         assert fused_tensors.norms(ok + [bad]) is None
+
+
+def conv_net():
+    """Outputs of 4 x 8 x 32 x 32 = 32k elements: past the 16k the CPU default keeps for
+    step(), so they are reduced in their hooks."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(),
+                         nn.Linear(8 * 32 * 32, 4))  # fmt: skip
+
+
+def record_conv(monkeypatch, on: bool, steps=3):
+    monkeypatch.setenv("GRADLAB_NATIVE", "1" if on else "0")
+    native.reset()
+    torch.manual_seed(0)
+    net = conv_net()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 4, (4,))
+    x[0, 0, 0, 0] = float("nan") if steps == 1 else x[0, 0, 0, 0]
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    with gradlab.watch(net, every=1, dense_until=0) as rec:
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), y).backward()
+            rec.step()
+            opt.step()
+        return rec.frame()
+
+
+def test_large_outputs_are_reduced_in_their_hooks_by_the_kernel(monkeypatch):
+    calls = []
+    real = fused_tensors.in_hook
+    monkeypatch.setattr(fused_tensors, "in_hook", lambda t: calls.append(real(t)) or calls[-1])
+    fused = record_conv(monkeypatch, True)
+    assert calls and all(c is not None for c in calls)  # (the convs' 32k-element outputs)
+    calls.clear()
+    plain = record_conv(monkeypatch, False)
+    assert calls and all(c is None for c in calls)  # off: the kernel declines, PyTorch's reductions run
+    assert_same(plain, fused, rtol=1e-5, atol=1e-6)
+    assert {"act_mean", "act_std", "act_zero_frac"} <= set(fused[fused.layer == "0"]["stat"])
+
+
+def test_a_nan_in_a_large_output_makes_its_count_nan(monkeypatch):
+    fused = record_conv(monkeypatch, True, steps=1)
+    plain = record_conv(monkeypatch, False, steps=1)
+    assert_same(plain, fused, rtol=1e-5, atol=1e-6)
+    zero = fused[(fused.stat == "act_zero_frac") & (fused.layer == "0")]["value"]
+    assert len(zero) == 1 and np.isnan(zero.iloc[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("numel", [5, 4096 * 9 + 17, 1 << 17])
+def test_one_tensor_split_among_threads_gives_pytorchs_values(numel, threads):
+    t = torch.randn(numel) + 0.1
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = fused_tensors.in_hook(t)
+        again = fused_tensors.in_hook(t)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(got, again)  # the runs' totals are added in order: the same bits every time
+    torch.testing.assert_close(got[0], t.double().sum().float(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got[1], t.double().norm().float(), rtol=1e-6, atol=0)
+    assert got[2].item() == pytest.approx((t > 0).sum().item() * torch.finfo(torch.float32).tiny, rel=1e-6)
+
+
+def test_one_tensor_declines_what_does_not_qualify():
+    for bad in (torch.randn(64, 3).t(), torch.randn(3, dtype=torch.float64), torch.randn(3, dtype=torch.bfloat16)):
+        assert fused_tensors.in_hook(bad) is None

@@ -14,6 +14,8 @@
 
 #define LANES 16
 #define BLOCK 4096
+#define MAX_THREADS 64
+#define PARALLEL_NUMEL (1 << 15) /* elements from which one tensor is read by several threads */
 
 /* sum of x[i]^2 */
 static double sum_squares(const float *x, int64_t n) {
@@ -84,7 +86,6 @@ static void *param_norms_range(void *arg) {
     return 0;
 }
 
-#define MAX_THREADS 64
 
 /* Every parameter's norms into ``row`` (float32, indexed by column), on up to ``threads``
  * threads, each taking a run of parameters of about equal size. Returns 0, or -1 if a
@@ -108,6 +109,13 @@ int param_norms(int64_t count, const int64_t *grads, const int64_t *weights, con
         jobs[t] = job;
         lo = hi;
     }
+#ifdef _OPENMP
+    if (threads > 1) {
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int t = 0; t < threads; ++t) param_norms_range(&jobs[t]);
+        return 0;
+    }
+#endif
     int started = 0, failed = 0;
     for (int t = 1; t < threads; ++t) {
         if (pthread_create(&ids[t], 0, param_norms_range, &jobs[t]) != 0) {
@@ -122,49 +130,108 @@ int param_norms(int64_t count, const int64_t *grads, const int64_t *weights, con
     return failed ? -1 : 0;
 }
 
+/* Over x[lo..hi) (lo a multiple of BLOCK): the sum, the sum of squares, the count of
+ * elements > 0 and of NaNs, added to the four totals. */
+static void stats_range(const float *x, int64_t lo, int64_t hi, double *sum, double *squares, int64_t *positive,
+                        int64_t *nans) {
+    double s = 0.0, q = 0.0;
+    int64_t c = 0, nan = 0;
+    for (int64_t start = lo; start < hi; start += BLOCK) {
+        int64_t end = hi - start > BLOCK ? start + BLOCK : hi, i = start;
+        float as[LANES] = {0}, aq[LANES] = {0};
+        int32_t ac[LANES] = {0}, an[LANES] = {0};
+        for (; i + LANES <= end; i += LANES)
+            for (int k = 0; k < LANES; ++k) {
+                float v = x[i + k];
+                as[k] += v;
+                aq[k] += v * v;
+                ac[k] += v > 0.0f;
+                an[k] += v != v;
+            }
+        for (; i < end; ++i) {
+            float v = x[i];
+            as[0] += v;
+            aq[0] += v * v;
+            ac[0] += v > 0.0f;
+            an[0] += v != v;
+        }
+        for (int k = 0; k < LANES; ++k) {
+            s += as[k];
+            q += aq[k];
+            c += ac[k];
+            nan += an[k];
+        }
+    }
+    *sum += s;
+    *squares += q;
+    *positive += c;
+    *nans += nan;
+}
+
+/* One tensor's totals (squares only when ``norm_only``), split among up to ``threads``
+ * OpenMP threads when it is large: each takes a run of whole blocks, and the runs' totals
+ * are added in order (the same value whichever thread ends first). */
+static void tensor_totals(const float *x, int64_t n, int norm_only, int threads, double *sum, double *squares,
+                          int64_t *positive, int64_t *nans) {
+    int64_t blocks = (n + BLOCK - 1) / BLOCK;
+    if (threads > blocks) threads = (int)blocks;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (n < PARALLEL_NUMEL || threads < 2) threads = 1;
+    double ps[MAX_THREADS] = {0}, pq[MAX_THREADS] = {0};
+    int64_t pc[MAX_THREADS] = {0}, pn[MAX_THREADS] = {0};
+    int64_t run = (blocks + threads - 1) / threads * BLOCK;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1)
+#endif
+    for (int k = 0; k < threads; ++k) {
+        int64_t lo = k * run, hi = lo + run < n ? lo + run : n;
+        if (lo >= hi) continue;
+        if (norm_only)
+            pq[k] = sum_squares(x + lo, hi - lo);
+        else
+            stats_range(x, lo, hi, &ps[k], &pq[k], &pc[k], &pn[k]);
+    }
+    for (int k = 0; k < threads; ++k) {
+        *sum += ps[k];
+        *squares += pq[k];
+        *positive += pc[k];
+        *nans += pn[k];
+    }
+}
+
 /* For each of ``count`` float32 tensors (addresses and sizes): its sum into sums[t], its
  * norm into norms[t] and, times ``unit``, its count of elements > 0 into positives[t] (NaN
  * when it holds a NaN, as gradlab.recorder.reductions.count gives it); a NULL output array
- * is not computed. */
+ * is not computed. A large tensor is read by up to ``threads`` threads. */
 void tensor_stats(int64_t count, const int64_t *addresses, const int64_t *numel, float *sums, float *norms,
-                  float *positives, float unit) {
+                  float *positives, float unit, int threads) {
     for (int64_t t = 0; t < count; ++t) {
-        const float *x = (const float *)(intptr_t)addresses[t];
-        int64_t n = numel[t];
-        if (!sums && !positives) {
-            norms[t] = (float)sqrt(sum_squares(x, n));
-            continue;
-        }
         double s = 0.0, q = 0.0;
         int64_t c = 0, nan = 0;
-        for (int64_t start = 0; start < n; start += BLOCK) {
-            int64_t end = n - start > BLOCK ? start + BLOCK : n, i = start;
-            float as[LANES] = {0}, aq[LANES] = {0};
-            int32_t ac[LANES] = {0}, an[LANES] = {0};
-            for (; i + LANES <= end; i += LANES)
-                for (int k = 0; k < LANES; ++k) {
-                    float v = x[i + k];
-                    as[k] += v;
-                    aq[k] += v * v;
-                    ac[k] += v > 0.0f;
-                    an[k] += v != v;
-                }
-            for (; i < end; ++i) {
-                float v = x[i];
-                as[0] += v;
-                aq[0] += v * v;
-                ac[0] += v > 0.0f;
-                an[0] += v != v;
-            }
-            for (int k = 0; k < LANES; ++k) {
-                s += as[k];
-                q += aq[k];
-                c += ac[k];
-                nan += an[k];
-            }
-        }
+        tensor_totals((const float *)(intptr_t)addresses[t], numel[t], !sums && !positives, threads, &s, &q, &c, &nan);
         if (sums) sums[t] = (float)s;
         if (norms) norms[t] = (float)sqrt(q);
         if (positives) positives[t] = nan ? (float)NAN : (float)((double)c * unit);
     }
+}
+
+/* One tensor's (sum, norm, count of elements > 0 times ``unit``) into out[0..2]:
+ * tensor_stats for a single tensor, without the arrays. */
+void one_stats(const float *x, int64_t n, float *out, float unit, int threads) {
+    double s = 0.0, q = 0.0;
+    int64_t c = 0, nan = 0;
+    tensor_totals(x, n, 0, threads, &s, &q, &c, &nan);
+    out[0] = (float)s;
+    out[1] = (float)sqrt(q);
+    out[2] = nan ? (float)NAN : (float)((double)c * unit);
+}
+
+/* 1 when built with OpenMP (its threads are PyTorch's own, idle between PyTorch's calls),
+ * else 0 (threads of its own, which then compete with PyTorch's). */
+int openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
 }

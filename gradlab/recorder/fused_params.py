@@ -20,6 +20,7 @@ __all__ = ["FusedParamNorms"]
 
 F32 = torch.float32
 _THREADED_NUMEL = 1 << 20  # elements from which the kernel splits the parameters among threads
+_OPENMP_NUMEL = 1 << 15  # ... among PyTorch's OpenMP threads, where the kernels were built with OpenMP
 
 
 class FusedParamNorms:
@@ -38,7 +39,9 @@ class FusedParamNorms:
         self.host = np.concatenate([c[c >= 0] for c in self.cols])
         self.want_grad = P_GRAD in cols
         self.numel = np.asarray([p.numel() for p in params], dtype=np.int64)
-        self.threads = torch.get_num_threads() if int(self.numel.sum()) >= _THREADED_NUMEL else 1
+        # (threads of its own compete with PyTorch's idle OpenMP threads, which spin: only for large models)
+        threaded = _OPENMP_NUMEL if lib.openmp() else _THREADED_NUMEL
+        self.threads = torch.get_num_threads() if int(self.numel.sum()) >= threaded else 1
         self.prev: list[torch.Tensor] = []  # per group, the stacked weights (filled by the kernel)
         self.prev_ptrs = np.zeros(k, dtype=np.int64)  # each parameter's row in them
         if P_UPDATE in cols:

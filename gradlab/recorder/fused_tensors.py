@@ -17,7 +17,7 @@ import torch
 from gradlab.recorder import native
 from gradlab.recorder.reductions import COUNT_UNIT, F32
 
-__all__ = ["addresses", "norms", "stats"]
+__all__ = ["addresses", "in_hook", "norms", "stats"]
 
 
 def addresses(tensors: list[torch.Tensor]) -> np.ndarray | None:
@@ -51,5 +51,19 @@ def _reduce(tensors: list[torch.Tensor], numel: np.ndarray, wanted: tuple[bool, 
     out = torch.empty((3, k), dtype=F32)
     base = out.data_ptr()
     rows = [base + r * k * 4 if w else None for r, w in enumerate(wanted)]
-    lib.tensor_stats(k, where.ctypes.data, numel.ctypes.data, *rows, COUNT_UNIT)
+    lib.tensor_stats(k, where.ctypes.data, numel.ctypes.data, *rows, COUNT_UNIT, torch.get_num_threads())
     return out
+
+
+def in_hook(t: torch.Tensor) -> torch.Tensor | None:
+    """(sum, norm, count) of one tensor as a float32 [3] tensor, read in one pass while it
+    is still in cache (in a hook), where PyTorch's three reductions take four passes and
+    four dispatches; a large tensor is read by PyTorch's intra-op threads (OpenMP). None
+    unless t is a contiguous float32 CPU tensor and the kernels are on."""
+    lib = native.library()
+    if lib is None or t.dtype is not F32 or not t.is_cpu or not t.is_contiguous():
+        return None
+    out = torch.empty(3, dtype=F32)
+    lib.one_stats(t.data_ptr(), t.numel(), out.data_ptr(), COUNT_UNIT, torch.get_num_threads())
+    return out
+

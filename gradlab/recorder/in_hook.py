@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import torch
 
+from gradlab.recorder import fused_tensors
 from gradlab.recorder.reductions import norm
+from gradlab.recorder.statistics import COUNT, NORM, SUM
 
 __all__ = ["InHookReductions"]
+
+_FUSED = {SUM: 0, NORM: 1, COUNT: 2}  # what the fused kernel gives, at its position
 
 
 class InHookReductions:
@@ -29,15 +33,25 @@ class InHookReductions:
     derives_bn_grads = True  # a BatchNorm's two gradient norms come from one pass over dL/dy
     name = "hooks"
 
-    def __init__(self, vals: list, sample, scratch):
+    def __init__(self, vals: list, sample, scratch, fused: bool = False):
         self.vals = vals  # the step's values (StepHooks resets the list in place)
         self.sample = sample
         self.scratch = scratch
         self._grad_cols: set[int] = set()  # gradient columns written this step
+        self.fused = fused  # sum, norm and count in one kernel call where the tensor allows (CPU)
 
     def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
         """Reduce output ``h`` for each (reduction, column) of ``todo``."""
         cache, vals, d = seen.values, self.vals, None
+        if self.fused and all(red in _FUSED for red, _ in todo) and any(red not in cache for red, _ in todo):
+            d = self.sample(h.detach())
+            values = fused_tensors.in_hook(d)
+            if values is not None:
+                values = values.unbind()
+                for red, col in todo:
+                    v = cache.get(red)
+                    vals[col] = cache[red] = values[_FUSED[red]] if v is None else v
+                return
         for red, col in todo:
             v = cache.get(red)
             if v is None:

@@ -58,7 +58,7 @@ class MixedReductions:
 def reducer_for(where: str, device: torch.device, vals: list, sample, scratch):
     """The strategy for ``where`` ("hooks", "step" or "mixed"): ``vals`` the step's values,
     ``sample`` its Sample (gradlab.recorder.taps), ``scratch`` a FlatScratch."""
-    in_hook = InHookReductions(vals, sample.view, scratch)
+    in_hook = InHookReductions(vals, sample.view, scratch, fused=device.type == "cpu")
     if where == "hooks":
         return in_hook
     deferred = DeferredReductions(device, vals, sample.size)

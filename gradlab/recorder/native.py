@@ -29,6 +29,7 @@ __all__ = ["cache_dir", "library", "reset", "status"]
 
 SOURCE = Path(__file__).with_name("fused_norms.c")
 _FLAGS = ["-O3", "-shared", "-fPIC", "-pthread"]
+_OPENMP = ["-fopenmp"]  # PyTorch's own OpenMP runtime, already loaded (libgomp.so.1), runs its threads
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
 
@@ -55,7 +56,10 @@ def library() -> ctypes.CDLL | None:
 
 def status() -> str:
     """One line: whether the fused kernels are in use, and if not, why."""
-    return "fused CPU kernels: on" if library() is not None else f"fused CPU kernels: off ({_why_not})"
+    lib = library()
+    if lib is None:
+        return f"fused CPU kernels: off ({_why_not})"
+    return "fused CPU kernels: on" if lib.openmp() else "fused CPU kernels: on (one thread: built without OpenMP)"
 
 
 def reset() -> None:
@@ -89,8 +93,27 @@ def _load() -> ctypes.CDLL | None:
     command = _compiler()
     if command is None:
         return _off("no C compiler found: install one (cc), or set $CC")
+    if _openmp_loaded():  # (a compiler without OpenMP: the kernels run on the calling thread alone)
+        lib = _build(command, _FLAGS + _OPENMP)
+        if lib is not None:
+            return lib
+    return _build(command, _FLAGS)
+
+
+def _openmp_loaded() -> bool:
+    """Whether GNU OpenMP (libgomp.so.1, PyTorch's on Linux) is already loaded: kernels built
+    with it share PyTorch's threads; with any other runtime they would start a second pool."""
+    try:
+        ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except (OSError, AttributeError):  # (not loaded; or no RTLD_NOLOAD: not Linux)
+        return False
+    return True
+
+
+def _build(command: list[str], flags: list[str]) -> ctypes.CDLL | None:
+    """The kernels compiled with ``flags``, from the cache or compiled now (None: see _why_not)."""
     source = SOURCE.read_bytes()
-    tag = hashlib.sha256(b"\0".join([source, " ".join(command).encode(), " ".join(_FLAGS).encode(),
+    tag = hashlib.sha256(b"\0".join([source, " ".join(command).encode(), " ".join(flags).encode(),
                                      platform.machine().encode(), sys.platform.encode()])).hexdigest()[:16]  # fmt: skip
     target = cache_dir() / f"fused_norms-{tag}.so"
     if target.exists():
@@ -104,7 +127,7 @@ def _load() -> ctypes.CDLL | None:
     except OSError as e:
         return _off(f"cannot write {target.parent}: {e.strerror or e}")
     try:
-        done = subprocess.run([*command, *_FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([*command, *flags, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             first = (done.stderr or done.stdout).strip().splitlines()[:1]
             return _off(f"{Path(command[0]).name} failed: {first[0] if first else 'exit ' + str(done.returncode)}")
@@ -120,11 +143,13 @@ def _load() -> ctypes.CDLL | None:
 def _open(path: Path) -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(str(path))
-        params, tensors = lib.param_norms, lib.tensor_stats
+        params, tensors, one, openmp = lib.param_norms, lib.tensor_stats, lib.one_stats, lib.openmp
     except (OSError, AttributeError):  # not a library, or one without the kernels
         return None
     params.argtypes = [_I64, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int, ctypes.c_int]
-    params.restype = ctypes.c_int
-    tensors.argtypes = [_I64, _P, _P, _P, _P, _P, ctypes.c_float]
-    tensors.restype = None
+    params.restype = openmp.restype = ctypes.c_int
+    openmp.argtypes = []
+    tensors.argtypes = [_I64, _P, _P, _P, _P, _P, ctypes.c_float, ctypes.c_int]
+    tensors.restype = one.restype = None
+    one.argtypes = [_P, _I64, _P, ctypes.c_float, ctypes.c_int]
     return lib

@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
+from gradlab.recorder import fused_bn
 from gradlab.recorder.bn_stats import normalised_square
 from gradlab.recorder.plans import cached_plan, column_slots, put_norms
-from gradlab.recorder.reductions import F32
+from gradlab.recorder.reductions import F32, norm
 
 __all__ = ["BNGrads"]
 
@@ -60,7 +62,9 @@ class BNGrads:
         self.device = device
         self.where = where
         self._valid: dict[object, bool] = {}  # BatchNorm key -> the formula held on its first backward
+        self.fused = device.type == "cpu"  # derived in one call of the fused CPU kernel where it can
         self._plans: dict[tuple, tuple] = {}
+        self._fused_plans: dict[tuple, tuple] = {}
         self.queued: list[tuple] = []  # (key, what write() derives from), one per BatchNorm backward
         self._gamma_beta: torch.Tensor | None = None
 
@@ -83,8 +87,7 @@ class BNGrads:
         where = self.where.get(key)
         if dgamma is None or dbeta is None or dx is None or where is None or where[1] != c or not dy.is_contiguous():
             return False
-        rows = dy.view(dy.shape[0], c, -1)
-        rows = torch.linalg.vector_norm(rows, dim=2) if dy.dtype == F32 else torch.linalg.vector_norm(rows, dim=2, dtype=F32)
+        rows = norm(dy.view(dy.shape[0], c, -1), dim=2)  # (float32, from any float dtype)
         _, _, invstd, eps = saved
         m = dy.numel() / c
         if valid is None:
@@ -120,6 +123,10 @@ class BNGrads:
         if not queued:
             return []
         key = tuple((k, q[0].shape[0], *q[4:7], tuple(q[7]), q[8]) for k, q in self.queued)
+        if self.fused:
+            cols = self._write_fused(row, queued, key)
+            if cols is not None:
+                return cols
         plan = cached_plan(self._plans, key, lambda: self._plan(key))
         segment, eps, m, pick, src, slot, dst, cols = plan
         rows = [q[0] for q in queued]
@@ -134,6 +141,22 @@ class BNGrads:
         acc.index_add_(1, segment, torch.stack([s2, dx2])).sqrt_()
         put_norms(row, dst, acc.view(-1).index_select(0, src), slot)  # (micro-batches: the norm over all of them)
         return cols
+
+    def _write_fused(self, row: torch.Tensor, queued: list[tuple], key: tuple) -> list[int] | None:
+        """write() in one call of the fused CPU kernel (gradlab.recorder.fused_bn); None where
+        the step's tensors do not qualify (nothing written)."""
+        channels, eps, m, offsets, scatter = cached_plan(self._fused_plans, key, lambda: self._fused_plan(key))
+        parts = list(zip(*(q[:4] for q in queued)))  # rows, dgammas, dbetas, invstds
+        totals = fused_bn.grad_totals(row, *parts[:3], self._gamma_beta, offsets, parts[3], channels, eps, m)
+        return None if totals is None else scatter.put(totals, row)
+
+    def _fused_plan(self, layout: tuple) -> tuple:
+        targets = [(2 * i + part, col, True)
+                   for i, (*_, dy_cols, dx_col) in enumerate(layout) for part, cols in ((0, dy_cols), (1, [dx_col]))
+                   for col in cols]  # fmt: skip
+        return (np.asarray([q[2] for q in layout], dtype=np.int64), np.asarray([q[3] for q in layout], dtype=np.float64),
+                np.asarray([q[4] for q in layout], dtype=np.float64),
+                np.asarray([self.where[q[0]][0] for q in layout], dtype=np.int64), fused_bn.Scatter(targets))  # fmt: skip
 
     def _plan(self, layout: tuple) -> tuple:
         n = len(layout)

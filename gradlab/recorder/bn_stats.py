@@ -38,9 +38,11 @@ region), makes the recorder fall back to reducing the tensor itself.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 
+from gradlab.recorder import fused_bn
 from gradlab.recorder.plans import cached_plan
 from gradlab.recorder.reductions import F32
 
@@ -146,7 +148,9 @@ class _Derived:
         self.device = device
         self.moments = moments  # (per-channel mean or [gamma; beta], invstd, eps) -> E[t], E[t^2]
         self.where = where
+        self.fused = device.type == "cpu"  # derived in one call of the fused CPU kernel where it can
         self._plans: dict[tuple, tuple] = {}
+        self._fused_plans: dict[tuple, tuple] = {}
         self.queued: dict[object, tuple] = {}
 
     def write(self, row: torch.Tensor, gamma_beta: torch.Tensor | None = None) -> list[int]:
@@ -158,6 +162,10 @@ class _Derived:
             (c, eps, scale, tuple(sums), tuple(norms), first if self.where is not None else None)
             for first, _, c, eps, scale, sums, norms in queued
         )
+        if self.fused:
+            cols = self._write_fused(row, queued, key, gamma_beta)
+            if cols is not None:
+                return cols
         plan = cached_plan(self._plans, key, lambda: self._plan(list(key)))
         eps, segment, scale, src, dst, cols, pick = plan
         if pick is None:
@@ -171,6 +179,25 @@ class _Derived:
         acc[1].sqrt_()
         row.index_copy_(0, dst, acc.view(-1).index_select(0, src))
         return cols
+
+    def _write_fused(self, row: torch.Tensor, queued: list[tuple], key: tuple, gamma_beta) -> list[int] | None:
+        """write() in one call of the fused CPU kernel (gradlab.recorder.fused_bn); None where
+        the step's vectors do not qualify (nothing written)."""
+        channels, eps, scale, offsets, scatter = cached_plan(self._fused_plans, key, lambda: self._fused_plan(queued))
+        invstds = [b for _, b, *_ in queued]
+        if offsets is None:
+            totals = fused_bn.input_totals(row, [a for a, *_ in queued], invstds, channels, eps, scale)
+        else:
+            totals = fused_bn.output_totals(row, gamma_beta, offsets, invstds, channels, eps, scale)
+        return None if totals is None else scatter.put(totals, row)
+
+    def _fused_plan(self, queued: list[tuple]) -> tuple:
+        as_array = lambda v, dt: np.asarray(v, dtype=dt)  # noqa: E731
+        offsets = None if self.where is None else as_array([self.where[q[0]][0] for q in queued], np.int64)
+        targets = [(2 * i + part, col, part == 1)
+                   for i, (*_, sums, norms) in enumerate(queued) for part, cols in ((0, sums), (1, norms)) for col in cols]  # fmt: skip
+        return (as_array([q[2] for q in queued], np.int64), as_array([q[3] for q in queued], np.float64),
+                as_array([q[4] for q in queued], np.float64), offsets, fused_bn.Scatter(targets))  # fmt: skip
 
     def _plan(self, layout: list[tuple]) -> tuple:
         n = len(layout)

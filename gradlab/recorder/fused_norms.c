@@ -235,3 +235,73 @@ int openmp(void) {
     return 0;
 #endif
 }
+
+/* ---- BatchNorm derivations (gradlab.recorder.bn_stats, bn_grads), one call per kind ----
+ * Each of ``count`` BatchNorms has channels[i] channels, its saved invstd (float32) and
+ * its eps[i]. r_c = var_c * invstd_c^2 with var_c = max(invstd_c^-2 - eps, 0): the mean
+ * square of the normalised values. Each writes two totals per BatchNorm into out[2i] and
+ * out[2i + 1], in double. */
+
+static double normalised_square(double invstd, double eps) {
+    double r = invstd * invstd, var = 1.0 / r - eps;
+    return var > 0.0 ? r * var : 0.0;
+}
+
+/* A BatchNorm's input: scale * sum_c mean_c and scale * sum_c (var_c + mean_c^2). */
+void bn_input_totals(int64_t count, const int64_t *means, const int64_t *invstds, const int64_t *channels,
+                     const double *eps, const double *scale, double *out) {
+    for (int64_t i = 0; i < count; ++i) {
+        const float *mean = (const float *)(intptr_t)means[i], *invstd = (const float *)(intptr_t)invstds[i];
+        double s = 0.0, q = 0.0;
+        for (int64_t c = 0; c < channels[i]; ++c) {
+            double m = mean[c], is = invstd[c], var = 1.0 / (is * is) - eps[i];
+            s += m;
+            q += (var > 0.0 ? var : 0.0) + m * m;
+        }
+        out[2 * i] = scale[i] * s;
+        out[2 * i + 1] = scale[i] * q;
+    }
+}
+
+/* A BatchNorm's output: scale * sum_c beta_c and scale * sum_c (gamma_c^2 r_c + beta_c^2). */
+void bn_output_totals(int64_t count, const int64_t *gammas, const int64_t *betas, const int64_t *invstds,
+                      const int64_t *channels, const double *eps, const double *scale, double *out) {
+    for (int64_t i = 0; i < count; ++i) {
+        const float *gamma = (const float *)(intptr_t)gammas[i], *beta = (const float *)(intptr_t)betas[i];
+        const float *invstd = (const float *)(intptr_t)invstds[i];
+        double s = 0.0, q = 0.0;
+        for (int64_t c = 0; c < channels[i]; ++c) {
+            double g = gamma[c], b = beta[c];
+            s += b;
+            q += g * g * normalised_square(invstd[c], eps[i]) + b * b;
+        }
+        out[2 * i] = scale[i] * s;
+        out[2 * i + 1] = scale[i] * q;
+    }
+}
+
+/* A BatchNorm's gradients: ||dL/dy||^2 = sum_c S2_c and ||dL/dx||^2 = sum_c (gamma_c
+ * invstd_c)^2 max(S2_c - (S1_c^2 + S3_c^2 (2 - r_c)) / m, 0), with S2_c the sum over the
+ * examples of rows[n][c]^2 (the per-example, per-channel norms of dL/dy, examples[i] of
+ * them), S1 = dbeta, S3 = dgamma, and m[i] values per channel. */
+void bn_grad_totals(int64_t count, const int64_t *rows, const int64_t *examples, const int64_t *dgammas,
+                    const int64_t *dbetas, const int64_t *gammas, const int64_t *invstds, const int64_t *channels,
+                    const double *eps, const double *m, double *out) {
+    for (int64_t i = 0; i < count; ++i) {
+        const float *row = (const float *)(intptr_t)rows[i], *dgamma = (const float *)(intptr_t)dgammas[i];
+        const float *dbeta = (const float *)(intptr_t)dbetas[i], *gamma = (const float *)(intptr_t)gammas[i];
+        const float *invstd = (const float *)(intptr_t)invstds[i];
+        int64_t C = channels[i];
+        double dy2 = 0.0, dx2 = 0.0;
+        for (int64_t c = 0; c < C; ++c) {
+            double s2 = 0.0;
+            for (int64_t n = 0; n < examples[i]; ++n) s2 += (double)row[n * C + c] * row[n * C + c];
+            double s1 = dbeta[c], s3 = dgamma[c], is = invstd[c], g = gamma[c];
+            double inner = s2 - (s1 * s1 + s3 * s3 * (2.0 - normalised_square(is, eps[i]))) / m[i];
+            dy2 += s2;
+            dx2 += is * is * g * g * (inner > 0.0 ? inner : 0.0);
+        }
+        out[2 * i] = dy2;
+        out[2 * i + 1] = dx2;
+    }
+}

@@ -143,12 +143,12 @@ def record_conv(monkeypatch, on: bool, steps=3):
 def test_large_outputs_are_reduced_in_their_hooks_by_the_kernel(monkeypatch):
     calls = []
     real = fused_tensors.in_hook
-    monkeypatch.setattr(fused_tensors, "in_hook", lambda t: calls.append(real(t)) or calls[-1])
+    monkeypatch.setattr(fused_tensors, "in_hook", lambda t, into: calls.append(real(t, into)) or calls[-1])
     fused = record_conv(monkeypatch, True)
-    assert calls and all(c is not None for c in calls)  # (the convs' 32k-element outputs)
+    assert calls and all(calls)  # (the convs' 32k-element outputs)
     calls.clear()
     plain = record_conv(monkeypatch, False)
-    assert calls and all(c is None for c in calls)  # off: the kernel declines, PyTorch's reductions run
+    assert calls and not any(calls)  # off: the kernel declines, PyTorch's reductions run
     assert_same(plain, fused, rtol=1e-5, atol=1e-6)
     assert {"act_mean", "act_std", "act_zero_frac"} <= set(fused[fused.layer == "0"]["stat"])
 
@@ -161,6 +161,12 @@ def test_a_nan_in_a_large_output_makes_its_count_nan(monkeypatch):
     assert len(zero) == 1 and np.isnan(zero.iloc[0])
 
 
+def stats_of(t: torch.Tensor) -> torch.Tensor | None:
+    """fused_tensors.in_hook's (sum, norm, count) of t, or None where it declines."""
+    out = torch.full((3,), -1.0)
+    return out if fused_tensors.in_hook(t, out.data_ptr()) else None
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("numel", [5, 4096 * 9 + 17, 1 << 17])
 def test_one_tensor_split_among_threads_gives_pytorchs_values(numel, threads):
@@ -168,8 +174,7 @@ def test_one_tensor_split_among_threads_gives_pytorchs_values(numel, threads):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        got = fused_tensors.in_hook(t)
-        again = fused_tensors.in_hook(t)
+        got, again = stats_of(t), stats_of(t)
     finally:
         torch.set_num_threads(before)
     assert torch.equal(got, again)  # the runs' totals are added in order: the same bits every time
@@ -180,4 +185,34 @@ def test_one_tensor_split_among_threads_gives_pytorchs_values(numel, threads):
 
 def test_one_tensor_declines_what_does_not_qualify():
     for bad in (torch.randn(64, 3).t(), torch.randn(3, dtype=torch.float64), torch.randn(3, dtype=torch.bfloat16)):
-        assert fused_tensors.in_hook(bad) is None
+        assert stats_of(bad) is None
+
+
+def test_a_value_the_kernel_took_is_shared_with_the_pytorch_path_and_back():
+    """One tensor seen by two points: the fused kernel's norm (kept on the host) serves a later
+    point reduced by PyTorch (it also wants the dead fraction), and a PyTorch value serves a
+    later fused point; the row gets every column right."""
+    from gradlab.recorder.in_hook import InHookReductions
+    from gradlab.recorder.statistics import DEAD, NORM, SUM
+    from gradlab.recorder.taps import SeenOutput
+
+    unset = torch.tensor(float("nan"))
+    vals = [unset] * 8
+    r = InHookReductions(vals, lambda d: d, None, fused=True)
+    h = torch.randn(4, 8, 32, 32)
+    e = SeenOutput(h)
+    r.output(e, h, ((NORM, 1),), True)  # fused: kept on the host
+    r.output(e, h, ((NORM, 2), (DEAD, 3)), True)  # PyTorch path (DEAD), NORM from the host
+    g = torch.randn(4, 8, 32, 32)
+    eg = SeenOutput(g)
+    r.output(eg, g, ((SUM, 4), (DEAD, 5)), True)  # PyTorch: a tensor for SUM
+    r.output(eg, g, ((SUM, 6), (NORM, 7)), True)  # fused: SUM from that tensor, NORM new
+    row = torch.full((8,), -1.0)
+    cols = r.write(row)
+    assert sorted(cols) == [1, 2, 7]
+    assert vals[1] is unset and vals[2] is unset and vals[3] is not unset and vals[6] is vals[4]
+    torch.testing.assert_close(row[1], h.norm(), rtol=1e-5, atol=0)
+    assert row[2] == row[1]
+    torch.testing.assert_close(row[7], g.norm(), rtol=1e-5, atol=0)
+    r.clear()
+    assert r.write(torch.zeros(8)) == []

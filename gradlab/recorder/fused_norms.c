@@ -12,13 +12,22 @@
 #include <pthread.h>
 #include <stdint.h>
 
+/* The loops get an AVX2 version beside the baseline one, chosen when the library loads (GCC
+ * on x86-64): a tensor reduced in its hook is still in cache, where the sums are bound by
+ * arithmetic. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define AVX2_CLONE
+#endif
+
 #define LANES 16
 #define BLOCK 4096
 #define MAX_THREADS 64
 #define PARALLEL_NUMEL (1 << 15) /* elements from which one tensor is read by several threads */
 
 /* sum of x[i]^2 */
-static double sum_squares(const float *x, int64_t n) {
+AVX2_CLONE static double sum_squares(const float *x, int64_t n) {
     double total = 0.0;
     for (int64_t start = 0; start < n; start += BLOCK) {
         int64_t end = n - start > BLOCK ? start + BLOCK : n, i = start;
@@ -32,7 +41,7 @@ static double sum_squares(const float *x, int64_t n) {
 }
 
 /* sum of w[i]^2 into *ww and of (w[i] - prev[i])^2 into *dd; then prev = w */
-static void weight_and_change(const float *w, float *prev, int64_t n, double *ww, double *dd) {
+AVX2_CLONE static void weight_and_change(const float *w, float *prev, int64_t n, double *ww, double *dd) {
     double tw = 0.0, td = 0.0;
     for (int64_t start = 0; start < n; start += BLOCK) {
         int64_t end = n - start > BLOCK ? start + BLOCK : n, i = start;
@@ -132,7 +141,7 @@ int param_norms(int64_t count, const int64_t *grads, const int64_t *weights, con
 
 /* Over x[lo..hi) (lo a multiple of BLOCK): the sum, the sum of squares, the count of
  * elements > 0 and of NaNs, added to the four totals. */
-static void stats_range(const float *x, int64_t lo, int64_t hi, double *sum, double *squares, int64_t *positive,
+AVX2_CLONE static void stats_range(const float *x, int64_t lo, int64_t hi, double *sum, double *squares, int64_t *positive,
                         int64_t *nans) {
     double s = 0.0, q = 0.0;
     int64_t c = 0, nan = 0;

@@ -55,15 +55,14 @@ def _reduce(tensors: list[torch.Tensor], numel: np.ndarray, wanted: tuple[bool, 
     return out
 
 
-def in_hook(t: torch.Tensor) -> torch.Tensor | None:
-    """(sum, norm, count) of one tensor as a float32 [3] tensor, read in one pass while it
-    is still in cache (in a hook), where PyTorch's three reductions take four passes and
-    four dispatches; a large tensor is read by PyTorch's intra-op threads (OpenMP). None
-    unless t is a contiguous float32 CPU tensor and the kernels are on."""
+def in_hook(t: torch.Tensor, into: int) -> bool:
+    """(sum, norm, count) of one tensor into the three float32 at address ``into``, read in
+    one pass while it is still in cache (in a hook), where PyTorch's three reductions take
+    four passes and four dispatches; a large tensor is read by PyTorch's intra-op threads
+    (OpenMP). False, with nothing written, unless t is a contiguous float32 CPU tensor and
+    the kernels are on."""
     lib = native.library()
     if lib is None or t.dtype is not F32 or not t.is_cpu or not t.is_contiguous():
-        return None
-    out = torch.empty(3, dtype=F32)
-    lib.one_stats(t.data_ptr(), t.numel(), out.data_ptr(), COUNT_UNIT, torch.get_num_threads())
-    return out
-
+        return False
+    lib.one_stats(t.data_ptr(), t.numel(), into, COUNT_UNIT, torch.get_num_threads())
+    return True

@@ -12,6 +12,7 @@ reduction: the results are cached on its SeenOutput.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from gradlab.recorder import fused_tensors
@@ -38,27 +39,50 @@ class InHookReductions:
         self.sample = sample
         self.scratch = scratch
         self._grad_cols: set[int] = set()  # gradient columns written this step
-        self.fused = fused  # sum, norm and count in one kernel call where the tensor allows (CPU)
+        # on a CPU: sums, norms and counts from one kernel call, kept on the host (no tensor
+        # per value) and put into the row at write()
+        self.fused = fused
+        self.host = np.full(len(vals), np.nan, dtype=np.float32)  # the step's values so taken, by column
+        self._host_cols: list[int] = []
+        self._got = np.zeros(3, dtype=np.float32)  # (the kernel's sum, norm, count)
+        self._got_at = self._got.ctypes.data
 
     def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
         """Reduce output ``h`` for each (reduction, column) of ``todo``."""
         cache, vals, d = seen.values, self.vals, None
-        if self.fused and all(red in _FUSED for red, _ in todo) and any(red not in cache for red, _ in todo):
-            d = self.sample(h.detach())
-            values = fused_tensors.in_hook(d)
-            if values is not None:
-                values = values.unbind()
-                for red, col in todo:
-                    v = cache.get(red)
-                    vals[col] = cache[red] = values[_FUSED[red]] if v is None else v
-                return
+        if self.fused and all(red in _FUSED for red, _ in todo) and self._fused_output(cache, h, todo):
+            return
         for red, col in todo:
             v = cache.get(red)
             if v is None:
                 if d is None:
                     d = self.sample(h.detach())  # reductions must not extend the autograd graph
                 v = cache[red] = red.whole(d, self.scratch, channel_first)
+            elif type(v) is int:  # the fused kernel's, on the host
+                self.host[col] = self.host[v]
+                self._host_cols.append(col)
+                continue
             vals[col] = v
+
+    def _fused_output(self, cache: dict, h: torch.Tensor, todo) -> bool:
+        """``output()`` by the fused kernel, into ``host``; a cached value is the column that
+        holds it there (or a tensor the PyTorch path made). False: h does not qualify."""
+        host, got = self.host, self._got
+        fresh = any(red not in cache for red, _ in todo)
+        if fresh and not fused_tensors.in_hook(self.sample(h.detach()), self._got_at):
+            return False
+        for red, col in todo:
+            v = cache.get(red)
+            if v is None:
+                host[col] = got[_FUSED[red]]
+                cache[red] = col
+            elif type(v) is int:
+                host[col] = host[v]
+            else:
+                self.vals[col] = v
+                continue
+            self._host_cols.append(col)
+        return True
 
     def grad(self, g: torch.Tensor, cols: list[int]) -> None:
         """||g|| into ``cols`` (``g`` outside autograd); a column a step's earlier micro-batch
@@ -80,8 +104,13 @@ class InHookReductions:
         """(Nothing is left to reduce at step().)"""
 
     def write(self, row: torch.Tensor) -> list[int]:
-        return []
+        """Put the values the fused kernel gave into ``row`` (a CPU tensor); returns their columns."""
+        cols = self._host_cols
+        if cols:
+            row.numpy()[cols] = self.host[cols]
+        return cols
 
     def clear(self) -> None:
-        """Forget which gradient columns this step wrote (nothing else is held between steps)."""
+        """Forget which columns this step wrote (nothing else is held between steps)."""
         self._grad_cols.clear()
+        self._host_cols = []

@@ -48,7 +48,7 @@ class MixedReductions:
         self.deferred.finish()
 
     def write(self, row: torch.Tensor) -> list[int]:
-        return self.deferred.write(row)
+        return self.deferred.write(row) + self.in_hook.write(row)
 
     def clear(self) -> None:
         self.deferred.clear()

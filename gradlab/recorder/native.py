@@ -5,10 +5,12 @@ parameter statistics of a 12-layer transformer are ~150 tensors, each read for t
 and copied once. The C kernel does all of it in one call, one pass over each tensor. It is
 compiled with the system's C compiler (``$CC``, else ``cc``) into
 ``~/.cache/gradlab/native`` (``$XDG_CACHE_HOME`` is honoured) once per source and machine,
-and loaded with ctypes: no build step at install. Where that fails (no compiler, Windows,
-a read-only home) or ``GRADLAB_NATIVE=0`` is set, :func:`library` returns None and the
-recorder reduces with PyTorch ops, which give the same values to float32 rounding;
-:func:`status` says which and why.
+and loaded with ctypes: no build step at install. Where PyTorch's GNU OpenMP runtime is
+loaded (Linux wheels) the kernels are built with ``-fopenmp`` and split large work among
+PyTorch's own threads; elsewhere they run on the calling thread. Where building fails (no
+compiler, Windows, a read-only home) or ``GRADLAB_NATIVE=0`` is set, :func:`library`
+returns None and the recorder reduces with PyTorch ops, which give the same values to
+float32 rounding; :func:`status` says which and why.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import torch
 
 from gradlab.recorder import native
 from gradlab.recorder.fused_tensors import addresses
+from gradlab.recorder.plans import column_slots
 
 __all__ = ["Scatter", "grad_totals", "input_totals", "output_totals"]
 
@@ -31,23 +32,17 @@ class Scatter:
 
     def __init__(self, targets: list[tuple[int, int, bool]]):
         self.src = np.asarray([t for t, _, _ in targets], dtype=np.int64)
-        cols = list(dict.fromkeys(c for _, c, _ in targets))
-        at = {c: i for i, c in enumerate(cols)}
-        self.slot = np.asarray([at[c] for _, c, _ in targets], dtype=np.int64)
-        self.once = len(cols) == len(targets)
-        self.cols = cols
-        self.dst = np.asarray(cols, dtype=np.int64)
+        self.cols, slot = column_slots([c for _, c, _ in targets])
+        self.slot = None if slot is None else np.asarray(slot, dtype=np.int64)
+        self.dst = np.asarray(self.cols, dtype=np.int64)
         root = {c: r for _, c, r in targets}
-        self.root = np.asarray([root[c] for c in cols], dtype=bool)
+        self.root = np.asarray([root[c] for c in self.cols], dtype=bool)
 
     def put(self, totals: np.ndarray, row: torch.Tensor) -> list[int]:
         """The totals into ``row`` (float32, CPU); returns the columns written."""
-        picked = totals[self.src]
-        if self.once:
-            acc = np.empty(len(self.cols))
-            acc[self.slot] = picked
-        else:
-            acc = np.zeros(len(self.cols))
+        acc = totals[self.src]  # (a copy: fancy indexing)
+        if self.slot is not None:  # micro-batches: a column's totals added up
+            acc, picked = np.zeros(len(self.cols)), acc
             np.add.at(acc, self.slot, picked)
         np.sqrt(acc, out=acc, where=self.root)
         row.numpy()[self.dst] = acc

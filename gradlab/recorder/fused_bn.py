@@ -17,12 +17,10 @@ import numpy as np
 import torch
 
 from gradlab.recorder import native
-from gradlab.recorder.fused_tensors import addresses
+from gradlab.recorder.fused_tensors import addresses, qualifies
 from gradlab.recorder.plans import column_slots
 
 __all__ = ["Scatter", "grad_totals", "input_totals", "output_totals"]
-
-F32 = torch.float32
 
 
 class Scatter:
@@ -50,7 +48,7 @@ class Scatter:
 
 
 def _lib(row: torch.Tensor):
-    return native.library() if row.is_cpu and row.dtype is F32 and row.is_contiguous() else None
+    return native.library() if qualifies(row) else None
 
 
 def input_totals(row: torch.Tensor, means: list, invstds: list, channels: np.ndarray, eps: np.ndarray,
@@ -73,7 +71,7 @@ def output_totals(row: torch.Tensor, gamma_beta: torch.Tensor, offsets: np.ndarr
     (``gamma_beta``: the step's [2, total] gammas and betas; ``offsets``: each BatchNorm's
     first channel in it); None where the kernels cannot take them."""
     lib = _lib(row)
-    s = None if lib is None or gamma_beta.dtype is not F32 or not gamma_beta.is_contiguous() else addresses(invstds)
+    s = None if lib is None or not qualifies(gamma_beta) else addresses(invstds)
     if s is None:
         return None
     gammas = gamma_beta.data_ptr() + 4 * offsets
@@ -91,7 +89,7 @@ def grad_totals(row: torch.Tensor, rows: list, dgammas: list, dbetas: list, gamm
     per-example, per-channel norms of dL/dy; the rest as in :func:`output_totals`); None
     where the kernels cannot take them."""
     lib = _lib(row)
-    if lib is None or gamma_beta.dtype is not F32 or not gamma_beta.is_contiguous():
+    if lib is None or not qualifies(gamma_beta):
         return None
     where = [addresses(t) for t in (rows, dgammas, dbetas, invstds)]
     if any(w is None for w in where):

@@ -17,12 +17,17 @@ import torch
 from gradlab.recorder import native
 from gradlab.recorder.reductions import COUNT_UNIT, F32
 
-__all__ = ["addresses", "in_hook", "norms", "stats"]
+__all__ = ["addresses", "in_hook", "norms", "qualifies", "stats"]
+
+
+def qualifies(t: torch.Tensor) -> bool:
+    """Whether the kernels can read t: a contiguous float32 CPU tensor."""
+    return t.dtype is F32 and t.is_cpu and t.is_contiguous()
 
 
 def addresses(tensors: list[torch.Tensor]) -> np.ndarray | None:
-    """Where each tensor's data starts, or None unless all are contiguous float32 CPU tensors."""
-    if not all(t.dtype is F32 and t.is_cpu and t.is_contiguous() for t in tensors):
+    """Where each tensor's data starts, or None unless all :func:`qualify <qualifies>`."""
+    if not all(qualifies(t) for t in tensors):
         return None
     return np.fromiter((t.data_ptr() for t in tensors), dtype=np.int64, count=len(tensors))
 
@@ -62,7 +67,7 @@ def in_hook(t: torch.Tensor, into: int) -> bool:
     (OpenMP). False, with nothing written, unless t is a contiguous float32 CPU tensor and
     the kernels are on."""
     lib = native.library()
-    if lib is None or t.dtype is not F32 or not t.is_cpu or not t.is_contiguous():
+    if lib is None or not qualifies(t):
         return False
     lib.one_stats(t.data_ptr(), t.numel(), into, COUNT_UNIT, torch.get_num_threads())
     return True

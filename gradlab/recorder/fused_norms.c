@@ -95,7 +95,6 @@ static void *param_norms_range(void *arg) {
     return 0;
 }
 
-
 /* Every parameter's norms into ``row`` (float32, indexed by column), on up to ``threads``
  * threads, each taking a run of parameters of about equal size. Returns 0, or -1 if a
  * thread could not be started (the work is then done on this one). */
@@ -141,8 +140,8 @@ int param_norms(int64_t count, const int64_t *grads, const int64_t *weights, con
 
 /* Over x[lo..hi) (lo a multiple of BLOCK): the sum, the sum of squares, the count of
  * elements > 0 and of NaNs, added to the four totals. */
-AVX2_CLONE static void stats_range(const float *x, int64_t lo, int64_t hi, double *sum, double *squares, int64_t *positive,
-                        int64_t *nans) {
+AVX2_CLONE static void stats_range(const float *x, int64_t lo, int64_t hi, double *sum, double *squares,
+                                   int64_t *positive, int64_t *nans) {
     double s = 0.0, q = 0.0;
     int64_t c = 0, nan = 0;
     for (int64_t start = lo; start < hi; start += BLOCK) {
@@ -227,12 +226,8 @@ void tensor_stats(int64_t count, const int64_t *addresses, const int64_t *numel,
 /* One tensor's (sum, norm, count of elements > 0 times ``unit``) into out[0..2]:
  * tensor_stats for a single tensor, without the arrays. */
 void one_stats(const float *x, int64_t n, float *out, float unit, int threads) {
-    double s = 0.0, q = 0.0;
-    int64_t c = 0, nan = 0;
-    tensor_totals(x, n, 0, threads, &s, &q, &c, &nan);
-    out[0] = (float)s;
-    out[1] = (float)sqrt(q);
-    out[2] = nan ? (float)NAN : (float)((double)c * unit);
+    int64_t address = (int64_t)(intptr_t)x;
+    tensor_stats(1, &address, &n, out, out + 1, out + 2, unit, threads);
 }
 
 /* 1 when built with OpenMP (its threads are PyTorch's own, idle between PyTorch's calls),

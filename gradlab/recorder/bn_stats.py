@@ -304,11 +304,29 @@ class BNStats:
 
     def share(self, key, sum_col: int, norm_col: int) -> None:
         """Columns (-1: none) that get the sum and norm of the output queued under ``key``."""
-        _, _, _, _, _, sums, norms = self._outputs.queued[key]
+        self.share_into(self._outputs.queued[key], sum_col, norm_col)
+
+    @staticmethod
+    def share_into(queued: tuple, sum_col: int, norm_col: int) -> None:
+        """:meth:`share` for the queued output itself (as :meth:`queues` holds it)."""
+        _, _, _, _, _, sums, norms = queued
         if sum_col >= 0 and sum_col not in sums:
             sums.append(sum_col)
         if norm_col >= 0 and norm_col not in norms:
             norms.append(norm_col)
+
+    def queues(self) -> tuple[dict, dict]:
+        """The step's queued inputs and outputs, as :meth:`add` and :meth:`add_output` fill
+        them, for the lean hooks that queue without asking (gradlab.recorder.fused_taps)."""
+        return self._inputs.queued, self._outputs.queued
+
+    def derives(self, key, node_name: str, channels: int) -> str:
+        """Whether the input and the output of BatchNorm ``key`` (``channels`` wide, its
+        backward node a ``node_name``) were found derivable from its saved statistics: the
+        node's eps attribute if so, else "" (not known yet, or not)."""
+        ok = (self._valid.get(node_name) is True and self._out_valid.get(key) is True
+              and self._where.get(key, (0, -1))[1] == channels)  # fmt: skip
+        return _EPS_ATTR.get(node_name, "") if ok else ""
 
     def write(self, row: torch.Tensor) -> list[int]:
         """Derive every queued input's and output's sum and norm into ``row``; returns the columns set."""

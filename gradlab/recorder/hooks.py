@@ -27,6 +27,8 @@ from gradlab.recorder.bn_stats import BNStats, bn_node, saved_stats
 from gradlab.recorder.compiled import eager, eager_while_armed
 from gradlab.recorder.fast_taps import FastTaps
 from gradlab.recorder.forward_wrap import attach
+from gradlab.recorder.fused_taps import FusedTaps
+from gradlab.recorder.in_hook import InHookReductions
 from gradlab.recorder.layout import Layout
 from gradlab.recorder.mixed import reducer_for
 from gradlab.recorder.reductions import F32
@@ -67,6 +69,9 @@ class StepHooks:
         self.reducer = reducer_for(defer, device, self.vals, self.sample, FlatScratch())
         deferred = getattr(self.reducer, "deferred", self.reducer if defer == "step" else None)
         self.fast = FastTaps(None if self.thread_limit else deferred, getattr(self.reducer, "small", None), self.sample)
+        in_hook = self.reducer if isinstance(self.reducer, InHookReductions) else getattr(self.reducer, "in_hook", None)
+        self.reducer_in_hook = in_hook  # (the reducer of the large outputs, if any)
+        self.fused = FusedTaps(self, not self.thread_limit and in_hook is not None and in_hook.fused)
         self.repeats = RepeatedCalls(self.taps, [p.name for p in targets.points])  # a module run twice in a forward
         self.no_numel = [0] * len(self.taps)
         self.numel = list(self.no_numel)  # elements each point's sums and norms cover
@@ -93,11 +98,14 @@ class StepHooks:
                     on_output = hook(partial(self._on_plain_output if tap.plain else self._on_output, tap))
                     if tap.fast is not None and tap.plain:  # the lean hook (gradlab.recorder.fast_taps)
                         on_output = self.fast.hook(tap, on_output, self.numel)
+                    elif tap.position in self.fused.plans:  # (gradlab.recorder.fused_taps)
+                        on_output = self.fused.hook(tap, on_output)
                     hooks.append((module, None, on_output))
                 elif tap.fed and tap.active and not tap.checked:
                     hooks.append((module, None, hook(partial(self._note_fed, tap))))
             for b, block in enumerate(self.blocks if self.block_todo else ()):
-                hooks.append((block.module, hook(partial(self._on_block_input, b)), None))
+                pre = hook(partial(self._on_block_input, b))
+                hooks.append((block.module, self.fused.block_hook(b, pre) if b in self.fused.block_sources else pre, None))
             self.handles.extend(attach(hooks))
             self.armed = True
             eager_while_armed(True)  # compiled code runs eagerly now (gradlab.recorder.compiled)
@@ -122,7 +130,8 @@ class StepHooks:
         """Fill the step's ``row`` on the device and mark in ``written`` the columns set."""
         self.reducer.finish()
         repeated = self.repeats.counting and self.repeats.judge()  # the first recorded step: points run twice?
-        self.rearm = self.fast.after_step() or repeated or self.rearm  # (hooks change: re-attach them)
+        learned = [self.fast.after_step(), self.fused.after_step()]  # (both learn on the first recorded step)
+        self.rearm = any(learned) or repeated or self.rearm  # (hooks change: re-attach them)
         base, vals = self.base, self.vals[self.base :]  # (the parameters' columns: gradlab.recorder.params)
         unset = self.unset
         measured = [v is not unset for v in vals]
@@ -149,6 +158,7 @@ class StepHooks:
         self.bn_stats.clear()
         self.bn_grads.clear()
         self.reducer.clear()
+        self.fused.clear()
 
     # ------------------------------------------------------------------ forward hooks
 
@@ -175,6 +185,8 @@ class StepHooks:
             if tap.is_bn and tap.from_bn:
                 self._derive_output(tap, h, e)
             self._measure(tap, h, e)
+            if self.fused.learning:
+                self.fused.observe(tap, h, e, args[0] if fed else None)
 
     @eager
     def _on_plain_output(self, tap: Tap, module: nn.Module, args, output) -> None:
@@ -190,6 +202,8 @@ class StepHooks:
             self._measure(tap, h, e)  # (a BatchNorm output it sees shares its statistics)
             if self.fast.learning:
                 self.fast.observe(tap, h, e)
+            if self.fused.learning:
+                self.fused.observe(tap, h, e)
 
     @eager
     def _note_fed(self, tap: Tap, module: nn.Module, args, output) -> None:
@@ -259,7 +273,7 @@ class StepHooks:
                 return
             node = h.grad_fn  # a pre-hook on the node that made h sees dL/dh, as a hook on h would, for less
             if node is not None:
-                node.register_prehook(self._hook(partial(self._on_grad_outputs, e.grad_cols, h.output_nr)))
+                node.register_prehook(self.grad_outputs_hook(e.grad_cols, h.output_nr))
             else:
                 h.register_hook(self._hook(partial(self._on_grad, e.grad_cols)))
         elif tap.grad_col not in e.grad_cols:
@@ -291,7 +305,7 @@ class StepHooks:
         derive = None  # (in the hooks) both norms from one pass over dL/dy: gradlab.recorder.bn_grads
         if self.reducer.derives_bn_grads and p.position + 1 in self.bn_stats.where:
             derive = (p.position + 1, self._saved_of(y, ey), self.bn_stats.gamma_beta())
-        node.register_hook(self._hook(partial(self._on_bn_grad, ey.grad_cols, p.grad_col, derive)))
+        node.register_hook(self.bn_grad_hook(ey.grad_cols, p.grad_col, derive))
 
     @eager
     def _on_block_input(self, b: int, module: nn.Module, args) -> None:
@@ -300,9 +314,20 @@ class StepHooks:
         x = args[0]
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             return
-        self.reducer.output(self.seen.entry(x), x, self.block_todo[b], True)
+        e = self.seen.entry(x)
+        self.reducer.output(e, x, self.block_todo[b], True)
+        if self.fused.learning:
+            self.fused.observe_block(b, x, e)
 
     # ------------------------------------------------------------------ gradient hooks
+
+    def grad_outputs_hook(self, cols: list[int], nr: int):
+        """A pre-hook for an output's autograd node: ||dL/dh|| (h its output ``nr``) into ``cols``."""
+        return self._hook(partial(self._on_grad_outputs, cols, nr))
+
+    def bn_grad_hook(self, cols: list[int], col_x: int, derive):
+        """A hook for a BatchNorm's backward node: its two gradient norms (:meth:`_on_bn_grad`)."""
+        return self._hook(partial(self._on_bn_grad, cols, col_x, derive))
 
     @eager
     def _on_grad(self, cols: list[int], g: torch.Tensor) -> None:

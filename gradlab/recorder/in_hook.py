@@ -43,9 +43,9 @@ class InHookReductions:
         # per value) and put into the row at write()
         self.fused = fused
         self.host = np.full(len(vals), np.nan, dtype=np.float32)  # the step's values so taken, by column
-        self._host_cols: list[int] = []
-        self._got = np.zeros(3, dtype=np.float32)  # (the kernel's sum, norm, count)
-        self._got_at = self._got.ctypes.data
+        self.host_cols: list[int] = []  # the columns so taken this step
+        self.got = np.zeros(3, dtype=np.float32)  # (the kernel's sum, norm, count)
+        self.got_at = self.got.ctypes.data
 
     def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
         """Reduce output ``h`` for each (reduction, column) of ``todo``."""
@@ -60,16 +60,16 @@ class InHookReductions:
                 v = cache[red] = red.whole(d, self.scratch, channel_first)
             elif type(v) is int:  # the fused kernel's, on the host
                 self.host[col] = self.host[v]
-                self._host_cols.append(col)
+                self.host_cols.append(col)
                 continue
             vals[col] = v
 
     def _fused_output(self, cache: dict, h: torch.Tensor, todo) -> bool:
         """``output()`` by the fused kernel, into ``host``; a cached value is the column that
         holds it there (or a tensor the PyTorch path made). False: h does not qualify."""
-        host, got = self.host, self._got
+        host, got = self.host, self.got
         fresh = any(red not in cache for red, _ in todo)
-        if fresh and not fused_tensors.in_hook(self.sample(h.detach()), self._got_at):
+        if fresh and not fused_tensors.in_hook(self.sample(h.detach()), self.got_at):
             return False
         for red, col in todo:
             v = cache.get(red)
@@ -81,7 +81,7 @@ class InHookReductions:
             else:
                 self.vals[col] = v
                 continue
-            self._host_cols.append(col)
+            self.host_cols.append(col)
         return True
 
     def grad(self, g: torch.Tensor, cols: list[int]) -> None:
@@ -105,7 +105,7 @@ class InHookReductions:
 
     def write(self, row: torch.Tensor) -> list[int]:
         """Put the values the fused kernel gave into ``row`` (a CPU tensor); returns their columns."""
-        cols = self._host_cols
+        cols = self.host_cols
         if cols:
             row.numpy()[cols] = self.host[cols]
         return cols
@@ -113,4 +113,4 @@ class InHookReductions:
     def clear(self) -> None:
         """Forget which columns this step wrote (nothing else is held between steps)."""
         self._grad_cols.clear()
-        self._host_cols = []
+        self.host_cols.clear()  # (in place: the lean hooks hold the list)

@@ -1,0 +1,329 @@
+"""Lean forward hooks for the probe points the fused CPU kernels measure in their hooks.
+
+On a CPU a short step (ResNet-20 at batch 8) pays the recorder's forward hooks more in
+Python than in arithmetic, and more than their Python would cost warm: each hook runs
+right after a convolution has evicted its code and data from the caches. The general hook
+(gradlab.recorder.hooks) asks at every call what FastTaps (gradlab.recorder.fast_taps)
+asks of small outputs: where the output goes, whether another point sees it, which path
+reduces it. For three kinds of point the answers are the same at every step, and the
+first recorded step learns them (:meth:`FusedTaps.learn`):
+
+* a BatchNorm and the point before it (a conv whose output goes only to it,
+  ``ProbePoint.bn_next``), both derived from the batch statistics the BatchNorm saved
+  (gradlab.recorder.bn_stats): the lean hook queues the two derivations, reads the
+  output once with the fused kernel for what the statistics cannot give (its positive
+  count), and hooks the BatchNorm's backward node for both gradient norms (bn_grads);
+* a large output of its own (a residual block's): one kernel call for its sum, norm and
+  count, and a pre-hook on its autograd node for ||dL/dh||;
+* a point or a block input that sees the very tensor one of those produced (a
+  ``branch_out`` after its BatchNorm, the next block's input): it takes the values its
+  source took, a few assignments, instead of asking again.
+
+Each lean hook guards what its plan assumes (the output's type, shape, dtype and layout,
+training mode, grad mode, the BatchNorm's backward node; for a shared tensor, that it is
+the one its source just saw) and hands any other call to the general hook, which records
+it as before. The values are the general hook's: the same kernel, the same derivations,
+the same gradient hooks. Only on a CPU, where the fused kernels are on, and without
+``cpu_threads``.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from gradlab.recorder import native
+from gradlab.recorder.compiled import eager
+from gradlab.recorder.reductions import COUNT_UNIT, F32
+from gradlab.recorder.statistics import COUNT, NORM, SUM
+from gradlab.recorder.taps import Tap
+
+__all__ = ["FusedTaps"]
+
+_TENSOR = torch.Tensor
+_KERNEL = {SUM: 0, NORM: 1, COUNT: 2}  # the fused kernel's values, in its order
+
+
+def _nothing():
+    return None
+
+
+class _Source:
+    """A planned point's output of this forward, for the points and blocks that see it."""
+
+    __slots__ = ("last", "numel", "out", "grad_cols", "host_cols")
+
+    def __init__(self, host_cols: dict):
+        self.host_cols = host_cols  # reduction -> the column holding its value on the host
+        self.clear()
+
+    def clear(self) -> None:
+        self.last = _nothing  # the output the lean hook took last, weakly (a dead ref: none this step)
+        self.numel = 0
+        self.out = None  # a BatchNorm's queued output (its sum and norm columns grow)
+        self.grad_cols: list[int] | None = None  # the columns its gradient hook fills
+
+
+class _Observed:
+    """What the general hooks did with a point's or a block input's tensor on the learning step."""
+
+    __slots__ = ("tap", "tensor", "entry", "x", "order")
+
+    def __init__(self, tap, tensor, entry, x, order):
+        self.tap, self.tensor, self.entry, self.x, self.order = tap, tensor, entry, x, order
+
+
+class FusedTaps:
+    """Learns on the first recorded step which points take a lean hook, and makes the hooks.
+
+    ``hooks``: the StepHooks whose general hooks, BatchNorm statistics, in-hook reducer
+    (its host values) and gradient hooks the lean hooks share; ``enabled``: whether the
+    fused kernels measure in the hooks here (a CPU, kernels on, no thread limit)."""
+
+    def __init__(self, hooks, enabled: bool):
+        self.h = hooks
+        self.learning = enabled and native.library() is not None
+        self._points: dict[int, _Observed] = {}  # tap position -> what the learning step saw
+        self._blocks: dict[int, _Observed] = {}  # block -> its input, on the learning step
+        self.plans: dict[int, tuple] = {}  # tap position -> (kind, its _Source or its source)
+        self.block_sources: dict[int, _Source] = {}  # block -> the source of its input
+        self._sources: list[_Source] = []
+
+    # ------------------------------------------------------------------ learning
+
+    def observe(self, tap: Tap, h: torch.Tensor, entry, x: torch.Tensor | None = None) -> None:
+        """The general hook measured ``tap`` on output ``h`` (``x``: a BatchNorm's input)."""
+        self._points[tap.position] = _Observed(tap, h, entry, x, len(self._points) + len(self._blocks))
+
+    def observe_block(self, b: int, x: torch.Tensor, entry) -> None:
+        self._blocks[b] = _Observed(None, x, entry, None, len(self._points) + len(self._blocks))
+
+    def after_step(self) -> bool:
+        """At the learning step's end (after the reducers' ``finish()``): make the plans.
+        True when a hook changes."""
+        if not self.learning or not (self._points or self._blocks):
+            return False
+        self.learning = False
+        try:
+            return self._learn()
+        finally:
+            self._points.clear()
+            self._blocks.clear()
+
+    def _learn(self) -> bool:
+        h = self.h
+        sources: dict[int, tuple] = {}  # id(output) -> (order, _Source, the source's tap)
+        for o in sorted(self._points.values(), key=lambda o: o.order):
+            tap, y = o.tap, o.tensor
+            if id(y) in sources or not self._usable(y):
+                continue
+            kind = self._kind(o)
+            if kind is None:
+                continue
+            cols = {red: col for red, col in tap.reductions if red in _KERNEL and not (kind == "bn" and red.from_batchnorm)}
+            src = _Source(cols)
+            self.plans[tap.position] = (kind, src)
+            sources[id(y)] = (o.order, src, tap, o.entry)
+        shared: dict[int, int] = {}  # id(output) -> the points and blocks planned to take it from its source
+        for o in self._points.values():
+            hit = sources.get(id(o.tensor))
+            if hit is None or o.tap.position in self.plans or o.order < hit[0] or not self._aliasable(o.tap, hit):
+                continue
+            self.plans[o.tap.position] = ("alias", hit[1])
+            shared[id(o.tensor)] = shared.get(id(o.tensor), 0) + 1
+        for b, o in self._blocks.items():
+            hit = sources.get(id(o.tensor))
+            todo = h.block_todo[b] if b < len(h.block_todo) else ()
+            if hit is not None and o.order > hit[0] and self._covers(hit, [red for red, _ in todo], derived=False):
+                self.block_sources[b] = hit[1]
+                shared[id(o.tensor)] = shared.get(id(o.tensor), 0) + 1
+        for key, (_, src, tap, entry) in list(sources.items()):  # a tensor another point took its own way
+            if entry.uses != 1 + shared.get(key, 0):
+                self._drop(tap.position, src)
+        self._sources = [p[1] for p in self.plans.values() if p[0] != "alias"]
+        return bool(self.plans)
+
+    def _drop(self, position: int, src: _Source) -> None:
+        self.plans.pop(position, None)
+        for p in [k for k, (kind, s) in self.plans.items() if kind == "alias" and s is src]:
+            del self.plans[p]
+        for b in [k for k, s in self.block_sources.items() if s is src]:
+            del self.block_sources[b]
+
+    @staticmethod
+    def _usable(t: torch.Tensor) -> bool:
+        return type(t) is _TENSOR and t.dtype is F32 and t.is_cpu and t.is_contiguous() and t.requires_grad
+
+    def _kind(self, o: _Observed) -> str | None:
+        """"bn" (a BatchNorm pair, both derived), "large" (an output the kernel reduced in
+        its hook), or None (the general hook keeps it)."""
+        h, tap, y, e = self.h, o.tap, o.tensor, o.entry
+        if not tap.active or y.grad_fn is None:  # (a point found repeated in a forward is inactive)
+            return None
+        if tap.is_bn:
+            p = tap.feeder
+            node = y.grad_fn
+            bs = h.bn_stats
+            ok = (p is not None and p.checked and p.fed and p.active and e.derived == tap.position and o.x is not None
+                  and self._usable(o.x) and o.x.grad_fn is not None and p.grad_col >= 0 and tap.grad_col >= 0
+                  and h.reducer.derives_bn_grads and bs.derives(tap.position, type(node).__name__, y.shape[1])
+                  and (tap.on_tensor == () or self._large(y)))  # fmt: skip
+            return "bn" if ok and all(red in _KERNEL for red, _ in tap.on_tensor) else None
+        if tap.plain and tap.fast is None and tap.reductions and tap.grad_col >= 0 and self._large(y):
+            return "large" if all(red in _KERNEL for red, _ in tap.reductions) else None
+        return None
+
+    def _large(self, y: torch.Tensor) -> bool:
+        """Reduced in its hook by the fused kernel (not kept for step(): gradlab.recorder.mixed)."""
+        small = getattr(self.h.reducer, "small", None)
+        return small is None or self.h.sample.numel(y) > small
+
+    def _aliasable(self, q: Tap, hit) -> bool:
+        if not (q.plain and q.active and q.fast is None):
+            return False
+        return self._covers(hit, [red for red, _ in q.reductions], derived=True)
+
+    @staticmethod
+    def _covers(hit, reductions, derived: bool) -> bool:
+        """Whether the source gives each of ``reductions``: in a host column, or (``derived``)
+        derived from a BatchNorm's statistics, as the general hook shares them. (A block input
+        the general hook reduces itself, so a derived value is not taken for it.)"""
+        _, src, tap, _ = hit
+        derived = derived and tap.is_bn
+        return all((derived and red.from_batchnorm) or red in src.host_cols for red in reductions)
+
+    # ------------------------------------------------------------------ the hooks
+
+    def clear(self) -> None:
+        """A step's end: forget its outputs (no tensor is held past the step)."""
+        for src in self._sources:
+            src.clear()
+
+    def hook(self, tap: Tap, general):
+        """The lean forward hook of planned point ``tap`` (``general``: its general hook)."""
+        kind, src = self.plans[tap.position]
+        if kind == "alias":
+            return self._alias_hook(tap, src, general)
+        return (self._bn_hook if kind == "bn" else self._large_hook)(tap, src, general)
+
+    def block_hook(self, b: int, general):
+        """The lean pre-hook of block ``b``, whose input is a planned point's output."""
+        src, h = self.block_sources[b], self.h
+        ((red, col),) = h.block_todo[b]
+        ih, bs = h.reducer_in_hook, h.bn_stats
+        host, host_cols, at = ih.host, ih.host_cols, src.host_cols.get(red, -1)
+
+        @eager
+        def lean(module, args):
+            if not args or args[0] is not src.last():
+                return general(module, args)
+            if at >= 0:
+                host[col] = host[at]
+                host_cols.append(col)
+            else:
+                bs.share_into(src.out, -1, col)
+
+        return lean
+
+    def _large_hook(self, tap: Tap, src: _Source, general):
+        h = self.h
+        ih, numel, grad_enabled, get_threads = h.reducer_in_hook, h.numel, torch.is_grad_enabled, torch.get_num_threads
+        host, host_cols, got, got_at = ih.host, ih.host_cols, ih.got, ih.got_at
+        kernel = native.library().one_stats
+        shape, n, position, grad_col = None, 0, tap.position, tap.grad_col
+        cols = [(col, _KERNEL[red]) for red, col in tap.reductions]
+        on_grad = h.grad_outputs_hook
+
+        @eager
+        def lean(module, args, output):
+            nonlocal shape, n
+            if (type(output) is not _TENSOR or output.dtype is not F32 or not output.is_contiguous() or not output.is_cpu
+                    or not module.training or not grad_enabled() or not output.requires_grad or output.grad_fn is None):  # fmt: skip
+                return general(module, args, output)
+            if output.shape != shape:
+                shape, n = output.shape, h.sample.numel(output)
+            kernel(output.data_ptr(), n, got_at, COUNT_UNIT, get_threads())
+            for col, i in cols:
+                host[col] = got[i]
+                host_cols.append(col)
+            numel[position] = n
+            src.last, src.numel = weakref.ref(output), n
+            src.grad_cols = [grad_col]
+            output.grad_fn.register_prehook(on_grad(src.grad_cols, output.output_nr))
+
+        return lean
+
+    def _bn_hook(self, tap: Tap, src: _Source, general):
+        h = self.h
+        p, bs, ih = tap.feeder, h.bn_stats, h.reducer_in_hook
+        inputs, outputs = bs.queues()
+        numel, grad_enabled, get_threads = h.numel, torch.is_grad_enabled, torch.get_num_threads
+        host, host_cols, got, got_at = ih.host, ih.host_cols, ih.got, ih.got_at
+        kernel = native.library().one_stats
+        key, p_position, position = tap.position, p.position, tap.position
+        in_sums, in_norms = ([c] if c >= 0 else [] for c in p.bn_cols)
+        in_key = (tuple(in_sums), tuple(in_norms))
+        out_sum, out_norm = tap.bn_cols
+        cols = [(col, _KERNEL[red]) for red, col in tap.on_tensor]
+        shape, node_type, channels, n, scale, eps_attr = None, None, 0, 0, 1.0, ""
+        grad_col, col_x, on_bn_grad = tap.grad_col, p.grad_col, h.bn_grad_hook
+
+        @eager
+        def lean(module, args, y):
+            nonlocal shape, node_type, channels, n, scale, eps_attr
+            node = y.grad_fn if type(y) is _TENSOR else None
+            x = args[0] if args else None
+            if (node is None or type(x) is not _TENSOR or x.grad_fn is None or y.dtype is not F32
+                    or not y.is_contiguous() or not y.is_cpu or not module.training or not grad_enabled()):  # fmt: skip
+                return general(module, args, y)
+            if y.shape != shape or type(node) is not node_type:  # (the first call, or a new batch)
+                attr = bs.derives(key, type(node).__name__, y.shape[1]) if y.dim() >= 2 else ""
+                if not attr:
+                    return general(module, args, y)
+                shape, node_type, channels, eps_attr = y.shape, type(node), y.shape[1], attr
+                sample = h.sample.size(y)
+                n, scale = h.sample.numel(y), sample / y.shape[0] if sample else 1.0
+            mean, invstd, eps = node._saved_result1, node._saved_result2, float(getattr(node, eps_attr))
+            total = y.numel()
+            inputs[in_key] = (mean, invstd, channels, eps, total / channels, in_sums, in_norms)
+            numel[p_position] = total
+            src.out = (key, invstd, channels, eps, total / channels * scale,
+                       [out_sum] if out_sum >= 0 else [], [out_norm] if out_norm >= 0 else [])  # fmt: skip
+            outputs[key] = src.out
+            if cols:
+                kernel(y.data_ptr(), n, got_at, COUNT_UNIT, get_threads())
+                for col, i in cols:
+                    host[col] = got[i]
+                    host_cols.append(col)
+            numel[position] = n
+            src.last, src.numel = weakref.ref(y), n
+            src.grad_cols = [grad_col]
+            saved = (node_type.__name__, mean, invstd, eps)
+            node.register_hook(on_bn_grad(src.grad_cols, col_x, (key, saved, bs.gamma_beta())))
+
+        return lean
+
+    def _alias_hook(self, tap: Tap, src: _Source, general):
+        h = self.h
+        ih, bs, numel = h.reducer_in_hook, h.bn_stats, h.numel
+        host, host_cols = ih.host, ih.host_cols
+        position, grad_col = tap.position, tap.grad_col
+        sum_col, norm_col = tap.bn_cols
+        copies = [(col, src.host_cols[red]) for red, col in tap.reductions if red in src.host_cols]
+        derived = any(red.from_batchnorm and red not in src.host_cols for red, _ in tap.reductions)
+
+        @eager
+        def lean(module, args, output):
+            if output is not src.last() or src.grad_cols is None:
+                return general(module, args, output)
+            if derived:
+                bs.share_into(src.out, sum_col, norm_col)
+            for col, at in copies:
+                host[col] = host[at]
+                host_cols.append(col)
+            numel[position] = src.numel
+            if grad_col >= 0 and grad_col not in src.grad_cols:
+                src.grad_cols.append(grad_col)
+
+        return lean

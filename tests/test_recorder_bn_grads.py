@@ -130,3 +130,45 @@ def test_batchnorms_with_different_batch_sizes_in_one_step():
     rec.stop()
     for name, value in true.items():
         assert df[name] == pytest.approx(value, rel=1e-5), name
+
+
+
+def _kept_per_step(model, rec, x, steps=3, micro=1):
+    """Train ``steps`` SGD steps of ``micro`` backward passes; per step, the BatchNorms (by
+    key) whose dL/dy was kept for write() rather than reduced to rows in the hook."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    kept = []
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        for xs in x.chunk(micro):
+            out = model(xs)
+            F.cross_entropy(out, torch.arange(len(out)) % out.shape[1]).backward()
+        kept.append(sorted(key for key, q in rec._inst.hooks.bn_grads.queued if q[-1] > 1))
+        rec.step()
+        opt.step()
+    return kept
+
+
+@pytest.mark.parametrize("micro", [1, 2])
+def test_on_a_cpu_dl_dy_is_kept_for_step_and_read_there_within_a_bound(micro):
+    """After the first backward (which checks the formula on rows taken in the hook), dL/dy
+    is kept, a reference, and read by write()'s one kernel call; past ``keep_bytes`` in a
+    step the rest are reduced in their hooks. Values: the true norms either way."""
+    from gradlab.recorder import native
+
+    if native.library() is None:
+        pytest.skip("no fused CPU kernels here")
+    x = torch.randn(24, 3, 6, 6) * 0.5 + 1
+    last = (24 // micro) * 5 * 36 * 4  # the bytes of the last BatchNorm's dL/dy in one backward (it runs first)
+    for bound, expected in ((None, [1, 3] * micro), (last, [3])):  # (the first backward checks: kept from the next)
+        first = [] if micro == 1 else sorted(set(expected))  # (a second micro-batch: already checked)
+        model = _model()
+        rec = gradlab.watch(model, every=1, reduce_at="hooks")
+        if bound is not None:
+            rec._inst.hooks.bn_grads.keep_bytes = bound
+        kept = _kept_per_step(model, rec, x, micro=micro)
+        assert kept == [first, sorted(expected), sorted(expected)]
+        df, true = _gradients(model, rec, x, ["0", "1", "3", "4"], steps=1)
+        rec.stop()
+        for name, value in true.items():
+            assert df[name] == pytest.approx(value, rel=1e-5), (bound, name)

@@ -37,12 +37,15 @@ import math
 import numpy as np
 import torch
 
-from gradlab.recorder import fused_bn
+from gradlab.recorder import fused_bn, fused_tensors, native
 from gradlab.recorder.bn_stats import normalised_square
+from gradlab.recorder.kept_grads import DEFAULT_GRAD_BYTES
 from gradlab.recorder.plans import cached_plan, column_slots, put_norms
 from gradlab.recorder.reductions import F32, norm
 
-__all__ = ["BNGrads"]
+__all__ = ["KEEP_NUMEL", "BNGrads"]
+
+KEEP_NUMEL = 1 << 18  # elements of a dL/dy kept for write() on a CPU (1 MB in float32)
 
 
 def _dx_square(s2, s1, s3, gamma, invstd, eps, m):
@@ -67,10 +70,14 @@ class BNGrads:
         self._fused_plans: dict[tuple, tuple] = {}
         self.queued: list[tuple] = []  # (key, what write() derives from), one per BatchNorm backward
         self._gamma_beta: torch.Tensor | None = None
+        self.keep_numel = KEEP_NUMEL  # (a CPU, the kernels on) dL/dy of at most these elements is kept
+        self.keep_bytes = DEFAULT_GRAD_BYTES  # ... while those kept this step stay within this
+        self._kept = 0
 
     def clear(self) -> None:
         self.queued.clear()
         self._gamma_beta = None
+        self._kept = 0
 
     def add(self, key, grad_inputs, dy: torch.Tensor, saved, gamma_beta, dy_cols: list[int], dx_col: int) -> bool:
         """Queue BatchNorm ``key``'s backward (``grad_inputs``: dx, dgamma, dbeta; ``saved``:
@@ -87,9 +94,13 @@ class BNGrads:
         where = self.where.get(key)
         if dgamma is None or dbeta is None or dx is None or where is None or where[1] != c or not dy.is_contiguous():
             return False
-        rows = norm(dy.view(dy.shape[0], c, -1), dim=2)  # (float32, from any float dtype)
         _, _, invstd, eps = saved
         m = dy.numel() / c
+        if valid and self._keep(dy):  # read at write(), by the call that derives every BatchNorm's norms
+            self.queued.append((key, (dy, dgamma, dbeta, invstd, c, eps, m, dy_cols, dx_col, dy.numel() // (dy.shape[0] * c))))
+            self._gamma_beta = gamma_beta
+            return True
+        rows = norm(dy.view(dy.shape[0], c, -1), dim=2)  # (float32, from any float dtype)
         if valid is None:
             sums = torch.stack((dgamma, dbeta)).float()
             valid = self._check(rows, sums, gamma_beta[0, where[0] : where[0] + c], invstd, eps, m, dx)
@@ -99,8 +110,20 @@ class BNGrads:
             if not valid:
                 return False
         # (holding dgamma and dbeta makes autograd copy them into .grad: cheaper than a kernel here)
-        self.queued.append((key, (rows, dgamma, dbeta, invstd, c, eps, m, dy_cols, dx_col)))
+        self.queued.append((key, (rows, dgamma, dbeta, invstd, c, eps, m, dy_cols, dx_col, 1)))
         self._gamma_beta = gamma_beta
+        return True
+
+    def _keep(self, dy: torch.Tensor) -> bool:
+        """Whether to keep dL/dy itself for write() (a reference: its memory outlives the
+        backward until step()) rather than reduce it to rows here."""
+        n = dy.numel()
+        if not self.fused or n > self.keep_numel or not fused_tensors.qualifies(dy) or native.library() is None:
+            return False
+        size = n * dy.element_size()
+        if self._kept + size > self.keep_bytes:
+            return False
+        self._kept += size
         return True
 
     @staticmethod
@@ -122,14 +145,14 @@ class BNGrads:
         queued = [q for _, q in self.queued]
         if not queued:
             return []
-        key = tuple((k, q[0].shape[0], *q[4:7], tuple(q[7]), q[8]) for k, q in self.queued)
+        key = tuple((k, (q[0].shape[0], q[9]), *q[4:7], tuple(q[7]), q[8]) for k, q in self.queued)
         if self.fused:
             cols = self._write_fused(row, queued, key)
             if cols is not None:
                 return cols
         plan = cached_plan(self._plans, key, lambda: self._plan(key))
         segment, eps, m, pick, src, slot, dst, cols = plan
-        rows = [q[0] for q in queued]
+        rows = [q[0] if q[9] == 1 else norm(q[0].view(q[0].shape[0], q[4], -1), dim=2) for q in queued]  # (dL/dy kept)
         if len({r.shape[0] for r in rows}) == 1:  # one batch size: the rows line up
             s2 = torch.cat(rows, dim=1).square_().sum(0)
         else:
@@ -145,9 +168,9 @@ class BNGrads:
     def _write_fused(self, row: torch.Tensor, queued: list[tuple], key: tuple) -> list[int] | None:
         """write() in one call of the fused CPU kernel (gradlab.recorder.fused_bn); None where
         the step's tensors do not qualify (nothing written)."""
-        channels, eps, m, offsets, scatter = cached_plan(self._fused_plans, key, lambda: self._fused_plan(key))
-        parts = list(zip(*(q[:4] for q in queued)))  # rows, dgammas, dbetas, invstds
-        totals = fused_bn.grad_totals(row, *parts[:3], self._gamma_beta, offsets, parts[3], channels, eps, m)
+        channels, eps, m, offsets, shapes, scatter = cached_plan(self._fused_plans, key, lambda: self._fused_plan(key))
+        parts = list(zip(*(q[:4] for q in queued)))  # rows (or dL/dy), dgammas, dbetas, invstds
+        totals = fused_bn.grad_totals(row, *parts[:3], self._gamma_beta, offsets, parts[3], channels, eps, m, *shapes)
         return None if totals is None else scatter.put(totals, row)
 
     def _fused_plan(self, layout: tuple) -> tuple:
@@ -156,7 +179,9 @@ class BNGrads:
                    for col in cols]  # fmt: skip
         return (np.asarray([q[2] for q in layout], dtype=np.int64), np.asarray([q[3] for q in layout], dtype=np.float64),
                 np.asarray([q[4] for q in layout], dtype=np.float64),
-                np.asarray([self.where[q[0]][0] for q in layout], dtype=np.int64), fused_bn.Scatter(targets))  # fmt: skip
+                np.asarray([self.where[q[0]][0] for q in layout], dtype=np.int64),
+                tuple(np.asarray(part, dtype=np.int64) for part in zip(*(q[1] for q in layout))),  # examples, inners
+                fused_bn.Scatter(targets))  # fmt: skip
 
     def _plan(self, layout: tuple) -> tuple:
         n = len(layout)

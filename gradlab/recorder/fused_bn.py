@@ -83,22 +83,21 @@ def output_totals(row: torch.Tensor, gamma_beta: torch.Tensor, offsets: np.ndarr
 
 
 def grad_totals(row: torch.Tensor, rows: list, dgammas: list, dbetas: list, gamma_beta: torch.Tensor,
-                offsets: np.ndarray, invstds: list, channels: np.ndarray, eps: np.ndarray,
-                m: np.ndarray) -> np.ndarray | None:  # fmt: skip
+                offsets: np.ndarray, invstds: list, channels: np.ndarray, eps: np.ndarray, m: np.ndarray,
+                examples: np.ndarray, inners: np.ndarray) -> np.ndarray | None:  # fmt: skip
     """Per BatchNorm backward, (||dL/dy||^2, ||dL/dx||^2) as a [2k] array (``rows``: the
-    per-example, per-channel norms of dL/dy; the rest as in :func:`output_totals`); None
-    where the kernels cannot take them."""
+    per-example, per-channel norms of dL/dy, or dL/dy itself, [examples, C, inners] each;
+    the rest as in :func:`output_totals`); None where the kernels cannot take them."""
     lib = _lib(row)
     if lib is None or not qualifies(gamma_beta):
         return None
     where = [addresses(t) for t in (rows, dgammas, dbetas, invstds)]
     if any(w is None for w in where):
         return None
-    examples = np.fromiter((r.shape[0] for r in rows), dtype=np.int64, count=len(rows))
     gammas = gamma_beta.data_ptr() + 4 * offsets
     out = np.empty(2 * len(rows))
     r, dg, db, s = where
-    lib.bn_grad_totals(len(rows), r.ctypes.data, examples.ctypes.data, dg.ctypes.data, db.ctypes.data,
-                       gammas.ctypes.data, s.ctypes.data, channels.ctypes.data, eps.ctypes.data, m.ctypes.data,
-                       out.ctypes.data)  # fmt: skip
+    lib.bn_grad_totals(len(rows), r.ctypes.data, examples.ctypes.data, inners.ctypes.data, dg.ctypes.data,
+                       db.ctypes.data, gammas.ctypes.data, s.ctypes.data, channels.ctypes.data, eps.ctypes.data,
+                       m.ctypes.data, out.ctypes.data, torch.get_num_threads())  # fmt: skip
     return out

@@ -285,25 +285,36 @@ void bn_output_totals(int64_t count, const int64_t *gammas, const int64_t *betas
 }
 
 /* A BatchNorm's gradients: ||dL/dy||^2 = sum_c S2_c and ||dL/dx||^2 = sum_c (gamma_c
- * invstd_c)^2 max(S2_c - (S1_c^2 + S3_c^2 (2 - r_c)) / m, 0), with S2_c the sum over the
- * examples of rows[n][c]^2 (the per-example, per-channel norms of dL/dy, examples[i] of
- * them), S1 = dbeta, S3 = dgamma, and m[i] values per channel. */
-void bn_grad_totals(int64_t count, const int64_t *rows, const int64_t *examples, const int64_t *dgammas,
-                    const int64_t *dbetas, const int64_t *gammas, const int64_t *invstds, const int64_t *channels,
-                    const double *eps, const double *m, double *out) {
+ * invstd_c)^2 max(S2_c - (S1_c^2 + S3_c^2 (2 - r_c)) / m, 0), with S2_c the sum of squares
+ * of channel c of rows[i], a float32 [examples, C, inners] tensor: the per-example,
+ * per-channel norms of dL/dy (inners 1), or dL/dy itself, kept for this call; S1 = dbeta,
+ * S3 = dgamma, and m[i] values per channel. The BatchNorms are split among up to
+ * ``threads`` OpenMP threads when there is much to read, each taken whole by one. */
+void bn_grad_totals(int64_t count, const int64_t *rows, const int64_t *examples, const int64_t *inners,
+                    const int64_t *dgammas, const int64_t *dbetas, const int64_t *gammas, const int64_t *invstds,
+                    const int64_t *channels, const double *eps, const double *m, double *out, int threads) {
+    int64_t work = 0;
+    for (int64_t i = 0; i < count; ++i) work += examples[i] * channels[i] * inners[i];
+    if (work < PARALLEL_NUMEL || threads < 2) threads = 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
+#endif
     for (int64_t i = 0; i < count; ++i) {
         const float *row = (const float *)(intptr_t)rows[i], *dgamma = (const float *)(intptr_t)dgammas[i];
         const float *dbeta = (const float *)(intptr_t)dbetas[i], *gamma = (const float *)(intptr_t)gammas[i];
         const float *invstd = (const float *)(intptr_t)invstds[i];
-        int64_t C = channels[i];
+        int64_t C = channels[i], inner = inners[i];
         double dy2 = 0.0, dx2 = 0.0;
         for (int64_t c = 0; c < C; ++c) {
             double s2 = 0.0;
-            for (int64_t n = 0; n < examples[i]; ++n) s2 += (double)row[n * C + c] * row[n * C + c];
+            for (int64_t n = 0; n < examples[i]; ++n) {
+                const float *run = row + (n * C + c) * inner;
+                s2 += inner == 1 ? (double)run[0] * run[0] : sum_squares(run, inner);
+            }
             double s1 = dbeta[c], s3 = dgamma[c], is = invstd[c], g = gamma[c];
-            double inner = s2 - (s1 * s1 + s3 * s3 * (2.0 - normalised_square(is, eps[i]))) / m[i];
+            double inner_sum = s2 - (s1 * s1 + s3 * s3 * (2.0 - normalised_square(is, eps[i]))) / m[i];
             dy2 += s2;
-            dx2 += is * is * g * g * (inner > 0.0 ? inner : 0.0);
+            dx2 += is * is * g * g * (inner_sum > 0.0 ? inner_sum : 0.0);
         }
         out[2 * i] = dy2;
         out[2 * i + 1] = dx2;

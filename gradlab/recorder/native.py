@@ -157,6 +157,6 @@ def _open(path: Path) -> ctypes.CDLL | None:
     one.argtypes = [_P, _I64, _P, ctypes.c_float, ctypes.c_int]
     bn_in.argtypes = [_I64, _P, _P, _P, _P, _P, _P]
     bn_out.argtypes = [_I64, _P, _P, _P, _P, _P, _P, _P]
-    bn_grad.argtypes = [_I64, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P]
+    bn_grad.argtypes = [_I64, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int]
     bn_in.restype = bn_out.restype = bn_grad.restype = None
     return lib

@@ -96,10 +96,10 @@ class BNGrads:
             return False
         _, _, invstd, eps = saved
         m = dy.numel() / c
-        if valid and self._keep(dy):  # read at write(), by the call that derives every BatchNorm's norms
-            self.queued.append((key, (dy, dgamma, dbeta, invstd, c, eps, m, dy_cols, dx_col, dy.numel() // (dy.shape[0] * c))))
-            self._gamma_beta = gamma_beta
-            return True
+        if valid and self._keepable(dy):  # read at write(), by the call that derives every BatchNorm's norms
+            dims = (c, m, dy.numel() // (dy.shape[0] * c))
+            if self.keep(key, dy, dgamma, dbeta, invstd, eps, dims, dy_cols, dx_col, gamma_beta):
+                return True
         rows = norm(dy.view(dy.shape[0], c, -1), dim=2)  # (float32, from any float dtype)
         if valid is None:
             sums = torch.stack((dgamma, dbeta)).float()
@@ -114,17 +114,29 @@ class BNGrads:
         self._gamma_beta = gamma_beta
         return True
 
-    def _keep(self, dy: torch.Tensor) -> bool:
-        """Whether to keep dL/dy itself for write() (a reference: its memory outlives the
-        backward until step()) rather than reduce it to rows here."""
-        n = dy.numel()
-        if not self.fused or n > self.keep_numel or not fused_tensors.qualifies(dy) or native.library() is None:
-            return False
-        size = n * dy.element_size()
+    def _keepable(self, dy: torch.Tensor) -> bool:
+        """Whether dL/dy may be kept for write() (a reference: its memory outlives the
+        backward until step()) rather than reduced to rows here."""
+        return (self.fused and dy.numel() <= self.keep_numel and fused_tensors.qualifies(dy)
+                and native.library() is not None)  # fmt: skip
+
+    def keep(self, key, dy, dgamma, dbeta, invstd, eps, dims: tuple, dy_cols: list[int], dx_col: int, gamma_beta) -> bool:
+        """Queue BatchNorm ``key``'s backward with dL/dy itself (``dims``: its channels, values
+        per channel and values per example and channel), for a BatchNorm whose formula held;
+        False, nothing queued, past ``keep_bytes`` this step. (Also the lean hooks' call:
+        gradlab.recorder.fused_taps.)"""
+        size = dy.numel() * dy.element_size()
         if self._kept + size > self.keep_bytes:
             return False
         self._kept += size
+        c, m, inner = dims
+        self.queued.append((key, (dy, dgamma, dbeta, invstd, c, eps, m, dy_cols, dx_col, inner)))
+        self._gamma_beta = gamma_beta
         return True
+
+    def derives(self, key) -> bool:
+        """Whether BatchNorm ``key``'s formula held on its first backward."""
+        return self._valid.get(key) is True
 
     @staticmethod
     def _check(rows, sums, gamma, invstd, eps, m, dx) -> bool | None:

@@ -30,6 +30,7 @@ the same gradient hooks. Only on a CPU, where the fused kernels are on, and with
 from __future__ import annotations
 
 import weakref
+from functools import partial
 
 import torch
 
@@ -233,7 +234,12 @@ class FusedTaps:
         kernel = native.library().one_stats
         shape, n, position, grad_col = None, 0, tap.position, tap.grad_col
         cols = [(col, _KERNEL[red]) for red, col in tap.reductions]
-        on_grad = h.grad_outputs_hook
+
+        @eager
+        def on_grad(cols: list[int], nr: int, grad_outputs) -> None:  # (StepHooks._on_grad_outputs, leaner)
+            g = grad_outputs[nr]
+            if g is not None:
+                ih.grad(g.detach() if g.requires_grad else g, cols)
 
         @eager
         def lean(module, args, output):
@@ -250,7 +256,7 @@ class FusedTaps:
             numel[position] = n
             src.last, src.numel = weakref.ref(output), n
             src.grad_cols = [grad_col]
-            output.grad_fn.register_prehook(on_grad(src.grad_cols, output.output_nr))
+            output.grad_fn.register_prehook(partial(on_grad, src.grad_cols, output.output_nr))
 
         return lean
 
@@ -266,16 +272,24 @@ class FusedTaps:
         in_key = (tuple(in_sums), tuple(in_norms))
         out_sum, out_norm = tap.bn_cols
         cols = [(col, _KERNEL[red]) for red, col in tap.on_tensor]
-        shape, node_type, channels, n, scale, eps_attr = None, None, 0, 0, 1.0, ""
-        grad_col, col_x, on_bn_grad = tap.grad_col, p.grad_col, h.bn_grad_hook
+        shape, node_type, channels, n, scale, eps_attr, dims, keeps = None, None, 0, 0, 1.0, "", (), False
+        grad_col, col_x, on_bn_grad, bg = tap.grad_col, p.grad_col, h.bn_grad_hook, h.bn_grads
+        general_grad, keep, derived_grads = h._on_bn_grad, bg.keep, bg.derives(key)
+
+        @eager
+        def on_grad(cols: list[int], invstd, eps, dims: tuple, gamma_beta, grad_inputs, grad_outputs) -> None:
+            """StepHooks._on_bn_grad for a BatchNorm whose formula held: dL/dy kept for write()."""
+            dy = grad_outputs[0] if grad_outputs else None
+            if (dy is None or len(grad_inputs) < 3 or grad_enabled() or type(dy) is not _TENSOR or not dy.is_contiguous()
+                    or grad_inputs[0] is None or grad_inputs[1] is None or grad_inputs[2] is None
+                    or not keep(key, dy, grad_inputs[1], grad_inputs[2], invstd, eps, dims, cols, col_x, gamma_beta)):  # fmt: skip
+                general_grad(cols, col_x, (key, (node_type.__name__, None, invstd, eps), gamma_beta), grad_inputs, grad_outputs)
 
         @eager
         def lean(module, args, y):
-            nonlocal shape, node_type, channels, n, scale, eps_attr
-            node = y.grad_fn if type(y) is _TENSOR else None
-            x = args[0] if args else None
-            if (node is None or type(x) is not _TENSOR or x.grad_fn is None or y.dtype is not F32
-                    or not y.is_contiguous() or not y.is_cpu or not module.training or not grad_enabled()):  # fmt: skip
+            nonlocal shape, node_type, channels, n, scale, eps_attr, dims, keeps
+            node = y.grad_fn if type(y) is _TENSOR else None  # (None without grad)
+            if node is None or y.dtype is not F32 or not y.is_contiguous() or not y.is_cpu or not module.training:
                 return general(module, args, y)
             if y.shape != shape or type(node) is not node_type:  # (the first call, or a new batch)
                 attr = bs.derives(key, type(node).__name__, y.shape[1]) if y.dim() >= 2 else ""
@@ -284,6 +298,9 @@ class FusedTaps:
                 shape, node_type, channels, eps_attr = y.shape, type(node), y.shape[1], attr
                 sample = h.sample.size(y)
                 n, scale = h.sample.numel(y), sample / y.shape[0] if sample else 1.0
+                total = y.numel()
+                dims = (channels, total / channels, total // (y.shape[0] * channels))
+                keeps = derived_grads and total <= bg.keep_numel
             mean, invstd, eps = node._saved_result1, node._saved_result2, float(getattr(node, eps_attr))
             total = y.numel()
             inputs[in_key] = (mean, invstd, channels, eps, total / channels, in_sums, in_norms)
@@ -299,8 +316,10 @@ class FusedTaps:
             numel[position] = n
             src.last, src.numel = weakref.ref(y), n
             src.grad_cols = [grad_col]
-            saved = (node_type.__name__, mean, invstd, eps)
-            node.register_hook(on_bn_grad(src.grad_cols, col_x, (key, saved, bs.gamma_beta())))
+            if keeps:
+                node.register_hook(partial(on_grad, src.grad_cols, invstd, eps, dims, bs.gamma_beta()))
+            else:
+                node.register_hook(on_bn_grad(src.grad_cols, col_x, (key, (node_type.__name__, mean, invstd, eps), bs.gamma_beta())))
 
         return lean
 

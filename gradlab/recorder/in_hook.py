@@ -12,6 +12,8 @@ reduction: the results are cached on its SeenOutput.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -25,7 +27,8 @@ _FUSED = {SUM: 0, NORM: 1, COUNT: 2}  # what the fused kernel gives, at its posi
 
 
 class InHookReductions:
-    """Reduces at once into the step's values (``vals``: one 0-dim tensor per column).
+    """Reduces at once into the step's values (``vals``: one 0-dim tensor per column; on a
+    CPU, ``host``: one float32 per column).
 
     ``sample(h)``: the leading examples the activation statistics use (a view);
     ``scratch(t)``: a reused buffer shaped like t for a reduction's elementwise pass.
@@ -87,6 +90,9 @@ class InHookReductions:
     def grad(self, g: torch.Tensor, cols: list[int]) -> None:
         """||g|| into ``cols`` (``g`` outside autograd); a column a step's earlier micro-batch
         wrote gets the norm over both, sqrt(a^2 + b^2): the step's whole batch."""
+        if self.fused:
+            self._host_grad(g, cols)
+            return
         v = norm(g)
         vals, done = self.vals, self._grad_cols
         for c in cols:
@@ -95,6 +101,19 @@ class InHookReductions:
             else:
                 vals[c] = v
                 done.add(c)
+
+    def _host_grad(self, g: torch.Tensor, cols: list[int]) -> None:
+        """``grad()`` on a CPU: the norm by the fused kernel (PyTorch's where g does not
+        qualify), kept on the host like the outputs' values."""
+        v = float(self.got[1]) if fused_tensors.in_hook(g, self.got_at) else norm(g).item()
+        host, done = self.host, self._grad_cols
+        for c in cols:
+            if c in done:
+                host[c] = math.hypot(host[c], v)
+            else:
+                host[c] = v
+                done.add(c)
+                self.host_cols.append(c)
 
     def retain(self, h: torch.Tensor, cols: list[int], key: int) -> bool:
         """(Gradients are reduced in their hooks: none is kept.)"""

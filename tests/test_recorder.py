@@ -555,16 +555,22 @@ def test_gradient_histograms():
 
 
 def test_cpu_threads_limits_hook_reductions_and_restores_the_setting(monkeypatch):
+    from gradlab.recorder import fused_tensors
     from gradlab.recorder import in_hook as recorder_module  # where gradient norms are taken in the hooks
 
     seen = []
-    original = recorder_module.norm
+    original, original_fused = recorder_module.norm, fused_tensors.in_hook
 
     def spy(h, dim=None):
         seen.append(torch.get_num_threads())
         return original(h, dim)
 
+    def spy_fused(t, into):  # (on a CPU with the fused kernels, which take PyTorch's thread setting)
+        seen.append(torch.get_num_threads())
+        return original_fused(t, into)
+
     monkeypatch.setattr(recorder_module, "norm", spy)
+    monkeypatch.setattr(fused_tensors, "in_hook", spy_fused)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -17,6 +17,12 @@ BatchNorm's two norms together at step(), in about fifteen kernels. This is the 
 in-hook path (the CPU default): it halves the whole-batch gradient reads at a BatchNorm.
 The deferred path keeps dL/dx instead, as its fused norm costs no launch of its own.
 
+On a CPU with the fused kernels (gradlab.recorder.fused_bn), once a BatchNorm's formula has
+held, the hook keeps dL/dy itself (a reference: up to ``KEEP_NUMEL`` elements each and
+``keep_bytes`` a step, the extra memory until step()) and write()'s one kernel call reads
+every kept dL/dy with the other vectors: in a short step the per-hook reduction cost more
+than the one read at step() (docs/recorder.md, "dL/dy kept at a BatchNorm").
+
 The difference loses precision where ||dx_c|| << ||dy_c|| (dL/dy nearly constant, or
 nearly proportional to the normalised input, over a channel): about 1e-7 * ||dy_c||^2
 absolute, in float32, like act_std's sum-of-squares derivation. Every float32 norm in the

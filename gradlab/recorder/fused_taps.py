@@ -65,6 +65,29 @@ class _Source:
         self.out = None  # a BatchNorm's queued output (its sum and norm columns grow)
         self.grad_cols: list[int] | None = None  # the columns its gradient hook fills
 
+    def took(self, output: torch.Tensor, numel: int, grad_col: int) -> list[int]:
+        """The lean hook took ``output`` (``numel`` elements measured): the points and blocks
+        after it may share it; returns the gradient columns, which they may extend."""
+        self.last, self.numel = weakref.ref(output), numel
+        self.grad_cols = [grad_col]
+        return self.grad_cols
+
+
+def _kernel_into(in_hook):
+    """``take(t, n, cols)``: the fused kernel's sum, norm and count of t's first n elements
+    into the host columns ``cols`` ((column, which value) pairs) of ``in_hook``, as its
+    ``output()`` puts them."""
+    kernel, get_threads = native.library().one_stats, torch.get_num_threads
+    host, host_cols, got, got_at = in_hook.host, in_hook.host_cols, in_hook.got, in_hook.got_at
+
+    def take(t: torch.Tensor, n: int, cols: list) -> None:
+        kernel(t.data_ptr(), n, got_at, COUNT_UNIT, get_threads())
+        for col, i in cols:
+            host[col] = got[i]
+            host_cols.append(col)
+
+    return take
+
 
 class _Observed:
     """What the general hooks did with a point's or a block input's tensor on the learning step."""
@@ -229,9 +252,8 @@ class FusedTaps:
 
     def _large_hook(self, tap: Tap, src: _Source, general):
         h = self.h
-        ih, numel, grad_enabled, get_threads = h.reducer_in_hook, h.numel, torch.is_grad_enabled, torch.get_num_threads
-        host, host_cols, got, got_at = ih.host, ih.host_cols, ih.got, ih.got_at
-        kernel = native.library().one_stats
+        ih, numel, grad_enabled = h.reducer_in_hook, h.numel, torch.is_grad_enabled
+        take = _kernel_into(ih)
         shape, n, position, grad_col = None, 0, tap.position, tap.grad_col
         cols = [(col, _KERNEL[red]) for red, col in tap.reductions]
 
@@ -249,14 +271,9 @@ class FusedTaps:
                 return general(module, args, output)
             if output.shape != shape:
                 shape, n = output.shape, h.sample.numel(output)
-            kernel(output.data_ptr(), n, got_at, COUNT_UNIT, get_threads())
-            for col, i in cols:
-                host[col] = got[i]
-                host_cols.append(col)
+            take(output, n, cols)
             numel[position] = n
-            src.last, src.numel = weakref.ref(output), n
-            src.grad_cols = [grad_col]
-            output.grad_fn.register_prehook(partial(on_grad, src.grad_cols, output.output_nr))
+            output.grad_fn.register_prehook(partial(on_grad, src.took(output, n, grad_col), output.output_nr))
 
         return lean
 
@@ -264,9 +281,7 @@ class FusedTaps:
         h = self.h
         p, bs, ih = tap.feeder, h.bn_stats, h.reducer_in_hook
         inputs, outputs = bs.queues()
-        numel, grad_enabled, get_threads = h.numel, torch.is_grad_enabled, torch.get_num_threads
-        host, host_cols, got, got_at = ih.host, ih.host_cols, ih.got, ih.got_at
-        kernel = native.library().one_stats
+        numel, grad_enabled, take = h.numel, torch.is_grad_enabled, _kernel_into(ih)
         key, p_position, position = tap.position, p.position, tap.position
         in_sums, in_norms = ([c] if c >= 0 else [] for c in p.bn_cols)
         in_key = (tuple(in_sums), tuple(in_norms))
@@ -309,17 +324,13 @@ class FusedTaps:
                        [out_sum] if out_sum >= 0 else [], [out_norm] if out_norm >= 0 else [])  # fmt: skip
             outputs[key] = src.out
             if cols:
-                kernel(y.data_ptr(), n, got_at, COUNT_UNIT, get_threads())
-                for col, i in cols:
-                    host[col] = got[i]
-                    host_cols.append(col)
+                take(y, n, cols)
             numel[position] = n
-            src.last, src.numel = weakref.ref(y), n
-            src.grad_cols = [grad_col]
+            grad_cols = src.took(y, n, grad_col)
             if keeps:
-                node.register_hook(partial(on_grad, src.grad_cols, invstd, eps, dims, bs.gamma_beta()))
+                node.register_hook(partial(on_grad, grad_cols, invstd, eps, dims, bs.gamma_beta()))
             else:
-                node.register_hook(on_bn_grad(src.grad_cols, col_x, (key, (node_type.__name__, mean, invstd, eps), bs.gamma_beta())))
+                node.register_hook(on_bn_grad(grad_cols, col_x, (key, (node_type.__name__, mean, invstd, eps), bs.gamma_beta())))
 
         return lean
 

@@ -90,30 +90,20 @@ class InHookReductions:
     def grad(self, g: torch.Tensor, cols: list[int]) -> None:
         """||g|| into ``cols`` (``g`` outside autograd); a column a step's earlier micro-batch
         wrote gets the norm over both, sqrt(a^2 + b^2): the step's whole batch."""
-        if self.fused:
-            self._host_grad(g, cols)
-            return
-        v = norm(g)
-        vals, done = self.vals, self._grad_cols
+        if self.fused:  # (a CPU: the fused kernel's norm, PyTorch's where g does not qualify, on the host)
+            store, hypot = self.host, math.hypot
+            v = float(self.got[1]) if fused_tensors.in_hook(g, self.got_at) else norm(g).item()
+        else:
+            store, hypot, v = self.vals, torch.hypot, norm(g)
+        done = self._grad_cols
         for c in cols:
             if c in done:
-                vals[c] = torch.hypot(vals[c], v)
+                store[c] = hypot(store[c], v)
             else:
-                vals[c] = v
+                store[c] = v
                 done.add(c)
-
-    def _host_grad(self, g: torch.Tensor, cols: list[int]) -> None:
-        """``grad()`` on a CPU: the norm by the fused kernel (PyTorch's where g does not
-        qualify), kept on the host like the outputs' values."""
-        v = float(self.got[1]) if fused_tensors.in_hook(g, self.got_at) else norm(g).item()
-        host, done = self.host, self._grad_cols
-        for c in cols:
-            if c in done:
-                host[c] = math.hypot(host[c], v)
-            else:
-                host[c] = v
-                done.add(c)
-                self.host_cols.append(c)
+                if self.fused:
+                    self.host_cols.append(c)
 
     def retain(self, h: torch.Tensor, cols: list[int], key: int) -> bool:
         """(Gradients are reduced in their hooks: none is kept.)"""

@@ -98,23 +98,29 @@ def test_a_sample_of_the_batch_is_what_the_lean_hooks_reduce_too():
     assert_same(general, lean)
 
 
-def _reroute(model, step):
-    """From step 3 on, layer1.0's branch_out gets a scaled copy of bn2's output, no longer
-    the tensor itself: the alias learned on the first step must not take bn2's values for it."""
-    if step == 3:
-        block = model.layer1[0]
+def _reroute(in_place: bool):
+    """From step 3 on, layer1.0's branch_out gets bn2's output doubled: a copy, or the tensor
+    itself doubled in place. The alias learned on the first step must not take bn2's values
+    for it then."""
 
-        def branch(x):
-            out = block.act(block.bn1(block.conv1(x)))
-            return block.branch_out(block.bn2(block.conv2(out)) * 2.0)
+    def reroute(model, step):
+        if step == 3:
+            block = model.layer1[0]
 
-        block.branch = branch
+            def branch(x):
+                y = block.bn2(block.conv2(block.act(block.bn1(block.conv1(x)))))
+                return block.branch_out(y.mul_(2.0) if in_place else y * 2.0)
+
+            block.branch = branch
+
+    return reroute
 
 
-def test_a_shared_tensor_routed_otherwise_later_goes_to_the_general_hook():
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_shared_tensor_routed_otherwise_later_goes_to_the_general_hook(in_place):
     model, batches = _resnet(), _batches(n=6)
-    general, *_ = _record(model, batches, lean=False, between=_reroute)
-    lean, plans, *_ = _record(model, batches, lean=True, between=_reroute)
+    general, *_ = _record(model, batches, lean=False, between=_reroute(in_place))
+    lean, plans, *_ = _record(model, batches, lean=True, between=_reroute(in_place))
     assert plans["layer1.0.branch_out"] == "alias"
     assert_same(general, lean)
     mean = lean[(lean["stat"] == "act_mean") & (lean["step"] >= 3)].set_index(["step", "layer"])["value"]

@@ -21,7 +21,7 @@ first recorded step learns them (:meth:`FusedTaps.learn`):
 
 Each lean hook guards what its plan assumes (the output's type, shape, dtype and layout,
 training mode, grad mode, the BatchNorm's backward node; for a shared tensor, that it is
-the one its source just saw) and hands any other call to the general hook, which records
+the one its source just saw, unchanged in place since) and hands any other call to the general hook, which records
 it as before. The values are the general hook's: the same kernel, the same derivations,
 the same gradient hooks. Only on a CPU, where the fused kernels are on, and without
 ``cpu_threads``.
@@ -53,7 +53,7 @@ def _nothing():
 class _Source:
     """A planned point's output of this forward, for the points and blocks that see it."""
 
-    __slots__ = ("last", "numel", "out", "grad_cols", "host_cols")
+    __slots__ = ("last", "version", "numel", "out", "grad_cols", "host_cols")
 
     def __init__(self, host_cols: dict):
         self.host_cols = host_cols  # reduction -> the column holding its value on the host
@@ -61,6 +61,7 @@ class _Source:
 
     def clear(self) -> None:
         self.last = _nothing  # the output the lean hook took last, weakly (a dead ref: none this step)
+        self.version = -1  # ... and its version then (changed in place since: not the values taken)
         self.numel = 0
         self.out = None  # a BatchNorm's queued output (its sum and norm columns grow)
         self.grad_cols: list[int] | None = None  # the columns its gradient hook fills
@@ -68,7 +69,7 @@ class _Source:
     def took(self, output: torch.Tensor, numel: int, grad_col: int) -> list[int]:
         """The lean hook took ``output`` (``numel`` elements measured): the points and blocks
         after it may share it; returns the gradient columns, which they may extend."""
-        self.last, self.numel = weakref.ref(output), numel
+        self.last, self.version, self.numel = weakref.ref(output), output._version, numel
         self.grad_cols = [grad_col]
         return self.grad_cols
 
@@ -240,7 +241,7 @@ class FusedTaps:
 
         @eager
         def lean(module, args):
-            if not args or args[0] is not src.last():
+            if not args or args[0] is not src.last() or args[0]._version != src.version:
                 return general(module, args)
             if at >= 0:
                 host[col] = host[at]
@@ -345,7 +346,7 @@ class FusedTaps:
 
         @eager
         def lean(module, args, output):
-            if output is not src.last() or src.grad_cols is None:
+            if output is not src.last() or output._version != src.version:
                 return general(module, args, output)
             if derived:
                 bs.share_into(src.out, sum_col, norm_col)

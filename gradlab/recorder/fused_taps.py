@@ -21,10 +21,10 @@ first recorded step learns them (:meth:`FusedTaps.learn`):
 
 Each lean hook guards what its plan assumes (the output's type, shape, dtype and layout,
 training mode, grad mode, the BatchNorm's backward node; for a shared tensor, that it is
-the one its source just saw, unchanged in place since) and hands any other call to the general hook, which records
-it as before. The values are the general hook's: the same kernel, the same derivations,
-the same gradient hooks. Only on a CPU, where the fused kernels are on, and without
-``cpu_threads``.
+the one its source just saw, unchanged in place since) and hands any other call to the
+general hook, which records it as before. The values are the general hook's: the same
+kernel, the same derivations, the same gradient hooks. Only on a CPU, where the fused
+kernels are on, and without ``cpu_threads``.
 """
 
 from __future__ import annotations

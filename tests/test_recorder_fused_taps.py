@@ -48,7 +48,11 @@ def _record(model, batches, lean: bool, micro: int = 1, between=None, **watch):
         names = [p.name for p in rec.probe_points]
         plans = {names[pos]: kind for pos, (kind, _) in fused.plans.items()}
         blocks = sorted(fused.block_sources)
-        return rec.frame(), plans, blocks, kinds
+        buffer = rec._inst.buffer
+        written = buffer.written[: buffer.count].copy()  # every raw column, derived or not (before a flush)
+        frame = rec.frame()
+        frame.attrs["written"] = written
+        return frame, plans, blocks, kinds
 
 
 def _resnet():
@@ -85,8 +89,8 @@ def test_the_lean_hooks_hand_other_batches_eval_forwards_and_micro_batches_to_th
 
     for micro in (1, 2):
         general, *_ = _record(model, batches, lean=False, micro=micro, between=eval_forward)
-        lean, plans, *_ = _record(model, batches, lean=True, micro=micro, between=eval_forward)
-        assert "layer1.0.bn1" in plans
+        lean, plans, blocks, _ = _record(model, batches, lean=True, micro=micro, between=eval_forward)
+        assert plans["layer1.0.bn1"] == "bn" and plans["layer1.0"] == "large" and 1 in blocks  # (learned from micro-batches too)
         assert_same(general, lean)
 
 
@@ -143,8 +147,57 @@ def test_no_lean_hooks_without_the_kernels(monkeypatch):
     assert plans == {} and blocks == []
 
 
+def _eval_later(part: str):
+    """From step 2 on, part of the model is in eval mode: the stem conv a BatchNorm measures,
+    or the second stage (the block whose input a lean hook would take)."""
+
+    def later(model, step):
+        if step == 2:
+            (model.conv1 if part == "stem conv" else model.layer2).eval()
+
+    return later
+
+
+@pytest.mark.parametrize("part", ["stem conv", "second stage"])
+def test_a_module_in_eval_mode_later_is_not_measured_by_the_lean_hooks(part):
+    model, batches = _resnet(), _batches(n=4)
+    general, *_ = _record(model, batches, lean=False, between=_eval_later(part))
+    lean, plans, blocks, _ = _record(model, batches, lean=True, between=_eval_later(part))
+    assert plans["bn1"] == "bn" and blocks == [1]
+    assert_same(general, lean)
+    written = general.attrs["written"]
+    assert len(written) == len(batches) and (written == lean.attrs["written"]).all()  # (block 1's input norm derives nothing alone)
+
+
+def _bn1_into_branch_out(model, step):
+    """From step 2 on, layer1.0's branch_out gets bn1's output (a tensor its lean hook took,
+    which no plan foresaw it would see)."""
+    if step == 2:
+        block = model.layer1[0]
+
+        def branch(x):
+            y = block.bn1(block.conv1(x))
+            block.bn2(block.conv2(block.act(y)))
+            return block.branch_out(y)
+
+        block.branch = branch
+
+
+def test_a_point_that_meets_a_tensor_a_lean_hook_took_shares_its_values_as_the_general_hook_does():
+    model, batches = _resnet(), _batches(n=4, batch=6)
+    general, *_ = _record(model, batches, lean=False, act_sample=4, between=_bn1_into_branch_out)
+    lean, plans, *_ = _record(model, batches, lean=True, act_sample=4, between=_bn1_into_branch_out)
+    assert plans["layer1.0.bn1"] == "bn"
+    assert_same(general, lean)
+
+
 def test_no_output_is_held_past_its_step():
+    import gc
+    import weakref
+
     model = _resnet()
+    outputs = []
+    model.layer1[0].bn1.register_forward_hook(lambda m, a, out: outputs.append(weakref.ref(out)))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     with gradlab.watch(model, every=1, dense_until=0) as rec:
         for x, y in _batches(n=3):
@@ -153,5 +206,9 @@ def test_no_output_is_held_past_its_step():
             rec.step()
             opt.step()
         fused = rec._inst.hooks.fused
-        assert fused.plans
-        assert all(src.last() is None and src.out is None for src in fused._sources)
+        position = next(p.index for p in rec.probe_points if p.name == "layer1.0.bn1")
+        assert fused.plans[position][0] == "bn"
+        gc.collect()
+        assert outputs and all(ref() is None for ref in outputs)  # no bn1 output outlives its step
+        assert fused._taken == {} and all(src.out is None for src in fused._sources)
+        assert rec._inst.hooks.bn_grads.queued == []

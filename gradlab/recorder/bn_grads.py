@@ -131,7 +131,7 @@ class BNGrads:
         per channel and values per example and channel), for a BatchNorm whose formula held;
         False, nothing queued, past ``keep_bytes`` this step. (Also the lean hooks' call:
         gradlab.recorder.fused_taps.)"""
-        size = dy.numel() * dy.element_size()
+        size = dy.untyped_storage().nbytes()  # (a view keeps its whole storage)
         if self._kept + size > self.keep_bytes:
             return False
         self._kept += size

@@ -22,9 +22,11 @@ first recorded step learns them (:meth:`FusedTaps.learn`):
 Each lean hook guards what its plan assumes (the output's type, shape, dtype and layout,
 training mode, grad mode, the BatchNorm's backward node; for a shared tensor, that it is
 the one its source just saw, unchanged in place since) and hands any other call to the
-general hook, which records it as before. The values are the general hook's: the same
-kernel, the same derivations, the same gradient hooks. Only on a CPU, where the fused
-kernels are on, and without ``cpu_threads``.
+general hook, which records it as before. A point no plan foresaw that meets a tensor a
+lean hook took finds, through ``SeenOutputs.taken``, what was taken of it, and shares it as
+it would have with the general hook. The values are the general hook's: the same kernel,
+the same derivations, the same gradient hooks. Only on a CPU, where the fused kernels are
+on, and without ``cpu_threads``.
 """
 
 from __future__ import annotations
@@ -53,10 +55,12 @@ def _nothing():
 class _Source:
     """A planned point's output of this forward, for the points and blocks that see it."""
 
-    __slots__ = ("last", "version", "numel", "out", "grad_cols", "host_cols")
+    __slots__ = ("last", "version", "numel", "out", "grad_cols", "host_cols", "key", "taken")
 
-    def __init__(self, host_cols: dict):
+    def __init__(self, host_cols: dict, key, taken: dict):
         self.host_cols = host_cols  # reduction -> the column holding its value on the host
+        self.key = key  # a BatchNorm's key in BNStats (None: not a BatchNorm)
+        self.taken = taken  # id(output) -> its source, this step (shared by all sources)
         self.clear()
 
     def clear(self) -> None:
@@ -71,7 +75,15 @@ class _Source:
         after it may share it; returns the gradient columns, which they may extend."""
         self.last, self.version, self.numel = weakref.ref(output), output._version, numel
         self.grad_cols = [grad_col]
+        self.taken[id(output)] = self
         return self.grad_cols
+
+    def describe(self, h: torch.Tensor, e) -> None:
+        """Fill SeenOutput ``e`` of h, which this source took unchanged, as the general hook
+        would have: a point the plan did not foresee then shares its values."""
+        e.values.update(self.host_cols)  # (a host column, as InHookReductions caches it)
+        e.derived = self.key
+        e.grad_cols = self.grad_cols
 
 
 def _kernel_into(in_hook):
@@ -114,15 +126,19 @@ class FusedTaps:
         self.plans: dict[int, tuple] = {}  # tap position -> (kind, its _Source or its source)
         self.block_sources: dict[int, _Source] = {}  # block -> the source of its input
         self._sources: list[_Source] = []
+        self._order = 0  # observations so far on the learning step
+        self._taken: dict[int, _Source] = {}  # id(output) -> the source that took it, this step
 
     # ------------------------------------------------------------------ learning
 
     def observe(self, tap: Tap, h: torch.Tensor, entry, x: torch.Tensor | None = None) -> None:
         """The general hook measured ``tap`` on output ``h`` (``x``: a BatchNorm's input)."""
-        self._points[tap.position] = _Observed(tap, h, entry, x, len(self._points) + len(self._blocks))
+        self._order += 1
+        self._points[tap.position] = _Observed(tap, h, entry, x, self._order)
 
     def observe_block(self, b: int, x: torch.Tensor, entry) -> None:
-        self._blocks[b] = _Observed(None, x, entry, None, len(self._points) + len(self._blocks))
+        self._order += 1
+        self._blocks[b] = _Observed(None, x, entry, None, self._order)
 
     def after_step(self) -> bool:
         """At the learning step's end (after the reducers' ``finish()``): make the plans.
@@ -147,7 +163,7 @@ class FusedTaps:
             if kind is None:
                 continue
             cols = {red: col for red, col in tap.reductions if red in _KERNEL and not (kind == "bn" and red.from_batchnorm)}
-            src = _Source(cols)
+            src = _Source(cols, tap.position if kind == "bn" else None, self._taken)
             self.plans[tap.position] = (kind, src)
             sources[id(y)] = (o.order, src, tap, o.entry)
         shared: dict[int, int] = {}  # id(output) -> the points and blocks planned to take it from its source
@@ -167,7 +183,14 @@ class FusedTaps:
             if entry.uses != 1 + shared.get(key, 0):
                 self._drop(tap.position, src)
         self._sources = [p[1] for p in self.plans.values() if p[0] != "alias"]
+        if self._sources:
+            self.h.seen.taken = self._describe
         return bool(self.plans)
+
+    def _describe(self, h: torch.Tensor, e) -> None:
+        src = self._taken.get(id(h))
+        if src is not None and src.last() is h and src.version == h._version:
+            src.describe(h, e)
 
     def _drop(self, position: int, src: _Source) -> None:
         self.plans.pop(position, None)
@@ -221,9 +244,14 @@ class FusedTaps:
     # ------------------------------------------------------------------ the hooks
 
     def clear(self) -> None:
-        """A step's end: forget its outputs (no tensor is held past the step)."""
+        """A step's end: forget its outputs (no tensor is held past the step), and what a
+        learning step that ends unrecorded saw (it learns on the next)."""
         for src in self._sources:
             src.clear()
+        self._taken.clear()
+        self._points.clear()
+        self._blocks.clear()
+        self._order = 0
 
     def hook(self, tap: Tap, general):
         """The lean forward hook of planned point ``tap`` (``general``: its general hook)."""
@@ -234,20 +262,18 @@ class FusedTaps:
 
     def block_hook(self, b: int, general):
         """The lean pre-hook of block ``b``, whose input is a planned point's output."""
-        src, h = self.block_sources[b], self.h
+        src, h, grad_enabled = self.block_sources[b], self.h, torch.is_grad_enabled
         ((red, col),) = h.block_todo[b]
-        ih, bs = h.reducer_in_hook, h.bn_stats
-        host, host_cols, at = ih.host, ih.host_cols, src.host_cols.get(red, -1)
+        ih = h.reducer_in_hook
+        host, host_cols, at = ih.host, ih.host_cols, src.host_cols[red]
 
         @eager
         def lean(module, args):
-            if not args or args[0] is not src.last() or args[0]._version != src.version:
+            if (not args or args[0] is not src.last() or args[0]._version != src.version or not module.training
+                    or not grad_enabled()):  # fmt: skip
                 return general(module, args)
-            if at >= 0:
-                host[col] = host[at]
-                host_cols.append(col)
-            else:
-                bs.share_into(src.out, -1, col)
+            host[col] = host[at]
+            host_cols.append(col)
 
         return lean
 
@@ -270,7 +296,9 @@ class FusedTaps:
             if (type(output) is not _TENSOR or output.dtype is not F32 or not output.is_contiguous() or not output.is_cpu
                     or not module.training or not grad_enabled() or not output.requires_grad or output.grad_fn is None):  # fmt: skip
                 return general(module, args, output)
-            if output.shape != shape:
+            if output.shape != shape:  # (the first call, or a new batch: is it still reduced in its hook?)
+                if not self._large(output):
+                    return general(module, args, output)
                 shape, n = output.shape, h.sample.numel(output)
             take(output, n, cols)
             numel[position] = n
@@ -290,6 +318,7 @@ class FusedTaps:
         cols = [(col, _KERNEL[red]) for red, col in tap.on_tensor]
         shape, node_type, channels, n, scale, eps_attr, dims, keeps = None, None, 0, 0, 1.0, "", (), False
         grad_col, col_x, on_bn_grad, bg = tap.grad_col, p.grad_col, h.bn_grad_hook, h.bn_grads
+        conv = h.modules[p.position]  # (the general hook measures it only in training mode)
         general_grad, keep, derived_grads = h._on_bn_grad, bg.keep, bg.derives(key)
 
         @eager
@@ -305,11 +334,12 @@ class FusedTaps:
         def lean(module, args, y):
             nonlocal shape, node_type, channels, n, scale, eps_attr, dims, keeps
             node = y.grad_fn if type(y) is _TENSOR else None  # (None without grad)
-            if node is None or y.dtype is not F32 or not y.is_contiguous() or not y.is_cpu or not module.training:
+            if (node is None or y.dtype is not F32 or not y.is_contiguous() or not y.is_cpu or not module.training
+                    or not conv.training):  # fmt: skip
                 return general(module, args, y)
             if y.shape != shape or type(node) is not node_type:  # (the first call, or a new batch)
                 attr = bs.derives(key, type(node).__name__, y.shape[1]) if y.dim() >= 2 else ""
-                if not attr:
+                if not attr or cols and not self._large(y):  # (its count: reduced in its hook still?)
                     return general(module, args, y)
                 shape, node_type, channels, eps_attr = y.shape, type(node), y.shape[1], attr
                 sample = h.sample.size(y)
@@ -344,9 +374,11 @@ class FusedTaps:
         copies = [(col, src.host_cols[red]) for red, col in tap.reductions if red in src.host_cols]
         derived = any(red.from_batchnorm and red not in src.host_cols for red, _ in tap.reductions)
 
+        grad_enabled = torch.is_grad_enabled
+
         @eager
         def lean(module, args, output):
-            if output is not src.last() or output._version != src.version:
+            if output is not src.last() or output._version != src.version or not module.training or not grad_enabled():
                 return general(module, args, output)
             if derived:
                 bs.share_into(src.out, sum_col, norm_col)

@@ -58,10 +58,14 @@ class SeenOutputs(dict):
     SeenOutput (a new one for a tensor that reuses a freed one's id, or was changed in place
     since) and counts the point or block that takes it."""
 
+    taken = None  # (h, e) -> fill e with what a lean hook took of h (gradlab.recorder.fused_taps)
+
     def entry(self, h: torch.Tensor) -> SeenOutput:
         e = self.get(id(h))
         if e is None or e.ref() is not h or e.version != h._version:
             e = self[id(h)] = SeenOutput(h)
+            if self.taken is not None:
+                self.taken(h, e)
         e.uses += 1
         return e
 

@@ -115,9 +115,7 @@ class BNGrads:
             self._valid[key] = valid
             if not valid:
                 return False
-        # (holding dgamma and dbeta makes autograd copy them into .grad: cheaper than a kernel here)
-        self.queued.append((key, (rows, dgamma, dbeta, invstd, c, eps, m, dy_cols, dx_col, 1)))
-        self._gamma_beta = gamma_beta
+        self._queue(key, rows, dgamma, dbeta, invstd, eps, (c, m, 1), dy_cols, dx_col, gamma_beta)
         return True
 
     def _keepable(self, dy: torch.Tensor) -> bool:
@@ -135,10 +133,16 @@ class BNGrads:
         if self._kept + size > self.keep_bytes:
             return False
         self._kept += size
-        c, m, inner = dims
-        self.queued.append((key, (dy, dgamma, dbeta, invstd, c, eps, m, dy_cols, dx_col, inner)))
-        self._gamma_beta = gamma_beta
+        self._queue(key, dy, dgamma, dbeta, invstd, eps, dims, dy_cols, dx_col, gamma_beta)
         return True
+
+    def _queue(self, key, first, dgamma, dbeta, invstd, eps, dims: tuple, dy_cols, dx_col, gamma_beta) -> None:
+        """Queue a backward for write(): ``first`` the rows of dL/dy or dL/dy itself (``dims``:
+        channels, values per channel, values per example and channel: 1 for rows)."""
+        c, m, inner = dims
+        # (holding dgamma and dbeta makes autograd copy them into .grad: cheaper than a kernel here)
+        self.queued.append((key, (first, dgamma, dbeta, invstd, c, eps, m, dy_cols, dx_col, inner)))
+        self._gamma_beta = gamma_beta
 
     def derives(self, key) -> bool:
         """Whether BatchNorm ``key``'s formula held on its first backward."""

@@ -38,14 +38,15 @@ import torch
 
 from gradlab.recorder import native
 from gradlab.recorder.compiled import eager
-from gradlab.recorder.reductions import COUNT_UNIT, F32
-from gradlab.recorder.statistics import COUNT, NORM, SUM
+from gradlab.recorder.fused_tensors import qualifies
+from gradlab.recorder.in_hook import FUSED_VALUES
+from gradlab.recorder.mixed import in_hook_of
+from gradlab.recorder.reductions import F32
 from gradlab.recorder.taps import Tap
 
 __all__ = ["FusedTaps"]
 
 _TENSOR = torch.Tensor
-_KERNEL = {SUM: 0, NORM: 1, COUNT: 2}  # the fused kernel's values, in its order
 
 
 def _nothing():
@@ -86,22 +87,6 @@ class _Source:
         e.grad_cols = self.grad_cols
 
 
-def _kernel_into(in_hook):
-    """``take(t, n, cols)``: the fused kernel's sum, norm and count of t's first n elements
-    into the host columns ``cols`` ((column, which value) pairs) of ``in_hook``, as its
-    ``output()`` puts them."""
-    kernel, get_threads = native.library().one_stats, torch.get_num_threads
-    host, host_cols, got, got_at = in_hook.host, in_hook.host_cols, in_hook.got, in_hook.got_at
-
-    def take(t: torch.Tensor, n: int, cols: list) -> None:
-        kernel(t.data_ptr(), n, got_at, COUNT_UNIT, get_threads())
-        for col, i in cols:
-            host[col] = got[i]
-            host_cols.append(col)
-
-    return take
-
-
 class _Observed:
     """What the general hooks did with a point's or a block input's tensor on the learning step."""
 
@@ -115,12 +100,14 @@ class FusedTaps:
     """Learns on the first recorded step which points take a lean hook, and makes the hooks.
 
     ``hooks``: the StepHooks whose general hooks, BatchNorm statistics, in-hook reducer
-    (its host values) and gradient hooks the lean hooks share; ``enabled``: whether the
-    fused kernels measure in the hooks here (a CPU, kernels on, no thread limit)."""
+    (its host values) and gradient hooks the lean hooks share. Nothing is learned unless
+    the fused kernels measure in the hooks there (a CPU, kernels on, no thread limit)."""
 
-    def __init__(self, hooks, enabled: bool):
+    def __init__(self, hooks):
         self.h = hooks
-        self.learning = enabled and native.library() is not None
+        self.ih = in_hook_of(hooks.reducer)  # (the reducer of the large outputs, if any)
+        self.learning = (not hooks.thread_limit and self.ih is not None and self.ih.fused
+                         and native.library() is not None)  # fmt: skip
         self._points: dict[int, _Observed] = {}  # tap position -> what the learning step saw
         self._blocks: dict[int, _Observed] = {}  # block -> its input, on the learning step
         self.plans: dict[int, tuple] = {}  # tap position -> (kind, its _Source or its source)
@@ -162,7 +149,7 @@ class FusedTaps:
             kind = self._kind(o)
             if kind is None:
                 continue
-            cols = {red: col for red, col in tap.reductions if red in _KERNEL and not (kind == "bn" and red.from_batchnorm)}
+            cols = {red: col for red, col in tap.reductions if red in FUSED_VALUES and not (kind == "bn" and red.from_batchnorm)}
             src = _Source(cols, tap.position if kind == "bn" else None, self._taken)
             self.plans[tap.position] = (kind, src)
             sources[id(y)] = (o.order, src, tap, o.entry)
@@ -201,7 +188,7 @@ class FusedTaps:
 
     @staticmethod
     def _usable(t: torch.Tensor) -> bool:
-        return type(t) is _TENSOR and t.dtype is F32 and t.is_cpu and t.is_contiguous() and t.requires_grad
+        return type(t) is _TENSOR and qualifies(t) and t.requires_grad
 
     def _kind(self, o: _Observed) -> str | None:
         """"bn" (a BatchNorm pair, both derived), "large" (an output the kernel reduced in
@@ -217,9 +204,9 @@ class FusedTaps:
                   and self._usable(o.x) and o.x.grad_fn is not None and p.grad_col >= 0 and tap.grad_col >= 0
                   and h.reducer.derives_bn_grads and bs.derives(tap.position, type(node).__name__, y.shape[1])
                   and (tap.on_tensor == () or self._large(y)))  # fmt: skip
-            return "bn" if ok and all(red in _KERNEL for red, _ in tap.on_tensor) else None
+            return "bn" if ok and all(red in FUSED_VALUES for red, _ in tap.on_tensor) else None
         if tap.plain and tap.fast is None and tap.reductions and tap.grad_col >= 0 and self._large(y):
-            return "large" if all(red in _KERNEL for red, _ in tap.reductions) else None
+            return "large" if all(red in FUSED_VALUES for red, _ in tap.reductions) else None
         return None
 
     def _large(self, y: torch.Tensor) -> bool:
@@ -264,8 +251,7 @@ class FusedTaps:
         """The lean pre-hook of block ``b``, whose input is a planned point's output."""
         src, h, grad_enabled = self.block_sources[b], self.h, torch.is_grad_enabled
         ((red, col),) = h.block_todo[b]
-        ih = h.reducer_in_hook
-        host, host_cols, at = ih.host, ih.host_cols, src.host_cols[red]
+        host, host_cols, at = self.ih.host, self.ih.host_cols, src.host_cols[red]
 
         @eager
         def lean(module, args):
@@ -279,10 +265,10 @@ class FusedTaps:
 
     def _large_hook(self, tap: Tap, src: _Source, general):
         h = self.h
-        ih, numel, grad_enabled = h.reducer_in_hook, h.numel, torch.is_grad_enabled
-        take = _kernel_into(ih)
+        ih, numel, grad_enabled = self.ih, h.numel, torch.is_grad_enabled
+        take = ih.kernel_into_host
         shape, n, position, grad_col = None, 0, tap.position, tap.grad_col
-        cols = [(col, _KERNEL[red]) for red, col in tap.reductions]
+        cols = [(col, FUSED_VALUES[red]) for red, col in tap.reductions]
 
         @eager
         def on_grad(cols: list[int], nr: int, grad_outputs) -> None:  # (StepHooks._on_grad_outputs, leaner)
@@ -308,16 +294,16 @@ class FusedTaps:
 
     def _bn_hook(self, tap: Tap, src: _Source, general):
         h = self.h
-        p, bs, ih = tap.feeder, h.bn_stats, h.reducer_in_hook
+        p, bs, ih = tap.feeder, h.bn_stats, self.ih
         inputs, outputs = bs.queues()
-        numel, grad_enabled, take = h.numel, torch.is_grad_enabled, _kernel_into(ih)
+        numel, grad_enabled, take = h.numel, torch.is_grad_enabled, ih.kernel_into_host
         key, p_position, position = tap.position, p.position, tap.position
         in_sums, in_norms = ([c] if c >= 0 else [] for c in p.bn_cols)
         in_key = (tuple(in_sums), tuple(in_norms))
         out_sum, out_norm = tap.bn_cols
-        cols = [(col, _KERNEL[red]) for red, col in tap.on_tensor]
+        cols = [(col, FUSED_VALUES[red]) for red, col in tap.on_tensor]
         shape, node_type, channels, n, scale, eps_attr, dims, keeps = None, None, 0, 0, 1.0, "", (), False
-        grad_col, col_x, on_bn_grad, bg = tap.grad_col, p.grad_col, h.bn_grad_hook, h.bn_grads
+        grad_col, col_x, bg = tap.grad_col, p.grad_col, h.bn_grads
         conv = h.modules[p.position]  # (the general hook measures it only in training mode)
         general_grad, keep, derived_grads = h._on_bn_grad, bg.keep, bg.derives(key)
 
@@ -361,14 +347,15 @@ class FusedTaps:
             if keeps:
                 node.register_hook(partial(on_grad, grad_cols, invstd, eps, dims, bs.gamma_beta()))
             else:
-                node.register_hook(on_bn_grad(grad_cols, col_x, (key, (node_type.__name__, mean, invstd, eps), bs.gamma_beta())))
+                node.register_hook(partial(general_grad, grad_cols, col_x, (key, (node_type.__name__, mean, invstd, eps),
+                                                                        bs.gamma_beta())))  # fmt: skip
 
         return lean
 
     def _alias_hook(self, tap: Tap, src: _Source, general):
         h = self.h
-        ih, bs, numel = h.reducer_in_hook, h.bn_stats, h.numel
-        host, host_cols = ih.host, ih.host_cols
+        bs, numel = h.bn_stats, h.numel
+        host, host_cols = self.ih.host, self.ih.host_cols
         position, grad_col = tap.position, tap.grad_col
         sum_col, norm_col = tap.bn_cols
         copies = [(col, src.host_cols[red]) for red, col in tap.reductions if red in src.host_cols]

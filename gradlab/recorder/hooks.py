@@ -28,7 +28,6 @@ from gradlab.recorder.compiled import eager, eager_while_armed
 from gradlab.recorder.fast_taps import FastTaps
 from gradlab.recorder.forward_wrap import attach
 from gradlab.recorder.fused_taps import FusedTaps
-from gradlab.recorder.in_hook import InHookReductions
 from gradlab.recorder.layout import Layout
 from gradlab.recorder.mixed import reducer_for
 from gradlab.recorder.reductions import F32
@@ -69,9 +68,7 @@ class StepHooks:
         self.reducer = reducer_for(defer, device, self.vals, self.sample, FlatScratch())
         deferred = getattr(self.reducer, "deferred", self.reducer if defer == "step" else None)
         self.fast = FastTaps(None if self.thread_limit else deferred, getattr(self.reducer, "small", None), self.sample)
-        in_hook = self.reducer if isinstance(self.reducer, InHookReductions) else getattr(self.reducer, "in_hook", None)
-        self.reducer_in_hook = in_hook  # (the reducer of the large outputs, if any)
-        self.fused = FusedTaps(self, not self.thread_limit and in_hook is not None and in_hook.fused)
+        self.fused = FusedTaps(self)  # (lean hooks where the fused kernels measure in the hooks)
         self.repeats = RepeatedCalls(self.taps, [p.name for p in targets.points])  # a module run twice in a forward
         self.no_numel = [0] * len(self.taps)
         self.numel = list(self.no_numel)  # elements each point's sums and norms cover
@@ -273,7 +270,7 @@ class StepHooks:
                 return
             node = h.grad_fn  # a pre-hook on the node that made h sees dL/dh, as a hook on h would, for less
             if node is not None:
-                node.register_prehook(self.grad_outputs_hook(e.grad_cols, h.output_nr))
+                node.register_prehook(self._hook(partial(self._on_grad_outputs, e.grad_cols, h.output_nr)))
             else:
                 h.register_hook(self._hook(partial(self._on_grad, e.grad_cols)))
         elif tap.grad_col not in e.grad_cols:
@@ -305,7 +302,7 @@ class StepHooks:
         derive = None  # (in the hooks) both norms from one pass over dL/dy: gradlab.recorder.bn_grads
         if self.reducer.derives_bn_grads and p.position + 1 in self.bn_stats.where:
             derive = (p.position + 1, self._saved_of(y, ey), self.bn_stats.gamma_beta())
-        node.register_hook(self.bn_grad_hook(ey.grad_cols, p.grad_col, derive))
+        node.register_hook(self._hook(partial(self._on_bn_grad, ey.grad_cols, p.grad_col, derive)))
 
     @eager
     def _on_block_input(self, b: int, module: nn.Module, args) -> None:
@@ -320,14 +317,6 @@ class StepHooks:
             self.fused.observe_block(b, x, e)
 
     # ------------------------------------------------------------------ gradient hooks
-
-    def grad_outputs_hook(self, cols: list[int], nr: int):
-        """A pre-hook for an output's autograd node: ||dL/dh|| (h its output ``nr``) into ``cols``."""
-        return self._hook(partial(self._on_grad_outputs, cols, nr))
-
-    def bn_grad_hook(self, cols: list[int], col_x: int, derive):
-        """A hook for a BatchNorm's backward node: its two gradient norms (:meth:`_on_bn_grad`)."""
-        return self._hook(partial(self._on_bn_grad, cols, col_x, derive))
 
     @eager
     def _on_grad(self, cols: list[int], g: torch.Tensor) -> None:

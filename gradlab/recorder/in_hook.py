@@ -17,13 +17,13 @@ import math
 import numpy as np
 import torch
 
-from gradlab.recorder import fused_tensors
-from gradlab.recorder.reductions import norm
+from gradlab.recorder import fused_tensors, native
+from gradlab.recorder.reductions import COUNT_UNIT, norm
 from gradlab.recorder.statistics import COUNT, NORM, SUM
 
-__all__ = ["InHookReductions"]
+__all__ = ["FUSED_VALUES", "InHookReductions"]
 
-_FUSED = {SUM: 0, NORM: 1, COUNT: 2}  # what the fused kernel gives, at its position
+FUSED_VALUES = {SUM: 0, NORM: 1, COUNT: 2}  # what the fused kernel gives, at its position
 
 
 class InHookReductions:
@@ -49,11 +49,13 @@ class InHookReductions:
         self.host_cols: list[int] = []  # the columns so taken this step
         self.got = np.zeros(3, dtype=np.float32)  # (the kernel's sum, norm, count)
         self.got_at = self.got.ctypes.data
+        lib = native.library() if fused else None
+        self._kernel = None if lib is None else lib.one_stats
 
     def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
         """Reduce output ``h`` for each (reduction, column) of ``todo``."""
         cache, vals, d = seen.values, self.vals, None
-        if self.fused and all(red in _FUSED for red, _ in todo) and self._fused_output(cache, h, todo):
+        if self.fused and all(red in FUSED_VALUES for red, _ in todo) and self._fused_output(cache, h, todo):
             return
         for red, col in todo:
             v = cache.get(red)
@@ -77,7 +79,7 @@ class InHookReductions:
         for red, col in todo:
             v = cache.get(red)
             if v is None:
-                host[col] = got[_FUSED[red]]
+                host[col] = got[FUSED_VALUES[red]]
                 cache[red] = col
             elif type(v) is int:
                 host[col] = host[v]
@@ -86,6 +88,16 @@ class InHookReductions:
                 continue
             self.host_cols.append(col)
         return True
+
+    def kernel_into_host(self, t: torch.Tensor, n: int, cols: list[tuple[int, int]]) -> None:
+        """The fused kernel's sum, norm and count of t's first ``n`` elements into the host
+        columns ``cols`` ((column, position in FUSED_VALUES) pairs), as :meth:`output` puts
+        them; for a caller that has checked t qualifies (gradlab.recorder.fused_taps)."""
+        self._kernel(t.data_ptr(), n, self.got_at, COUNT_UNIT, torch.get_num_threads())
+        host, got = self.host, self.got
+        for col, i in cols:
+            host[col] = got[i]
+            self.host_cols.append(col)
 
     def grad(self, g: torch.Tensor, cols: list[int]) -> None:
         """||g|| into ``cols`` (``g`` outside autograd); a column a step's earlier micro-batch

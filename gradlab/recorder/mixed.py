@@ -16,7 +16,7 @@ import torch
 from gradlab.recorder.deferred import DeferredReductions
 from gradlab.recorder.in_hook import InHookReductions
 
-__all__ = ["SMALL_NUMEL", "MixedReductions", "reducer_for"]
+__all__ = ["SMALL_NUMEL", "MixedReductions", "in_hook_of", "reducer_for"]
 
 SMALL_NUMEL = 1 << 14  # elements (of an output's sample, or a gradient) kept for step()
 
@@ -63,3 +63,8 @@ def reducer_for(where: str, device: torch.device, vals: list, sample, scratch):
         return in_hook
     deferred = DeferredReductions(device, vals, sample.size)
     return deferred if where == "step" else MixedReductions(deferred, in_hook, sample.numel)
+
+
+def in_hook_of(reducer) -> InHookReductions | None:
+    """The strategy's in-hook half: the reducer itself ("hooks"), a mixed one's, or None ("step")."""
+    return reducer if isinstance(reducer, InHookReductions) else getattr(reducer, "in_hook", None)

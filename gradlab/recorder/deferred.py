@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from gradlab.recorder import fused_tensors
+from gradlab.recorder.fast_step import FastStep
 from gradlab.recorder.kept_grads import DEFAULT_GRAD_BYTES, KeptGradients
 from gradlab.recorder.plans import cached_plan
 from gradlab.recorder.stack_buffers import StackBuffers
@@ -67,6 +68,7 @@ class DeferredReductions:
         self.vals = vals
         self.first = first
         self.grads = KeptGradients(device, grad_bytes)
+        self.fast = FastStep(device)  # what the lean hooks kept (gradlab.recorder.fast_taps)
         self.ref_bytes = ref_bytes
         self.buffers = StackBuffers()  # the samples' stacks, kept from step to step
         self._plans: dict[tuple, tuple] = {}
@@ -83,9 +85,25 @@ class DeferredReductions:
         self._wants: list[tuple[int, tuple]] = []  # (sample, todo) in call order: for a column, the last wins
         self._kept = 0  # bytes of the outputs kept by reference
         self.grads.clear()
+        self.fast.clear()
+
+    def _take_fast(self) -> None:
+        """The lean hooks' entries into the lists below, in their call order (a general call
+        comes next, or the step is not one the fast path takes: gradlab.recorder.fast_step)."""
+        for plan, h, version in self.fast.take():
+            if plan.todo:
+                self._wants.append((len(self._samples), plan.todo))
+                self._samples.append(h)
+                self._firsts.append(plan.first)
+                self._metas.append(plan.meta)
+                self._origins.append((h, version, plan.key, False))
+            if plan.grad_cols is not None:
+                self.grads.adopt(h, version, plan.grad_cols, plan.grad_key)
 
     def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
         """Columns of ``todo`` get their reductions of h's sample (kept once per tensor)."""
+        if self.fast.entries:
+            self._take_fast()
         k = seen.sample
         if k is None:
             k = seen.sample = self.sample(h, self.first(h), channel_first, todo[0][1])
@@ -111,14 +129,20 @@ class DeferredReductions:
 
     def grad(self, g: torch.Tensor, cols: list[int]) -> None:
         """Columns ``cols`` get ||g|| (``cols`` may still grow until step())."""
+        if self.fast.entries:
+            self._take_fast()
         self.grads.grad(g, cols)
 
     def retain(self, h: torch.Tensor, cols: list[int], key: int) -> bool:
         """Keep h to read dL/dh at step() (gradlab.recorder.kept_grads); False: hook it instead."""
+        if self.fast.entries:
+            self._take_fast()
         return self.grads.retain(h, cols, key)
 
     def finish(self) -> None:
         """Reduce what is left of the gradients; drop the samples a later op changed in place."""
+        if self.fast.entries and (self._origins or self.grads.holds or not self.fast.finish()):
+            self._take_fast()
         self.grads.finish()
         changed = {k for k, (h, version, _, copied) in enumerate(self._origins) if not copied and h._version != version}
         for h, version, key, _ in self._origins:
@@ -131,7 +155,7 @@ class DeferredReductions:
     def write(self, row: torch.Tensor) -> list[int]:
         """Reduce the samples and put the gradient norms into ``row`` (float32, on the device);
         returns the columns set."""
-        cols = self.grads.write(row)
+        cols = self.grads.write(row) + self.fast.write(row)
         if not self._wants:
             return cols
         key = (tuple(self._metas), tuple((k, todo[0][1]) for k, todo in self._wants))

@@ -116,9 +116,9 @@ class FastTaps:
         """The lean forward hook of ``tap`` (``general``: the general hook, for any call the
         plan does not describe; ``numel``: the step's elements per point)."""
         plan, d = tap.fast, self.deferred
-        grads, grad_enabled, position = d.grads, torch.is_grad_enabled, tap.position
-        shape, dtype, first, meta, key = plan.shape, plan.dtype, plan.first, plan.meta, plan.key
-        todo, size, grad_cols, n = plan.todo, plan.size, plan.grad_cols, plan.numel
+        grads, grad_enabled, position, keep = d.grads, torch.is_grad_enabled, tap.position, d.fast.entries.append
+        shape, dtype, todo, size, grad_cols, n = plan.shape, plan.dtype, plan.todo, plan.size, plan.grad_cols, plan.numel
+        kept = bool(todo) or grad_cols is not None
 
         @eager
         def fast(module, args, output):
@@ -126,18 +126,13 @@ class FastTaps:
                     or not grad_enabled() or not output.requires_grad or d._kept + size > d.ref_bytes
                     or grad_cols is not None and grads._retained_bytes + size > grads.grad_bytes):  # fmt: skip
                 return general(module, args, output)
-            version = output._version
             if todo:
                 d._kept += size
-                d._wants.append((len(d._samples), todo))
-                d._samples.append(output)
-                d._firsts.append(first)
-                d._metas.append(meta)
-                d._origins.append((output, version, key, False))
             if grad_cols is not None:
                 output.retain_grad()
-                grads._retained.append((output, version, grad_cols, plan.grad_key))
                 grads._retained_bytes += size
+            if kept:
+                keep((plan, output, output._version))  # (reduced at step(): gradlab.recorder.fast_step)
             numel[position] = n
 
         return fast

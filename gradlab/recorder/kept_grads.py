@@ -82,6 +82,15 @@ class KeptGradients:
         self._retained_bytes += size
         return True
 
+    def adopt(self, h: torch.Tensor, version: int, cols: list[int], key: int) -> None:
+        """A lean hook retained h's gradient (gradlab.recorder.fast_taps; its bytes counted there)."""
+        self._retained.append((h, version, cols, key))
+
+    @property
+    def holds(self) -> bool:
+        """Whether any gradient of the step is kept here."""
+        return bool(self._grads or self._retained or self._norms or self._watched)
+
     def finish(self) -> None:
         """Collect the retained gradients and reduce every gradient kept."""
         for h, version, cols, key in self._retained:

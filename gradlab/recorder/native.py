@@ -147,6 +147,7 @@ def _open(path: Path) -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(path))
         params, tensors, one, openmp = lib.param_norms, lib.tensor_stats, lib.one_stats, lib.openmp
         bn_in, bn_out, bn_grad = lib.bn_input_totals, lib.bn_output_totals, lib.bn_grad_totals
+        planned = lib.planned_stats
     except (OSError, AttributeError):  # not a library, or one without the kernels
         return None
     params.argtypes = [_I64, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int, ctypes.c_int]
@@ -155,6 +156,8 @@ def _open(path: Path) -> ctypes.CDLL | None:
     tensors.argtypes = [_I64, _P, _P, _P, _P, _P, ctypes.c_float, ctypes.c_int]
     tensors.restype = one.restype = None
     one.argtypes = [_P, _I64, _P, ctypes.c_float, ctypes.c_int]
+    planned.argtypes = [_I64, _P, _P, _P, _P, _P, _P, ctypes.c_float, ctypes.c_int]
+    planned.restype = None
     bn_in.argtypes = [_I64, _P, _P, _P, _P, _P, _P]
     bn_out.argtypes = [_I64, _P, _P, _P, _P, _P, _P, _P]
     bn_grad.argtypes = [_I64, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int]

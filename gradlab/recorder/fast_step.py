@@ -1,0 +1,114 @@
+"""What the lean hooks kept in a recorded step, reduced by one kernel call at ``step()``.
+
+The lean hooks (gradlab.recorder.fast_taps) keep each planned point's output and retain its
+gradient; between steps nothing about them changes but the tensors. On a CPU, where a short
+step's ``step()`` costs Python per tensor more than arithmetic, a step whose every kept
+tensor came through them (a transformer's, once learned) skips the general lists
+(gradlab.recorder.deferred, kept_grads): ``step()`` reads each output's version, its
+gradient and the two addresses, and one call of the fused kernel (gradlab.recorder.native,
+``planned_stats``) writes every sum, norm, count and gradient norm straight into the step's
+row, with the loops the general path's kernel runs, so with its values.
+
+Anything the plan does not describe hands the entries to the general lists, in call order,
+and the step takes the general path: a general hook's call in the same step (handed over
+before it, so the order of calls is kept), a point met twice (micro-batches), an output
+changed in place, a missing, non-contiguous or non-CPU tensor, a dtype or a reduction the
+kernel lacks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gradlab.recorder import native
+from gradlab.recorder.reductions import COUNT_UNIT, F32
+from gradlab.recorder.statistics import COUNT, NORM, SUM
+
+__all__ = ["FastStep"]
+
+_KERNEL = (SUM, NORM, COUNT)  # the sample's values the kernel gives, in its column rows' order
+
+
+class _Lane:
+    """One sequence of plans, as the kernel takes it: per point its elements, its columns
+    ([4, k]: sum, norm, count, gradient norm; -1 where not wanted) and the addresses read."""
+
+    __slots__ = ("count", "sample_numel", "grad_numel", "cols", "written", "grads", "samples", "grad_addresses")
+
+    def __init__(self, plans: list):
+        k = self.count = len(plans)
+        self.sample_numel = np.asarray([int(np.prod(p.meta[0], dtype=np.int64)) for p in plans], dtype=np.int64)
+        self.grad_numel = np.asarray([int(np.prod(p.shape, dtype=np.int64)) for p in plans], dtype=np.int64)
+        self.cols = np.full((4, k), -1, dtype=np.int64)
+        for i, p in enumerate(plans):
+            for red, col in p.todo:  # (for a column asked twice, the last wins: as the general path)
+                self.cols[_KERNEL.index(red), i] = col
+            if p.grad_cols is not None:
+                self.cols[3, i] = p.grad_cols[0]
+        self.written = [int(c) for c in self.cols.ravel() if c >= 0]
+        self.grads = [p.grad_cols is not None for p in plans]
+        self.samples = np.zeros(k, dtype=np.int64)  # this step's addresses (filled at finish())
+        self.grad_addresses = np.zeros(k, dtype=np.int64)
+
+    @staticmethod
+    def fits(plans: list) -> bool:
+        """Whether one kernel call can take these plans: each once, float32, reductions it has."""
+        return (len({id(p) for p in plans}) == len(plans) and all(p.dtype is F32 for p in plans)
+                and all(red in _KERNEL for p in plans for red, _ in p.todo))  # fmt: skip
+
+
+class FastStep:
+    """The lean hooks' entries of a recorded step and, where they allow, their one-call reduction."""
+
+    def __init__(self, device: torch.device):
+        self.on = device.type == "cpu"  # (on a GPU the general path stacks them: a few launches)
+        self.entries: list[tuple] = []  # (plan, output, its version) in call order; cleared in place
+        self._lanes: dict[tuple, _Lane | None] = {}  # by the plans' sequence
+        self._ready: _Lane | None = None  # the lane finish() filled, for write()
+
+    def clear(self) -> None:
+        self.entries.clear()  # (in place: the lean hooks hold its append)
+        self._ready = None
+
+    def take(self) -> list[tuple]:
+        """The entries, handed to the general path (which then owns them)."""
+        entries = self.entries[:]
+        self.entries.clear()
+        return entries
+
+    def finish(self) -> bool:
+        """Read this step's addresses; True when :meth:`write` can take every entry (else
+        nothing is changed, and the caller hands them over)."""
+        entries = self.entries
+        if not self.on or not entries:
+            return False
+        key = tuple([e[0] for e in entries])
+        lane = self._lanes.get(key, False)
+        if lane is False:
+            lane = self._lanes[key] = _Lane(list(key)) if _Lane.fits(list(key)) and native.library() else None
+        if lane is None:
+            return False
+        samples, grad_addresses = lane.samples, lane.grad_addresses
+        for i, ((_, h, version), grad) in enumerate(zip(entries, lane.grads)):
+            if h._version != version or not h.is_contiguous() or not h.is_cpu:
+                return False
+            samples[i] = h.data_ptr()
+            if grad:
+                g = h.grad
+                if g is None or not g.is_contiguous():
+                    return False
+                grad_addresses[i] = g.data_ptr()
+        self._ready = lane
+        return True
+
+    def write(self, row: torch.Tensor) -> list[int]:
+        """The values into ``row`` (float32, contiguous, CPU) after a :meth:`finish` that
+        returned True; returns the columns set."""
+        lane, self._ready = self._ready, None
+        if lane is None:
+            return []
+        native.library().planned_stats(lane.count, lane.samples.ctypes.data, lane.sample_numel.ctypes.data,
+                                       lane.grad_addresses.ctypes.data, lane.grad_numel.ctypes.data,
+                                       lane.cols.ctypes.data, row.data_ptr(), COUNT_UNIT, torch.get_num_threads())  # fmt: skip
+        return lane.written

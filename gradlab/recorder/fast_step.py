@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from gradlab.recorder import native
+from gradlab.recorder.plans import cached_plan
 from gradlab.recorder.reductions import COUNT_UNIT, F32
 from gradlab.recorder.statistics import COUNT, NORM, SUM
 
@@ -64,7 +65,7 @@ class FastStep:
     def __init__(self, device: torch.device):
         self.on = device.type == "cpu"  # (on a GPU the general path stacks them: a few launches)
         self.entries: list[tuple] = []  # (plan, output, its version) in call order; cleared in place
-        self._lanes: dict[tuple, _Lane | None] = {}  # by the plans' sequence
+        self._lanes: dict[tuple, _Lane | tuple] = {}  # by the plans' sequence (a few: plans.MAX_PLANS)
         self._ready: _Lane | None = None  # the lane finish() filled, for write()
 
     def clear(self) -> None:
@@ -84,10 +85,8 @@ class FastStep:
         if not self.on or not entries:
             return False
         key = tuple([e[0] for e in entries])
-        lane = self._lanes.get(key, False)
-        if lane is False:
-            lane = self._lanes[key] = _Lane(list(key)) if _Lane.fits(list(key)) and native.library() else None
-        if lane is None:
+        lane = cached_plan(self._lanes, key, lambda: _Lane(list(key)) if _Lane.fits(list(key)) and native.library() else ())
+        if not lane:  # (): the kernel cannot take these plans
             return False
         samples, grad_addresses = lane.samples, lane.grad_addresses
         for i, ((_, h, version), grad) in enumerate(zip(entries, lane.grads)):

@@ -10,6 +10,7 @@ import shutil
 import weakref
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -172,3 +173,23 @@ def test_the_lane_holds_no_tensor_past_its_step():
             opt.step()
             assert not fast.entries
         assert seen[-1]() is None  # the planned output died with its step
+
+
+def test_kernels_turned_off_mid_run_leave_a_cached_lane_working(monkeypatch):
+    """The lane holds its kernel: ``native.reset()`` with GRADLAB_NATIVE=0 after it was built
+    (tests do that) neither crashes the step nor changes its values."""
+    model, batches = _transformer(batches=4)
+    expected = _record(model, batches)
+    model = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    with gradlab.watch(model, every=1, dense_until=0) as rec:
+        for step, (x, y) in enumerate(batches):
+            if step == 3:
+                monkeypatch.setenv("GRADLAB_NATIVE", "0")
+                native.reset()
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            rec.step()
+            opt.step()
+        frame = rec.frame()
+    pd.testing.assert_frame_equal(frame, expected[0])

@@ -35,9 +35,11 @@ class _Lane:
     """One sequence of plans, as the kernel takes it: per point its elements, its columns
     ([4, k]: sum, norm, count, gradient norm; -1 where not wanted) and the addresses read."""
 
-    __slots__ = ("count", "sample_numel", "grad_numel", "cols", "written", "grads", "samples", "grad_addresses")
+    __slots__ = ("kernel", "count", "sample_numel", "grad_numel", "cols", "written", "grads", "samples",
+                 "grad_addresses")
 
-    def __init__(self, plans: list):
+    def __init__(self, kernel, plans: list):
+        self.kernel = kernel  # (held: the library stays loaded for as long as the lane)
         k = self.count = len(plans)
         self.sample_numel = np.asarray([int(np.prod(p.meta[0], dtype=np.int64)) for p in plans], dtype=np.int64)
         self.grad_numel = np.asarray([int(np.prod(p.shape, dtype=np.int64)) for p in plans], dtype=np.int64)
@@ -85,7 +87,7 @@ class FastStep:
         if not self.on or not entries:
             return False
         key = tuple([e[0] for e in entries])
-        lane = cached_plan(self._lanes, key, lambda: _Lane(list(key)) if _Lane.fits(list(key)) and native.library() else ())
+        lane = cached_plan(self._lanes, key, lambda: _lane(list(key)))
         if not lane:  # (): the kernel cannot take these plans
             return False
         samples, grad_addresses = lane.samples, lane.grad_addresses
@@ -107,7 +109,13 @@ class FastStep:
         lane, self._ready = self._ready, None
         if lane is None:
             return []
-        native.library().planned_stats(lane.count, lane.samples.ctypes.data, lane.sample_numel.ctypes.data,
-                                       lane.grad_addresses.ctypes.data, lane.grad_numel.ctypes.data,
-                                       lane.cols.ctypes.data, row.data_ptr(), COUNT_UNIT, torch.get_num_threads())  # fmt: skip
+        lane.kernel(lane.count, lane.samples.ctypes.data, lane.sample_numel.ctypes.data, lane.grad_addresses.ctypes.data,
+                    lane.grad_numel.ctypes.data, lane.cols.ctypes.data, row.data_ptr(), COUNT_UNIT,
+                    torch.get_num_threads())  # fmt: skip
         return lane.written
+
+
+def _lane(plans: list) -> _Lane | tuple:
+    """The kernel's plan for this sequence of plans, or () where it cannot take them."""
+    lib = native.library()
+    return _Lane(lib.planned_stats, plans) if lib is not None and _Lane.fits(plans) else ()

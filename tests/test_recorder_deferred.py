@@ -184,3 +184,40 @@ def test_a_kept_gradient_is_that_of_the_output_before_a_later_in_place_change():
     for step, (dz, dout) in enumerate(expected):
         assert df[(step, "a", "act_grad_norm")] == pytest.approx(dz, rel=1e-5)  # before the relu_, not after
         assert df[(step, "b", "act_grad_norm")] == pytest.approx(dout, rel=1e-5)
+
+
+@pytest.mark.parametrize("sizes", [(5, 4), (4, 5)])
+def test_micro_batches_on_either_side_of_the_small_size_are_reduced_by_one_half(sizes):
+    """Mixed on a CPU: an output of 5 x 3500 elements is reduced in its hook, one of 4 x 3500
+    kept for step() (``small`` is 16k). Micro-batches of those two sizes in one step stay with
+    the half that took the first, a lean hook's too (learned on 4 x 4 at the first step): the
+    gradient norms combine over both, the last call's activation values win, as with the hooks."""
+
+    class Wide(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.c = nn.Linear(4, 3500), nn.Linear(3500, 3)
+
+        def forward(self, x):
+            return self.c(torch.relu(self.a(x)))
+
+    torch.manual_seed(0)
+    model = Wide()
+    g = torch.Generator().manual_seed(1)
+    splits = [(4, 4)] + [sizes] * 3
+    batches = [(torch.randn(sum(n), 4, generator=g), torch.randint(0, 3, (sum(n),), generator=g)) for n in splits]
+    got = {}
+    for where in ("hooks", "mixed"):
+        m = copy.deepcopy(model)
+        opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+        with gradlab.watch(m, every=1, dense_until=0, act_sample=None, reduce_at=where) as rec:
+            for (x, y), split in zip(batches, splits):
+                opt.zero_grad(set_to_none=True)
+                for xs, ys in zip(x.split(list(split)), y.split(list(split))):
+                    F.cross_entropy(m(xs), ys).backward()
+                rec.step()
+                opt.step()
+            if where == "mixed":
+                assert rec._inst.hooks.taps[0].fast is not None  # a's lean hook took the 4-row calls
+            got[where] = rec.frame()
+    assert_same(got["hooks"], got["mixed"])

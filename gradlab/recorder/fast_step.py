@@ -69,15 +69,29 @@ class FastStep:
         self.entries: list[tuple] = []  # (plan, output, its version) in call order; cleared in place
         self._lanes: dict[tuple, _Lane | tuple] = {}  # by the plans' sequence (a few: plans.MAX_PLANS)
         self._ready: _Lane | None = None  # the lane finish() filled, for write()
+        self._columns: tuple[int, set[int]] = (0, set())  # (entries seen, their points' first columns)
+        self._handed: set[int] = set()  # ... of the entries handed over this step
 
     def clear(self) -> None:
         self.entries.clear()  # (in place: the lean hooks hold its append)
         self._ready = None
+        self._columns = (0, set())
+        self._handed.clear()
+
+    def holds(self, col: int) -> bool:
+        """Whether a lean hook kept, this step, a point whose first activation or gradient
+        column is ``col`` (its entry here, or handed over)."""
+        seen, columns = self._columns
+        if seen != len(self.entries):
+            columns = set(_first_columns(self.entries))
+            self._columns = (len(self.entries), columns)
+        return col in columns or col in self._handed
 
     def take(self) -> list[tuple]:
         """The entries, handed to the general path (which then owns them)."""
         entries = self.entries[:]
         self.entries.clear()
+        self._handed.update(_first_columns(entries))
         return entries
 
     def finish(self) -> bool:
@@ -113,6 +127,11 @@ class FastStep:
                     lane.grad_numel.ctypes.data, lane.cols.ctypes.data, row.data_ptr(), COUNT_UNIT,
                     torch.get_num_threads())  # fmt: skip
         return lane.written
+
+
+def _first_columns(entries: list[tuple]):
+    """Each entry's point's first activation column and its gradient column."""
+    return (c for plan, _, _ in entries for c in (plan.key, plan.grad_key))
 
 
 def _lane(plans: list) -> _Lane | tuple:

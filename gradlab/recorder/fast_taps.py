@@ -48,11 +48,13 @@ class FastTaps:
 
     ``deferred``: the DeferredReductions of the step (None: reductions run in the hooks,
     and nothing here applies); ``small``: the most elements an output may have to be
-    deferred (gradlab.recorder.mixed; None: any); ``sample``: the recorder's Sample."""
+    deferred (gradlab.recorder.mixed; None: any); ``sample``: the recorder's Sample;
+    ``took``: the mixed reducer's columns taken this step, by half (None: not mixed)."""
 
-    def __init__(self, deferred, small: int | None, sample):
+    def __init__(self, deferred, small: int | None, sample, took: dict | None = None):
         self.deferred = deferred
         self.small = small
+        self.took = took
         self.sample = sample
         self.learning = deferred is not None  # the next recorded step is watched to learn
         self.seen: dict[int, tuple] = {}  # tap position -> (tap, output, its SeenOutput), the learning step
@@ -117,6 +119,7 @@ class FastTaps:
         plan does not describe; ``numel``: the step's elements per point)."""
         plan, d = tap.fast, self.deferred
         grads, grad_enabled, position, keep = d.grads, torch.is_grad_enabled, tap.position, d.fast.entries.append
+        took, key, grad_key = self.took, plan.key, plan.grad_key
         shape, dtype, todo, size, grad_cols, n = plan.shape, plan.dtype, plan.todo, plan.size, plan.grad_cols, plan.numel
         kept = bool(todo) or grad_cols is not None
 
@@ -124,7 +127,9 @@ class FastTaps:
         def fast(module, args, output):
             if (type(output) is not _TENSOR or output.shape != shape or output.dtype != dtype or not module.training
                     or not grad_enabled() or not output.requires_grad or d._kept + size > d.ref_bytes
-                    or grad_cols is not None and grads._retained_bytes + size > grads.grad_bytes):  # fmt: skip
+                    or grad_cols is not None and grads._retained_bytes + size > grads.grad_bytes
+                    or took and (took.get(key, d) is not d or took.get(grad_key, d) is not d)):  # fmt: skip
+                # (the last: an earlier call of this step, another micro-batch, was reduced in the hooks)
                 return general(module, args, output)
             if todo:
                 d._kept += size

@@ -67,7 +67,8 @@ class StepHooks:
         self.sample = Sample(act_sample)
         self.reducer = reducer_for(defer, device, self.vals, self.sample, FlatScratch())
         deferred = getattr(self.reducer, "deferred", self.reducer if defer == "step" else None)
-        self.fast = FastTaps(None if self.thread_limit else deferred, getattr(self.reducer, "small", None), self.sample)
+        self.fast = FastTaps(None if self.thread_limit else deferred, getattr(self.reducer, "small", None), self.sample,
+                             getattr(self.reducer, "took", None))  # fmt: skip
         self.fused = FusedTaps(self)  # (lean hooks where the fused kernels measure in the hooks)
         self.repeats = RepeatedCalls(self.taps, [p.name for p in targets.points])  # a module run twice in a forward
         self.no_numel = [0] * len(self.taps)

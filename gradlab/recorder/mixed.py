@@ -7,6 +7,10 @@ than on adding the numbers. Keeping such a tensor (a reference) and reducing all
 at ``step()``, a stack per shape, costs a few calls a step. A large tensor is reduced in
 its hook while it is still in cache, where stacking it would copy it first. Both halves do
 the same arithmetic (gradlab.recorder.reductions), so the values are those of either.
+
+A column stays with the half that took it first in a step: micro-batches of unequal sizes
+(an epoch's last batch split in two) can fall on either side of ``small``, and only one half
+can combine their gradient norms and let the last call's activation values win.
 """
 
 from __future__ import annotations
@@ -33,16 +37,25 @@ class MixedReductions:
         self.in_hook = in_hook
         self.sample_numel = sample_numel  # h -> the elements of its sample (gradlab.recorder.taps.Sample)
         self.small = small
+        self.took: dict[int, object] = {}  # a point's first column -> the half reducing it this step
+
+    def _half(self, col: int, small: bool):
+        half = self.took.get(col)
+        if half is None:  # (a lean hook's entry is the deferred half's: gradlab.recorder.fast_step)
+            half = self.took[col] = self.deferred if small or self.deferred.fast.holds(col) else self.in_hook
+        return half
 
     def output(self, seen, h: torch.Tensor, todo, channel_first: bool) -> None:
-        small = self.sample_numel(h) <= self.small
-        (self.deferred if small else self.in_hook).output(seen, h, todo, channel_first)
+        self._half(todo[0][1], self.sample_numel(h) <= self.small).output(seen, h, todo, channel_first)
 
     def grad(self, g: torch.Tensor, cols: list[int]) -> None:
-        (self.deferred if g.numel() <= self.small else self.in_hook).grad(g, cols)
+        self._half(cols[0], g.numel() <= self.small).grad(g, cols)
 
     def retain(self, h: torch.Tensor, cols: list[int], key: int) -> bool:
-        return self.deferred.retain(h, cols, key)
+        if self.took.get(cols[0], self.deferred) is not self.deferred or not self.deferred.retain(h, cols, key):
+            return False
+        self.took[cols[0]] = self.deferred
+        return True
 
     def finish(self) -> None:
         self.deferred.finish()
@@ -53,6 +66,7 @@ class MixedReductions:
     def clear(self) -> None:
         self.deferred.clear()
         self.in_hook.clear()
+        self.took.clear()
 
 
 def reducer_for(where: str, device: torch.device, vals: list, sample, scratch):

@@ -40,8 +40,9 @@ def _record(model, batches, lane: bool = True, micro: int = 1, **watch):
     FastStep.take = lambda self: handed.extend(self.entries) or take(self)
     try:
         with gradlab.watch(model, every=1, dense_until=0, **watch) as rec:
-            deferred = getattr(rec._inst.hooks.reducer, "deferred", None)
-            if deferred is not None:
+            reducer = rec._inst.hooks.reducer
+            deferred = getattr(reducer, "deferred", reducer)  # (mixed, or "step": the deferred path itself)
+            if hasattr(deferred, "fast"):
                 deferred.fast.on = lane
             for x, y in batches:
                 opt.zero_grad(set_to_none=True)
@@ -68,13 +69,15 @@ def _same_bits(a, b):
     np.testing.assert_array_equal(a[1], b[1])  # and the same float32 values, NaN where not written
 
 
-def test_a_planned_step_is_one_kernel_call_with_the_general_paths_values():
+@pytest.mark.parametrize("watch", [{}, {"act_sample": 2}, {"reduce_at": "step"}])
+def test_a_planned_step_is_one_kernel_call_with_the_general_paths_values(watch):
     model, batches = _transformer()
-    lane, general = _record(model, batches), _record(model, batches, lane=False)
+    lane, general = _record(model, batches, **watch), _record(model, batches, lane=False, **watch)
     assert lane[3] == len(batches) - 1 and lane[4] == 0  # from the step after the plans were learned
     assert general[3] == 0 and general[4] > 0
     _same_bits(lane, general)
-    assert_same(lane[0], _record(model, batches, reduce_at="hooks")[0])
+    hooks = {k: v for k, v in watch.items() if k != "reduce_at"}
+    assert_same(lane[0], _record(model, batches, reduce_at="hooks", **hooks)[0])
     grads = lane[0][lane[0]["stat"] == "act_grad_norm"]
     assert grads.groupby("step")["value"].count().nunique() == 1  # every step, every point's dL/dh
 
@@ -193,3 +196,16 @@ def test_kernels_turned_off_mid_run_leave_a_cached_lane_working(monkeypatch):
             opt.step()
         frame = rec.frame()
     pd.testing.assert_frame_equal(frame, expected[0])
+
+
+def test_no_lane_without_the_kernels(monkeypatch):
+    monkeypatch.setenv("GRADLAB_NATIVE", "0")
+    native.reset()
+    model, ((x, y),) = _transformer(batches=1)
+    with gradlab.watch(model, every=1, dense_until=0) as rec:
+        fast = rec._inst.hooks.reducer.deferred.fast
+        for _ in range(3):
+            F.cross_entropy(model(x), y).backward()
+            assert fast.finish() is False  # (the step then takes the general path: PyTorch's reductions)
+            rec.step()
+        assert rec.frame()["stat"].eq("act_grad_norm").sum() > 0

@@ -22,13 +22,11 @@ import numpy as np
 import torch
 
 from gradlab.recorder import native
+from gradlab.recorder.in_hook import FUSED_VALUES
 from gradlab.recorder.plans import cached_plan
 from gradlab.recorder.reductions import COUNT_UNIT, F32
-from gradlab.recorder.statistics import COUNT, NORM, SUM
 
 __all__ = ["FastStep"]
-
-_KERNEL = (SUM, NORM, COUNT)  # the sample's values the kernel gives, in its column rows' order
 
 
 class _Lane:
@@ -46,7 +44,7 @@ class _Lane:
         self.cols = np.full((4, k), -1, dtype=np.int64)
         for i, p in enumerate(plans):
             for red, col in p.todo:  # (for a column asked twice, the last wins: as the general path)
-                self.cols[_KERNEL.index(red), i] = col
+                self.cols[FUSED_VALUES[red], i] = col
             if p.grad_cols is not None:
                 self.cols[3, i] = p.grad_cols[0]
         self.written = [int(c) for c in self.cols.ravel() if c >= 0]
@@ -58,7 +56,7 @@ class _Lane:
     def fits(plans: list) -> bool:
         """Whether one kernel call can take these plans: each once, float32, reductions it has."""
         return (len({id(p) for p in plans}) == len(plans) and all(p.dtype is F32 for p in plans)
-                and all(red in _KERNEL for p in plans for red, _ in p.todo))  # fmt: skip
+                and all(red in FUSED_VALUES for p in plans for red, _ in p.todo))  # fmt: skip
 
 
 class FastStep:
@@ -105,6 +103,7 @@ class FastStep:
         if not lane:  # (): the kernel cannot take these plans
             return False
         samples, grad_addresses = lane.samples, lane.grad_addresses
+        # (fused_tensors.qualifies, inline: the dtype is the plan's, float32; a gradient's is its output's)
         for i, ((_, h, version), grad) in enumerate(zip(entries, lane.grads)):
             if h._version != version or not h.is_contiguous() or not h.is_cpu:
                 return False

@@ -207,20 +207,27 @@ static void tensor_totals(const float *x, int64_t n, int norm_only, int threads,
     }
 }
 
+/* One tensor's sum into *sum, norm into *norm and, times ``unit``, count of elements > 0
+ * into *positive (NaN when it holds a NaN, as gradlab.recorder.reductions.count gives it);
+ * a NULL output is not computed (only the norm: the squares alone are summed). */
+static void values(const float *x, int64_t n, float *sum, float *norm, float *positive, float unit, int threads) {
+    double s = 0.0, q = 0.0;
+    int64_t c = 0, nan = 0;
+    tensor_totals(x, n, !sum && !positive, threads, &s, &q, &c, &nan);
+    if (sum) *sum = (float)s;
+    if (norm) *norm = (float)sqrt(q);
+    if (positive) *positive = nan ? (float)NAN : (float)((double)c * unit);
+}
+
 /* For each of ``count`` float32 tensors (addresses and sizes): its sum into sums[t], its
  * norm into norms[t] and, times ``unit``, its count of elements > 0 into positives[t] (NaN
  * when it holds a NaN, as gradlab.recorder.reductions.count gives it); a NULL output array
  * is not computed. A large tensor is read by up to ``threads`` threads. */
 void tensor_stats(int64_t count, const int64_t *addresses, const int64_t *numel, float *sums, float *norms,
                   float *positives, float unit, int threads) {
-    for (int64_t t = 0; t < count; ++t) {
-        double s = 0.0, q = 0.0;
-        int64_t c = 0, nan = 0;
-        tensor_totals((const float *)(intptr_t)addresses[t], numel[t], !sums && !positives, threads, &s, &q, &c, &nan);
-        if (sums) sums[t] = (float)s;
-        if (norms) norms[t] = (float)sqrt(q);
-        if (positives) positives[t] = nan ? (float)NAN : (float)((double)c * unit);
-    }
+    for (int64_t t = 0; t < count; ++t)
+        values((const float *)(intptr_t)addresses[t], numel[t], sums ? sums + t : 0, norms ? norms + t : 0,
+               positives ? positives + t : 0, unit, threads);
 }
 
 /* The lean hooks' points of a step (gradlab.recorder.fast_step), in one call: for each of
@@ -234,21 +241,12 @@ void planned_stats(int64_t count, const int64_t *samples, const int64_t *sample_
     const int64_t *sum_cols = cols, *norm_cols = cols + count, *count_cols = cols + 2 * count;
     const int64_t *grad_cols = cols + 3 * count;
     for (int64_t t = 0; t < count; ++t) {
-        if (sum_cols[t] >= 0 || norm_cols[t] >= 0 || count_cols[t] >= 0) {
-            double s = 0.0, q = 0.0;
-            int64_t c = 0, nan = 0;
-            tensor_totals((const float *)(intptr_t)samples[t], sample_numel[t], sum_cols[t] < 0 && count_cols[t] < 0,
-                          threads, &s, &q, &c, &nan);
-            if (sum_cols[t] >= 0) row[sum_cols[t]] = (float)s;
-            if (norm_cols[t] >= 0) row[norm_cols[t]] = (float)sqrt(q);
-            if (count_cols[t] >= 0) row[count_cols[t]] = nan ? (float)NAN : (float)((double)c * unit);
-        }
-        if (grad_cols[t] >= 0) {
-            double s = 0.0, q = 0.0;
-            int64_t c = 0, nan = 0;
-            tensor_totals((const float *)(intptr_t)grads[t], grad_numel[t], 1, threads, &s, &q, &c, &nan);
-            row[grad_cols[t]] = (float)sqrt(q);
-        }
+        if (sum_cols[t] >= 0 || norm_cols[t] >= 0 || count_cols[t] >= 0)
+            values((const float *)(intptr_t)samples[t], sample_numel[t], sum_cols[t] >= 0 ? row + sum_cols[t] : 0,
+                   norm_cols[t] >= 0 ? row + norm_cols[t] : 0, count_cols[t] >= 0 ? row + count_cols[t] : 0, unit,
+                   threads);
+        if (grad_cols[t] >= 0)
+            values((const float *)(intptr_t)grads[t], grad_numel[t], 0, row + grad_cols[t], 0, unit, threads);
     }
 }
 

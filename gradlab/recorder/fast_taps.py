@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from gradlab.recorder.compiled import eager
+from gradlab.recorder.deferred import DeferredReductions
 from gradlab.recorder.taps import Tap
 
 __all__ = ["FastPlan", "FastTaps"]
@@ -60,6 +61,12 @@ class FastTaps:
         self.seen: dict[int, tuple] = {}  # tap position -> (tap, output, its SeenOutput), the learning step
         self.fast: dict[int, Tap] = {}  # tap position -> the tap, for those with a plan
         self._known = (0, 0)  # how many outputs the deferred path knew to be changed in place, at the last check
+
+    @classmethod
+    def of(cls, reducer, sample, lean: bool = True) -> FastTaps:
+        """The lean hooks of a reducer's deferred half (none to learn without one, or without ``lean``)."""
+        deferred = getattr(reducer, "deferred", reducer if isinstance(reducer, DeferredReductions) else None)
+        return cls(deferred if lean else None, getattr(reducer, "small", None), sample, getattr(reducer, "took", None))
 
     def observe(self, tap: Tap, h: torch.Tensor, entry) -> None:
         """The general hook measured ``tap`` on ``h`` (during the learning step)."""

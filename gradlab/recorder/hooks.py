@@ -34,7 +34,7 @@ from gradlab.recorder.reductions import F32
 from gradlab.recorder.repeated_calls import RepeatedCalls
 from gradlab.recorder.statistics import INPUT_NORM, NORM, SUM
 from gradlab.recorder.targets import Targets
-from gradlab.recorder.taps import FlatScratch, Sample, SeenOutput, SeenOutputs, Tap, output_tensor, with_threads
+from gradlab.recorder.taps import FlatScratch, Sample, SeenOutput, SeenOutputs, Tap, output_tensor, taps_of, with_threads
 
 __all__ = ["StepHooks"]
 
@@ -51,10 +51,7 @@ class StepHooks:
                  cpu_threads: int | None, defer: str):  # fmt: skip
         self.modules = targets.modules
         self.blocks = targets.blocks
-        self.taps = [Tap(cols) for cols in layout.points]
-        for j, tap in enumerate(self.taps[:-1]):
-            if tap.fed:
-                self.taps[j + 1].feeder = tap
+        self.taps = taps_of(layout.points)
         self.block_todo = [((NORM, c),) for c in layout.blocks.get(INPUT_NORM, [])]  # ||x|| of each block's input
         self.act_sample = act_sample
         self.thread_limit = cpu_threads if cpu_threads and device.type == "cpu" else None
@@ -66,9 +63,7 @@ class StepHooks:
         self.vals: list[torch.Tensor] = list(self.template)  # this step's value of every column
         self.sample = Sample(act_sample)
         self.reducer = reducer_for(defer, device, self.vals, self.sample, FlatScratch())
-        deferred = getattr(self.reducer, "deferred", self.reducer if defer == "step" else None)
-        self.fast = FastTaps(None if self.thread_limit else deferred, getattr(self.reducer, "small", None), self.sample,
-                             getattr(self.reducer, "took", None))  # fmt: skip
+        self.fast = FastTaps.of(self.reducer, self.sample, lean=not self.thread_limit)
         self.fused = FusedTaps(self)  # (lean hooks where the fused kernels measure in the hooks)
         self.repeats = RepeatedCalls(self.taps, [p.name for p in targets.points])  # a module run twice in a forward
         self.no_numel = [0] * len(self.taps)

@@ -15,7 +15,7 @@ from gradlab.recorder.compiled import eager
 from gradlab.recorder.layout import PointColumns
 from gradlab.recorder.statistics import NORM, SUM
 
-__all__ = ["FlatScratch", "Sample", "SeenOutput", "SeenOutputs", "Tap", "output_tensor", "with_threads"]
+__all__ = ["FlatScratch", "Sample", "SeenOutput", "SeenOutputs", "Tap", "output_tensor", "taps_of", "with_threads"]
 
 
 def with_threads(fn, limit: int):
@@ -102,6 +102,15 @@ class Tap:
     def hooked(self) -> bool:
         """Whether this point's module gets a measuring forward hook (for itself or its feeder)."""
         return not self.fed and (self.active or (self.feeder is not None and self.feeder.active))
+
+
+def taps_of(points: list[PointColumns]) -> list[Tap]:
+    """The points' taps, each BatchNorm's linked to the point it measures (its ``feeder``)."""
+    taps = [Tap(cols) for cols in points]
+    for tap, after in zip(taps, taps[1:]):
+        if tap.fed:
+            after.feeder = tap
+    return taps
 
 
 def output_tensor(output) -> torch.Tensor | None:

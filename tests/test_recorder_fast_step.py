@@ -21,6 +21,7 @@ from gradlab.bench.transformer import tiny_transformer
 from gradlab.models import build
 from gradlab.recorder import native
 from gradlab.recorder.fast_step import FastStep
+from gradlab.recorder.mixed import deferred_of
 from tests.recorder_frames import assert_same
 
 pytestmark = [pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc)"),
@@ -40,9 +41,8 @@ def _record(model, batches, lane: bool = True, micro: int = 1, **watch):
     FastStep.take = lambda self: handed.extend(self.entries) or take(self)
     try:
         with gradlab.watch(model, every=1, dense_until=0, **watch) as rec:
-            reducer = rec._inst.hooks.reducer
-            deferred = getattr(reducer, "deferred", reducer)  # (mixed, or "step": the deferred path itself)
-            if hasattr(deferred, "fast"):
+            deferred = deferred_of(rec._inst.hooks.reducer)  # (mixed's, or "step": the deferred path itself)
+            if deferred is not None:
                 deferred.fast.on = lane
             for x, y in batches:
                 opt.zero_grad(set_to_none=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from gradlab.recorder.compiled import eager
-from gradlab.recorder.deferred import DeferredReductions
+from gradlab.recorder.mixed import deferred_of
 from gradlab.recorder.taps import Tap
 
 __all__ = ["FastPlan", "FastTaps"]
@@ -65,8 +65,8 @@ class FastTaps:
     @classmethod
     def of(cls, reducer, sample, lean: bool = True) -> FastTaps:
         """The lean hooks of a reducer's deferred half (none to learn without one, or without ``lean``)."""
-        deferred = getattr(reducer, "deferred", reducer if isinstance(reducer, DeferredReductions) else None)
-        return cls(deferred if lean else None, getattr(reducer, "small", None), sample, getattr(reducer, "took", None))
+        deferred = deferred_of(reducer) if lean else None
+        return cls(deferred, getattr(reducer, "small", None), sample, getattr(reducer, "took", None))
 
     def observe(self, tap: Tap, h: torch.Tensor, entry) -> None:
         """The general hook measured ``tap`` on ``h`` (during the learning step)."""

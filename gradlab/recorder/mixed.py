@@ -20,7 +20,7 @@ import torch
 from gradlab.recorder.deferred import DeferredReductions
 from gradlab.recorder.in_hook import InHookReductions
 
-__all__ = ["SMALL_NUMEL", "MixedReductions", "in_hook_of", "reducer_for"]
+__all__ = ["SMALL_NUMEL", "MixedReductions", "deferred_of", "in_hook_of", "reducer_for"]
 
 SMALL_NUMEL = 1 << 14  # elements (of an output's sample, or a gradient) kept for step()
 
@@ -82,3 +82,8 @@ def reducer_for(where: str, device: torch.device, vals: list, sample, scratch):
 def in_hook_of(reducer) -> InHookReductions | None:
     """The strategy's in-hook half: the reducer itself ("hooks"), a mixed one's, or None ("step")."""
     return reducer if isinstance(reducer, InHookReductions) else getattr(reducer, "in_hook", None)
+
+
+def deferred_of(reducer) -> DeferredReductions | None:
+    """The strategy's deferred half: the reducer itself ("step"), a mixed one's, or None ("hooks")."""
+    return reducer if isinstance(reducer, DeferredReductions) else getattr(reducer, "deferred", None)
